@@ -1,0 +1,315 @@
+"""config.yaml: the installed site (links, cabinets, lamps, gauges) and how to poll it.
+
+Profiles say what a device type is; this file says which devices are installed
+where. Loading validates everything, including references between the two
+(a cabinet's link must exist, its profile must be a cabinet profile, unit ids
+must not collide on a link), and a mistake names the file, the key and why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from drivers.errors import ConfigError, format_validation_error
+from drivers.profile import ProfileLibrary
+
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=64)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LinkConfig(_Strict):
+    """A TCP connection or serial line, and its timing."""
+
+    id: Identifier
+    kind: Literal["modbus_tcp", "rtu_over_tcp", "rtu_serial"]
+    host: str | None = None
+    port: int | str | None = Field(
+        default=None, description="TCP port number, or serial device path for rtu_serial"
+    )
+    baudrate: int = Field(default=9600, gt=0)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    timeout: float = Field(default=1.0, gt=0, le=60)
+    retries: int = Field(default=1, ge=0, le=5)
+    turnaround_ms: float = Field(default=0.0, ge=0, le=1000)
+    backoff_initial: float = Field(default=0.5, gt=0)
+    backoff_max: float = Field(default=30.0, gt=0)
+    #: rtu_serial only: the far end of the line that the simulator serves. When
+    #: neither path exists, the simulator joins the two with a socat PTY pair.
+    sim_port: str | None = None
+
+    @model_validator(mode="after")
+    def _check_address(self) -> LinkConfig:
+        if self.kind == "rtu_serial":
+            if not isinstance(self.port, str) or not self.port:
+                raise ValueError("rtu_serial needs port: a serial device path like /dev/ttyUSB0")
+        else:
+            if not self.host:
+                raise ValueError(f"{self.kind} needs host")
+            if not isinstance(self.port, int) or not 0 < self.port < 65536:
+                raise ValueError(f"{self.kind} needs port: a TCP port number 1-65535")
+        return self
+
+
+class Located(_Strict):
+    """Where a piece of street furniture is and who answers for it."""
+
+    name: str = ""
+    lat: float = Field(default=0.0, ge=-90, le=90)
+    lon: float = Field(default=0.0, ge=-180, le=180)
+    grid: str = Field(default="", description="grid cell code of the city-management grid")
+    road: str = ""
+    district: str = ""
+    department: str = ""
+
+
+class LampConfig(Located):
+    """One lamp with its single-lamp controller."""
+
+    id: Identifier
+    pole: str = ""
+    circuit: int = Field(default=1, ge=1, le=16)
+    phase: Literal["A", "B", "C"] = "A"
+    rated_w: float = Field(default=150.0, gt=0, le=5000)
+
+
+class LampRunConfig(_Strict):
+    """A row of identical lamps on one circuit, numbered ``{cabinet}-L001`` onward."""
+
+    circuit: int = Field(ge=1, le=16)
+    count: int = Field(ge=1, le=1024)
+    rated_w: float = Field(default=150.0, gt=0, le=5000)
+    road: str = ""
+
+
+class CabinetConfig(Located):
+    """A control cabinet, polled through its link, with its lamps behind the concentrator."""
+
+    id: Identifier
+    link: str
+    unit: int = Field(ge=1, le=247)
+    profile: str = "sl-cabinet-4c"
+    circuits: int = Field(default=4, ge=1, le=16)
+    lamps: list[LampConfig] = []
+    lamp_runs: list[LampRunConfig] = []
+
+    def all_lamps(self) -> list[LampConfig]:
+        """Listed lamps, then the lamps of each run, in concentrator slot order.
+
+        Lamps of a run take the cabinet's location and are spread over the phases
+        A, B, C in turn, as electricians balance a street circuit.
+        """
+        lamps = list(self.lamps)
+        number = len(lamps)
+        for run in self.lamp_runs:
+            for _ in range(run.count):
+                number += 1
+                lamps.append(
+                    LampConfig(
+                        id=f"{self.id}-L{number:03d}",
+                        circuit=run.circuit,
+                        phase=("A", "B", "C")[(number - 1) % 3],
+                        rated_w=run.rated_w,
+                        road=run.road or self.road,
+                        lat=self.lat,
+                        lon=self.lon,
+                        grid=self.grid,
+                        district=self.district,
+                        department=self.department,
+                    )
+                )
+        return lamps
+
+
+class StandaloneLampConfig(LampConfig):
+    """A single-lamp controller on its own unit id (not behind a concentrator)."""
+
+    link: str
+    unit: int = Field(ge=1, le=247)
+    profile: str = "slc-lamp"
+
+
+class GaugeConfig(Located):
+    """A water-level gauge at a waterlogging point, with its alarm levels in metres."""
+
+    id: Identifier
+    link: str
+    unit: int = Field(ge=1, le=247)
+    profile: str = "wl-radar"
+    levels: dict[Literal["blue", "yellow", "orange", "red"], float] = {}
+
+
+class PollingConfig(_Strict):
+    """Poll intervals by device class and the dead-device policy."""
+
+    cabinet_interval: float = Field(default=60.0, gt=0)
+    lamp_interval: float = Field(default=60.0, gt=0)
+    gauge_interval: float = Field(default=10.0, gt=0)
+    #: Failed polls in a row after which a device is offline.
+    offline_after: int = Field(default=2, ge=1)
+    #: An offline device is polled every interval x 2^k, up to this many intervals.
+    offline_backoff_max: int = Field(default=8, ge=1)
+    #: Readings are handed on in batches at most this often (seconds).
+    batch_interval: float = Field(default=1.0, gt=0)
+
+
+class SiteConfig(_Strict):
+    """The city this controller serves."""
+
+    city: str = "demo-city"
+    timezone: str = "Asia/Shanghai"
+
+
+class SimulatorConfig(_Strict):
+    """Simulated hardware for the demo and CI."""
+
+    scenario: str | None = Field(default=None, description="scenario YAML, relative to this file")
+    #: Simulated seconds per real second (a storm in minutes, not hours).
+    time_scale: float = Field(default=1.0, gt=0, le=10000)
+    seed: int = 1
+
+
+class ApiConfig(_Strict):
+    """Where the HTTP API listens."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+
+class StreetsenseConfig(_Strict):
+    """The whole of config.yaml."""
+
+    site: SiteConfig = SiteConfig()
+    profile_dirs: list[str] = Field(default=[], description="extra profile folders")
+    polling: PollingConfig = PollingConfig()
+    links: list[LinkConfig] = []
+    cabinets: list[CabinetConfig] = []
+    lamps: list[StandaloneLampConfig] = []
+    gauges: list[GaugeConfig] = []
+    simulator: SimulatorConfig = SimulatorConfig()
+    api: ApiConfig = ApiConfig()
+
+
+class LoadedConfig:
+    """A validated configuration with the profiles it refers to."""
+
+    def __init__(self, config: StreetsenseConfig, profiles: ProfileLibrary, path: Path) -> None:
+        self.config = config
+        self.profiles = profiles
+        self.path = path
+
+    def resolve(self, relative: str) -> Path:
+        """A path named in the config, taken relative to the config file."""
+        candidate = Path(relative)
+        return candidate if candidate.is_absolute() else self.path.parent / candidate
+
+
+def parse_config(raw: object, path: Path) -> LoadedConfig:
+    """Validate an already-parsed YAML document as a streetsense configuration."""
+    file = str(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(file, "", "the configuration must be a mapping of keys")
+    try:
+        config = StreetsenseConfig.model_validate(raw)
+    except ValidationError as exc:
+        key, reason = format_validation_error(exc, raw)
+        raise ConfigError(file, key, reason) from exc
+    extra_dirs = [
+        (Path(d) if Path(d).is_absolute() else path.parent / d) for d in config.profile_dirs
+    ]
+    profiles = ProfileLibrary.load(extra_dirs)
+    _check_references(config, profiles, file)
+    return LoadedConfig(config, profiles, path)
+
+
+def load_config(path: Path) -> LoadedConfig:
+    """Read and validate config.yaml and every profile it needs."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), "", f"not valid YAML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read: {exc.strerror}") from exc
+    return parse_config(raw, path)
+
+
+def _check_references(config: StreetsenseConfig, profiles: ProfileLibrary, file: str) -> None:
+    links = {}
+    for i, link in enumerate(config.links):
+        if link.id in links:
+            raise ConfigError(file, f"links[{i}] ({link.id}).id", "link id used twice")
+        links[link.id] = link
+    ids: dict[str, str] = {}
+    units: dict[tuple[str, int], str] = {}
+
+    def claim_id(device_id: str, key: str) -> None:
+        if device_id in ids:
+            raise ConfigError(file, key, f"device id {device_id!r} already used at {ids[device_id]}")
+        ids[device_id] = key
+
+    def check_device(key: str, device_id: str, link: str, unit: int, profile: str,
+                     device_class: str) -> None:
+        claim_id(device_id, f"{key}.id")
+        if link not in links:
+            raise ConfigError(file, f"{key}.link", f"unknown link {link!r}")
+        if (link, unit) in units:
+            raise ConfigError(
+                file, f"{key}.unit", f"unit {unit} on link {link} is already {units[link, unit]}"
+            )
+        units[link, unit] = device_id
+        if profile not in profiles:
+            raise ConfigError(
+                file, f"{key}.profile",
+                f"unknown profile {profile!r} (known: {', '.join(profiles.names())})",
+            )
+        if profiles[profile].device_class != device_class:
+            raise ConfigError(
+                file, f"{key}.profile",
+                f"profile {profile} is a {profiles[profile].device_class} profile, "
+                f"not a {device_class} profile",
+            )
+
+    for i, cab in enumerate(config.cabinets):
+        key = f"cabinets[{i}] ({cab.id})"
+        check_device(key, cab.id, cab.link, cab.unit, cab.profile, "cabinet")
+        blocks = profiles[cab.profile].blocks
+        lamp_total = len(cab.lamps) + sum(run.count for run in cab.lamp_runs)
+        capacity = blocks[0].count_max if blocks else 0
+        if lamp_total > capacity:
+            raise ConfigError(
+                file, f"{key}.lamps",
+                f"{lamp_total} lamps, but profile {cab.profile} carries at most {capacity}",
+            )
+        for j, lamp in enumerate(cab.lamps):
+            claim_id(lamp.id, f"{key}.lamps[{j}].id")
+            if lamp.circuit > cab.circuits:
+                raise ConfigError(
+                    file, f"{key}.lamps[{j}] ({lamp.id}).circuit",
+                    f"circuit {lamp.circuit}, but the cabinet has {cab.circuits}",
+                )
+        for j, run in enumerate(cab.lamp_runs):
+            if run.circuit > cab.circuits:
+                raise ConfigError(
+                    file, f"{key}.lamp_runs[{j}].circuit",
+                    f"circuit {run.circuit}, but the cabinet has {cab.circuits}",
+                )
+        for lamp in cab.all_lamps()[len(cab.lamps):]:
+            claim_id(lamp.id, f"{key}.lamp_runs")
+    for i, lamp in enumerate(config.lamps):
+        check_device(f"lamps[{i}] ({lamp.id})", lamp.id, lamp.link, lamp.unit, lamp.profile,
+                     "lamp")
+    for i, gauge in enumerate(config.gauges):
+        key = f"gauges[{i}] ({gauge.id})"
+        check_device(key, gauge.id, gauge.link, gauge.unit, gauge.profile, "gauge")
+        order = ["blue", "yellow", "orange", "red"]
+        given = [gauge.levels[c] for c in order if c in gauge.levels]
+        if given != sorted(given):
+            raise ConfigError(file, f"{key}.levels", "levels must rise blue < yellow < orange < red")

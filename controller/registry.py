@@ -1,0 +1,123 @@
+"""The registry: every installed device with a dense index, and what to poll.
+
+Readings refer to devices by index (a column of int32), so the index is fixed
+when the registry is built. Lamps behind a cabinet are devices of their own,
+but they are polled through the cabinet: one poll target, many devices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from controller.config import LampConfig, LoadedConfig, Located
+from drivers.device_plan import SELF, DevicePlan, SubDevice, plan_device
+from drivers.profile import DeviceProfile
+
+
+@dataclass(frozen=True)
+class Device:
+    """One installed device."""
+
+    index: int
+    id: str
+    device_class: str
+    profile: DeviceProfile
+    location: Located
+    #: Link and unit the device answers on (for lamps in a block: the cabinet's).
+    link: str
+    unit: int
+    #: Index of the cabinet for a lamp behind a concentrator, else None.
+    parent: int | None = None
+    #: Slot in the cabinet's lamp block.
+    slot: int | None = None
+    circuit: int | None = None
+    phase: str | None = None
+    rated_w: float | None = None
+
+
+@dataclass(frozen=True)
+class PollTarget:
+    """One unit on one link, polled with one plan, feeding one or more devices."""
+
+    device: int
+    link: str
+    unit: int
+    device_class: str
+    plan: DevicePlan
+    #: Device index of every decoded field.
+    field_device: npt.NDArray[np.int32]
+
+
+class Registry:
+    """All devices of the site, indexed, and the poll targets over them."""
+
+    def __init__(self, loaded: LoadedConfig) -> None:
+        self.devices: list[Device] = []
+        self.targets: list[PollTarget] = []
+        cfg = loaded.config
+        library = loaded.profiles
+        for cab in cfg.cabinets:
+            profile = library[cab.profile]
+            cab_dev = self._add(
+                Device(0, cab.id, "cabinet", profile, cab, cab.link, cab.unit)
+            )
+            block = profile.blocks[0].name if profile.blocks else ""
+            lamp_profile = library[profile.blocks[0].profile] if profile.blocks else None
+            members: list[int] = []
+            subs: list[SubDevice] = []
+            for slot, lamp in enumerate(cab.all_lamps()):
+                assert lamp_profile is not None  # checked when the config was loaded
+                dev = self._add(self._lamp(lamp, lamp_profile, cab.link, cab.unit,
+                                           parent=cab_dev.index, slot=slot))
+                members.append(dev.index)
+                subs.append(SubDevice(block, slot))
+            self._add_target(cab_dev, plan_device(profile, library, subs), members)
+        for lamp_cfg in cfg.lamps:
+            lamp_dev = self._add(
+                self._lamp(lamp_cfg, library[lamp_cfg.profile], lamp_cfg.link, lamp_cfg.unit)
+            )
+            self._add_target(lamp_dev, plan_device(lamp_dev.profile, library, []), [])
+        for gauge in cfg.gauges:
+            gauge_dev = self._add(
+                Device(0, gauge.id, "gauge", library[gauge.profile], gauge, gauge.link, gauge.unit)
+            )
+            self._add_target(gauge_dev, plan_device(gauge_dev.profile, library, []), [])
+        self.by_id = {d.id: d for d in self.devices}
+        self.max_points = max((len(d.profile.points) for d in self.devices), default=0)
+
+    @staticmethod
+    def _lamp(lamp: LampConfig, profile: DeviceProfile, link: str, unit: int,
+              parent: int | None = None, slot: int | None = None) -> Device:
+        return Device(0, lamp.id, "lamp", profile, lamp, link, unit, parent=parent, slot=slot,
+                      circuit=lamp.circuit, phase=lamp.phase, rated_w=lamp.rated_w)
+
+    def _add(self, device: Device) -> Device:
+        indexed = Device(**{**device.__dict__, "index": len(self.devices)})
+        self.devices.append(indexed)
+        return indexed
+
+    def _add_target(self, device: Device, plan: DevicePlan, members: list[int]) -> None:
+        lookup = np.asarray(members + [device.index], dtype=np.int32)
+        # owner SELF (-1) indexes the last element: the addressed device itself.
+        field_device = lookup[np.where(plan.owner == SELF, len(members), plan.owner)]
+        self.targets.append(
+            PollTarget(device.index, device.link, device.unit, device.device_class, plan,
+                       field_device.astype(np.int32))
+        )
+
+    def __len__(self) -> int:
+        return len(self.devices)
+
+    def lamps_of(self, cabinet_index: int) -> list[Device]:
+        """Lamps behind the concentrator of a cabinet, in slot order."""
+        return [d for d in self.devices if d.parent == cabinet_index]
+
+    def count_by_class(self) -> dict[str, int]:
+        """How many cabinets, lamps and gauges the site has."""
+        counts: dict[str, int] = {}
+        for d in self.devices:
+            counts[d.device_class] = counts.get(d.device_class, 0) + 1
+        return counts

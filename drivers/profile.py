@@ -1,0 +1,243 @@
+"""Device profiles: a device type's register map, as validated data.
+
+A profile names every point of a device (table, address, data type, word and
+byte order, scale, offset, unit, access). A concentrator profile can also carry
+repeated blocks: N sub-devices (for example single-lamp controllers) laid out at
+``base + i * stride`` in each table, each described by another profile. Supporting
+a new vendor's device means writing a YAML file, not code.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from drivers.errors import ConfigError, format_validation_error
+
+MAX_REGISTERS_PER_READ = 125
+MAX_BITS_PER_READ = 2000
+
+
+class Table(StrEnum):
+    """The four Modbus data tables."""
+
+    COIL = "coil"
+    DISCRETE_INPUT = "discrete_input"
+    INPUT_REGISTER = "input_register"
+    HOLDING_REGISTER = "holding_register"
+
+    @property
+    def is_bit(self) -> bool:
+        """Coils and discrete inputs carry single bits, the others 16-bit words."""
+        return self in (Table.COIL, Table.DISCRETE_INPUT)
+
+    @property
+    def writable(self) -> bool:
+        """Only coils and holding registers can be written over Modbus."""
+        return self in (Table.COIL, Table.HOLDING_REGISTER)
+
+
+class DataType(StrEnum):
+    """How a point's raw bits are interpreted."""
+
+    BOOL = "bool"
+    U16 = "u16"
+    I16 = "i16"
+    U32 = "u32"
+    I32 = "i32"
+    F32 = "f32"
+
+    @property
+    def words(self) -> int:
+        """Number of 16-bit registers the type occupies (bits count as one slot)."""
+        return 2 if self in (DataType.U32, DataType.I32, DataType.F32) else 1
+
+
+class Order(StrEnum):
+    """Word order (of 32-bit values) or byte order (within each 16-bit word)."""
+
+    BIG = "big"
+    LITTLE = "little"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PointSpec(_Strict):
+    """One named value of a device: where it lives and how to read it."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    table: Table
+    address: int = Field(ge=0, le=65535)
+    type: DataType = DataType.U16
+    word_order: Order = Order.BIG
+    byte_order: Order = Order.BIG
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str = ""
+    access: Literal["r", "rw"] = "r"
+    description: str = ""
+    #: A raw register value the device uses to say "no valid reading" (often 0xFFFF).
+    invalid_raw: int | None = None
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> PointSpec:
+        if self.table.is_bit != (self.type is DataType.BOOL):
+            raise ValueError(
+                f"type {self.type.value} does not fit table {self.table.value}: "
+                "coils and discrete inputs hold bool, registers hold numbers"
+            )
+        if self.access == "rw" and not self.table.writable:
+            raise ValueError(f"access rw is impossible on table {self.table.value}")
+        if self.scale == 0:
+            raise ValueError("scale must not be 0")
+        if self.address + self.type.words - 1 > 65535:
+            raise ValueError("point runs past register 65535")
+        return self
+
+
+class BlockSpec(_Strict):
+    """A repeated block: up to ``count_max`` sub-devices at ``base + i * stride``."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    profile: str
+    count_max: int = Field(ge=1, le=1024)
+    base: dict[Table, int]
+    stride: dict[Table, int]
+
+    @model_validator(mode="after")
+    def _check_tables(self) -> BlockSpec:
+        if set(self.base) != set(self.stride):
+            raise ValueError("base and stride must name the same tables")
+        if any(s <= 0 for s in self.stride.values()):
+            raise ValueError("stride must be positive")
+        return self
+
+
+class DeviceProfile(_Strict):
+    """A device type: its points, its read limits, and its repeated blocks."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    device_class: Literal["cabinet", "lamp", "gauge"]
+    description: str = ""
+    vendor: str = ""
+    #: Largest read the device accepts, in registers (coils/inputs: bits).
+    max_registers_per_read: int = Field(default=MAX_REGISTERS_PER_READ, ge=1, le=125)
+    #: Unused registers the planner may read through to merge two requests.
+    #: 0 for devices that reject reads of undefined addresses.
+    max_gap: int = Field(default=8, ge=0, le=124)
+    points: list[PointSpec] = Field(min_length=1)
+    blocks: list[BlockSpec] = []
+
+    @model_validator(mode="after")
+    def _check_points(self) -> DeviceProfile:
+        seen: dict[str, int] = {}
+        for i, point in enumerate(self.points):
+            if point.name in seen:
+                raise ValueError(
+                    f"points[{i}] name {point.name!r} repeats points[{seen[point.name]}]"
+                )
+            seen[point.name] = i
+        occupied: dict[tuple[Table, int], str] = {}
+        for point in self.points:
+            for word in range(point.type.words):
+                key = (point.table, point.address + word)
+                if key in occupied:
+                    raise ValueError(
+                        f"point {point.name!r} overlaps point {occupied[key]!r} at "
+                        f"{point.table.value} {point.address + word}"
+                    )
+                occupied[key] = point.name
+        return self
+
+    def point_index(self, name: str) -> int:
+        """Index of the named point (its column in readings)."""
+        for i, point in enumerate(self.points):
+            if point.name == name:
+                return i
+        raise KeyError(f"profile {self.name} has no point {name!r}")
+
+    def point(self, name: str) -> PointSpec:
+        """The named point."""
+        return self.points[self.point_index(name)]
+
+
+def shipped_profiles_dir() -> Path:
+    """Folder of the profiles that ship with streetsense."""
+    return Path(__file__).parent / "profiles"
+
+
+def load_profile(path: Path) -> DeviceProfile:
+    """Load and validate one profile file; errors name the file, the point and the field."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), "", f"not valid YAML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read: {exc.strerror}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(str(path), "", "a profile must be a mapping")
+    try:
+        return DeviceProfile.model_validate(raw)
+    except ValidationError as exc:
+        key, reason = format_validation_error(exc, raw)
+        raise ConfigError(str(path), key, reason) from exc
+
+
+class ProfileLibrary:
+    """All known profiles by name, with cross-profile checks (blocks must resolve)."""
+
+    def __init__(self, profiles: dict[str, tuple[DeviceProfile, Path]]) -> None:
+        self._profiles = profiles
+
+    @classmethod
+    def load(cls, extra_dirs: list[Path] | None = None) -> ProfileLibrary:
+        """Load the shipped profiles, then any extra folders (later files win by name)."""
+        found: dict[str, tuple[DeviceProfile, Path]] = {}
+        for folder in [shipped_profiles_dir(), *(extra_dirs or [])]:
+            if not folder.is_dir():
+                raise ConfigError(str(folder), "", "profile folder does not exist")
+            for path in sorted(folder.glob("*.yaml")):
+                profile = load_profile(path)
+                found[profile.name] = (profile, path)
+        library = cls(found)
+        library._check_blocks()
+        return library
+
+    def _check_blocks(self) -> None:
+        for profile, path in self._profiles.values():
+            for i, block in enumerate(profile.blocks):
+                if block.profile not in self._profiles:
+                    raise ConfigError(
+                        str(path),
+                        f"blocks[{i}].profile",
+                        f"unknown profile {block.profile!r}",
+                    )
+                inner = self._profiles[block.profile][0]
+                for point in inner.points:
+                    if point.table not in block.base:
+                        raise ConfigError(
+                            str(path),
+                            f"blocks[{i}].base",
+                            f"profile {inner.name} has point {point.name!r} in table "
+                            f"{point.table.value}, which the block gives no base for",
+                        )
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._profiles
+
+    def __getitem__(self, name: str) -> DeviceProfile:
+        return self._profiles[name][0]
+
+    def path_of(self, name: str) -> Path:
+        """File the named profile was loaded from."""
+        return self._profiles[name][1]
+
+    def names(self) -> list[str]:
+        """Names of all loaded profiles."""
+        return sorted(self._profiles)

@@ -1,0 +1,195 @@
+"""A simulated city: every device of a config as a unit on a real Modbus server.
+
+One server per link: a Modbus TCP or RTU-over-TCP port, or a serial line (a
+pseudo-terminal pair made with socat). A fleet of hundreds of units fits in
+one process; faults come from a scenario file and can be injected at run time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import shutil
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from pymodbus import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.simulator import SimData, SimDevice
+
+from controller.config import LinkConfig, LoadedConfig
+from simulators.datastore import SimulatedUnit, UnitStore
+from simulators.faults import FaultBoard, FaultKind, FaultSpec, Scenario, load_scenario
+from simulators.physics import CabinetModel, GaugeModel, LampModel, SimClock
+
+log = logging.getLogger(__name__)
+
+
+class PtyPair:
+    """Two linked pseudo-terminals (socat), standing in for both ends of an RS-485 line."""
+
+    def __init__(self, end_a: str, end_b: str) -> None:
+        self.end_a = end_a
+        self.end_b = end_b
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, timeout: float = 5.0) -> None:
+        """Start socat and wait until both device paths exist."""
+        socat = shutil.which("socat")
+        if socat is None:
+            raise RuntimeError("socat is not installed (apt-get install socat)")
+        self._proc = await asyncio.create_subprocess_exec(
+            socat, f"pty,raw,echo=0,link={self.end_a}", f"pty,raw,echo=0,link={self.end_b}",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not (os.path.exists(self.end_a) and os.path.exists(self.end_b)):
+            if loop.time() > deadline:
+                raise RuntimeError(f"socat did not create {self.end_a} and {self.end_b}")
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        """Stop socat (the device paths disappear with it)."""
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.terminate()
+            await self._proc.wait()
+        self._proc = None
+
+
+class SimulatedCity:
+    """Models, datastores and servers for every device in a configuration."""
+
+    def __init__(self, loaded: LoadedConfig, scenario: Scenario | None = None) -> None:
+        cfg = loaded.config
+        if scenario is None and cfg.simulator.scenario:
+            scenario = load_scenario(loaded.resolve(cfg.simulator.scenario))
+        self.scenario = scenario or Scenario()
+        self.clock = SimClock(cfg.simulator.time_scale)
+        self.board = FaultBoard(self.scenario.faults)
+        self.links = {link.id: link for link in cfg.links}
+        self.stores: dict[str, UnitStore] = {}
+        self.cabinets: dict[str, CabinetModel] = {}
+        self.lamps: dict[str, LampModel] = {}
+        self.gauges: dict[str, GaugeModel] = {}
+        self._servers: list[Any] = []
+        self._ptys: list[PtyPair] = []
+        rng = random.Random(cfg.simulator.seed)
+        units: dict[str, dict[int, SimulatedUnit]] = {link.id: {} for link in cfg.links}
+        library = loaded.profiles
+        for cab in cfg.cabinets:
+            lamps = [
+                LampModel(lamp.id, lamp.rated_w, lamp.circuit, lamp.phase,
+                          burn_hours=rng.uniform(100, 20000), noise=random.Random(rng.random()))
+                for lamp in cab.all_lamps()
+            ]
+            for lamp in lamps:
+                self.lamps[lamp.id] = lamp
+            cabinet = CabinetModel(cab.id, cab.circuits, lamps, noise=random.Random(rng.random()))
+            self.cabinets[cab.id] = cabinet
+            units[cab.link][cab.unit] = SimulatedUnit(
+                cab.id, library[cab.profile], library, cabinet, sub_devices=len(lamps)
+            )
+        for lamp_cfg in cfg.lamps:
+            lamp = LampModel(lamp_cfg.id, lamp_cfg.rated_w, lamp_cfg.circuit, lamp_cfg.phase,
+                             noise=random.Random(rng.random()))
+            self.lamps[lamp.id] = lamp
+            units[lamp_cfg.link][lamp_cfg.unit] = SimulatedUnit(
+                lamp.id, library[lamp_cfg.profile], library, lamp
+            )
+        for gauge_cfg in cfg.gauges:
+            rain = [e for e in self.scenario.rain if e.gauges is None or gauge_cfg.id in e.gauges]
+            gauge = GaugeModel(gauge_cfg.id, rain, noise=random.Random(rng.random()))
+            self.gauges[gauge.id] = gauge
+            units[gauge_cfg.link][gauge_cfg.unit] = SimulatedUnit(
+                gauge.id, library[gauge_cfg.profile], library, gauge
+            )
+        for link_id, link_units in units.items():
+            self.stores[link_id] = UnitStore(link_units, self.board, self.clock)
+
+    def inject(self, fault: FaultSpec) -> FaultSpec:
+        """Put a fault in force now (``at`` and ``until`` count from now)."""
+        now = self.clock.now()
+        placed = fault.model_copy(
+            update={"at": now + fault.at, "until": None if fault.until is None else now + fault.until}
+        )
+        self.board.add(placed)
+        return placed
+
+    def clear(self, device: str, kind: FaultKind | None = None) -> int:
+        """Remove a device's faults (one kind, or all)."""
+        return self.board.clear(device, kind)
+
+    def store_of(self, device: str) -> UnitStore:
+        """The datastore serving a device (for request counts in tests)."""
+        for store in self.stores.values():
+            if any(unit.device_id == device for unit in store.units.values()):
+                return store
+        raise KeyError(device)
+
+    async def start(self) -> None:
+        """Start one server per link."""
+        try:
+            for link_id, store in self.stores.items():
+                await self._start_link(self.links[link_id], store)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start_link(self, link: LinkConfig, store: UnitStore) -> None:
+        placeholder = SimDevice(0, simdata=SimData(0))
+        server: Any
+        if link.kind == "rtu_serial":
+            assert isinstance(link.port, str)
+            if not link.sim_port:
+                raise RuntimeError(f"link {link.id}: rtu_serial needs sim_port to be simulated")
+            if not os.path.exists(link.sim_port):
+                pty = PtyPair(link.port, link.sim_port)
+                await pty.start()
+                self._ptys.append(pty)
+            server = ModbusSerialServer(
+                placeholder, framer=FramerType.RTU, port=link.sim_port, baudrate=link.baudrate,
+                parity=link.parity, stopbits=link.stopbits, bytesize=link.bytesize,
+                ignore_missing_devices=True,
+                trace_packet=partial(store.corrupt_outgoing, rtu=True),
+            )
+        else:
+            rtu = link.kind == "rtu_over_tcp"
+            assert isinstance(link.port, int)
+            server = ModbusTcpServer(
+                placeholder, framer=FramerType.RTU if rtu else FramerType.SOCKET,
+                address=(link.host or "127.0.0.1", link.port), ignore_missing_devices=True,
+                trace_packet=partial(store.corrupt_outgoing, rtu=rtu),
+            )
+        # pymodbus's own SimCore packs coils 16 to a register; our images keep one
+        # coil per address as cabinet terminals do, so the server gets our store.
+        server.context = store
+        await server.serve_forever(background=True)
+        self._servers.append(server)
+
+    async def stop(self) -> None:
+        """Stop every server and PTY pair."""
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await server.shutdown()
+        self._servers = []
+        for pty in self._ptys:
+            await pty.stop()
+        self._ptys = []
+
+    async def __aenter__(self) -> SimulatedCity:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def scenario_path(loaded: LoadedConfig) -> Path | None:
+    """The scenario file a config names, if any."""
+    name = loaded.config.simulator.scenario
+    return loaded.resolve(name) if name else None
