@@ -252,11 +252,14 @@ def _check_references(config: StreetsenseConfig, profiles: ProfileLibrary, file:
 
     def claim_id(device_id: str, key: str) -> None:
         if device_id in ids:
-            raise ConfigError(file, key, f"device id {device_id!r} already used at {ids[device_id]}")
+            raise ConfigError(
+                file, key, f"device id {device_id!r} already used at {ids[device_id]}"
+            )
         ids[device_id] = key
 
-    def check_device(key: str, device_id: str, link: str, unit: int, profile: str,
-                     device_class: str) -> None:
+    def check_device(
+        key: str, device_id: str, link: str, unit: int, profile: str, device_class: str
+    ) -> None:
         claim_id(device_id, f"{key}.id")
         if link not in links:
             raise ConfigError(file, f"{key}.link", f"unknown link {link!r}")
@@ -267,12 +270,14 @@ def _check_references(config: StreetsenseConfig, profiles: ProfileLibrary, file:
         units[link, unit] = device_id
         if profile not in profiles:
             raise ConfigError(
-                file, f"{key}.profile",
+                file,
+                f"{key}.profile",
                 f"unknown profile {profile!r} (known: {', '.join(profiles.names())})",
             )
         if profiles[profile].device_class != device_class:
             raise ConfigError(
-                file, f"{key}.profile",
+                file,
+                f"{key}.profile",
                 f"profile {profile} is a {profiles[profile].device_class} profile, "
                 f"not a {device_class} profile",
             )
@@ -285,31 +290,35 @@ def _check_references(config: StreetsenseConfig, profiles: ProfileLibrary, file:
         capacity = blocks[0].count_max if blocks else 0
         if lamp_total > capacity:
             raise ConfigError(
-                file, f"{key}.lamps",
+                file,
+                f"{key}.lamps",
                 f"{lamp_total} lamps, but profile {cab.profile} carries at most {capacity}",
             )
         for j, lamp in enumerate(cab.lamps):
             claim_id(lamp.id, f"{key}.lamps[{j}].id")
             if lamp.circuit > cab.circuits:
                 raise ConfigError(
-                    file, f"{key}.lamps[{j}] ({lamp.id}).circuit",
+                    file,
+                    f"{key}.lamps[{j}] ({lamp.id}).circuit",
                     f"circuit {lamp.circuit}, but the cabinet has {cab.circuits}",
                 )
         for j, run in enumerate(cab.lamp_runs):
             if run.circuit > cab.circuits:
                 raise ConfigError(
-                    file, f"{key}.lamp_runs[{j}].circuit",
+                    file,
+                    f"{key}.lamp_runs[{j}].circuit",
                     f"circuit {run.circuit}, but the cabinet has {cab.circuits}",
                 )
-        for lamp in cab.all_lamps()[len(cab.lamps):]:
+        for lamp in cab.all_lamps()[len(cab.lamps) :]:
             claim_id(lamp.id, f"{key}.lamp_runs")
     for i, lamp in enumerate(config.lamps):
-        check_device(f"lamps[{i}] ({lamp.id})", lamp.id, lamp.link, lamp.unit, lamp.profile,
-                     "lamp")
+        check_device(f"lamps[{i}] ({lamp.id})", lamp.id, lamp.link, lamp.unit, lamp.profile, "lamp")
     for i, gauge in enumerate(config.gauges):
         key = f"gauges[{i}] ({gauge.id})"
         check_device(key, gauge.id, gauge.link, gauge.unit, gauge.profile, "gauge")
         order = ["blue", "yellow", "orange", "red"]
         given = [gauge.levels[c] for c in order if c in gauge.levels]
         if given != sorted(given):
-            raise ConfigError(file, f"{key}.levels", "levels must rise blue < yellow < orange < red")
+            raise ConfigError(
+                file, f"{key}.levels", "levels must rise blue < yellow < orange < red"
+            )

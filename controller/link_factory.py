@@ -29,8 +29,13 @@ def build_link(cfg: LinkConfig) -> ModbusLink:
     if cfg.kind == "rtu_serial":
         assert isinstance(cfg.port, str)
         return ModbusRtuSerialLink(
-            cfg.id, cfg.port, timing, baudrate=cfg.baudrate, parity=cfg.parity,
-            stopbits=cfg.stopbits, bytesize=cfg.bytesize,
+            cfg.id,
+            cfg.port,
+            timing,
+            baudrate=cfg.baudrate,
+            parity=cfg.parity,
+            stopbits=cfg.stopbits,
+            bytesize=cfg.bytesize,
         )
     assert cfg.host is not None and isinstance(cfg.port, int)
     if cfg.kind == "rtu_over_tcp":

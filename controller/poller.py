@@ -91,11 +91,12 @@ class Poller:
 
     def interval_of(self, target: PollTarget) -> float:
         """Nominal poll interval of a target's device class."""
-        return {
+        intervals: dict[str, float] = {
             "cabinet": self.polling.cabinet_interval,
             "lamp": self.polling.lamp_interval,
             "gauge": self.polling.gauge_interval,
-        }[target.device_class]
+        }
+        return intervals[target.device_class]
 
     def next_delay(self, target: PollTarget) -> float:
         """Time to the next poll: the interval, stretched while the device is offline."""
@@ -104,7 +105,7 @@ class Poller:
         if health.online or health.never_polled:
             return base
         over = health.consecutive_failures - self.polling.offline_after
-        factor = min(2 ** max(over + 1, 1), self.polling.offline_backoff_max)
+        factor = min(1 << max(over + 1, 1), self.polling.offline_backoff_max)
         return base * factor
 
     async def poll_target(self, target: PollTarget) -> PollOutcome:
@@ -112,8 +113,9 @@ class Poller:
         link = self.links[target.link]
         plan = target.plan
         health = self.health[target.device]
-        # An offline device gets one try: its retries would be paid by its neighbours.
-        retries = 0 if not health.online and not health.never_polled else None
+        # Only a device known to answer gets retries: a dead one would make its
+        # neighbours on the bus pay for every retry. So a dead device costs one timeout.
+        retries = None if health.online else 0
         buffer = np.zeros(plan.plan.buffer_size, dtype=np.uint16)
         answered = np.zeros(len(plan.plan.requests), dtype=bool)
         error: LinkError | None = None

@@ -61,17 +61,18 @@ class Registry:
         library = loaded.profiles
         for cab in cfg.cabinets:
             profile = library[cab.profile]
-            cab_dev = self._add(
-                Device(0, cab.id, "cabinet", profile, cab, cab.link, cab.unit)
-            )
+            cab_dev = self._add(Device(0, cab.id, "cabinet", profile, cab, cab.link, cab.unit))
             block = profile.blocks[0].name if profile.blocks else ""
             lamp_profile = library[profile.blocks[0].profile] if profile.blocks else None
             members: list[int] = []
             subs: list[SubDevice] = []
             for slot, lamp in enumerate(cab.all_lamps()):
                 assert lamp_profile is not None  # checked when the config was loaded
-                dev = self._add(self._lamp(lamp, lamp_profile, cab.link, cab.unit,
-                                           parent=cab_dev.index, slot=slot))
+                dev = self._add(
+                    self._lamp(
+                        lamp, lamp_profile, cab.link, cab.unit, parent=cab_dev.index, slot=slot
+                    )
+                )
                 members.append(dev.index)
                 subs.append(SubDevice(block, slot))
             self._add_target(cab_dev, plan_device(profile, library, subs), members)
@@ -86,13 +87,35 @@ class Registry:
             )
             self._add_target(gauge_dev, plan_device(gauge_dev.profile, library, []), [])
         self.by_id = {d.id: d for d in self.devices}
+        self._children: dict[int, list[Device]] = {}
+        for d in self.devices:
+            if d.parent is not None:
+                self._children.setdefault(d.parent, []).append(d)
         self.max_points = max((len(d.profile.points) for d in self.devices), default=0)
 
     @staticmethod
-    def _lamp(lamp: LampConfig, profile: DeviceProfile, link: str, unit: int,
-              parent: int | None = None, slot: int | None = None) -> Device:
-        return Device(0, lamp.id, "lamp", profile, lamp, link, unit, parent=parent, slot=slot,
-                      circuit=lamp.circuit, phase=lamp.phase, rated_w=lamp.rated_w)
+    def _lamp(
+        lamp: LampConfig,
+        profile: DeviceProfile,
+        link: str,
+        unit: int,
+        parent: int | None = None,
+        slot: int | None = None,
+    ) -> Device:
+        return Device(
+            0,
+            lamp.id,
+            "lamp",
+            profile,
+            lamp,
+            link,
+            unit,
+            parent=parent,
+            slot=slot,
+            circuit=lamp.circuit,
+            phase=lamp.phase,
+            rated_w=lamp.rated_w,
+        )
 
     def _add(self, device: Device) -> Device:
         indexed = Device(**{**device.__dict__, "index": len(self.devices)})
@@ -100,12 +123,18 @@ class Registry:
         return indexed
 
     def _add_target(self, device: Device, plan: DevicePlan, members: list[int]) -> None:
-        lookup = np.asarray(members + [device.index], dtype=np.int32)
+        lookup = np.asarray([*members, device.index], dtype=np.int32)
         # owner SELF (-1) indexes the last element: the addressed device itself.
         field_device = lookup[np.where(plan.owner == SELF, len(members), plan.owner)]
         self.targets.append(
-            PollTarget(device.index, device.link, device.unit, device.device_class, plan,
-                       field_device.astype(np.int32))
+            PollTarget(
+                device.index,
+                device.link,
+                device.unit,
+                device.device_class,
+                plan,
+                field_device.astype(np.int32),
+            )
         )
 
     def __len__(self) -> int:
@@ -113,7 +142,7 @@ class Registry:
 
     def lamps_of(self, cabinet_index: int) -> list[Device]:
         """Lamps behind the concentrator of a cabinet, in slot order."""
-        return [d for d in self.devices if d.parent == cabinet_index]
+        return self._children.get(cabinet_index, [])
 
     def count_by_class(self) -> dict[str, int]:
         """How many cabinets, lamps and gauges the site has."""

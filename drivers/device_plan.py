@@ -47,7 +47,9 @@ class DevicePlan:
         return len(self.plan.requests)
 
 
-def block_point_address(profile: DeviceProfile, block_name: str, slot: int, point: PointSpec) -> int:
+def block_point_address(
+    profile: DeviceProfile, block_name: str, slot: int, point: PointSpec
+) -> int:
     """Address of ``point`` of the sub-device in ``slot`` of a block of ``profile``."""
     block = next(b for b in profile.blocks if b.name == block_name)
     if not 0 <= slot < block.count_max:

@@ -40,6 +40,9 @@ class LinkTiming:
     """Timing policy of a link."""
 
     timeout: float = 1.0
+    #: Immediate retries after a garbled frame or a dropped connection. A timeout is
+    #: not retried at once: a device that did not answer rarely answers 50 ms later,
+    #: and on a shared bus its neighbours would wait for it; the next poll retries.
     retries: int = 1
     #: Quiet time between requests on a serial bus (RS-485 turnaround), seconds.
     turnaround: float = 0.0
@@ -85,8 +88,9 @@ class ModbusLink(ABC):
             return self._client
         now = time.monotonic()
         if now < self._next_connect_at:
-            raise LinkDown(f"{self.id}: not connected, next attempt in "
-                           f"{self._next_connect_at - now:.1f}s")
+            raise LinkDown(
+                f"{self.id}: not connected, next attempt in {self._next_connect_at - now:.1f}s"
+            )
         if self._client is None:
             self._client = self._make_client()
             self._client.set_max_no_responses(_PYMODBUS_NEVER_DISCONNECT)
@@ -119,9 +123,7 @@ class ModbusLink(ABC):
             self.health.disconnects += 1
         self.health.connected = False
 
-    async def _execute(
-        self, call: Callable[[Client], Awaitable[Any]], retries: int | None
-    ) -> Any:
+    async def _execute(self, call: Callable[[Client], Awaitable[Any]], retries: int | None) -> Any:
         """Run one request under the link lock, with this link's retry policy."""
         attempts = 1 + (self.timing.retries if retries is None else retries)
         async with self._lock:
@@ -142,6 +144,8 @@ class ModbusLink(ABC):
                     response = await call(client)
                 except ModbusIOException as exc:
                     last_error = self._classify_failure(exc)
+                    if isinstance(last_error, LinkTimeout):
+                        break
                     continue
                 except (ConnectionException, OSError) as exc:
                     self._drop_connection()
@@ -213,9 +217,7 @@ class ModbusLink(ABC):
             if table is Table.COIL:
                 if len(values) == 1:
                     return await client.write_coil(address, bool(values[0]), device_id=unit)
-                return await client.write_coils(
-                    address, [bool(v) for v in values], device_id=unit
-                )
+                return await client.write_coils(address, [bool(v) for v in values], device_id=unit)
             if table is Table.HOLDING_REGISTER:
                 if len(values) == 1:
                     return await client.write_register(address, values[0], device_id=unit)

@@ -25,10 +25,22 @@ from drivers.profile import DeviceProfile, PointSpec, ProfileLibrary, Table
 from simulators.faults import FaultBoard, FaultKind
 from simulators.physics import SimClock
 
-_READ_TABLES = {1: Table.COIL, 2: Table.DISCRETE_INPUT, 3: Table.HOLDING_REGISTER,
-                4: Table.INPUT_REGISTER, 23: Table.HOLDING_REGISTER}
-_WRITE_TABLES = {5: Table.COIL, 15: Table.COIL, 6: Table.HOLDING_REGISTER,
-                 16: Table.HOLDING_REGISTER, 23: Table.HOLDING_REGISTER}
+_READ_TABLES = {
+    1: Table.COIL,
+    2: Table.DISCRETE_INPUT,
+    3: Table.HOLDING_REGISTER,
+    4: Table.INPUT_REGISTER,
+    23: Table.HOLDING_REGISTER,
+}
+_WRITE_TABLES = {
+    5: Table.COIL,
+    15: Table.COIL,
+    6: Table.HOLDING_REGISTER,
+    16: Table.HOLDING_REGISTER,
+    23: Table.HOLDING_REGISTER,
+}
+#: pymodbus reads back what a write changed, asking with the write's function code.
+_READ_BACK = {5, 6, 15, 16}
 #: Real time between image refreshes while a unit is being read.
 REFRESH_PERIOD = 0.2
 
@@ -101,7 +113,7 @@ class SimulatedUnit:
         image = self.image[table]
         if count < 1 or address + count > len(image):
             return ExcCodes.ILLEGAL_ADDRESS
-        chunk = image[address : address + count].tolist()
+        chunk: list[int] = image[address : address + count].tolist()
         if table.is_bit:
             return [bool(v) for v in chunk]
         return chunk
@@ -153,10 +165,14 @@ class UnitStore:
             self._garble_next.add(unit_id)
         return unit
 
-    async def async_getValues(  # noqa: N802 - pymodbus's name
+    async def async_getValues(
         self, device_id: int, func_code: int, address: int, count: int = 1
     ) -> list[int] | list[bool] | ExcCodes:
         """Answer a read."""
+        if func_code in _READ_BACK:
+            # Part of the write request already counted and delayed in async_setValues.
+            unit = self.units[device_id]
+            return unit.read(_WRITE_TABLES[func_code], address, count)
         unit = await self._unit_for(device_id, func_code)
         table = _READ_TABLES.get(func_code)
         if table is None:
@@ -164,7 +180,7 @@ class UnitStore:
         unit.refresh(self.board, self.clock.now())
         return unit.read(table, address, count)
 
-    async def async_setValues(  # noqa: N802 - pymodbus's name
+    async def async_setValues(
         self, device_id: int, func_code: int, address: int, values: list[int] | list[bool]
     ) -> ExcCodes | None:
         """Apply a write."""

@@ -29,6 +29,10 @@ from simulators.physics import CabinetModel, GaugeModel, LampModel, SimClock
 log = logging.getLogger(__name__)
 
 
+async def _exists(path: str) -> bool:
+    return await asyncio.to_thread(os.path.exists, path)
+
+
 class PtyPair:
     """Two linked pseudo-terminals (socat), standing in for both ends of an RS-485 line."""
 
@@ -37,18 +41,21 @@ class PtyPair:
         self.end_b = end_b
         self._proc: asyncio.subprocess.Process | None = None
 
-    async def start(self, timeout: float = 5.0) -> None:
+    async def start(self, startup_limit: float = 5.0) -> None:
         """Start socat and wait until both device paths exist."""
         socat = shutil.which("socat")
         if socat is None:
             raise RuntimeError("socat is not installed (apt-get install socat)")
         self._proc = await asyncio.create_subprocess_exec(
-            socat, f"pty,raw,echo=0,link={self.end_a}", f"pty,raw,echo=0,link={self.end_b}",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            socat,
+            f"pty,raw,echo=0,link={self.end_a}",
+            f"pty,raw,echo=0,link={self.end_b}",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not (os.path.exists(self.end_a) and os.path.exists(self.end_b)):
+        deadline = loop.time() + startup_limit
+        while not (await _exists(self.end_a) and await _exists(self.end_b)):
             if loop.time() > deadline:
                 raise RuntimeError(f"socat did not create {self.end_a} and {self.end_b}")
             await asyncio.sleep(0.02)
@@ -83,8 +90,14 @@ class SimulatedCity:
         library = loaded.profiles
         for cab in cfg.cabinets:
             lamps = [
-                LampModel(lamp.id, lamp.rated_w, lamp.circuit, lamp.phase,
-                          burn_hours=rng.uniform(100, 20000), noise=random.Random(rng.random()))
+                LampModel(
+                    lamp.id,
+                    lamp.rated_w,
+                    lamp.circuit,
+                    lamp.phase,
+                    burn_hours=rng.uniform(100, 20000),
+                    noise=random.Random(rng.random()),
+                )
                 for lamp in cab.all_lamps()
             ]
             for lamp in lamps:
@@ -95,8 +108,13 @@ class SimulatedCity:
                 cab.id, library[cab.profile], library, cabinet, sub_devices=len(lamps)
             )
         for lamp_cfg in cfg.lamps:
-            lamp = LampModel(lamp_cfg.id, lamp_cfg.rated_w, lamp_cfg.circuit, lamp_cfg.phase,
-                             noise=random.Random(rng.random()))
+            lamp = LampModel(
+                lamp_cfg.id,
+                lamp_cfg.rated_w,
+                lamp_cfg.circuit,
+                lamp_cfg.phase,
+                noise=random.Random(rng.random()),
+            )
             self.lamps[lamp.id] = lamp
             units[lamp_cfg.link][lamp_cfg.unit] = SimulatedUnit(
                 lamp.id, library[lamp_cfg.profile], library, lamp
@@ -115,7 +133,10 @@ class SimulatedCity:
         """Put a fault in force now (``at`` and ``until`` count from now)."""
         now = self.clock.now()
         placed = fault.model_copy(
-            update={"at": now + fault.at, "until": None if fault.until is None else now + fault.until}
+            update={
+                "at": now + fault.at,
+                "until": None if fault.until is None else now + fault.until,
+            }
         )
         self.board.add(placed)
         return placed
@@ -147,13 +168,18 @@ class SimulatedCity:
             assert isinstance(link.port, str)
             if not link.sim_port:
                 raise RuntimeError(f"link {link.id}: rtu_serial needs sim_port to be simulated")
-            if not os.path.exists(link.sim_port):
+            if not await _exists(link.sim_port):
                 pty = PtyPair(link.port, link.sim_port)
                 await pty.start()
                 self._ptys.append(pty)
             server = ModbusSerialServer(
-                placeholder, framer=FramerType.RTU, port=link.sim_port, baudrate=link.baudrate,
-                parity=link.parity, stopbits=link.stopbits, bytesize=link.bytesize,
+                placeholder,
+                framer=FramerType.RTU,
+                port=link.sim_port,
+                baudrate=link.baudrate,
+                parity=link.parity,
+                stopbits=link.stopbits,
+                bytesize=link.bytesize,
                 ignore_missing_devices=True,
                 trace_packet=partial(store.corrupt_outgoing, rtu=True),
             )
@@ -161,8 +187,10 @@ class SimulatedCity:
             rtu = link.kind == "rtu_over_tcp"
             assert isinstance(link.port, int)
             server = ModbusTcpServer(
-                placeholder, framer=FramerType.RTU if rtu else FramerType.SOCKET,
-                address=(link.host or "127.0.0.1", link.port), ignore_missing_devices=True,
+                placeholder,
+                framer=FramerType.RTU if rtu else FramerType.SOCKET,
+                address=(link.host or "127.0.0.1", link.port),
+                ignore_missing_devices=True,
                 trace_packet=partial(store.corrupt_outgoing, rtu=rtu),
             )
         # pymodbus's own SimCore packs coils 16 to a register; our images keep one

@@ -54,7 +54,9 @@ class LampModel:
         """Whether the lamp gives light (and draws power)."""
         if not supplied or board.find(self.id, FaultKind.LAMP_BURNT_OUT, now):
             return False
-        return bool(self.switch_cmd) or board.find(self.id, FaultKind.LAMP_STUCK_ON, now) is not None
+        return (
+            bool(self.switch_cmd) or board.find(self.id, FaultKind.LAMP_STUCK_ON, now) is not None
+        )
 
     def power_w(self, lit: bool) -> float:
         """Active power at the current dim level (drivers never go below 10 %)."""

@@ -1,0 +1,50 @@
+"""The HTTP API: one router per resource, the controller started in the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.routers import devices, links
+from api.schemas import SystemHealth
+from controller.runtime import Controller
+
+
+def create_app(controller: Controller, manage_controller: bool = True) -> FastAPI:
+    """The API for ``controller``; with ``manage_controller`` the app starts and stops it."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if manage_controller:
+            await controller.start()
+        try:
+            yield
+        finally:
+            if manage_controller:
+                await controller.stop()
+
+    app = FastAPI(
+        title="streetsense",
+        description="Streetlight and flood water-level gauge controller for a city.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.controller = controller
+    app.include_router(devices.router)
+    app.include_router(links.router)
+
+    @app.get("/health", tags=["system"], response_model=SystemHealth)
+    def health() -> SystemHealth:
+        """Liveness and a one-line picture of the fleet."""
+        polled = [controller.poller.health[t.device] for t in controller.registry.targets]
+        return SystemHealth(
+            status="ok",
+            city=controller.loaded.config.site.city,
+            devices=controller.registry.count_by_class(),
+            poll_targets=len(polled),
+            online=sum(1 for h in polled if h.online),
+        )
+
+    return app

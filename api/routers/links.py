@@ -1,0 +1,43 @@
+"""Links: health of every TCP connection and serial line."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter
+
+from api.deps import ControllerDep
+from api.schemas import LinkOut
+
+router = APIRouter(prefix="/links", tags=["links"])
+
+
+@router.get("", response_model=list[LinkOut])
+def list_links(controller: ControllerDep) -> list[LinkOut]:
+    """Every link with its counters and how many of its devices answer."""
+    out = []
+    for cfg in controller.loaded.config.links:
+        link = controller.links[cfg.id]
+        h = link.health
+        targets = [t for t in controller.registry.targets if t.link == cfg.id]
+        online = sum(1 for t in targets if controller.poller.health[t.device].online)
+        out.append(
+            LinkOut(
+                id=cfg.id,
+                kind=cfg.kind,
+                address=link.describe,
+                connected=h.connected,
+                connects=h.connects,
+                connect_failures=h.connect_failures,
+                disconnects=h.disconnects,
+                requests=h.requests,
+                errors=dict(h.errors),
+                last_success=None
+                if h.last_success is None
+                else datetime.fromtimestamp(h.last_success, tz=UTC),
+                last_error=h.last_error,
+                devices=len(targets),
+                devices_online=online,
+            )
+        )
+    return out

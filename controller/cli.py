@@ -1,0 +1,235 @@
+"""The ``streetsense`` command: check, simulate, poll, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from controller.config import LoadedConfig, load_config
+from controller.registry import Registry
+from controller.runtime import Controller
+from drivers.errors import ConfigError
+from simulators.faults import load_scenario
+
+log = logging.getLogger("streetsense")
+EXIT_CONFIG = 2
+
+
+def _load(path: str) -> LoadedConfig:
+    loaded = load_config(Path(path))
+    if loaded.config.simulator.scenario:
+        load_scenario(loaded.resolve(loaded.config.simulator.scenario))
+    return loaded
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate the config, the profiles and the scenario it names."""
+    loaded = _load(args.config)
+    counts = Registry(loaded).count_by_class()
+    cfg = loaded.config
+    print(
+        f"{args.config}: OK: city {cfg.site.city}, {len(cfg.links)} links, "
+        f"{counts.get('cabinet', 0)} cabinets, {counts.get('lamp', 0)} lamps, "
+        f"{counts.get('gauge', 0)} gauges; profiles: {', '.join(loaded.profiles.names())}"
+    )
+    return 0
+
+
+async def _run_for(duration: float | None) -> None:
+    if duration is None:
+        await asyncio.Event().wait()
+    else:
+        await asyncio.sleep(duration)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Run only the simulated hardware the config describes."""
+    from simulators.fleet import SimulatedCity
+
+    loaded = _load(args.config)
+
+    async def run() -> None:
+        async with SimulatedCity(loaded) as city:
+            print(
+                f"simulating {len(city.cabinets)} cabinets, {len(city.lamps)} lamps, "
+                f"{len(city.gauges)} gauges on {len(city.stores)} links; Ctrl-C stops",
+                flush=True,
+            )
+            await _run_for(args.duration)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+    return 0
+
+
+def _fmt(value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    if value == int(value) and abs(value) < 1e9:
+        return str(int(value))
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def print_poll_table(controller: Controller, out: TextIO | None = None) -> None:
+    """Readings and health of every polled device, as a plain-text table."""
+    stream = out or sys.stdout
+    reg = controller.registry
+    poller = controller.poller
+    print(
+        f"{'device':<18} {'class':<8} {'link':<14} {'unit':>4} {'state':<8} "
+        f"{'reqs':>4} {'errors':<20} readings",
+        file=stream,
+    )
+    for target in reg.targets:
+        device = reg.devices[target.device]
+        health = poller.health[target.device]
+        errors = ",".join(f"{k}={v}" for k, v in sorted(health.errors.items())) or "-"
+        members = [device, *reg.lamps_of(device.index)]
+        for n, member in enumerate(members):
+            values = controller.latest.value[member.index]
+            parts = [
+                f"{p.name}={_fmt(float(values[i]))}{p.unit}"
+                for i, p in enumerate(member.profile.points)
+            ]
+            if n == 0:
+                state = "online" if health.online else "OFFLINE"
+                print(
+                    f"{member.id:<18} {member.device_class:<8} {member.link:<14} "
+                    f"{member.unit:>4} {state:<8} {target.plan.request_count:>4} "
+                    f"{errors:<20} {' '.join(parts)}",
+                    file=stream,
+                )
+            else:
+                print(
+                    f"  {member.id:<16} {member.device_class:<8} slot {member.slot:<34} "
+                    f"{' '.join(parts)}",
+                    file=stream,
+                )
+
+
+def cmd_poll(args: argparse.Namespace) -> int:
+    """Poll every device once and print what came back."""
+    loaded = _load(args.config)
+
+    async def run() -> int:
+        controller = Controller(loaded)
+        city = None
+        if args.simulate:
+            from simulators.fleet import SimulatedCity
+
+            city = SimulatedCity(loaded)
+            await city.start()
+        try:
+            batch = await controller.poller.poll_all_once()
+            controller.latest.update(batch)
+            print_poll_table(controller)
+            stats = controller.poller.stats
+            print(f"\n{stats.polls} polls, {stats.failed_polls} failed, {len(batch)} readings")
+            return 0 if stats.failed_polls == 0 else 1
+        finally:
+            await controller.stop()
+            if city is not None:
+                await city.stop()
+
+    return asyncio.run(run())
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Simulated city + controller + API on the embedded default."""
+    import uvicorn
+
+    from api.app import create_app
+    from simulators.fleet import SimulatedCity
+
+    loaded = _load(args.config)
+    host = loaded.config.api.host
+    port = args.port if args.port is not None else loaded.config.api.port
+
+    async def run() -> None:
+        async with SimulatedCity(loaded) as city:
+            controller = Controller(loaded)
+            app = create_app(controller)
+            server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+            counts = controller.registry.count_by_class()
+            print(
+                f"streetsense demo: {loaded.config.site.city}, {counts.get('cabinet', 0)} "
+                f"cabinets, {counts.get('lamp', 0)} lamps, {counts.get('gauge', 0)} gauges "
+                f"on {len(city.stores)} simulated links",
+                flush=True,
+            )
+            print(f"API on http://{host}:{port}  (OpenAPI: http://{host}:{port}/docs)", flush=True)
+            serve = asyncio.create_task(server.serve())
+            if args.duration is not None:
+                done, _ = await asyncio.wait({serve}, timeout=args.duration)
+                if not done:
+                    server.should_exit = True
+            await serve
+            stats = controller.poller.stats
+            print(
+                f"demo stopped: {stats.polls} polls, {stats.failed_polls} failed, "
+                f"{stats.readings} readings",
+                flush=True,
+            )
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``streetsense``."""
+    parser = argparse.ArgumentParser(
+        prog="streetsense", description="Streetlight and flood gauge controller."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("-c", "--config", default="config.yaml", help="config file")
+        return p
+
+    add("check", "validate config, profiles and scenario").set_defaults(func=cmd_check)
+    p = add("simulate", "run only the simulated hardware of the config")
+    p.add_argument("--duration", type=float, default=None, help="seconds, default forever")
+    p.set_defaults(func=cmd_simulate)
+    p = add("poll", "poll every device and print readings and health")
+    p.add_argument("--once", action="store_true", required=True, help="poll once and exit")
+    p.add_argument(
+        "--simulate",
+        action="store_true",
+        help="also start the config's simulated hardware in this process",
+    )
+    p.set_defaults(func=cmd_poll)
+    p = add("demo", "simulated city + controller + API")
+    p.add_argument("--port", type=int, default=None, help="API port (default from config, 8000)")
+    p.add_argument("--duration", type=float, default=None, help="seconds, default forever")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``streetsense`` command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # pymodbus logs every unanswered request at ERROR; our health counters carry that.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

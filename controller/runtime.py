@@ -1,0 +1,32 @@
+"""The running controller: registry, links, poller and the consumers of its batches."""
+
+from __future__ import annotations
+
+from controller.config import LoadedConfig
+from controller.latest import LatestValues
+from controller.link_factory import build_link
+from controller.poller import Poller
+from controller.registry import Registry
+
+
+class Controller:
+    """Everything the API and the command line need of a running controller."""
+
+    def __init__(self, loaded: LoadedConfig) -> None:
+        self.loaded = loaded
+        self.registry = Registry(loaded)
+        self.links = {cfg.id: build_link(cfg) for cfg in loaded.config.links}
+        self.poller = Poller(self.registry, self.links, loaded.config.polling)
+        self.latest = LatestValues(len(self.registry), self.registry.max_points)
+        self.poller.subscribe(self.latest.on_batch)
+        self.running = False
+
+    async def start(self) -> None:
+        """Start polling."""
+        self.poller.start()
+        self.running = True
+
+    async def stop(self) -> None:
+        """Stop polling and close links, handing on what was read."""
+        await self.poller.stop()
+        self.running = False

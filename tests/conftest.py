@@ -1,0 +1,50 @@
+"""Shared fixtures: free loopback ports, configs written to temp folders, leak checks."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from controller.config import LoadedConfig, load_config
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[[dict[str, Any]], LoadedConfig]:
+    """Write a config mapping to a temp config.yaml and load it."""
+
+    def write(doc: dict[str, Any]) -> LoadedConfig:
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+        return load_config(path)
+
+    return write
+
+
+@pytest.fixture(autouse=True)
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail a test that leaves asyncio tasks running (as pymodbus's own suite does)."""
+    yield
+    current = asyncio.current_task()
+    deadline = asyncio.get_running_loop().time() + 2.0
+    while True:
+        leaked = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+        if not leaked or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    if leaked:
+        for task in leaked:
+            task.cancel()
+        pytest.fail(f"test leaked {len(leaked)} task(s): {[t.get_name() for t in leaked]}")

@@ -1,0 +1,74 @@
+"""Test helpers: a device model with fixed values, and chosen values per profile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from drivers.profile import DataType, DeviceProfile
+from simulators.faults import FaultBoard
+
+
+class FixedModel:
+    """A device model that reports chosen values and records writes."""
+
+    def __init__(self, own: dict[str, float], subs: list[dict[str, float]] | None = None) -> None:
+        self.own = own
+        self.subs = subs or []
+        self.writes: list[tuple[int, str, float]] = []
+
+    def snapshot(
+        self, board: FaultBoard, now: float
+    ) -> tuple[dict[str, float], list[dict[str, float]]]:
+        return self.own, self.subs
+
+    def write_point(self, owner: int, point: str, value: float) -> None:
+        self.writes.append((owner, point, value))
+
+
+def chosen_values(profile: DeviceProfile, seed: int = 0) -> dict[str, float]:
+    """A distinct, exactly representable value for every point of a profile.
+
+    32-bit integers are chosen above 65535 so that both words matter; signed
+    types get negative values so that sign handling matters.
+    """
+    values: dict[str, float] = {}
+    for i, p in enumerate(profile.points):
+        k = i + 7 * seed
+        raw: float
+        if p.type is DataType.BOOL:
+            raw = float((i + seed) % 2)
+        elif p.type is DataType.U16:
+            raw = 1000 + 37 * k
+        elif p.type is DataType.I16:
+            raw = -(100 + 11 * k)
+        elif p.type is DataType.U32:
+            raw = 70_000 + 1234 * k
+        elif p.type is DataType.I32:
+            raw = -(70_000 + 99 * k)
+        else:
+            raw = 12.375 + k
+        values[p.name] = raw * p.scale + p.offset
+    return values
+
+
+def three_transport_links(tmp_path: Path, ports: tuple[int, int]) -> list[dict[str, Any]]:
+    """One link of each kind: Modbus TCP, RTU over TCP, RTU on a PTY serial line."""
+    return [
+        {"id": "tcp", "kind": "modbus_tcp", "host": "127.0.0.1", "port": ports[0], "timeout": 0.5},
+        {
+            "id": "rtutcp",
+            "kind": "rtu_over_tcp",
+            "host": "127.0.0.1",
+            "port": ports[1],
+            "timeout": 0.5,
+        },
+        {
+            "id": "serial",
+            "kind": "rtu_serial",
+            "port": str(tmp_path / "bus"),
+            "sim_port": str(tmp_path / "bus-sim"),
+            "baudrate": 19200,
+            "timeout": 0.5,
+        },
+    ]

@@ -1,0 +1,129 @@
+"""The command line and the demo's API, run as a newcomer would run them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).parent.parent
+
+
+def streetsense(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "controller.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def small_city(tmp_path: Path) -> Path:
+    doc = {
+        "links": [
+            {
+                "id": "dtu",
+                "kind": "rtu_over_tcp",
+                "host": "127.0.0.1",
+                "port": free_port(),
+                "timeout": 0.3,
+            }
+        ],
+        "cabinets": [
+            {"id": "CAB-9", "link": "dtu", "unit": 1, "lamp_runs": [{"circuit": 1, "count": 4}]}
+        ],
+        "gauges": [{"id": "WL-9", "link": "dtu", "unit": 2}],
+    }
+    path = tmp_path / "city.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return path
+
+
+def test_poll_once_prints_readings_and_health(tmp_path: Path) -> None:
+    result = streetsense("poll", "--once", "--simulate", "-c", str(small_city(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    cabinet = next(line for line in lines if line.startswith("CAB-9 "))
+    assert "online" in cabinet and "voltage_a=" in cabinet and "lamp_count=4" in cabinet
+    assert sum(1 for line in lines if line.strip().startswith("CAB-9-L")) == 4
+    assert any(line.startswith("WL-9 ") and "water_level=0m" in line for line in lines)
+    assert "2 polls, 0 failed" in result.stdout
+
+
+def test_poll_once_without_hardware_reports_offline_and_fails(tmp_path: Path) -> None:
+    result = streetsense("poll", "--once", "-c", str(small_city(tmp_path)))
+    assert result.returncode == 1
+    assert "OFFLINE" in result.stdout and "link_down=1" in result.stdout
+    assert "2 polls, 2 failed" in result.stdout
+
+
+def test_check_of_missing_file_fails_with_reason(tmp_path: Path) -> None:
+    result = streetsense("check", "-c", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2
+    assert "nope.yaml: cannot read: No such file or directory" in result.stderr
+
+
+@pytest.fixture
+def demo() -> object:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controller.cli", "demo", "--port", str(port), "--duration", "60"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            try:
+                health = httpx.get(f"{base}/health", timeout=1).json()
+                if health["online"] == health["poll_targets"]:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"demo did not come up: {proc.stderr.read() if proc.stderr else ''}"
+                )
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_demo_serves_the_simulated_city(demo: str) -> None:
+    health = httpx.get(f"{demo}/health").json()
+    assert health["devices"] == {"cabinet": 5, "lamp": 178, "gauge": 3}
+    gauges = httpx.get(f"{demo}/devices", params={"device_class": "gauge"}).json()
+    assert {g["id"] for g in gauges} == {"WL-DF-UNDERPASS", "WL-XJ-MARKET", "WL-MY-BRIDGE"}
+    cabinet = httpx.get(f"{demo}/devices/JC-DF-001").json()
+    assert cabinet["health"]["online"] is True
+    readings = {r["point"]: r for r in cabinet["readings"]}
+    assert 200 < readings["voltage_a"]["value"] < 250 and readings["voltage_a"]["unit"] == "V"
+    assert readings["lamp_count"]["value"] == 42
+    lamp = httpx.get(f"{demo}/devices/JC-DF-001-L001").json()
+    assert lamp["parent"] == "JC-DF-001" and lamp["online"] is True
+    links = httpx.get(f"{demo}/links").json()
+    assert {link["id"] for link in links} >= {"dtu-dongfeng", "gw-drainage"}
+    assert all(link["connected"] for link in links)
+    assert httpx.get(f"{demo}/openapi.json").json()["info"]["title"] == "streetsense"
+
+
+def test_demo_api_refuses_bad_input_with_reasons(demo: str) -> None:
+    missing = httpx.get(f"{demo}/devices/NOPE")
+    assert missing.status_code == 404 and "NOPE" in missing.json()["detail"]
+    bad = httpx.get(f"{demo}/devices", params={"device_class": "tram"})
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["query", "device_class"]

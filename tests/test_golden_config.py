@@ -1,0 +1,67 @@
+"""Golden cases: a bad config or profile and the exact error a person sees.
+
+Each file under ``golden/`` starts with ``# expect-key:`` and ``# expect-reason:``
+lines. ``streetsense check`` must exit 2 and print ``error: FILE: KEY: REASON``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from controller.cli import EXIT_CONFIG, main
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def expectations(path: Path) -> tuple[str, str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    key = lines[0].removeprefix("# expect-key:").strip()
+    reason = lines[1].removeprefix("# expect-reason:").strip()
+    return key, reason
+
+
+def expected_message(file: Path, key: str, reason: str) -> str:
+    return f"error: {file}: {key}: {reason}" if key else f"error: {file}: {reason}"
+
+
+@pytest.mark.parametrize("case", sorted((GOLDEN / "config").glob("*.yaml")), ids=lambda p: p.stem)
+def test_bad_config_names_file_key_and_reason(
+    case: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for sibling in case.parent.glob(f"{case.stem}.*"):
+        shutil.copy(sibling, tmp_path / sibling.name)
+    config = tmp_path / case.name
+    key, reason = expectations(case)
+    assert main(["check", "-c", str(config)]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    blamed = config
+    if "scenario" in case.stem:
+        blamed = tmp_path / (
+            "no-such-scenario.yaml" if "missing" in case.stem else f"{case.stem}.scenario"
+        )
+    assert err.startswith(expected_message(blamed, key, reason)), err
+
+
+@pytest.mark.parametrize("case", sorted((GOLDEN / "profiles").glob("*.yaml")), ids=lambda p: p.stem)
+def test_bad_profile_names_file_point_and_field(
+    case: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    shutil.copy(case, profiles / case.name)
+    config = tmp_path / "config.yaml"
+    config.write_text("profile_dirs: [profiles]\n", encoding="utf-8")
+    key, reason = expectations(case)
+    assert main(["check", "-c", str(config)]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert err.startswith(expected_message(profiles / case.name, key, reason)), err
+
+
+def test_shipped_example_config_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    root = Path(__file__).parent.parent
+    assert main(["check", "-c", str(root / "config.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "OK" in out and "5 cabinets" in out and "178 lamps" in out and "3 gauges" in out
