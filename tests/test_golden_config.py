@@ -65,3 +65,13 @@ def test_shipped_example_config_passes(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["check", "-c", str(root / "config.yaml")]) == 0
     out = capsys.readouterr().out
     assert "OK" in out and "5 cabinets" in out and "178 lamps" in out and "3 gauges" in out
+
+
+def test_register_table_document_matches_the_profiles() -> None:
+    from drivers.profile import ProfileLibrary
+    from drivers.profile_doc import render_all
+
+    doc = Path(__file__).parent.parent / "docs" / "profiles.md"
+    assert doc.read_text(encoding="utf-8") == render_all(ProfileLibrary.load()), (
+        "docs/profiles.md is stale: run python -m drivers.profile_doc > docs/profiles.md"
+    )

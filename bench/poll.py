@@ -1,0 +1,148 @@
+"""Benchmark: a full poll cycle of a Yangjiang-sized city against loopback simulators.
+
+The simulators run in a child process pinned to one core, the poller in this
+process pinned to the other. Baseline, measured in the same run on a sample of
+the city: one request per point, sent one after another (how a naive
+integration polls), extrapolated to the whole city's points.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from controller.config import LoadedConfig, load_config
+from controller.runtime import Controller
+from drivers.codec import decode_value
+from drivers.device_plan import block_point_address
+from drivers.profile import PointSpec
+from simulators.city_generator import generate_city
+
+CYCLES = 3
+TARGET_CYCLE_S = 10.0
+
+
+def _pin(cpu: int) -> None:
+    if hasattr(os, "sched_setaffinity") and cpu < (os.cpu_count() or 1):
+        os.sched_setaffinity(0, {cpu})
+
+
+def _start_simulator(config: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controller.cli", "simulate", "-c", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: _pin(1),
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("simulating"):
+        proc.kill()
+        raise RuntimeError(
+            f"simulator did not start: {line} {proc.stderr.read() if proc.stderr else ''}"
+        )
+    return proc
+
+
+async def _naive_baseline(controller: Controller, sample_targets: int) -> dict[str, float]:
+    """One request per point, sequentially, over a sample of the city's targets."""
+    registry = controller.registry
+    reads: list[tuple[str, int, PointSpec, int]] = []
+    for target in registry.targets[:sample_targets]:
+        device = registry.devices[target.device]
+        for point in device.profile.points:
+            reads.append((target.link, target.unit, point, point.address))
+        for lamp in registry.lamps_of(device.index):
+            assert lamp.slot is not None
+            block = device.profile.blocks[0].name
+            for point in lamp.profile.points:
+                address = block_point_address(device.profile, block, lamp.slot, point)
+                reads.append((target.link, target.unit, point, address))
+    started = time.perf_counter()
+    for link_id, unit, point, address in reads:
+        words = await controller.links[link_id].read(unit, point.table, address, point.type.words)
+        decode_value(point, words)
+    elapsed = time.perf_counter() - started
+    return {"sampled_points": len(reads), "seconds": elapsed, "points_per_s": len(reads) / elapsed}
+
+
+async def _measure(loaded: LoadedConfig, quick: bool) -> dict[str, Any]:
+    controller = Controller(loaded)
+    poller = controller.poller
+    try:
+        await poller.poll_all_once()  # connects every link; not measured
+        poller.stats.latencies.clear()
+        failed_before = poller.stats.failed_polls
+        requests_before = sum(link.health.requests for link in controller.links.values())
+        cycles, cpu, readings = [], [], 0
+        for _ in range(CYCLES):
+            wall, proc = time.perf_counter(), time.process_time()
+            batch = await poller.poll_all_once()
+            cycles.append(time.perf_counter() - wall)
+            cpu.append(time.process_time() - proc)
+            readings = len(batch)
+        requests = sum(link.health.requests for link in controller.links.values()) - requests_before
+        latencies = sorted(poller.stats.latencies)
+        failed = poller.stats.failed_polls - failed_before
+        baseline = await _naive_baseline(controller, 10 if quick else 66)
+    finally:
+        await controller.stop()
+    cycle = statistics.median(cycles)
+    targets = len(controller.registry.targets)
+    baseline_cycle = readings / baseline["points_per_s"]
+    counts = controller.registry.count_by_class()
+    return {
+        "bench": "poll",
+        "city": {
+            "cabinets": counts.get("cabinet", 0),
+            "lamps": counts.get("lamp", 0),
+            "gauges": counts.get("gauge", 0),
+            "links": len(controller.links),
+            "points": readings,
+        },
+        "cycle_s": round(cycle, 3),
+        "cycles_s": [round(c, 3) for c in cycles],
+        "device_polls_per_s": round(targets / cycle, 1),
+        "points_per_s": round(readings / cycle),
+        "requests_per_cycle": requests // CYCLES,
+        "failed_polls": failed,
+        "latency_p50_ms": round(1000 * latencies[len(latencies) // 2], 2),
+        "latency_p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 2),
+        "poller_cpu_s_per_cycle": round(statistics.median(cpu), 3),
+        "baseline": {
+            "kind": "one request per point, sequential",
+            "sampled_points": baseline["sampled_points"],
+            "points_per_s": round(baseline["points_per_s"]),
+            "cycle_s_extrapolated": round(baseline_cycle, 2),
+        },
+        "speedup_vs_baseline": round(baseline_cycle / cycle, 1),
+        "target_cycle_s": TARGET_CYCLE_S,
+        "target_met": cycle < TARGET_CYCLE_S,
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Generate the city, start its simulators, measure, stop."""
+    sizes = {"cabinets": 60, "lamps": 320, "gauges": 10} if quick else {}
+    doc = generate_city(base_port=21000, **sizes)
+    with tempfile.TemporaryDirectory() as folder:
+        config = Path(folder) / "city.yaml"
+        config.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+        loaded = load_config(config)
+        simulator = _start_simulator(config)
+        try:
+            _pin(0)
+            return asyncio.run(_measure(loaded, quick))
+        finally:
+            simulator.terminate()
+            simulator.wait(timeout=30)

@@ -1,0 +1,106 @@
+"""Generate the config of a whole simulated city (for benchmarks and load tests).
+
+Shaped on Yangjiang: 659 cabinets each reached by its own 4G DTU (RTU over TCP),
+3,500 single-lamp controllers spread over the cabinets' concentrators, and
+water-level gauges on Modbus TCP gateways at the drainage stations.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+YANGJIANG_CABINETS = 659
+YANGJIANG_SINGLE_LAMP_CONTROLLERS = 3500
+SHANTOU_GAUGES = 57
+
+
+def spread(total: int, buckets: int, rng: random.Random, cap: int) -> list[int]:
+    """``total`` items over ``buckets``, uneven like real streets, none over ``cap``."""
+    weights = [rng.uniform(0.2, 1.8) for _ in range(buckets)]
+    scale = total / sum(weights)
+    counts = [min(cap, int(w * scale)) for w in weights]
+    i = 0
+    while sum(counts) < total:
+        if counts[i % buckets] < cap:
+            counts[i % buckets] += 1
+        i += 1
+    return counts
+
+
+def generate_city(
+    cabinets: int = YANGJIANG_CABINETS,
+    lamps: int = YANGJIANG_SINGLE_LAMP_CONTROLLERS,
+    gauges: int = SHANTOU_GAUGES,
+    base_port: int = 20000,
+    cabinets_per_link: int = 1,
+    gauges_per_gateway: int = 10,
+    timeout: float = 2.0,
+    seed: int = 1,
+) -> dict[str, Any]:
+    """A config mapping for a city of the given size on loopback ports from ``base_port``."""
+    rng = random.Random(seed)
+    links: list[dict[str, Any]] = []
+    cabinet_docs: list[dict[str, Any]] = []
+    lamp_counts = spread(lamps, cabinets, rng, cap=64) if cabinets else []
+    port = base_port
+    for i in range(cabinets):
+        if i % cabinets_per_link == 0:
+            links.append(
+                {
+                    "id": f"dtu-{i // cabinets_per_link:04d}",
+                    "kind": "rtu_over_tcp",
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "timeout": timeout,
+                }
+            )
+            port += 1
+        count = lamp_counts[i]
+        runs = []
+        for circuit in (1, 2):
+            share = count // 2 + (count % 2 if circuit == 1 else 0)
+            if share:
+                runs.append({"circuit": circuit, "count": share, "rated_w": 150})
+        grid = f"4417020{(i // 40) + 1:02d}{(i % 40) + 1:03d}"
+        cabinet_docs.append(
+            {
+                "id": f"CAB-{i + 1:04d}",
+                "link": links[-1]["id"],
+                "unit": i % cabinets_per_link + 1,
+                "lat": 21.80 + rng.uniform(0, 0.12),
+                "lon": 111.90 + rng.uniform(0, 0.15),
+                "grid": grid,
+                "road": f"road-{i // 12:03d}",
+                "district": "江城区",
+                "lamp_runs": runs,
+            }
+        )
+    gauge_docs: list[dict[str, Any]] = []
+    for g in range(gauges):
+        if g % gauges_per_gateway == 0:
+            links.append(
+                {
+                    "id": f"gw-{g // gauges_per_gateway:02d}",
+                    "kind": "modbus_tcp",
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "timeout": timeout,
+                }
+            )
+            port += 1
+        gauge_docs.append(
+            {
+                "id": f"WL-{g + 1:03d}",
+                "link": links[-1]["id"],
+                "unit": g % gauges_per_gateway + 1,
+                "profile": "wl-radar" if g % 2 else "wl-pressure",
+                "levels": {"blue": 0.1, "yellow": 0.2, "orange": 0.3, "red": 0.4},
+            }
+        )
+    return {
+        "site": {"city": "generated"},
+        "links": links,
+        "cabinets": cabinet_docs,
+        "gauges": gauge_docs,
+    }
