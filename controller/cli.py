@@ -12,6 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+import uvicorn
+from fastapi import FastAPI
+
 from controller.config import LoadedConfig, load_config
 from controller.registry import Registry
 from controller.runtime import Controller
@@ -49,8 +52,20 @@ async def _run_for(duration: float | None) -> None:
         await asyncio.sleep(duration)
 
 
+def _uvicorn_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+
+
+def _announce_control(host: str, port: int, token: str) -> None:
+    print(
+        f"simulator control on http://{host}:{port}/faults  (Authorization: Bearer {token})",
+        flush=True,
+    )
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run only the simulated hardware the config describes."""
+    from simulators.control_api import create_control_app, simulator_token
     from simulators.fleet import SimulatedCity
 
     loaded = _load(args.config)
@@ -62,7 +77,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 f"{len(city.gauges)} gauges on {len(city.stores)} links; Ctrl-C stops",
                 flush=True,
             )
-            await _run_for(args.duration)
+            if args.control_port is None:
+                await _run_for(args.duration)
+                return
+            token = simulator_token()
+            control = _uvicorn_server(
+                create_control_app(city, token), "127.0.0.1", args.control_port
+            )
+            _announce_control("127.0.0.1", args.control_port, token)
+            serve = asyncio.create_task(control.serve())
+            await asyncio.wait({serve}, timeout=args.duration)
+            control.should_exit = True
+            await serve
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
@@ -143,20 +169,23 @@ def cmd_poll(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Simulated city + controller + API on the embedded default."""
-    import uvicorn
-
     from api.app import create_app
+    from simulators.control_api import create_control_app, simulator_token
     from simulators.fleet import SimulatedCity
 
     loaded = _load(args.config)
     host = loaded.config.api.host
     port = args.port if args.port is not None else loaded.config.api.port
+    control_port = args.sim_control_port if args.sim_control_port is not None else port + 1
 
     async def run() -> None:
         async with SimulatedCity(loaded) as city:
             controller = Controller(loaded)
-            app = create_app(controller)
-            server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+            token = simulator_token()
+            servers = [
+                _uvicorn_server(create_app(controller), host, port),
+                _uvicorn_server(create_control_app(city, token), "127.0.0.1", control_port),
+            ]
             counts = controller.registry.count_by_class()
             print(
                 f"streetsense demo: {loaded.config.site.city}, {counts.get('cabinet', 0)} "
@@ -165,12 +194,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 flush=True,
             )
             print(f"API on http://{host}:{port}  (OpenAPI: http://{host}:{port}/docs)", flush=True)
-            serve = asyncio.create_task(server.serve())
-            if args.duration is not None:
-                done, _ = await asyncio.wait({serve}, timeout=args.duration)
-                if not done:
-                    server.should_exit = True
-            await serve
+            _announce_control("127.0.0.1", control_port, token)
+            tasks = {asyncio.create_task(s.serve()) for s in servers}
+            # Either server stopping (Ctrl-C, a port in use) or the duration ends the demo.
+            await asyncio.wait(tasks, timeout=args.duration, return_when=asyncio.FIRST_COMPLETED)
+            for server in servers:
+                server.should_exit = True
+            await asyncio.gather(*tasks, return_exceptions=True)
             stats = controller.poller.stats
             print(
                 f"demo stopped: {stats.polls} polls, {stats.failed_polls} failed, "
@@ -199,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("check", "validate config, profiles and scenario").set_defaults(func=cmd_check)
     p = add("simulate", "run only the simulated hardware of the config")
     p.add_argument("--duration", type=float, default=None, help="seconds, default forever")
+    p.add_argument(
+        "--control-port",
+        type=int,
+        default=None,
+        help="serve the fault-injection API on 127.0.0.1:PORT",
+    )
     p.set_defaults(func=cmd_simulate)
     p = add("poll", "poll every device and print readings and health")
     p.add_argument("--once", action="store_true", required=True, help="poll once and exit")
@@ -210,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_poll)
     p = add("demo", "simulated city + controller + API")
     p.add_argument("--port", type=int, default=None, help="API port (default from config, 8000)")
+    p.add_argument(
+        "--sim-control-port",
+        type=int,
+        default=None,
+        help="fault-injection API port (default API port + 1)",
+    )
     p.add_argument("--duration", type=float, default=None, help="seconds, default forever")
     p.set_defaults(func=cmd_demo)
     return parser

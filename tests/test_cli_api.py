@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -72,15 +75,38 @@ def test_check_of_missing_file_fails_with_reason(tmp_path: Path) -> None:
     assert "nope.yaml: cannot read: No such file or directory" in result.stderr
 
 
-@pytest.fixture
-def demo() -> object:
-    port = free_port()
+SIM_TOKEN = "test-simulator-token"
+
+
+@dataclass
+class Demo:
+    """Addresses of a running demo: the controller API and the simulator control."""
+
+    api: str
+    control: str
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[Demo]:
+    port, control_port = free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "controller.cli", "demo", "--port", str(port), "--duration", "60"],
+        [
+            sys.executable,
+            "-m",
+            "controller.cli",
+            "demo",
+            "--port",
+            str(port),
+            "--sim-control-port",
+            str(control_port),
+            "--duration",
+            "120",
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "STREETSENSE_SIM_TOKEN": SIM_TOKEN},
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -97,33 +123,72 @@ def demo() -> object:
                     f"demo did not come up: {proc.stderr.read() if proc.stderr else ''}"
                 )
             time.sleep(0.3)
-        yield base
+        yield Demo(base, f"http://127.0.0.1:{control_port}")
     finally:
         proc.terminate()
         proc.wait(timeout=20)
 
 
-def test_demo_serves_the_simulated_city(demo: str) -> None:
-    health = httpx.get(f"{demo}/health").json()
+def test_demo_serves_the_simulated_city(demo: Demo) -> None:
+    base = demo.api
+    health = httpx.get(f"{base}/health").json()
     assert health["devices"] == {"cabinet": 5, "lamp": 178, "gauge": 3}
-    gauges = httpx.get(f"{demo}/devices", params={"device_class": "gauge"}).json()
+    gauges = httpx.get(f"{base}/devices", params={"device_class": "gauge"}).json()
     assert {g["id"] for g in gauges} == {"WL-DF-UNDERPASS", "WL-XJ-MARKET", "WL-MY-BRIDGE"}
-    cabinet = httpx.get(f"{demo}/devices/JC-DF-001").json()
+    cabinet = httpx.get(f"{base}/devices/JC-DF-001").json()
     assert cabinet["health"]["online"] is True
     readings = {r["point"]: r for r in cabinet["readings"]}
     assert 200 < readings["voltage_a"]["value"] < 250 and readings["voltage_a"]["unit"] == "V"
     assert readings["lamp_count"]["value"] == 42
-    lamp = httpx.get(f"{demo}/devices/JC-DF-001-L001").json()
+    lamp = httpx.get(f"{base}/devices/JC-DF-001-L001").json()
     assert lamp["parent"] == "JC-DF-001" and lamp["online"] is True
-    links = httpx.get(f"{demo}/links").json()
+    links = httpx.get(f"{base}/links").json()
     assert {link["id"] for link in links} >= {"dtu-dongfeng", "gw-drainage"}
     assert all(link["connected"] for link in links)
-    assert httpx.get(f"{demo}/openapi.json").json()["info"]["title"] == "streetsense"
+    assert httpx.get(f"{base}/openapi.json").json()["info"]["title"] == "streetsense"
 
 
-def test_demo_api_refuses_bad_input_with_reasons(demo: str) -> None:
-    missing = httpx.get(f"{demo}/devices/NOPE")
+def test_demo_api_refuses_bad_input_with_reasons(demo: Demo) -> None:
+    base = demo.api
+    missing = httpx.get(f"{base}/devices/NOPE")
     assert missing.status_code == 404 and "NOPE" in missing.json()["detail"]
-    bad = httpx.get(f"{demo}/devices", params={"device_class": "tram"})
+    bad = httpx.get(f"{base}/devices", params={"device_class": "tram"})
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["loc"] == ["query", "device_class"]
+
+
+def test_fault_injected_at_run_time_shows_in_the_controller_api(demo: Demo) -> None:
+    fault = {"kind": "door_open", "device": "JC-MY-001"}
+    assert httpx.post(f"{demo.control}/faults", json=fault).status_code == 401
+    wrong = httpx.post(
+        f"{demo.control}/faults", json=fault, headers={"Authorization": "Bearer nope"}
+    )
+    assert wrong.status_code == 403
+    unknown = httpx.post(
+        f"{demo.control}/faults",
+        json={**fault, "device": "NOPE"},
+        headers={"Authorization": f"Bearer {SIM_TOKEN}"},
+    )
+    assert unknown.status_code == 404
+    placed = httpx.post(
+        f"{demo.control}/faults", json=fault, headers={"Authorization": f"Bearer {SIM_TOKEN}"}
+    )
+    assert placed.status_code == 201 and placed.json()["active_now"] is True
+    assert any(
+        f["device"] == "JC-MY-001" and f["active_now"]
+        for f in httpx.get(f"{demo.control}/faults").json()
+    )
+
+    def door() -> float:
+        readings = httpx.get(f"{demo.api}/devices/JC-MY-001").json()["readings"]
+        return float(next(r["value"] for r in readings if r["point"] == "door_open"))
+
+    deadline = time.monotonic() + 25  # one cabinet poll interval (10 s) and margin
+    while door() != 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert door() == 1
+    cleared = httpx.delete(
+        f"{demo.control}/faults/JC-MY-001?kind=door_open",
+        headers={"Authorization": f"Bearer {SIM_TOKEN}"},
+    )
+    assert cleared.json()["removed"] == 1
