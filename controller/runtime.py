@@ -30,3 +30,10 @@ class Controller:
         """Stop polling and close links, handing on what was read."""
         await self.poller.stop()
         self.running = False
+
+    async def __aenter__(self) -> Controller:
+        """Use the controller (polling on demand); leaving the block closes its links."""
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

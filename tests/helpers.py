@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from controller.readings import ReadingBatch
+from controller.runtime import Controller
 from drivers.profile import DataType, DeviceProfile
 from simulators.faults import FaultBoard
 
@@ -72,3 +74,12 @@ def three_transport_links(tmp_path: Path, ports: tuple[int, int]) -> list[dict[s
             "timeout": 0.5,
         },
     ]
+
+
+def readings_by_device(controller: Controller, batch: ReadingBatch) -> dict[str, dict[str, float]]:
+    """A batch as {device id: {point name: value}}."""
+    out: dict[str, dict[str, float]] = {}
+    for dev, pt, value in zip(batch.device, batch.point, batch.value, strict=True):
+        device = controller.registry.devices[dev]
+        out.setdefault(device.id, {})[device.profile.points[pt].name] = float(value)
+    return out

@@ -16,7 +16,7 @@ from controller.runtime import Controller
 from simulators.faults import FaultKind, FaultSpec
 from simulators.fleet import SimulatedCity
 from tests.conftest import free_port
-from tests.helpers import FixedModel, chosen_values, three_transport_links
+from tests.helpers import FixedModel, chosen_values, readings_by_device, three_transport_links
 
 TIMEOUT = 0.3
 
@@ -50,14 +50,6 @@ def fix_values(city: SimulatedCity, loaded: LoadedConfig) -> dict[str, dict[str,
     return expected
 
 
-def values_by_device(controller: Controller, batch: ReadingBatch) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for dev, pt, value in zip(batch.device, batch.point, batch.value, strict=True):
-        device = controller.registry.devices[dev]
-        out.setdefault(device.id, {})[device.profile.points[pt].name] = float(value)
-    return out
-
-
 async def timed_cycle(controller: Controller) -> tuple[float, ReadingBatch]:
     started = time.perf_counter()
     batch = await controller.poller.poll_all_once()
@@ -70,17 +62,14 @@ async def test_silent_device_on_serial_line_costs_only_its_own_timeout(
     loaded = write_config(bus_config(tmp_path))
     async with SimulatedCity(loaded) as city:
         expected = fix_values(city, loaded)
-        controller = Controller(loaded)
-        try:
+        async with Controller(loaded) as controller:
             healthy, _ = await timed_cycle(controller)
             city.inject(FaultSpec(kind=FaultKind.DEVICE_SILENT, device="WL-2"))
             cycles = [await timed_cycle(controller) for _ in range(3)]
-        finally:
-            await controller.stop()
     for elapsed, batch in cycles:
         # One timeout for the dead unit, no retries on its account.
         assert elapsed - healthy <= TIMEOUT + 0.2, (elapsed, healthy)
-        seen = values_by_device(controller, batch)
+        seen = readings_by_device(controller, batch)
         assert "WL-2" not in seen
         for device in ("WL-1", "WL-3", "WL-4"):
             assert seen[device] == pytest.approx(expected[device])
@@ -98,16 +87,13 @@ async def test_garbled_frames_are_counted_and_polling_goes_on(
     loaded = write_config(bus_config(tmp_path, kind=kind, gauges=3))
     async with SimulatedCity(loaded) as city:
         expected = fix_values(city, loaded)
-        controller = Controller(loaded)
-        try:
+        async with Controller(loaded) as controller:
             await controller.poller.poll_all_once()
             city.inject(FaultSpec(kind=FaultKind.GARBLED, device="WL-2"))
             garbled_batch = await controller.poller.poll_all_once()
             city.clear("WL-2")
             recovered = await controller.poller.poll_all_once()
-        finally:
-            await controller.stop()
-    seen = values_by_device(controller, garbled_batch)
+    seen = readings_by_device(controller, garbled_batch)
     assert "WL-2" not in seen
     assert seen["WL-1"] == pytest.approx(expected["WL-1"])
     assert seen["WL-3"] == pytest.approx(expected["WL-3"])
@@ -115,7 +101,7 @@ async def test_garbled_frames_are_counted_and_polling_goes_on(
     assert health.errors["garbled"] == 1
     assert health.errors["timeout"] == 0
     assert controller.links[kind].health.errors["garbled"] >= 1
-    assert values_by_device(controller, recovered)["WL-2"] == pytest.approx(expected["WL-2"])
+    assert readings_by_device(controller, recovered)["WL-2"] == pytest.approx(expected["WL-2"])
     assert health.online
 
 
@@ -125,15 +111,12 @@ async def test_late_answer_of_slow_device_never_lands_on_its_neighbour(
     loaded = write_config(bus_config(tmp_path, gauges=3))
     async with SimulatedCity(loaded) as city:
         expected = fix_values(city, loaded)
-        controller = Controller(loaded)
-        try:
+        async with Controller(loaded) as controller:
             await controller.poller.poll_all_once()
             city.inject(FaultSpec(kind=FaultKind.SLOW, device="WL-2", delay=TIMEOUT * 1.5))
             batches = [await controller.poller.poll_all_once() for _ in range(3)]
-        finally:
-            await controller.stop()
     for batch in batches:
-        seen = values_by_device(controller, batch)
+        seen = readings_by_device(controller, batch)
         # Whatever arrives for WL-3 is WL-3's own values, never WL-2's late frame.
         assert seen.get("WL-3", expected["WL-3"]) == pytest.approx(expected["WL-3"])
         assert seen["WL-1"] == pytest.approx(expected["WL-1"])
@@ -146,8 +129,7 @@ async def test_link_down_backs_off_then_reconnects_when_the_server_returns(
     doc = bus_config(tmp_path, kind="tcp", gauges=2)
     doc["links"][0]["backoff_initial"] = 0.2
     loaded = write_config(doc)
-    controller = Controller(loaded)
-    try:
+    async with Controller(loaded) as controller:
         started = time.perf_counter()
         assert len(await controller.poller.poll_all_once()) == 0
         assert time.perf_counter() - started < 1.0  # refused at once, not a hang
@@ -160,8 +142,6 @@ async def test_link_down_backs_off_then_reconnects_when_the_server_returns(
             batch = await controller.poller.poll_all_once()
         assert len(batch) > 0
         assert link.health.connected or link.health.connects == 1
-    finally:
-        await controller.stop()
 
 
 async def test_cabinet_with_64_lamps_is_read_in_its_planned_requests(
@@ -182,11 +162,8 @@ async def test_cabinet_with_64_lamps_is_read_in_its_planned_requests(
         }
     )
     async with SimulatedCity(loaded) as city:
-        controller = Controller(loaded)
-        try:
+        async with Controller(loaded) as controller:
             batch = await controller.poller.poll_all_once()
-        finally:
-            await controller.stop()
         received = city.store_of("CAB-1").request_total(1)
     target = controller.registry.targets[0]
     points = 28 + 64 * 10

@@ -14,6 +14,7 @@ from drivers.profile import Table
 from simulators.faults import FaultKind, FaultSpec, RainEvent, Scenario
 from simulators.fleet import SimulatedCity
 from tests.conftest import free_port
+from tests.helpers import readings_by_device
 
 
 def city_doc() -> dict[str, Any]:
@@ -43,24 +44,15 @@ def city_doc() -> dict[str, Any]:
 
 
 async def poll(controller: Controller) -> dict[str, dict[str, float]]:
-    batch = await controller.poller.poll_all_once()
-    out: dict[str, dict[str, float]] = {}
-    for dev, pt, value in zip(batch.device, batch.point, batch.value, strict=True):
-        device = controller.registry.devices[dev]
-        out.setdefault(device.id, {})[device.profile.points[pt].name] = float(value)
-    return out
+    return readings_by_device(controller, await controller.poller.poll_all_once())
 
 
 async def test_phase_and_circuit_currents_are_sums_of_the_lamps(
     write_config: Callable[[dict[str, Any]], LoadedConfig],
 ) -> None:
     loaded = write_config(city_doc())
-    async with SimulatedCity(loaded):
-        controller = Controller(loaded)
-        try:
-            seen = await poll(controller)
-        finally:
-            await controller.stop()
+    async with SimulatedCity(loaded), Controller(loaded) as controller:
+        seen = await poll(controller)
     cab = seen["CAB-1"]
     lamps = {k: v for k, v in seen.items() if k.startswith("CAB-1-L")}
     assert len(lamps) == 18
@@ -88,16 +80,12 @@ async def test_switching_a_circuit_off_over_modbus_drops_its_current(
     write_config: Callable[[dict[str, Any]], LoadedConfig],
 ) -> None:
     loaded = write_config(city_doc())
-    async with SimulatedCity(loaded) as city:
-        controller = Controller(loaded)
-        try:
-            before = await poll(controller)
-            cmd = loaded.profiles["sl-cabinet-4c"].point("circuit1_cmd")
-            await controller.links["dtu"].write(1, Table.COIL, cmd.address, [0])
-            city.stores["dtu"].units[1].refresh(city.board, city.clock.now(), force=True)
-            after = await poll(controller)
-        finally:
-            await controller.stop()
+    async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
+        before = await poll(controller)
+        cmd = loaded.profiles["sl-cabinet-4c"].point("circuit1_cmd")
+        await controller.links["dtu"].write(1, Table.COIL, cmd.address, [0])
+        city.stores["dtu"].units[1].refresh(city.board, city.clock.now(), force=True)
+        after = await poll(controller)
     assert before["CAB-1"]["circuit1_current"] == pytest.approx(
         12 * 150 * 1.03 / 225 / 0.95, rel=0.03
     )
@@ -114,19 +102,15 @@ async def test_dimming_a_lamp_through_the_concentrator_lowers_its_power(
     write_config: Callable[[dict[str, Any]], LoadedConfig],
 ) -> None:
     loaded = write_config(city_doc())
-    async with SimulatedCity(loaded):
-        controller = Controller(loaded)
-        try:
-            before = await poll(controller)
-            dim = loaded.profiles["slc-lamp"].point("dim_cmd")
-            block = loaded.profiles["sl-cabinet-4c"].blocks[0]
-            address = block.base[Table.HOLDING_REGISTER] + 2 * block.stride[Table.HOLDING_REGISTER]
-            await controller.links["dtu"].write(
-                1, Table.HOLDING_REGISTER, address + dim.address, [50]
-            )
-            after = await poll(controller)
-        finally:
-            await controller.stop()
+    async with SimulatedCity(loaded), Controller(loaded) as controller:
+        before = await poll(controller)
+        dim = loaded.profiles["slc-lamp"].point("dim_cmd")
+        block = loaded.profiles["sl-cabinet-4c"].blocks[0]
+        address = block.base[Table.HOLDING_REGISTER] + 2 * block.stride[Table.HOLDING_REGISTER]
+        await controller.links["dtu"].write(
+            1, Table.HOLDING_REGISTER, address + dim.address, [50]
+        )
+        after = await poll(controller)
     assert after["CAB-1-L003"]["dim_level"] == 50
     assert after["CAB-1-L003"]["power"] == pytest.approx(
         before["CAB-1-L003"]["power"] / 2, rel=0.03
@@ -138,14 +122,10 @@ async def test_cut_cable_leaves_circuit_commanded_on_with_no_current(
     write_config: Callable[[dict[str, Any]], LoadedConfig],
 ) -> None:
     loaded = write_config(city_doc())
-    async with SimulatedCity(loaded) as city:
-        controller = Controller(loaded)
-        try:
-            city.inject(FaultSpec(kind=FaultKind.CIRCUIT_CUT, device="CAB-1", circuit=1))
-            city.inject(FaultSpec(kind=FaultKind.LAMP_BURNT_OUT, device="CAB-1-L014"))
-            seen = await poll(controller)
-        finally:
-            await controller.stop()
+    async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
+        city.inject(FaultSpec(kind=FaultKind.CIRCUIT_CUT, device="CAB-1", circuit=1))
+        city.inject(FaultSpec(kind=FaultKind.LAMP_BURNT_OUT, device="CAB-1-L014"))
+        seen = await poll(controller)
     cab = seen["CAB-1"]
     assert cab["circuit1_cmd"] == 1 and cab["circuit1_on"] == 1
     assert cab["circuit1_current"] == 0

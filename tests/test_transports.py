@@ -70,11 +70,8 @@ async def test_every_point_reads_correctly_over_tcp_rtu_over_tcp_and_serial(
     loaded = write_config(fleet_config(tmp_path))
     async with SimulatedCity(loaded) as city:
         expected = install_fixed_models(city, loaded)
-        controller = Controller(loaded)
-        try:
+        async with Controller(loaded) as controller:
             batch = await controller.poller.poll_all_once()
-        finally:
-            await controller.stop()
     assert controller.poller.stats.failed_polls == 0
     got: dict[tuple[str, str], float] = {}
     for dev, pt, value, quality in zip(
