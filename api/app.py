@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api.routers import devices, links
+from api.routers import devices, links, telemetry
 from api.schemas import SystemHealth
 from controller.runtime import Controller
 
@@ -34,6 +34,7 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
     app.state.controller = controller
     app.include_router(devices.router)
     app.include_router(links.router)
+    app.include_router(telemetry.router)
 
     @app.get("/health", tags=["system"], response_model=SystemHealth)
     def health() -> SystemHealth:

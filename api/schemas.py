@@ -83,3 +83,60 @@ class SystemHealth(BaseModel):
     devices: dict[str, int]
     poll_targets: int
     online: int
+
+
+class SampleOut(BaseModel):
+    """One stored reading."""
+
+    ts: datetime
+    value: float | None
+    quality: str
+
+
+class BucketOut(BaseModel):
+    """One downsampling interval."""
+
+    ts: datetime
+    mean: float
+    min: float
+    max: float
+    count: int
+
+
+class SeriesOut(BaseModel):
+    """A point's readings over a time range, raw or downsampled."""
+
+    device: str
+    point: str
+    unit: str
+    start: datetime
+    end: datetime
+    every_s: float | None
+    source: str
+    samples: list[SampleOut] | None = None
+    buckets: list[BucketOut] | None = None
+
+
+class LatestOut(BaseModel):
+    """The newest stored values of one device."""
+
+    device: str
+    device_class: str
+    grid: str
+    road: str
+    ts: datetime | None
+    values: dict[str, float | None]
+
+
+class SinkOut(BaseModel):
+    """Delivery state of a telemetry destination (InfluxDB, MQTT)."""
+
+    name: str
+    server_up: bool
+    pending_payloads: int
+    spooled_bytes: int
+    refused_payloads: int
+    delivered_payloads: int
+    failures: int
+    rejected_payloads: int
+    last_error: str

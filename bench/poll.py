@@ -24,7 +24,7 @@ from controller.config import LoadedConfig, load_config
 from controller.runtime import Controller
 from drivers.codec import decode_value
 from drivers.device_plan import block_point_address
-from drivers.profile import PointSpec
+from drivers.profile import DeviceProfile, PointSpec
 from simulators.city_generator import generate_city
 
 CYCLES = 3
@@ -60,13 +60,17 @@ async def _naive_baseline(controller: Controller, sample_targets: int) -> dict[s
     reads: list[tuple[str, int, PointSpec, int]] = []
     for target in registry.targets[:sample_targets]:
         device = registry.devices[target.device]
-        for point in device.profile.points:
+        profile = device.profile
+        assert isinstance(profile, DeviceProfile)  # poll targets are Modbus devices
+        for point in profile.points:
             reads.append((target.link, target.unit, point, point.address))
         for lamp in registry.lamps_of(device.index):
             assert lamp.slot is not None
-            block = device.profile.blocks[0].name
-            for point in lamp.profile.points:
-                address = block_point_address(device.profile, block, lamp.slot, point)
+            lamp_profile = lamp.profile
+            assert isinstance(lamp_profile, DeviceProfile)
+            block = profile.blocks[0].name
+            for point in lamp_profile.points:
+                address = block_point_address(profile, block, lamp.slot, point)
                 reads.append((target.link, target.unit, point, address))
     started = time.perf_counter()
     for link_id, unit, point, address in reads:

@@ -121,8 +121,7 @@ def print_poll_table(controller: Controller, out: TextIO | None = None) -> None:
         for n, member in enumerate(members):
             values = controller.latest.value[member.index]
             parts = [
-                f"{p.name}={_fmt(float(values[i]))}{p.unit}"
-                for i, p in enumerate(member.profile.points)
+                f"{p.name}={_fmt(float(values[i]))}{p.unit}" for i, p in enumerate(member.points)
             ]
             if n == 0:
                 state = "online" if health.online else "OFFLINE"

@@ -8,6 +8,7 @@ must not collide on a link), and a mistake names the file, the key and why.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -147,6 +148,98 @@ class GaugeConfig(Located):
     levels: dict[Literal["blue", "yellow", "orange", "red"], float] = {}
 
 
+class MqttDeviceConfig(Located):
+    """A device that publishes JSON readings over MQTT instead of being polled."""
+
+    id: Identifier
+    profile: str
+    topic: str = Field(min_length=1, description="topic the device publishes on (no wildcards)")
+
+    @model_validator(mode="after")
+    def _no_wildcards(self) -> MqttDeviceConfig:
+        if "+" in self.topic or "#" in self.topic:
+            raise ValueError("topic must name one device: no + or # wildcards")
+        return self
+
+
+EnvName = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]
+
+
+class InfluxConfig(_Strict):
+    """InfluxDB: writes by v1 ``/write`` or v2 ``/api/v2/write``, reads by InfluxQL ``/query``.
+
+    Secrets are never in this file: ``*_env`` keys name environment variables.
+    """
+
+    url: str = Field(default="http://127.0.0.1:8086", pattern=r"^https?://")
+    api: Literal["v1", "v2"] = "v1"
+    database: str = "streetsense"
+    retention_policy: str = ""
+    username_env: EnvName | None = None
+    password_env: EnvName | None = None
+    org: str = ""
+    bucket: str = ""
+    token_env: EnvName | None = None
+    create_database: bool = True
+    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    flush_interval: float = Field(default=1.0, gt=0)
+    gzip: bool = True
+    timeout: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_api(self) -> InfluxConfig:
+        if self.api == "v2" and not (self.org and self.bucket):
+            raise ValueError("api v2 needs org and bucket")
+        return self
+
+
+class EmbeddedStoreConfig(_Strict):
+    """The embedded SQLite store: the default, and the demo's."""
+
+    enabled: bool = True
+    path: str = "var/streetsense.db"
+    retention_days: float = Field(default=30.0, gt=0)
+
+
+class SpoolConfig(_Strict):
+    """Where undelivered data waits while a server is away."""
+
+    path: str = "var/spool"
+    max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+
+
+class StorageConfig(_Strict):
+    """Where readings go: InfluxDB when configured, the embedded store by default."""
+
+    influxdb: InfluxConfig | None = None
+    embedded: EmbeddedStoreConfig = EmbeddedStoreConfig()
+    spool: SpoolConfig = SpoolConfig()
+    #: Which store answers telemetry queries: the default is InfluxDB when configured.
+    query_from: Literal["auto", "influxdb", "embedded"] = "auto"
+
+
+class MqttTlsConfig(_Strict):
+    """TLS towards the broker."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+class MqttConfig(_Strict):
+    """The city's MQTT broker: telemetry and state out, MQTT devices in."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    client_id: str | None = None
+    username_env: EnvName | None = None
+    password_env: EnvName | None = None
+    tls: MqttTlsConfig | None = None
+    topic_prefix: str = Field(default="streetsense", pattern=r"^[^+#]+$")
+    telemetry_qos: Literal[0, 1] = 0
+    keepalive: int = Field(default=30, ge=5)
+
+
 class PollingConfig(_Strict):
     """Poll intervals by device class and the dead-device policy."""
 
@@ -194,6 +287,9 @@ class StreetsenseConfig(_Strict):
     cabinets: list[CabinetConfig] = []
     lamps: list[StandaloneLampConfig] = []
     gauges: list[GaugeConfig] = []
+    mqtt_devices: list[MqttDeviceConfig] = []
+    storage: StorageConfig = StorageConfig()
+    mqtt: MqttConfig | None = None
     simulator: SimulatorConfig = SimulatorConfig()
     api: ApiConfig = ApiConfig()
 
@@ -210,6 +306,16 @@ class LoadedConfig:
         """A path named in the config, taken relative to the config file."""
         candidate = Path(relative)
         return candidate if candidate.is_absolute() else self.path.parent / candidate
+
+
+def secret(env_name: str | None, file: str, key: str) -> str | None:
+    """The value of a secret named by an environment variable, or None if none is named."""
+    if env_name is None:
+        return None
+    value = os.environ.get(env_name)
+    if value is None:
+        raise ConfigError(file, key, f"environment variable {env_name} is not set")
+    return value
 
 
 def parse_config(raw: object, path: Path) -> LoadedConfig:
@@ -313,6 +419,18 @@ def _check_references(config: StreetsenseConfig, profiles: ProfileLibrary, file:
             claim_id(lamp.id, f"{key}.lamp_runs")
     for i, lamp in enumerate(config.lamps):
         check_device(f"lamps[{i}] ({lamp.id})", lamp.id, lamp.link, lamp.unit, lamp.profile, "lamp")
+    for i, mdev in enumerate(config.mqtt_devices):
+        key = f"mqtt_devices[{i}] ({mdev.id})"
+        claim_id(mdev.id, f"{key}.id")
+        if mdev.profile not in profiles.mqtt:
+            raise ConfigError(
+                file,
+                f"{key}.profile",
+                f"unknown MQTT profile {mdev.profile!r} "
+                f"(known: {', '.join(sorted(profiles.mqtt))})",
+            )
+        if config.mqtt is None:
+            raise ConfigError(file, f"{key}", "MQTT devices need an mqtt: broker section")
     for i, gauge in enumerate(config.gauges):
         key = f"gauges[{i}] ({gauge.id})"
         check_device(key, gauge.id, gauge.link, gauge.unit, gauge.profile, "gauge")

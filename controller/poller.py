@@ -89,6 +89,11 @@ class Poller:
         """Call ``handler`` with every batch of readings."""
         self._handlers.append(handler)
 
+    async def push(self, batch: ReadingBatch) -> None:
+        """Readings from a push source (MQTT devices) join the next batch."""
+        if len(batch):
+            self._pending.append(batch)
+
     def interval_of(self, target: PollTarget) -> float:
         """Nominal poll interval of a target's device class."""
         intervals: dict[str, float] = {

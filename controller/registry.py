@@ -7,14 +7,27 @@ but they are polled through the cabinet: one poll target, many devices.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from controller.config import LampConfig, LoadedConfig, Located
 from drivers.device_plan import SELF, DevicePlan, SubDevice, plan_device
+from drivers.mqtt_profile import MqttDeviceProfile
 from drivers.profile import DeviceProfile
+
+
+class PointLike(Protocol):
+    """What every kind of profile point offers: a name and a unit."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def unit(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -24,7 +37,7 @@ class Device:
     index: int
     id: str
     device_class: str
-    profile: DeviceProfile
+    profile: DeviceProfile | MqttDeviceProfile
     location: Located
     #: Link and unit the device answers on (for lamps in a block: the cabinet's).
     link: str
@@ -36,6 +49,11 @@ class Device:
     circuit: int | None = None
     phase: str | None = None
     rated_w: float | None = None
+
+    @property
+    def points(self) -> Sequence[PointLike]:
+        """The device's points (their index is the ``point`` column of readings)."""
+        return self.profile.points
 
 
 @dataclass(frozen=True)
@@ -77,15 +95,23 @@ class Registry:
                 subs.append(SubDevice(block, slot))
             self._add_target(cab_dev, plan_device(profile, library, subs), members)
         for lamp_cfg in cfg.lamps:
-            lamp_dev = self._add(
-                self._lamp(lamp_cfg, library[lamp_cfg.profile], lamp_cfg.link, lamp_cfg.unit)
-            )
-            self._add_target(lamp_dev, plan_device(lamp_dev.profile, library, []), [])
+            lamp_profile = library[lamp_cfg.profile]
+            lamp_dev = self._add(self._lamp(lamp_cfg, lamp_profile, lamp_cfg.link, lamp_cfg.unit))
+            self._add_target(lamp_dev, plan_device(lamp_profile, library, []), [])
         for gauge in cfg.gauges:
+            gauge_profile = library[gauge.profile]
             gauge_dev = self._add(
-                Device(0, gauge.id, "gauge", library[gauge.profile], gauge, gauge.link, gauge.unit)
+                Device(0, gauge.id, "gauge", gauge_profile, gauge, gauge.link, gauge.unit)
             )
-            self._add_target(gauge_dev, plan_device(gauge_dev.profile, library, []), [])
+            self._add_target(gauge_dev, plan_device(gauge_profile, library, []), [])
+        #: Topic of each MQTT device -> its device index.
+        self.mqtt_topics: dict[str, int] = {}
+        for mdev in cfg.mqtt_devices:
+            mqtt_profile = library.mqtt[mdev.profile]
+            added = self._add(
+                Device(0, mdev.id, mqtt_profile.device_class, mqtt_profile, mdev, "mqtt", 0)
+            )
+            self.mqtt_topics[mdev.topic] = added.index
         self.by_id = {d.id: d for d in self.devices}
         self._children: dict[int, list[Device]] = {}
         for d in self.devices:

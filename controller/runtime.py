@@ -7,6 +7,7 @@ from controller.latest import LatestValues
 from controller.link_factory import build_link
 from controller.poller import Poller
 from controller.registry import Registry
+from controller.telemetry.pipeline import TelemetryPipeline
 
 
 class Controller:
@@ -19,16 +20,28 @@ class Controller:
         self.poller = Poller(self.registry, self.links, loaded.config.polling)
         self.latest = LatestValues(len(self.registry), self.registry.max_points)
         self.poller.subscribe(self.latest.on_batch)
+        self.telemetry = TelemetryPipeline(loaded, self.registry, self.poller)
+        self._telemetry_started = False
         self.running = False
 
+    async def start_telemetry(self) -> None:
+        """Open stores and deliveries (also replays what an earlier run spooled)."""
+        if not self._telemetry_started:
+            await self.telemetry.start()
+            self._telemetry_started = True
+
     async def start(self) -> None:
-        """Start polling."""
+        """Start telemetry, then polling."""
+        await self.start_telemetry()
         self.poller.start()
         self.running = True
 
     async def stop(self) -> None:
-        """Stop polling and close links, handing on what was read."""
+        """Stop polling, deliver or spool the last readings, close links and stores."""
         await self.poller.stop()
+        if self._telemetry_started:
+            await self.telemetry.stop()
+            self._telemetry_started = False
         self.running = False
 
     async def __aenter__(self) -> Controller:

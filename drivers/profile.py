@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from drivers.errors import ConfigError, format_validation_error
+from drivers.mqtt_profile import MqttDeviceProfile
 
 MAX_REGISTERS_PER_READ = 125
 MAX_BITS_PER_READ = 2000
@@ -122,6 +123,7 @@ class BlockSpec(_Strict):
 class DeviceProfile(_Strict):
     """A device type: its points, its read limits, and its repeated blocks."""
 
+    protocol: Literal["modbus"] = "modbus"
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
     device_class: Literal["cabinet", "lamp", "gauge"]
     description: str = ""
@@ -172,8 +174,11 @@ def shipped_profiles_dir() -> Path:
     return Path(__file__).parent / "profiles"
 
 
-def load_profile(path: Path) -> DeviceProfile:
-    """Load and validate one profile file; errors name the file, the point and the field."""
+def load_profile(path: Path) -> DeviceProfile | MqttDeviceProfile:
+    """Load and validate one profile file; errors name the file, the point and the field.
+
+    A file with ``protocol: mqtt`` is an MQTT JSON profile, any other a Modbus profile.
+    """
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -183,6 +188,8 @@ def load_profile(path: Path) -> DeviceProfile:
     if not isinstance(raw, dict):
         raise ConfigError(str(path), "", "a profile must be a mapping")
     try:
+        if raw.get("protocol") == "mqtt":
+            return MqttDeviceProfile.model_validate(raw)
         return DeviceProfile.model_validate(raw)
     except ValidationError as exc:
         key, reason = format_validation_error(exc, raw)
@@ -192,20 +199,29 @@ def load_profile(path: Path) -> DeviceProfile:
 class ProfileLibrary:
     """All known profiles by name, with cross-profile checks (blocks must resolve)."""
 
-    def __init__(self, profiles: dict[str, tuple[DeviceProfile, Path]]) -> None:
+    def __init__(
+        self,
+        profiles: dict[str, tuple[DeviceProfile, Path]],
+        mqtt: dict[str, tuple[MqttDeviceProfile, Path]] | None = None,
+    ) -> None:
         self._profiles = profiles
+        self.mqtt = {name: entry[0] for name, entry in (mqtt or {}).items()}
 
     @classmethod
     def load(cls, extra_dirs: list[Path] | None = None) -> ProfileLibrary:
         """Load the shipped profiles, then any extra folders (later files win by name)."""
         found: dict[str, tuple[DeviceProfile, Path]] = {}
+        mqtt: dict[str, tuple[MqttDeviceProfile, Path]] = {}
         for folder in [shipped_profiles_dir(), *(extra_dirs or [])]:
             if not folder.is_dir():
                 raise ConfigError(str(folder), "", "profile folder does not exist")
             for path in sorted(folder.glob("*.yaml")):
                 profile = load_profile(path)
-                found[profile.name] = (profile, path)
-        library = cls(found)
+                if isinstance(profile, MqttDeviceProfile):
+                    mqtt[profile.name] = (profile, path)
+                else:
+                    found[profile.name] = (profile, path)
+        library = cls(found, mqtt)
         library._check_blocks()
         return library
 

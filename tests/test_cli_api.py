@@ -192,3 +192,42 @@ def test_fault_injected_at_run_time_shows_in_the_controller_api(demo: Demo) -> N
         headers={"Authorization": f"Bearer {SIM_TOKEN}"},
     )
     assert cleared.json()["removed"] == 1
+
+
+def test_demo_serves_stored_telemetry_from_the_embedded_store(demo: Demo) -> None:
+    def gauges() -> list[dict[str, object]]:
+        rows: list[dict[str, object]] = httpx.get(
+            f"{demo.api}/telemetry/latest", params={"device_class": "gauge"}
+        ).json()
+        return rows
+
+    deadline = time.monotonic() + 15
+    while not all(g["values"] for g in gauges()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    latest = gauges()
+    assert {g["device"] for g in latest} == {"WL-DF-UNDERPASS", "WL-XJ-MARKET", "WL-MY-BRIDGE"}
+    assert all("water_level" in g["values"] for g in latest)  # type: ignore[operator]
+    url = f"{demo.api}/telemetry/series/JC-DF-001/voltage_a"
+    raw = httpx.get(url).json()
+    assert raw["source"] == "embedded" and raw["unit"] == "V"
+    assert raw["samples"] and all(200 < s["value"] < 250 for s in raw["samples"])
+    down = httpx.get(url, params={"every": 3600}).json()
+    assert down["buckets"][0]["count"] >= 1
+    assert down["buckets"][0]["min"] <= down["buckets"][0]["mean"] <= down["buckets"][0]["max"]
+    area = httpx.get(f"{demo.api}/telemetry/latest", params={"road": "漠阳路"}).json()
+    assert {a["device_class"] for a in area} == {"cabinet", "lamp", "gauge"}
+    assert httpx.get(f"{demo.api}/telemetry/sinks").json() == []
+
+
+def test_demo_telemetry_refuses_bad_ranges_with_reasons(demo: Demo) -> None:
+    url = f"{demo.api}/telemetry/series/JC-DF-001/voltage_a"
+    backwards = httpx.get(
+        url, params={"start": "2026-11-22T10:00:00Z", "end": "2026-11-22T09:00:00Z"}
+    )
+    assert backwards.status_code == 422 and "before" in backwards.json()["detail"]
+    naive = httpx.get(url, params={"start": "2026-11-22T08:00:00"})
+    assert naive.status_code == 422 and "time zone" in naive.json()["detail"]
+    too_fine = httpx.get(url, params={"start": "2026-01-01T00:00:00Z", "every": 1})
+    assert too_fine.status_code == 422 and "buckets" in too_fine.json()["detail"]
+    unknown = httpx.get(f"{demo.api}/telemetry/series/JC-DF-001/colour")
+    assert unknown.status_code == 404 and "voltage_a" in unknown.json()["detail"]

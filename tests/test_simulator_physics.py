@@ -107,9 +107,7 @@ async def test_dimming_a_lamp_through_the_concentrator_lowers_its_power(
         dim = loaded.profiles["slc-lamp"].point("dim_cmd")
         block = loaded.profiles["sl-cabinet-4c"].blocks[0]
         address = block.base[Table.HOLDING_REGISTER] + 2 * block.stride[Table.HOLDING_REGISTER]
-        await controller.links["dtu"].write(
-            1, Table.HOLDING_REGISTER, address + dim.address, [50]
-        )
+        await controller.links["dtu"].write(1, Table.HOLDING_REGISTER, address + dim.address, [50])
         after = await poll(controller)
     assert after["CAB-1-L003"]["dim_level"] == 50
     assert after["CAB-1-L003"]["power"] == pytest.approx(

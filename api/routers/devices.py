@@ -79,7 +79,7 @@ def get_device(device_id: str, controller: ControllerDep) -> DeviceDetail:
     health = controller.poller.health[polled]
     latest = controller.latest
     readings = []
-    for i, point in enumerate(device.profile.points):
+    for i, point in enumerate(device.points):
         value = float(latest.value[device.index, i])
         ts = float(latest.ts[device.index, i])
         readings.append(

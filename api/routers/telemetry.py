@@ -1,0 +1,150 @@
+"""Telemetry: stored readings over a time range, latest values per device or area."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query
+
+from api.deps import ControllerDep
+from api.schemas import BucketOut, LatestOut, SampleOut, SeriesOut, SinkOut
+from controller.readings import Quality
+from controller.runtime import Controller
+from controller.telemetry.query import TelemetryReader
+
+router = APIRouter(prefix="/telemetry", tags=["telemetry"])
+
+MAX_BUCKETS = 10_000
+
+
+def _reader(controller: Controller) -> TelemetryReader:
+    reader = controller.telemetry.reader
+    if reader is None:
+        raise HTTPException(503, "no telemetry store is configured (storage.embedded is off)")
+    return reader
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
+
+
+@router.get("/series/{device_id}/{point}", response_model=SeriesOut)
+async def series(
+    device_id: str,
+    point: str,
+    controller: ControllerDep,
+    start: Annotated[datetime | None, Query(description="ISO 8601; default end - 1 h")] = None,
+    end: Annotated[datetime | None, Query(description="ISO 8601; default now")] = None,
+    every: Annotated[
+        float | None, Query(gt=0, description="seconds per bucket: mean/min/max/count")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+) -> SeriesOut:
+    """A point's readings in ``[start, end)``: raw, or downsampled when ``every`` is given."""
+    device = controller.registry.by_id.get(device_id)
+    if device is None:
+        raise HTTPException(404, f"no device {device_id!r}")
+    points = {p.name: p for p in device.points}
+    if point not in points:
+        raise HTTPException(
+            404, f"device {device_id} has no point {point!r} (it has: {', '.join(points)})"
+        )
+    end_dt = end or datetime.now(tz=UTC)
+    start_dt = start or end_dt - timedelta(hours=1)
+    if start_dt.tzinfo is None or end_dt.tzinfo is None:
+        raise HTTPException(
+            422, "start and end need a time zone (for example 2026-11-22T08:00:00+08:00)"
+        )
+    if start_dt >= end_dt:
+        raise HTTPException(422, "start must be before end")
+    t0, t1 = start_dt.timestamp(), end_dt.timestamp()
+    if every is not None and (t1 - t0) / every > MAX_BUCKETS:
+        raise HTTPException(422, f"more than {MAX_BUCKETS} buckets: use a larger every")
+    reader = _reader(controller)
+    out = SeriesOut(
+        device=device.id,
+        point=point,
+        unit=points[point].unit,
+        start=start_dt,
+        end=end_dt,
+        every_s=every,
+        source=reader.name,
+    )
+    if every is None:
+        samples = await reader.raw(device, point, t0, t1, limit)
+        out.samples = [
+            SampleOut(ts=_utc(s.ts), value=s.value, quality=Quality(s.quality).name.lower())
+            for s in samples
+        ]
+    else:
+        buckets = await reader.downsampled(device, point, t0, t1, every)
+        out.buckets = [
+            BucketOut(ts=_utc(b.ts), mean=b.mean, min=b.min, max=b.max, count=b.count)
+            for b in buckets
+        ]
+    return out
+
+
+@router.get("/latest", response_model=list[LatestOut])
+async def latest(
+    controller: ControllerDep,
+    device: Annotated[list[str] | None, Query(description="device ids (repeatable)")] = None,
+    device_class: Literal["cabinet", "lamp", "gauge"] | None = None,
+    grid: str | None = None,
+    road: str | None = None,
+    district: str | None = None,
+) -> list[LatestOut]:
+    """Newest stored values per device, for given devices or an area (grid, road, district)."""
+    registry = controller.registry
+    if device:
+        unknown = [d for d in device if d not in registry.by_id]
+        if unknown:
+            raise HTTPException(404, f"no device {', '.join(map(repr, unknown))}")
+        chosen = [registry.by_id[d] for d in device]
+    else:
+        chosen = [
+            d
+            for d in registry.devices
+            if (device_class is None or d.device_class == device_class)
+            and (grid is None or d.location.grid == grid)
+            and (road is None or d.location.road == road)
+            and (district is None or d.location.district == district)
+        ]
+    rows = await _reader(controller).latest(chosen)
+    by_device: dict[str, LatestOut] = {}
+    for d in chosen:
+        by_device[d.id] = LatestOut(
+            device=d.id,
+            device_class=d.device_class,
+            grid=d.location.grid,
+            road=d.location.road,
+            ts=None,
+            values={},
+        )
+    for row in rows:
+        entry = by_device[row.device]
+        entry.values[row.point] = row.value
+        ts = _utc(row.ts)
+        if entry.ts is None or ts > entry.ts:
+            entry.ts = ts
+    return list(by_device.values())
+
+
+@router.get("/sinks", response_model=list[SinkOut])
+def sinks(controller: ControllerDep) -> list[SinkOut]:
+    """Whether InfluxDB and the MQTT broker take data, and what waits in their spools."""
+    return [
+        SinkOut(
+            name=s.name,
+            server_up=s.stats.server_up,
+            pending_payloads=s.pending,
+            spooled_bytes=s.spooled_bytes,
+            refused_payloads=s.refused,
+            delivered_payloads=s.stats.delivered,
+            failures=s.stats.failures,
+            rejected_payloads=s.stats.rejected,
+            last_error=s.stats.last_error,
+        )
+        for s in controller.telemetry.sinks()
+    ]

@@ -1,0 +1,164 @@
+"""Real servers for tests: influxd, victoria-metrics and mosquitto on loopback ports of their own.
+
+Each runs from a temp folder with its own data, can be stopped and started
+again on the same port (outage tests), and is killed when the test ends.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import free_port
+
+
+def _wait_port(port: int, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {within}s")
+
+
+class ServerProcess:
+    """A server binary run with arguments, restartable on the same port."""
+
+    def __init__(self, name: str, folder: Path, port: int) -> None:
+        self.name = name
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = folder / f"{name}.log"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> None:
+        _wait_port(self.port)
+
+    def start(self) -> None:
+        binary = self.command()[0]
+        if shutil.which(binary) is None:
+            raise RuntimeError(f"{binary} is not installed (scripts/test installs it)")
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, cwd=self.folder)
+        try:
+            self.ready()
+        except RuntimeError:
+            self.stop()
+            raise RuntimeError(
+                f"{self.name} did not start: {self.log.read_text()[-2000:]}"
+            ) from None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+class Influxd(ServerProcess):
+    """InfluxDB 1.x (Debian's influxdb package) with a config of its own."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__("influxd", folder, free_port())
+        self.rpc_port = free_port()
+        config = folder / "influxdb.conf"
+        config.write_text(
+            f"""
+reporting-disabled = true
+bind-address = "127.0.0.1:{self.rpc_port}"
+[meta]
+  dir = "{folder}/meta"
+[data]
+  dir = "{folder}/data"
+  wal-dir = "{folder}/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:{self.port}"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+""",
+            encoding="utf-8",
+        )
+        self.config = config
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return ["influxd", "run", "-config", str(self.config)]
+
+    def ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/ping", timeout=0.5).status_code == 204:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("influxd did not answer /ping")
+
+    def query(self, database: str, q: str) -> list[dict[str, object]]:
+        body = httpx.post(f"{self.url}/query", data={"db": database, "q": q, "epoch": "ms"}).json()
+        result = body["results"][0]
+        assert "error" not in result, result
+        series: list[dict[str, object]] = result.get("series", [])
+        return series
+
+
+class VictoriaMetrics(ServerProcess):
+    """Debian's victoria-metrics: accepts influxdb-client's /api/v2/write."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__("victoria-metrics", folder, free_port())
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            "victoria-metrics",
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            f"-storageDataPath={self.folder}/vmdata",
+            "-search.disableCache",
+            "-loggerLevel=ERROR",
+        ]
+
+
+class Mosquitto(ServerProcess):
+    """A mosquitto broker with persistence in its folder (so QoS 1 sessions survive a restart)."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__("mosquitto", folder, free_port())
+        self.config = folder / "mosquitto.conf"
+        self.config.write_text(
+            f"""
+listener {self.port} 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location {folder}/
+autosave_interval 1
+""",
+            encoding="utf-8",
+        )
+
+    def command(self) -> list[str]:
+        return ["mosquitto", "-c", str(self.config)]

@@ -1,0 +1,183 @@
+"""Telemetry over a real Mosquitto broker: topics, payloads, a broker restart, MQTT devices."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from controller.config import LoadedConfig
+from controller.runtime import Controller
+from simulators.fleet import SimulatedCity
+from tests.servers import Mosquitto
+from tests.test_telemetry_influx import Collector, city
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    server = Mosquitto(tmp_path / "mosquitto")
+    server.start()
+    yield server
+    server.stop()
+
+
+def mqtt_city(broker: Mosquitto, tmp_path: Path, qos: int = 0) -> dict[str, Any]:
+    doc = city(None, tmp_path / "spool")
+    doc["mqtt"] = {"port": broker.port, "telemetry_qos": qos, "keepalive": 5}
+    return doc
+
+
+class Subscriber:
+    """A persistent-session QoS 1 subscriber that reconnects and keeps every message."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.port = port
+        self.topic = topic
+        self.messages: list[tuple[str, dict[str, Any], bool]] = []
+        self.connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    "127.0.0.1", self.port, identifier="test-sub", clean_session=False
+                ) as client:
+                    await client.subscribe(self.topic, qos=1)
+                    self.connected.set()
+                    async for m in client.messages:
+                        payload = json.loads(m.payload)
+                        self.messages.append((str(m.topic), payload, bool(m.retain)))
+            except aiomqtt.MqttError:
+                self.connected.clear()
+                await asyncio.sleep(0.2)
+
+    async def __aenter__(self) -> Subscriber:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self.connected.wait(), 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+@contextlib.asynccontextmanager
+async def running_city(loaded: LoadedConfig) -> AsyncIterator[SimulatedCity]:
+    async with SimulatedCity(loaded) as sim:
+        yield sim
+
+
+async def wait_for(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_cabinet_message_carries_its_lamps_and_state_is_retained(
+    broker: Mosquitto, tmp_path: Path, write_config: Callable[[dict[str, Any]], LoadedConfig]
+) -> None:
+    loaded = write_config(mqtt_city(broker, tmp_path))
+    async with (
+        Subscriber(broker.port, "streetsense/test-city/#") as sub,
+        running_city(loaded),
+        Controller(loaded) as controller,
+    ):
+        await controller.start_telemetry()
+        batch = await controller.poller.poll_all_once()
+        await controller.telemetry.on_batch(batch)
+        await wait_for(lambda: len(sub.messages) >= 4)
+    topics = {topic: payload for topic, payload, _ in sub.messages}
+    cabinet = topics["streetsense/test-city/cabinet/CAB-1:a.b/telemetry"]
+    assert set(cabinet["lamps"]) == {"CAB-1:a.b-L001", "CAB-1:a.b-L002", "CAB-1:a.b-L003"}
+    assert cabinet["lamps"]["CAB-1:a.b-L001"]["values"]["lamp_on"] == 1
+    assert 200 < cabinet["values"]["voltage_a"] < 250 and cabinet["quality"] == "good"
+    gauge = topics["streetsense/test-city/gauge/WL-1/telemetry"]
+    assert gauge["values"]["water_level"] == 0 and gauge["ts"] > 1.7e9
+    assert not any("/lamp/" in t for t in topics)  # lamps ride in their cabinet's message
+    state = topics["streetsense/test-city/gauge/WL-1/state"]
+    assert state["online"] is True
+    # A late subscriber still learns the state: it is retained.
+    async with aiomqtt.Client("127.0.0.1", broker.port) as late:
+        await late.subscribe("streetsense/test-city/+/+/state", qos=1)
+        first = await asyncio.wait_for(anext(late.messages), 5)
+        assert first.retain and json.loads(first.payload)["online"] is True
+
+
+async def test_every_qos1_message_arrives_across_a_broker_restart(
+    broker: Mosquitto, tmp_path: Path, write_config: Callable[[dict[str, Any]], LoadedConfig]
+) -> None:
+    loaded = write_config(mqtt_city(broker, tmp_path, qos=1))
+    collector = Collector()
+    async with Subscriber(broker.port, "streetsense/test-city/+/+/telemetry") as sub:
+        async with running_city(loaded):
+            controller = Controller(loaded)
+            controller.poller.subscribe(collector)
+            await controller.start()
+            try:
+                await asyncio.sleep(1.2)
+                await asyncio.to_thread(broker.stop)
+                await asyncio.sleep(2.0)
+                assert controller.telemetry.mqtt is not None
+                assert controller.telemetry.mqtt.spool.stats.bytes > 0
+                await asyncio.to_thread(broker.start)
+                await asyncio.sleep(1.0)
+            finally:
+                await controller.stop()
+        sent = {
+            (controller.registry.devices[d].id, round(float(ts), 3))
+            for b in collector.batches
+            for d, ts in zip(b.device, b.ts, strict=True)
+            if controller.registry.devices[d].parent is None
+        }
+        await wait_for(lambda: {(p["device"], p["ts"]) for _, p, _ in sub.messages} >= sent, 15)
+    assert len(sent) > 20
+
+
+async def test_json_gauge_over_mqtt_becomes_readings_and_bad_json_is_counted(
+    broker: Mosquitto, tmp_path: Path, write_config: Callable[[dict[str, Any]], LoadedConfig]
+) -> None:
+    doc = mqtt_city(broker, tmp_path)
+    doc["mqtt_devices"] = [
+        {
+            "id": "WL-M1",
+            "profile": "wl-mqtt-ultrasonic",
+            "topic": "vendor/gauges/868001/up",
+            "road": "滨江路",
+        }
+    ]
+    loaded = write_config(doc)
+    async with Controller(loaded) as controller:
+        await controller.start_telemetry()
+        listener = controller.telemetry.mqtt_listener
+        assert listener is not None
+        await asyncio.wait_for(listener.subscribed.wait(), 10)
+        async with aiomqtt.Client("127.0.0.1", broker.port) as device:
+            await device.publish("vendor/gauges/868001/up", b"{not json", qos=1)
+            await device.publish(
+                "vendor/gauges/868001/up",
+                json.dumps(
+                    {"ts": 1795368000, "level_cm": 23.4, "status": 0, "bat": 3.61, "rssi": -78}
+                ),
+                qos=1,
+            )
+        await wait_for(lambda: listener.received == 1 and listener.rejected == 1)
+        await controller.poller.flush()
+        gauge = controller.registry.by_id["WL-M1"]
+        store = controller.telemetry.embedded
+        assert store is not None
+        latest = {r.point: (r.ts, r.value) for r in await store.latest([gauge])}
+    assert latest["water_level"][0] == 1795368000.0
+    assert latest["water_level"][1] == pytest.approx(0.234)
+    assert latest["signal_strength"][1] == -78
+    assert controller.poller.health[gauge.index].online
