@@ -7,7 +7,7 @@ import importlib
 import json
 import sys
 
-BENCHMARKS = {"poll": "bench.poll"}
+BENCHMARKS = {"poll": "bench.poll", "ingest": "bench.ingest"}
 
 
 def main() -> int:

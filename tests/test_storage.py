@@ -18,7 +18,7 @@ from controller.telemetry.embedded import EmbeddedStore
 from controller.telemetry.influx import InfluxV1Writer
 from controller.telemetry.pipeline import split_lines
 from controller.telemetry.spool import DiskSpool
-from tests.servers import Influxd
+from simulators.servers import Influxd
 from tests.test_telemetry_influx import city
 
 

@@ -19,8 +19,8 @@ from controller.runtime import Controller
 from controller.telemetry.influx import InfluxV1Writer
 from controller.telemetry.lineprotocol import escape_key, escape_string_field
 from simulators.fleet import SimulatedCity
+from simulators.servers import Influxd, VictoriaMetrics
 from tests.conftest import free_port
-from tests.servers import Influxd, VictoriaMetrics
 
 TRICKY_ROAD = "东风路 一段,北=侧"
 TRICKY_GRID = "grid 1,2=3"
@@ -133,7 +133,9 @@ async def test_every_reading_lands_once_across_an_influxd_outage(
             sink = controller.telemetry.sinks()[0]
             assert not sink.stats.server_up and sink.spooled_bytes > 0
             await asyncio.to_thread(influxd.start)
-            await asyncio.sleep(1.0)
+            assert controller.telemetry.influx is not None
+            assert await controller.telemetry.influx.drain(35)  # the replay, after its backoff
+            await asyncio.sleep(0.5)  # and a few more polls with the server back
         finally:
             await controller.stop()
     assert controller.telemetry.influx is not None

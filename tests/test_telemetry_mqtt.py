@@ -15,7 +15,7 @@ import pytest
 from controller.config import LoadedConfig
 from controller.runtime import Controller
 from simulators.fleet import SimulatedCity
-from tests.servers import Mosquitto
+from simulators.servers import Mosquitto
 from tests.test_telemetry_influx import Collector, city
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import random
 import time
@@ -75,6 +76,7 @@ class SpooledDelivery:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._retry_now = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._retry_delay = retry_initial
 
@@ -157,7 +159,10 @@ class SpooledDelivery:
             await self._spill_queue()
         delay = self._retry_delay * random.uniform(0.5, 1.0)
         self._retry_delay = min(self._retry_delay * 2, self.retry_max)
-        await asyncio.sleep(delay)
+        self._retry_now.clear()
+        # A shutdown cuts the wait short: one more try before spooling for the next run.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._retry_now.wait(), delay)
 
     async def _keep_rejected(self, payload: bytes, reason: str) -> None:
         """A refused payload is set aside with its reason, not silently dropped."""
@@ -188,6 +193,7 @@ class SpooledDelivery:
 
     async def close(self, grace: float = 2.0) -> None:
         """Deliver what can go within ``grace`` seconds; spool the rest for the next start."""
+        self._retry_now.set()
         await self.drain(grace)
         if self._task is not None:
             self._task.cancel()

@@ -1,7 +1,8 @@
-"""Real servers for tests: influxd, victoria-metrics and mosquitto on loopback ports of their own.
+"""Real servers for tests and benchmarks: influxd, victoria-metrics, mosquitto.
 
-Each runs from a temp folder with its own data, can be stopped and started
-again on the same port (outage tests), and is killed when the test ends.
+Each runs on a loopback port of its own from a folder with its own data, can be
+stopped and started again on the same port (outage tests), and is stopped by
+its owner. Part of the test bench, like the simulated hardware.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _wait_port(port: int, within: float = 20.0) -> None:
@@ -40,12 +46,15 @@ class ServerProcess:
         self.log = folder / f"{name}.log"
 
     def command(self) -> list[str]:
+        """The server's command line."""
         raise NotImplementedError
 
     def ready(self) -> None:
+        """Return once the server takes connections."""
         _wait_port(self.port)
 
     def start(self) -> None:
+        """Start the server and wait until it is ready."""
         binary = self.command()[0]
         if shutil.which(binary) is None:
             raise RuntimeError(f"{binary} is not installed (scripts/test installs it)")
@@ -60,6 +69,7 @@ class ServerProcess:
             ) from None
 
     def stop(self) -> None:
+        """Stop the server (its data stays for a restart)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -99,9 +109,11 @@ bind-address = "127.0.0.1:{self.rpc_port}"
 
     @property
     def url(self) -> str:
+        """Base URL of the HTTP API."""
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
+        """influxd with the generated config."""
         return ["influxd", "run", "-config", str(self.config)]
 
     def ready(self) -> None:
@@ -116,6 +128,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         raise RuntimeError("influxd did not answer /ping")
 
     def query(self, database: str, q: str) -> list[dict[str, object]]:
+        """Series answered by an InfluxQL query (epoch ms)."""
         body = httpx.post(f"{self.url}/query", data={"db": database, "q": q, "epoch": "ms"}).json()
         result = body["results"][0]
         assert "error" not in result, result
@@ -161,4 +174,5 @@ autosave_interval 1
         )
 
     def command(self) -> list[str]:
+        """mosquitto with the generated config."""
         return ["mosquitto", "-c", str(self.config)]
