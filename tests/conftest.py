@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from controller.config import LoadedConfig, load_config
-from simulators.servers import free_port
+from simulators.servers import Influxd, free_port
 
 __all__ = ["free_port"]
 
@@ -26,6 +26,15 @@ def write_config(tmp_path: Path) -> Callable[[dict[str, Any]], LoadedConfig]:
         return load_config(path)
 
     return write
+
+
+@pytest.fixture
+def influxd(tmp_path: Path) -> Iterator[Influxd]:
+    """A real influxd (Debian's 1.6.7) on its own port and temp data folder."""
+    server = Influxd(tmp_path / "influx")
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,14 +82,6 @@ def test_split_lines_keeps_whole_lines() -> None:
     chunks = split_lines(payload, 4)
     assert [c.count(b"\n") for c in chunks] == [4, 4, 2]
     assert b"".join(chunks) == payload
-
-
-@pytest.fixture
-def influxd(tmp_path: Path) -> Iterator[Influxd]:
-    server = Influxd(tmp_path / "influx")
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_malformed_payload_is_set_aside_and_later_data_still_flows(

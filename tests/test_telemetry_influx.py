@@ -26,14 +26,6 @@ TRICKY_ROAD = "东风路 一段,北=侧"
 TRICKY_GRID = "grid 1,2=3"
 
 
-@pytest.fixture
-def influxd(tmp_path: Path) -> Iterator[Influxd]:
-    server = Influxd(tmp_path / "influx")
-    server.start()
-    yield server
-    server.stop()
-
-
 def city(influx_url: str | None, spool: Path, interval: float = 0.2) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "site": {"city": "test-city"},
@@ -98,6 +90,17 @@ class Collector:
                     device = controller.registry.devices[dev]
                     out[device.id, device.points[pt].name, round(ts * 1000)] = float(value)
         return out
+
+
+async def poll_into_influx(controller: Controller) -> ReadingBatch:
+    """Poll once and push the readings through telemetry until InfluxDB has them."""
+    await controller.start_telemetry()
+    batch = await controller.poller.poll_all_once()
+    await controller.telemetry.on_batch(batch)
+    await controller.telemetry.flush_influx()
+    assert controller.telemetry.influx is not None
+    assert await controller.telemetry.influx.drain(5)
+    return batch
 
 
 def stored(influxd: Influxd, controller: Controller) -> dict[tuple[str, str, int], float]:
@@ -181,12 +184,7 @@ async def test_tags_with_spaces_commas_equals_and_chinese_round_trip(
 ) -> None:
     loaded = write_config(city(influxd.url, tmp_path / "spool"))
     async with SimulatedCity(loaded), Controller(loaded) as controller:
-        await controller.start_telemetry()
-        batch = await controller.poller.poll_all_once()
-        await controller.telemetry.on_batch(batch)
-        await controller.telemetry.flush_influx()
-        assert controller.telemetry.influx is not None
-        assert await controller.telemetry.influx.drain(5)
+        await poll_into_influx(controller)
     roads = influxd.query("city", 'SHOW TAG VALUES FROM "cabinet" WITH KEY = "road"')
     assert roads[0]["values"] == [["road", TRICKY_ROAD]]
     devices = influxd.query("city", 'SHOW TAG VALUES FROM "lamp" WITH KEY = "cabinet"')
@@ -236,12 +234,8 @@ async def test_v2_write_path_through_influxdb_client(
     }
     loaded = write_config(doc)
     async with SimulatedCity(loaded), Controller(loaded) as controller:
-        await controller.start_telemetry()
-        batch = await controller.poller.poll_all_once()
-        await controller.telemetry.on_batch(batch)
-        await controller.telemetry.flush_influx()
+        batch = await poll_into_influx(controller)
         assert controller.telemetry.influx is not None
-        assert await controller.telemetry.influx.drain(5)
         assert controller.telemetry.influx.stats.delivered >= 1
     await asyncio.sleep(1.5)  # victoria-metrics makes fresh rows searchable within a second
     async with httpx.AsyncClient() as client:
