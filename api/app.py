@@ -7,7 +7,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api.routers import devices, links, telemetry
+from api.keys import ApiKeyStore
+from api.routers import alarms, devices, links, statistics, telemetry
 from api.schemas import SystemHealth
 from controller.runtime import Controller
 
@@ -24,6 +25,7 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
         finally:
             if manage_controller:
                 await controller.stop()
+            app.state.keys.close()
 
     app = FastAPI(
         title="streetsense",
@@ -32,9 +34,12 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
         lifespan=lifespan,
     )
     app.state.controller = controller
+    app.state.keys = ApiKeyStore(controller.loaded.resolve(controller.loaded.config.api.keys_path))
     app.include_router(devices.router)
     app.include_router(links.router)
     app.include_router(telemetry.router)
+    app.include_router(alarms.router)
+    app.include_router(statistics.router)
 
     @app.get("/health", tags=["system"], response_model=SystemHealth)
     def health() -> SystemHealth:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class DeviceHealthOut(BaseModel):
@@ -140,3 +140,90 @@ class SinkOut(BaseModel):
     failures: int
     rejected_payloads: int
     last_error: str
+
+
+class AlarmOut(BaseModel):
+    """An alarm as operators see it."""
+
+    id: int
+    rule: str
+    kind: str
+    device: str
+    device_class: str
+    point: str
+    sub: int
+    severity: str
+    level: int
+    level_name: str
+    state: str
+    condition: str
+    value: float | None
+    limit: float | None
+    raised_at: datetime
+    last_seen: datetime
+    count: int
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    cleared_at: datetime | None
+    shelved_until: datetime | None
+    suppressed_by: str | None
+    out_of_service: bool
+    chattering: bool
+    grid: str
+    road: str
+    district: str
+    cabinet: str
+    circuit: int | None
+    lat: float
+    lon: float
+
+
+class ShelveIn(BaseModel):
+    """How long to shelve an alarm."""
+
+    minutes: float = Field(gt=0, le=7 * 24 * 60)
+    reason: str = Field(default="", max_length=500)
+
+
+class OutOfServiceIn(BaseModel):
+    """Take an alarm out of service, or back."""
+
+    out_of_service: bool
+    reason: str = Field(default="", max_length=500)
+
+
+class FloodWatchOut(BaseModel):
+    """Areas in storm mode and areas with an alarm flood."""
+
+    storm_areas: dict[str, datetime]
+    alarm_floods: dict[str, datetime]
+
+
+class LightingRateOut(BaseModel):
+    """Lighting rate of a group."""
+
+    group: str
+    should_be_lit: int
+    lit: int
+    rate: float | None
+
+
+class FaultCountOut(BaseModel):
+    """Faults of one period and group."""
+
+    period_start: datetime
+    group: str
+    raised: int
+    cleared: int
+    mttr_s: float | None
+
+
+class FaultReportOut(BaseModel):
+    """Fault statistics over a range: counts per period and group, availability."""
+
+    period: str
+    by: str
+    start: datetime
+    end: datetime
+    availability: float
+    rows: list[FaultCountOut]

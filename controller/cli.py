@@ -194,6 +194,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
             print(f"API on http://{host}:{port}  (OpenAPI: http://{host}:{port}/docs)", flush=True)
             _announce_control("127.0.0.1", control_port, token)
+            for role, key in create_demo_keys(loaded).items():
+                print(f"demo API key {role:<11} {key}", flush=True)
             tasks = {asyncio.create_task(s.serve()) for s in servers}
             # Either server stopping (Ctrl-C, a port in use) or the duration ends the demo.
             await asyncio.wait(tasks, timeout=args.duration, return_when=asyncio.FIRST_COMPLETED)
@@ -210,6 +212,48 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
     return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Create, list or revoke API keys (stored hashed in api.keys_path)."""
+    from api.keys import ApiKeyStore, Role
+
+    loaded = _load(args.config)
+    store = ApiKeyStore(loaded.resolve(loaded.config.api.keys_path))
+    try:
+        if args.action == "create":
+            if not args.name or not args.role:
+                print("error: keys create needs --name and --role", file=sys.stderr)
+                return EXIT_CONFIG
+            token = store.create(args.name, Role(args.role))
+            print(f"{token}\n(shown once: store it now; only its hash is kept)")
+        elif args.action == "list":
+            for key in store.list():
+                state = "revoked" if key.revoked_at else "active"
+                print(f"{key.key_id}  {key.role.value:<11} {state:<8} {key.name}")
+        else:
+            if not args.id or not store.revoke(args.id):
+                print(f"error: no active key {args.id!r}", file=sys.stderr)
+                return 1
+            print(f"revoked {args.id}")
+        return 0
+    finally:
+        store.close()
+
+
+def create_demo_keys(loaded: LoadedConfig) -> dict[str, str]:
+    """A fresh key per role for the demo (older demo keys are revoked)."""
+    from api.keys import ApiKeyStore, Role
+
+    store = ApiKeyStore(loaded.resolve(loaded.config.api.keys_path))
+    try:
+        keys = {}
+        for role in Role:
+            store.revoke_named(f"demo-{role.value}")
+            keys[role.value] = store.create(f"demo-{role.value}", role)
+        return keys
+    finally:
+        store.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,6 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--duration", type=float, default=None, help="seconds, default forever")
     p.set_defaults(func=cmd_demo)
+    p = add("keys", "create, list or revoke API keys")
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("--name", help="who the key is for (create)")
+    p.add_argument(
+        "--role",
+        choices=["viewer", "engineer", "dispatcher", "flood_duty", "admin"],
+        help="what the key may do (create)",
+    )
+    p.add_argument("--id", help="key id (revoke)")
+    p.set_defaults(func=cmd_keys)
     return parser
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from drivers.errors import ConfigError, format_validation_error
 from drivers.profile import ProfileLibrary
+from rules.config import AlarmsConfig, FloodWatchConfig, RuleConfig
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=64)]
 
@@ -271,10 +272,11 @@ class SimulatorConfig(_Strict):
 
 
 class ApiConfig(_Strict):
-    """Where the HTTP API listens."""
+    """Where the HTTP API listens, and where its (hashed) API keys are kept."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    keys_path: str = "var/keys.db"
 
 
 class StreetsenseConfig(_Strict):
@@ -288,6 +290,9 @@ class StreetsenseConfig(_Strict):
     lamps: list[StandaloneLampConfig] = []
     gauges: list[GaugeConfig] = []
     mqtt_devices: list[MqttDeviceConfig] = []
+    rules: list[RuleConfig] = []
+    alarms: AlarmsConfig = AlarmsConfig()
+    flood_watch: FloodWatchConfig | None = None
     storage: StorageConfig = StorageConfig()
     mqtt: MqttConfig | None = None
     simulator: SimulatorConfig = SimulatorConfig()

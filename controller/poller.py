@@ -81,6 +81,7 @@ class Poller:
         self._handlers: list[BatchHandler] = []
         self._pending: list[ReadingBatch] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._override: dict[int, float] = {}
         self._by_link: dict[str, list[PollTarget]] = {}
         for target in registry.targets:
             self._by_link.setdefault(target.link, []).append(target)
@@ -94,8 +95,18 @@ class Poller:
         if len(batch):
             self._pending.append(batch)
 
+    def set_interval_override(self, devices: list[int], interval: float | None) -> None:
+        """Poll these devices every ``interval`` seconds (storm mode), or as usual (None)."""
+        for device in devices:
+            if interval is None:
+                self._override.pop(device, None)
+            else:
+                self._override[device] = interval
+
     def interval_of(self, target: PollTarget) -> float:
-        """Nominal poll interval of a target's device class."""
+        """Poll interval of a target: its override (storm mode), else its class's."""
+        if target.device in self._override:
+            return self._override[target.device]
         intervals: dict[str, float] = {
             "cabinet": self.polling.cabinet_interval,
             "lamp": self.polling.lamp_interval,

@@ -8,6 +8,7 @@ from controller.link_factory import build_link
 from controller.poller import Poller
 from controller.registry import Registry
 from controller.telemetry.pipeline import TelemetryPipeline
+from rules.service import RuleService
 
 
 class Controller:
@@ -21,13 +22,15 @@ class Controller:
         self.latest = LatestValues(len(self.registry), self.registry.max_points)
         self.poller.subscribe(self.latest.on_batch)
         self.telemetry = TelemetryPipeline(loaded, self.registry, self.poller)
+        self.rules = RuleService(loaded, self.registry, self.poller, self.telemetry)
         self._telemetry_started = False
         self.running = False
 
     async def start_telemetry(self) -> None:
-        """Open stores and deliveries (also replays what an earlier run spooled)."""
+        """Open stores, deliveries (replaying spools) and alarms (seeding rule state)."""
         if not self._telemetry_started:
             await self.telemetry.start()
+            await self.rules.start()
             self._telemetry_started = True
 
     async def start(self) -> None:
@@ -40,6 +43,7 @@ class Controller:
         """Stop polling, deliver or spool the last readings, close links and stores."""
         await self.poller.stop()
         if self._telemetry_started:
+            await self.rules.stop()
             await self.telemetry.stop()
             self._telemetry_started = False
         self.running = False

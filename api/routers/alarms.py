@@ -1,0 +1,152 @@
+"""Alarms: list, acknowledge, shelve, take out of service (by role)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query
+
+from api.auth import AlarmOperator
+from api.deps import ControllerDep
+from api.schemas import AlarmOut, FloodWatchOut, OutOfServiceIn, ShelveIn
+from rules.alarms import Alarm, AlarmError, severity_rank
+
+router = APIRouter(prefix="/alarms", tags=["alarms"])
+
+
+def _time(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
+
+
+def alarm_out(a: Alarm) -> AlarmOut:
+    """The API form of an alarm."""
+    return AlarmOut(
+        id=a.id,
+        rule=a.rule,
+        kind=a.kind,
+        device=a.device,
+        device_class=a.device_class,
+        point=a.point,
+        sub=a.sub,
+        severity=a.severity,
+        level=a.level,
+        level_name=a.level_name,
+        state=a.state,
+        condition=a.condition.value,
+        value=a.value,
+        limit=a.limit,
+        raised_at=datetime.fromtimestamp(a.raised_at, tz=UTC),
+        last_seen=datetime.fromtimestamp(a.last_seen, tz=UTC),
+        count=a.count,
+        acknowledged_at=_time(a.acked_at),
+        acknowledged_by=a.acked_by,
+        cleared_at=_time(a.cleared_at),
+        shelved_until=_time(a.shelved_until),
+        suppressed_by=a.suppressed_by,
+        out_of_service=a.out_of_service,
+        chattering=a.chattering,
+        grid=a.grid,
+        road=a.road,
+        district=a.district,
+        cabinet=a.cabinet,
+        circuit=a.circuit,
+        lat=a.lat,
+        lon=a.lon,
+    )
+
+
+@router.get("", response_model=list[AlarmOut])
+def list_alarms(
+    controller: ControllerDep,
+    state: Annotated[str | None, Query(description="e.g. active_unacknowledged, shelved")] = None,
+    min_severity: Literal["low", "medium", "high", "urgent"] | None = None,
+    device: str | None = None,
+    rule: str | None = None,
+    device_class: Literal["cabinet", "lamp", "gauge"] | None = None,
+    grid: str | None = None,
+    district: str | None = None,
+    include_suppressed: bool = True,
+) -> list[AlarmOut]:
+    """Open alarms, newest first, filtered."""
+    out = []
+    for a in controller.rules.manager.list():
+        if (
+            (state is None or a.state == state)
+            and (min_severity is None or severity_rank(a.severity) >= severity_rank(min_severity))
+            and (device is None or a.device == device)
+            and (rule is None or a.rule == rule)
+            and (device_class is None or a.device_class == device_class)
+            and (grid is None or a.grid == grid)
+            and (district is None or a.district == district)
+            and (include_suppressed or a.state != "suppressed")
+        ):
+            out.append(alarm_out(a))
+    return out
+
+
+@router.get("/flood-watch", response_model=FloodWatchOut)
+def flood_watch(controller: ControllerDep) -> FloodWatchOut:
+    """Areas whose gauges are in storm mode, and areas with an alarm flood."""
+    return FloodWatchOut(
+        storm_areas={
+            k: datetime.fromtimestamp(v, tz=UTC) for k, v in controller.rules.stats.storms.items()
+        },
+        alarm_floods={
+            k: datetime.fromtimestamp(v, tz=UTC) for k, v in controller.rules.manager.floods.items()
+        },
+    )
+
+
+def _open(controller: ControllerDep, alarm_id: int) -> None:
+    alarm = controller.rules.manager.by_id.get(alarm_id)
+    if alarm is None or alarm.closed_at is not None:
+        raise HTTPException(404, f"no open alarm {alarm_id}")
+
+
+@router.get("/{alarm_id}", response_model=AlarmOut)
+def get_alarm(alarm_id: int, controller: ControllerDep) -> AlarmOut:
+    """One alarm (open or closed, if this run knows it)."""
+    alarm = controller.rules.manager.by_id.get(alarm_id)
+    if alarm is None:
+        raise HTTPException(404, f"no alarm {alarm_id}")
+    return alarm_out(alarm)
+
+
+@router.post("/{alarm_id}/acknowledge", response_model=AlarmOut)
+async def acknowledge(alarm_id: int, controller: ControllerDep, who: AlarmOperator) -> AlarmOut:
+    """Acknowledge an alarm (engineer, dispatcher, flood duty, admin)."""
+    _open(controller, alarm_id)
+    try:
+        return alarm_out(await controller.rules.manager.acknowledge(alarm_id, who.name))
+    except AlarmError as exc:
+        raise HTTPException(409, str(exc)) from exc
+
+
+@router.post("/{alarm_id}/shelve", response_model=AlarmOut)
+async def shelve(
+    alarm_id: int, body: ShelveIn, controller: ControllerDep, who: AlarmOperator
+) -> AlarmOut:
+    """Shelve an alarm for a while: still evaluated, not announced."""
+    _open(controller, alarm_id)
+    return alarm_out(await controller.rules.manager.shelve(alarm_id, who.name, body.minutes))
+
+
+@router.post("/{alarm_id}/unshelve", response_model=AlarmOut)
+async def unshelve(alarm_id: int, controller: ControllerDep, who: AlarmOperator) -> AlarmOut:
+    """End shelving now."""
+    _open(controller, alarm_id)
+    try:
+        return alarm_out(await controller.rules.manager.unshelve(alarm_id, who.name))
+    except AlarmError as exc:
+        raise HTTPException(409, str(exc)) from exc
+
+
+@router.post("/{alarm_id}/out-of-service", response_model=AlarmOut)
+async def out_of_service(
+    alarm_id: int, body: OutOfServiceIn, controller: ControllerDep, who: AlarmOperator
+) -> AlarmOut:
+    """Take an alarm out of service (maintenance) or put it back."""
+    _open(controller, alarm_id)
+    manager = controller.rules.manager
+    return alarm_out(await manager.set_out_of_service(alarm_id, who.name, body.out_of_service))

@@ -1,0 +1,584 @@
+"""Alarms in the ISA-18.2 style: lifecycle, dedup, chattering, floods, inhibition, persistence.
+
+The condition state of an alarm is one of: normal (closed), active and
+unacknowledged, active and acknowledged, returned (condition gone) and
+unacknowledged. Orthogonal to it an alarm can be shelved (until a time),
+suppressed (by inhibition: its device is offline, or the circuit feeding a
+lamp is cut) or out of service. Shelved, suppressed and out-of-service
+alarms keep being evaluated and recorded, but do not notify.
+
+There is one open alarm per (rule, device, sub): a repeat updates its
+last-seen time and count. A higher level of a threshold alarm returns it to
+unacknowledged and notifies again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar
+
+from controller.registry import Registry
+from rules import kernels as K
+from rules.config import LEVEL_NAMES, AlarmsConfig, RuleConfig, Severity, ThresholdRule
+from rules.engine import RuleEvents
+
+log = logging.getLogger(__name__)
+
+SENSOR_FAULT = "sensor_fault"
+_SEVERITY_ORDER = ("low", "medium", "high", "urgent")
+#: Flood levels blue, yellow, orange, red map to these severities unless a rule says otherwise.
+_LEVEL_SEVERITY: tuple[Severity, ...] = ("low", "medium", "high", "urgent")
+
+
+class Condition(StrEnum):
+    """The condition part of an alarm's state."""
+
+    NORMAL = "normal"
+    ACTIVE_UNACK = "active_unacknowledged"
+    ACTIVE_ACK = "active_acknowledged"
+    RETURNED_UNACK = "returned_unacknowledged"
+
+
+@dataclass
+class Alarm:
+    """One alarm: what, where, how bad, and its history."""
+
+    id: int
+    rule: str
+    kind: str
+    device: str
+    device_class: str
+    sub: int
+    point: str
+    severity: str
+    level: int
+    level_name: str
+    condition: Condition
+    value: float | None
+    limit: float | None
+    raised_at: float
+    last_seen: float
+    count: int = 1
+    acked_at: float | None = None
+    acked_by: str | None = None
+    cleared_at: float | None = None
+    closed_at: float | None = None
+    shelved_until: float | None = None
+    shelved_by: str | None = None
+    suppressed_by: str | None = None
+    out_of_service: bool = False
+    chattering: bool = False
+    grid: str = ""
+    road: str = ""
+    district: str = ""
+    cabinet: str = ""
+    circuit: int | None = None
+    lat: float = 0.0
+    lon: float = 0.0
+    case: bool = False
+    transitions: list[float] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """What makes an alarm the same alarm: rule, device, sub."""
+        return (self.rule, self.device, self.sub)
+
+    @property
+    def active(self) -> bool:
+        """The condition holds now."""
+        return self.condition in (Condition.ACTIVE_UNACK, Condition.ACTIVE_ACK)
+
+    @property
+    def state(self) -> str:
+        """The state an operator sees: the shelving/suppression overlay, else the condition."""
+        if self.out_of_service:
+            return "out_of_service"
+        if self.shelved_until is not None and self.shelved_until > time.time():
+            return "shelved"
+        if self.suppressed_by:
+            return "suppressed"
+        return self.condition.value
+
+    @property
+    def notifies(self) -> bool:
+        """Whether a transition of this alarm is announced."""
+        return self.state not in ("out_of_service", "shelved", "suppressed")
+
+
+@dataclass(frozen=True)
+class AlarmNotice:
+    """A transition announced to subscribers (MQTT, cases, storm mode)."""
+
+    alarm: Alarm
+    transition: str  # raised, escalated, returned, cleared, acknowledged, shelved, ...
+
+
+NoticeHandler = Callable[[AlarmNotice], Awaitable[None]]
+
+
+class AlarmStore:
+    """Alarms in SQLite (open and closed), on a worker thread."""
+
+    _COLUMNS: ClassVar[tuple[str, ...]] = tuple(
+        f.name for f in fields(Alarm) if f.name != "transitions"
+    )
+    #: Column names quoted: some (``limit``) are SQL keywords.
+    _SELECT: ClassVar[str] = ", ".join(f'"{c}"' for c in _COLUMNS)
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alarms-db")
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def open(self) -> list[Alarm]:
+        """Open the database; returns the alarms that were open."""
+        return list(await self._run(self._open))
+
+    def _open(self) -> list[Alarm]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False)
+        cols = ", ".join(
+            f'"{c}" INTEGER PRIMARY KEY' if c == "id" else f'"{c}"' for c in self._COLUMNS
+        )
+        db.execute(f"CREATE TABLE IF NOT EXISTS alarm ({cols})")
+        db.execute("CREATE INDEX IF NOT EXISTS alarm_open ON alarm (closed_at)")
+        db.execute("CREATE INDEX IF NOT EXISTS alarm_raised ON alarm (raised_at)")
+        db.commit()
+        self._db = db
+        rows = db.execute(f"SELECT {self._SELECT} FROM alarm WHERE closed_at IS NULL").fetchall()
+        return [self._from_row(row) for row in rows]
+
+    def _from_row(self, row: tuple[Any, ...]) -> Alarm:
+        values = dict(zip(self._COLUMNS, row, strict=True))
+        values["condition"] = Condition(values["condition"])
+        values["out_of_service"] = bool(values["out_of_service"])
+        values["chattering"] = bool(values["chattering"])
+        values["case"] = bool(values["case"])
+        return Alarm(**values)
+
+    async def save(self, alarms: list[Alarm]) -> None:
+        """Insert or update these alarms."""
+        if alarms:
+            rows = [tuple(getattr(a, c) for c in self._COLUMNS) for a in alarms]
+            await self._run(self._save, rows)
+
+    def _save(self, rows: list[tuple[Any, ...]]) -> None:
+        assert self._db is not None
+        marks = ", ".join("?" * len(self._COLUMNS))
+        with self._db:
+            self._db.executemany(
+                f"INSERT OR REPLACE INTO alarm ({self._SELECT}) VALUES ({marks})", rows
+            )
+
+    async def next_id(self) -> int:
+        """One more than the highest id ever used."""
+        return int(await self._run(self._next_id))
+
+    def _next_id(self) -> int:
+        assert self._db is not None
+        return int(self._db.execute("SELECT coalesce(max(id), 0) + 1 FROM alarm").fetchone()[0])
+
+    async def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only query (statistics)."""
+        return list(await self._run(self._query, sql, args))
+
+    def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        assert self._db is not None
+        return self._db.execute(sql, args).fetchall()
+
+    async def history(self, since: float, until: float) -> list[Alarm]:
+        """Alarms active at some time in ``[since, until)`` (raised before its end, not cleared
+        before its start)."""
+        rows = await self.query(
+            f"SELECT {self._SELECT} FROM alarm WHERE raised_at < ? "
+            "AND (cleared_at IS NULL OR cleared_at >= ?)",
+            (until, since),
+        )
+        return [self._from_row(r) for r in rows]
+
+    async def close(self) -> None:
+        """Close the database and its thread."""
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+
+def _finite_or_none(x: float) -> float | None:
+    return None if x != x else x
+
+
+class AlarmError(Exception):
+    """An operator action that does not fit the alarm's state (HTTP 409)."""
+
+
+class AlarmManager:
+    """Turns rule events into alarms and carries them through their lifecycle."""
+
+    def __init__(
+        self,
+        rules: list[RuleConfig],
+        registry: Registry,
+        cfg: AlarmsConfig,
+        store: AlarmStore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.rules = rules
+        self.registry = registry
+        self.cfg = cfg
+        self.store = store
+        self.clock = clock
+        self.open: dict[tuple[str, str, int], Alarm] = {}
+        self.by_id: dict[int, Alarm] = {}
+        self._next_id = 1
+        self._handlers: list[NoticeHandler] = []
+        self._new_by_area: dict[str, collections.deque[float]] = {}
+        self.floods: dict[str, float] = {}
+        self._dirty: dict[int, Alarm] = {}
+        #: Devices whose alarms are inhibited, and by what (comm loss, cut circuit).
+        self._offline: set[str] = set()
+        self._cut: set[tuple[str, int]] = set()
+        #: rule id -> rules whose alarms on the same device it inhibits.
+        self._inhibits = {r.id: set(r.inhibits) for r in rules if r.inhibits}
+
+    def subscribe(self, handler: NoticeHandler) -> None:
+        """Call ``handler`` with every announced transition."""
+        self._handlers.append(handler)
+
+    async def start(self) -> list[Alarm]:
+        """Load open alarms; returns them so the engine's state can be seeded."""
+        loaded = await self.store.open()
+        self._next_id = await self.store.next_id()
+        for alarm in loaded:
+            self.open[alarm.key] = alarm
+            self.by_id[alarm.id] = alarm
+            if alarm.kind == "comm_loss" and alarm.active:
+                self._offline.add(alarm.device)
+            if alarm.kind == "circuit_break" and alarm.active:
+                self._cut.add((alarm.device, alarm.sub))
+        return loaded
+
+    def _describe(self, rule: RuleConfig | None, kind: str, level: int) -> tuple[str, str]:
+        if rule is not None and isinstance(rule, ThresholdRule):
+            if rule.levels_from_device and 1 <= level <= 4:
+                name = LEVEL_NAMES[level - 1]
+            else:
+                name = f"level {level}"
+            severity: Severity = rule.severity
+            if rule.level_severity and level <= len(rule.level_severity):
+                severity = rule.level_severity[level - 1]
+            elif rule.levels_from_device:
+                severity = _LEVEL_SEVERITY[min(level, 4) - 1]
+            return name, severity
+        return ("active" if level else "normal"), (rule.severity if rule else "medium")
+
+    def _inhibitor(self, device_index: int, kind: str, rule_id: str = "") -> str | None:
+        device = self.registry.devices[device_index]
+        if kind == "comm_loss":
+            return None
+        owner = self.registry.devices[device.parent].id if device.parent is not None else None
+        if device.id in self._offline:
+            return f"comm_loss:{device.id}"
+        if owner is not None and owner in self._offline:
+            return f"comm_loss:{owner}"
+        if (
+            owner is not None
+            and device.circuit is not None
+            and (owner, device.circuit) in self._cut
+        ):
+            return f"circuit_break:{owner}/{device.circuit}"
+        return None
+
+    async def apply(self, events: RuleEvents) -> list[AlarmNotice]:
+        """Apply rule events in time order; announce what should be announced."""
+        notices: list[AlarmNotice] = []
+        for i in range(len(events)):
+            r = int(events.rule[i])
+            if r >= 0 and self.rules[r].id in self._inhibits and int(events.kind[i]) == K.EV_RULE:
+                inhibitor_device = self.registry.devices[int(events.device[i])].id
+            else:
+                inhibitor_device = None
+            notice = self._apply_one(
+                int(events.rule[i]),
+                int(events.device[i]),
+                int(events.sub[i]),
+                int(events.kind[i]),
+                int(events.level[i]),
+                float(events.ts[i]),
+                float(events.value[i]),
+                float(events.limit[i]),
+            )
+            if notice is not None:
+                notices.append(notice)
+            if inhibitor_device is not None:
+                self._resuppress(inhibitor_device)
+        await self._flush(notices)
+        return notices
+
+    def _apply_one(
+        self,
+        r: int,
+        d: int,
+        sub: int,
+        ev_kind: int,
+        level: int,
+        ts: float,
+        value: float,
+        limit: float,
+    ) -> AlarmNotice | None:
+        rule = self.rules[r] if r >= 0 else None
+        device = self.registry.devices[d]
+        kind = SENSOR_FAULT if ev_kind == K.EV_SENSOR else (rule.kind if rule else "unknown")
+        rule_id = SENSOR_FAULT if ev_kind == K.EV_SENSOR else (rule.id if rule else "unknown")
+        key = (rule_id, device.id, sub)
+        alarm = self.open.get(key)
+        clean = _finite_or_none
+        if kind == "comm_loss":
+            self._set_inhibition(self._offline, device.id, level > 0)
+        if kind == "circuit_break":
+            self._set_inhibition(self._cut, (device.id, sub), level > 0)
+        if level > 0:
+            name, severity = self._describe(rule, kind, level)
+            if alarm is None:
+                alarm = self._new_alarm(
+                    rule,
+                    rule_id,
+                    kind,
+                    device.index,
+                    sub,
+                    level,
+                    name,
+                    severity,
+                    ts,
+                    clean(value),
+                    clean(limit),
+                )
+                return self._note(alarm, "raised", ts)
+            alarm.last_seen = ts
+            alarm.value, alarm.limit = clean(value), clean(limit)
+            escalated = level > alarm.level
+            alarm.level, alarm.level_name, alarm.severity = level, name, severity
+            if not alarm.active:
+                alarm.count += 1
+                alarm.condition = Condition.ACTIVE_UNACK
+                alarm.cleared_at = None
+                return self._note(alarm, "raised", ts)
+            if escalated:
+                alarm.condition = Condition.ACTIVE_UNACK
+                return self._note(alarm, "escalated", ts)
+            self._dirty[alarm.id] = alarm
+            return None
+        if alarm is None or not alarm.active:
+            return None
+        alarm.last_seen = ts
+        alarm.value = clean(value)
+        alarm.cleared_at = ts
+        alarm.level = 0
+        if alarm.condition is Condition.ACTIVE_ACK:
+            alarm.condition = Condition.NORMAL
+            self._close(alarm, ts)
+            return self._note(alarm, "cleared", ts)
+        alarm.condition = Condition.RETURNED_UNACK
+        return self._note(alarm, "returned", ts)
+
+    def _set_inhibition(self, table: set[Any], key: Any, on: bool) -> None:
+        if on:
+            table.add(key)
+        else:
+            table.discard(key)
+        self._resuppress(None)
+
+    def _resuppress(self, device_id: str | None) -> None:
+        """Recompute which open alarms are suppressed (of one device, or all)."""
+        for alarm in self.open.values():
+            if device_id is not None and alarm.device != device_id:
+                continue
+            device = self.registry.by_id.get(alarm.device)
+            if device is not None:
+                suppressed = self._inhibitor(device.index, alarm.kind, alarm.rule)
+                if suppressed != alarm.suppressed_by:
+                    alarm.suppressed_by = suppressed
+                    self._dirty[alarm.id] = alarm
+
+    def _new_alarm(
+        self,
+        rule: RuleConfig | None,
+        rule_id: str,
+        kind: str,
+        d: int,
+        sub: int,
+        level: int,
+        name: str,
+        severity: str,
+        ts: float,
+        value: float | None,
+        limit: float | None,
+    ) -> Alarm:
+        device = self.registry.devices[d]
+        loc = device.location
+        point = ""
+        if kind in ("threshold", "rate_of_change", "stuck", SENSOR_FAULT) and sub < len(
+            device.points
+        ):
+            point = device.points[sub].name
+        parent = self.registry.devices[device.parent].id if device.parent is not None else ""
+        alarm = Alarm(
+            id=self._next_id,
+            rule=rule_id,
+            kind=kind,
+            device=device.id,
+            device_class=device.device_class,
+            sub=sub,
+            point=point,
+            severity=severity,
+            level=level,
+            level_name=name,
+            condition=Condition.ACTIVE_UNACK,
+            value=value,
+            limit=limit,
+            raised_at=ts,
+            last_seen=ts,
+            grid=loc.grid,
+            road=loc.road,
+            district=loc.district,
+            cabinet=device.id if device.device_class == "cabinet" else parent,
+            circuit=sub if kind in ("circuit_break", "contactor") else device.circuit,
+            lat=loc.lat,
+            lon=loc.lon,
+            case=bool(rule.case) if rule else False,
+            suppressed_by=self._inhibitor(d, kind, rule_id),
+        )
+        self._next_id += 1
+        self.open[alarm.key] = alarm
+        self.by_id[alarm.id] = alarm
+        self._count_new(alarm, ts)
+        return alarm
+
+    def _count_new(self, alarm: Alarm, ts: float) -> None:
+        area = getattr(alarm, self.cfg.flood_area_by) or "(none)"
+        window = self._new_by_area.setdefault(area, collections.deque())
+        window.append(ts)
+        while window and ts - window[0] > self.cfg.flood_window:
+            window.popleft()
+        if len(window) > self.cfg.flood_count:
+            if area not in self.floods:
+                log.warning(
+                    "alarm flood in %s %s: %d new alarms in %.0f s",
+                    self.cfg.flood_area_by,
+                    area,
+                    len(window),
+                    self.cfg.flood_window,
+                )
+            self.floods[area] = ts
+        elif area in self.floods and ts - self.floods[area] > self.cfg.flood_window:
+            del self.floods[area]
+
+    def _note(self, alarm: Alarm, transition: str, ts: float) -> AlarmNotice | None:
+        alarm.transitions.append(ts)
+        alarm.transitions = [t for t in alarm.transitions if ts - t <= self.cfg.chatter_window]
+        alarm.chattering = len(alarm.transitions) >= self.cfg.chatter_transitions
+        self._dirty[alarm.id] = alarm
+        if not alarm.notifies:
+            return None
+        if alarm.chattering and transition in ("raised", "returned"):
+            return None  # a chattering alarm is flagged once, not announced at every flap
+        return AlarmNotice(alarm, transition)
+
+    def _close(self, alarm: Alarm, ts: float) -> None:
+        alarm.closed_at = ts
+        self.open.pop(alarm.key, None)
+
+    async def _flush(self, notices: list[AlarmNotice]) -> None:
+        dirty, self._dirty = list(self._dirty.values()), {}
+        await self.store.save(dirty)
+        for notice in notices:
+            for handler in self._handlers:
+                try:
+                    await handler(notice)
+                except Exception:
+                    log.exception("alarm notice handler %r failed", handler)
+
+    def _get(self, alarm_id: int) -> Alarm:
+        alarm = self.by_id.get(alarm_id)
+        if alarm is None or alarm.closed_at is not None:
+            raise KeyError(alarm_id)
+        return alarm
+
+    async def acknowledge(self, alarm_id: int, who: str) -> Alarm:
+        """Acknowledge: active alarms stay active; returned ones close."""
+        alarm = self._get(alarm_id)
+        now = self.clock()
+        if alarm.condition is Condition.ACTIVE_UNACK:
+            alarm.condition = Condition.ACTIVE_ACK
+        elif alarm.condition is Condition.RETURNED_UNACK:
+            alarm.condition = Condition.NORMAL
+            self._close(alarm, now)
+        else:
+            raise AlarmError(f"alarm {alarm_id} is {alarm.condition.value}: nothing to acknowledge")
+        alarm.acked_at, alarm.acked_by = now, who
+        self._dirty[alarm.id] = alarm
+        await self._flush([AlarmNotice(alarm, "acknowledged")])
+        return alarm
+
+    async def shelve(self, alarm_id: int, who: str, minutes: float) -> Alarm:
+        """Shelve for ``minutes``: still evaluated and recorded, not announced."""
+        alarm = self._get(alarm_id)
+        alarm.shelved_until = self.clock() + minutes * 60.0
+        alarm.shelved_by = who
+        self._dirty[alarm.id] = alarm
+        await self._flush([AlarmNotice(alarm, "shelved")])
+        return alarm
+
+    async def unshelve(self, alarm_id: int, who: str) -> Alarm:
+        """End shelving now."""
+        alarm = self._get(alarm_id)
+        if alarm.shelved_until is None:
+            raise AlarmError(f"alarm {alarm_id} is not shelved")
+        alarm.shelved_until, alarm.shelved_by = None, who
+        self._dirty[alarm.id] = alarm
+        await self._flush([AlarmNotice(alarm, "unshelved")])
+        return alarm
+
+    async def set_out_of_service(self, alarm_id: int, who: str, on: bool) -> Alarm:
+        """Take an alarm out of service (maintenance) or return it."""
+        alarm = self._get(alarm_id)
+        alarm.out_of_service = on
+        alarm.shelved_by = who if on else alarm.shelved_by
+        self._dirty[alarm.id] = alarm
+        await self._flush([AlarmNotice(alarm, "out_of_service" if on else "in_service")])
+        return alarm
+
+    def list(self) -> list[Alarm]:
+        """Open alarms, newest first."""
+        return sorted(self.open.values(), key=lambda a: a.raised_at, reverse=True)
+
+    async def close(self) -> None:
+        """Save what changed and close the store."""
+        await self._flush([])
+        await self.store.close()
+
+
+def alarm_payload(alarm: Alarm) -> dict[str, Any]:
+    """The JSON form of an alarm (MQTT, webhooks)."""
+    data = asdict(alarm)
+    data.pop("transitions")
+    data["condition"] = alarm.condition.value
+    data["state"] = alarm.state
+    return data
+
+
+def severity_rank(severity: str) -> int:
+    """0 for low .. 3 for urgent."""
+    return _SEVERITY_ORDER.index(severity) if severity in _SEVERITY_ORDER else 1

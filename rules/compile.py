@@ -1,0 +1,292 @@
+"""Compile rule configuration and the registry into the arrays the kernels read.
+
+Single-point rules become *bindings*: one per (rule, device) on the channel
+(device, point) the rule watches, stored in CSR form by channel so the kernel
+finds a reading's rules with two array lookups. Device-level rules become
+per-device rule slots and a role table that says which point of a device's
+profile is its switch command, its power, its circuit 2 current, and so on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from controller.config import GaugeConfig, LoadedConfig
+from controller.registry import Device, Registry
+from drivers.errors import ConfigError
+from rules import kernels as K
+from rules.config import (
+    LEVEL_NAMES,
+    CircuitBreakRule,
+    CommLossRule,
+    ContactorRule,
+    DayBurningRule,
+    LampCyclingRule,
+    LampFailureRule,
+    LampPowerRule,
+    QualityChecks,
+    RateRule,
+    RuleConfig,
+    Selector,
+    StuckRule,
+    ThresholdRule,
+)
+
+_KIND = {
+    "threshold": K.K_THRESHOLD,
+    "rate_of_change": K.K_RATE,
+    "stuck": K.K_STUCK,
+    "lamp_failure": K.K_LAMP_FAILURE,
+    "lamp_power": K.K_LAMP_POWER,
+    "lamp_cycling": K.K_LAMP_CYCLING,
+    "day_burning": K.K_DAY_BURNING,
+    "circuit_break": K.K_CIRCUIT_BREAK,
+    "contactor": K.K_CONTACTOR,
+    "comm_loss": 0,
+}
+_LAMP_SLOT = {
+    "lamp_failure": K.L_FAILURE,
+    "lamp_power": K.L_POWER,
+    "lamp_cycling": K.L_CYCLING,
+    "day_burning": K.L_DAY,
+}
+_CAB_SLOT = {"circuit_break": 0, "contactor": 1}
+_ROLE_POINTS = {
+    K.R_SWITCH_CMD: "switch_cmd",
+    K.R_DIM_CMD: "dim_cmd",
+    K.R_LAMP_ON: "lamp_on",
+    K.R_DIM_LEVEL: "dim_level",
+    K.R_VOLTAGE: "voltage",
+    K.R_POWER: "power",
+}
+for _c in range(K.MAX_CIRCUITS):
+    _ROLE_POINTS[K.R_CIRCUIT_CMD + _c] = f"circuit{_c + 1}_cmd"
+    _ROLE_POINTS[K.R_CIRCUIT_ON + _c] = f"circuit{_c + 1}_on"
+    _ROLE_POINTS[K.R_CIRCUIT_CURRENT + _c] = f"circuit{_c + 1}_current"
+
+
+def selects(selector: Selector, device: Device) -> bool:
+    """Whether a rule's selector picks ``device``."""
+    loc = device.location
+    return (
+        (selector.device_class is None or selector.device_class == device.device_class)
+        and (selector.devices is None or device.id in selector.devices)
+        and (selector.profile is None or selector.profile == device.profile.name)
+        and (selector.grid is None or selector.grid == loc.grid)
+        and (selector.road is None or selector.road == loc.road)
+        and (selector.district is None or selector.district == loc.district)
+    )
+
+
+@dataclass
+class CompiledRules:
+    """The rule and binding tables, ready for the kernels."""
+
+    rules: list[RuleConfig]
+    rkind: npt.NDArray[np.int32]
+    rdir: npt.NDArray[np.float64]
+    rp: npt.NDArray[np.float64]
+    chan_base: npt.NDArray[np.int64]
+    bind_start: npt.NDArray[np.int64]
+    bind_rule: npt.NDArray[np.int32]
+    bind_dev: npt.NDArray[np.int32]
+    bind_point: npt.NDArray[np.int32]
+    bind_limits: npt.NDArray[np.float64]
+    bind_ring: npt.NDArray[np.int64]
+    ring_rows: int
+    role_pt: npt.NDArray[np.int16]
+    dev_lamp_rule: npt.NDArray[np.int32]
+    dev_cab_rule: npt.NDArray[np.int32]
+    rated_w: npt.NDArray[np.float64]
+    circuit_lamps: npt.NDArray[np.int32]
+    lat: npt.NDArray[np.float64]
+    lon: npt.NDArray[np.float64]
+    comm_rule: npt.NDArray[np.int32]
+    comm_limit: npt.NDArray[np.float64]
+    day_devices: npt.NDArray[np.int64]
+    binding_of: dict[tuple[int, int], int] = field(default_factory=dict)
+
+    def rule_index(self, rule_id: str) -> int:
+        """Index of the rule with this id."""
+        for i, rule in enumerate(self.rules):
+            if rule.id == rule_id:
+                return i
+        raise KeyError(rule_id)
+
+
+def _quality(q: QualityChecks) -> tuple[float, float, float]:
+    return (
+        -math.inf if q.valid_min is None else q.valid_min,
+        math.inf if q.valid_max is None else q.valid_max,
+        math.nan if q.max_jump is None else q.max_jump,
+    )
+
+
+def _rule_params(rule: RuleConfig) -> npt.NDArray[np.float64]:
+    params = np.full(K.N_PARAMS, math.nan)
+    params[K.P_VALID_MIN], params[K.P_VALID_MAX] = -math.inf, math.inf
+    if isinstance(rule, ThresholdRule | RateRule):
+        params[K.P_VALID_MIN], params[K.P_VALID_MAX], params[K.P_MAX_JUMP] = _quality(rule.quality)
+    if isinstance(rule, ThresholdRule):
+        params[K.P_DEADBAND] = rule.deadband
+        params[K.P_ON_DELAY] = rule.on_delay
+        params[K.P_OFF_DELAY] = rule.off_delay
+    elif isinstance(rule, RateRule):
+        params[K.P_A], params[K.P_B] = rule.rise, rule.window
+    elif isinstance(rule, StuckRule):
+        params[K.P_A], params[K.P_B], params[K.P_C] = rule.samples, rule.tolerance, rule.min_value
+    elif isinstance(rule, LampFailureRule):
+        params[K.P_A] = rule.share
+    elif isinstance(rule, LampPowerRule):
+        params[K.P_A], params[K.P_B], params[K.P_C] = rule.share, rule.tolerance, rule.driver_loss
+    elif isinstance(rule, LampCyclingRule):
+        params[K.P_A], params[K.P_B] = rule.transitions, rule.window
+    elif isinstance(rule, DayBurningRule):
+        params[K.P_B] = rule.margin_minutes * 60.0
+    elif isinstance(rule, CircuitBreakRule):
+        params[K.P_A] = rule.min_current
+    elif isinstance(rule, ContactorRule):
+        params[K.P_ON_DELAY] = rule.on_delay
+    return params
+
+
+def _limits(rule: ThresholdRule, device: Device) -> list[float] | None:
+    if not rule.levels_from_device:
+        return [*rule.limits, *[math.nan] * (4 - len(rule.limits))]
+    loc = device.location
+    if not isinstance(loc, GaugeConfig) or not loc.levels:
+        return None
+    return [loc.levels.get(name, math.nan) for name in LEVEL_NAMES]  # type: ignore[call-overload]
+
+
+def compile_rules(loaded: LoadedConfig, registry: Registry) -> CompiledRules:
+    """Tables for every rule of the config; a rule that selects nothing is an error."""
+    file = str(loaded.path)
+    rules = loaded.config.rules
+    n_dev = len(registry)
+    polling = loaded.config.polling
+    interval = {
+        "cabinet": polling.cabinet_interval,
+        "lamp": polling.lamp_interval,
+        "gauge": polling.gauge_interval,
+    }
+    seen: set[str] = set()
+    for i, rule in enumerate(rules):
+        if rule.id in seen:
+            raise ConfigError(file, f"rules[{i}] ({rule.id}).id", "rule id used twice")
+        seen.add(rule.id)
+
+    chan_base = np.zeros(n_dev, dtype=np.int64)
+    total = 0
+    for d in registry.devices:
+        chan_base[d.index] = total
+        total += len(d.points)
+    bindings: list[tuple[int, int, int, int, list[float]]] = []  # channel, rule, dev, point, limits
+    role_pt = np.full((n_dev, K.N_ROLES), -1, dtype=np.int16)
+    for d in registry.devices:
+        names = {p.name: i for i, p in enumerate(d.points)}
+        for role, point in _ROLE_POINTS.items():
+            if point in names:
+                role_pt[d.index, role] = names[point]
+    dev_lamp_rule = np.full((n_dev, 4), -1, dtype=np.int32)
+    dev_cab_rule = np.full((n_dev, 2), -1, dtype=np.int32)
+    comm_rule = np.full(n_dev, -1, dtype=np.int32)
+    comm_limit = np.full(n_dev, math.inf)
+    rkind = np.zeros(len(rules), dtype=np.int32)
+    rdir = np.ones(len(rules), dtype=np.float64)
+    rp = np.zeros((len(rules), K.N_PARAMS), dtype=np.float64)
+
+    for r, rule in enumerate(rules):
+        key = f"rules[{r}] ({rule.id})"
+        rkind[r] = _KIND[rule.kind]
+        rp[r] = _rule_params(rule)
+        if isinstance(rule, ThresholdRule) and rule.direction == "low":
+            rdir[r] = -1.0
+        chosen = [d for d in registry.devices if selects(rule.select, d)]
+        matched = 0
+        if isinstance(rule, ThresholdRule | RateRule | StuckRule):
+            for d in chosen:
+                point_names = [p.name for p in d.points]
+                if rule.point not in point_names:
+                    continue
+                limits = _limits(rule, d) if isinstance(rule, ThresholdRule) else [math.nan] * 4
+                if limits is None:
+                    continue
+                p = point_names.index(rule.point)
+                bindings.append((int(chan_base[d.index]) + p, r, d.index, p, limits))
+                matched += 1
+        elif isinstance(rule, CommLossRule):
+            for d in chosen:
+                if d.parent is None:  # lamps behind a cabinet share their cabinet's link
+                    comm_rule[d.index] = r
+                    comm_limit[d.index] = rule.intervals * interval[d.device_class]
+                    matched += 1
+        elif rule.kind in _LAMP_SLOT:
+            for d in chosen:
+                if d.device_class == "lamp" and role_pt[d.index, K.R_LAMP_ON] >= 0:
+                    slot = _LAMP_SLOT[rule.kind]
+                    if dev_lamp_rule[d.index, slot] < 0:
+                        dev_lamp_rule[d.index, slot] = r
+                    matched += 1
+        else:
+            for d in chosen:
+                if role_pt[d.index, K.R_CIRCUIT_CMD] >= 0:
+                    slot = _CAB_SLOT[rule.kind]
+                    if dev_cab_rule[d.index, slot] < 0:
+                        dev_cab_rule[d.index, slot] = r
+                    matched += 1
+        if matched == 0:
+            point = f" with point {rule.point!r}" if hasattr(rule, "point") else ""
+            raise ConfigError(file, f"{key}.select", f"selects no device{point}")
+
+    bindings.sort(key=lambda b: b[0])
+    counts = np.bincount(np.asarray([b[0] for b in bindings], dtype=np.int64), minlength=total)
+    bind_start = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    bind_rule = np.asarray([b[1] for b in bindings], dtype=np.int32)
+    rate = rkind[bind_rule] == K.K_RATE if len(bindings) else np.zeros(0, dtype=bool)
+    bind_ring = np.full(len(bindings), -1, dtype=np.int64)
+    bind_ring[rate] = np.arange(int(rate.sum()))
+
+    rated = np.zeros(n_dev)
+    circuit_lamps = np.zeros((n_dev, K.MAX_CIRCUITS), dtype=np.int32)
+    lat = np.zeros(n_dev)
+    lon = np.zeros(n_dev)
+    for d in registry.devices:
+        lat[d.index], lon[d.index] = d.location.lat, d.location.lon
+        if d.rated_w is not None:
+            rated[d.index] = d.rated_w
+        if d.parent is not None and d.circuit is not None and d.circuit <= K.MAX_CIRCUITS:
+            circuit_lamps[d.parent, d.circuit - 1] += 1
+    compiled = CompiledRules(
+        rules=list(rules),
+        rkind=rkind,
+        rdir=rdir,
+        rp=rp,
+        chan_base=chan_base,
+        bind_start=bind_start,
+        bind_rule=bind_rule,
+        bind_dev=np.asarray([b[2] for b in bindings], dtype=np.int32),
+        bind_point=np.asarray([b[3] for b in bindings], dtype=np.int32),
+        bind_limits=np.asarray([b[4] for b in bindings], dtype=np.float64).reshape(-1, 4),
+        bind_ring=bind_ring,
+        ring_rows=int(rate.sum()),
+        role_pt=role_pt,
+        dev_lamp_rule=dev_lamp_rule,
+        dev_cab_rule=dev_cab_rule,
+        rated_w=rated,
+        circuit_lamps=circuit_lamps,
+        lat=lat,
+        lon=lon,
+        comm_rule=comm_rule,
+        comm_limit=comm_limit,
+        day_devices=np.flatnonzero(dev_lamp_rule[:, K.L_DAY] >= 0).astype(np.int64),
+    )
+    compiled.binding_of = {
+        (int(r), int(d)): k
+        for k, (r, d) in enumerate(zip(compiled.bind_rule, compiled.bind_dev, strict=True))
+    }
+    return compiled

@@ -1,0 +1,266 @@
+"""The rules engine: rule state in arrays, one kernel pass per reading batch.
+
+``evaluate`` returns the alarm transitions a batch caused as columns
+(:class:`RuleEvents`); the alarm manager turns them into alarms. The state can
+be seeded from persisted alarms so that a restart neither raises an active
+alarm again nor misses its clearing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from controller.readings import ReadingBatch
+from controller.telemetry.lineprotocol import line_groups
+from rules import kernels as K
+from rules.astro import sun_times
+from rules.compile import CompiledRules
+
+# numba dispatchers take their types from the call; to mypy they are plain callables.
+_run_serial: Any = K.run_serial
+_run_parallel: Any = K.run_parallel
+
+#: Events a kernel call may write; a pass stops early and resumes when full.
+EVENT_CAPACITY = 1 << 16
+#: Room kept free per group: a group can raise at most this many events.
+_RESERVE = 4096
+
+
+@dataclass(frozen=True)
+class RuleEvents:
+    """Alarm transitions: rule index, device, sub (point, circuit), kind, new level (0 = clear)."""
+
+    rule: npt.NDArray[np.int32]
+    device: npt.NDArray[np.int32]
+    sub: npt.NDArray[np.int32]
+    kind: npt.NDArray[np.int8]
+    level: npt.NDArray[np.int8]
+    ts: npt.NDArray[np.float64]
+    value: npt.NDArray[np.float64]
+    limit: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return int(self.rule.shape[0])
+
+    @classmethod
+    def concat(cls, parts: list[RuleEvents]) -> RuleEvents:
+        """One set of events from several, in order."""
+        if not parts:
+            return _events(0)
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in _FIELDS))
+
+    def order_by_time(self) -> RuleEvents:
+        """The same events sorted by time (stable), as partitions may interleave."""
+        order = np.argsort(self.ts, kind="stable")
+        return RuleEvents(*(getattr(self, f)[order] for f in _FIELDS))
+
+
+_FIELDS = ("rule", "device", "sub", "kind", "level", "ts", "value", "limit")
+
+
+def _events(n: int, rows: int | None = None) -> RuleEvents:
+    shape: tuple[int, ...] = (n,) if rows is None else (rows, n)
+    return RuleEvents(
+        np.zeros(shape, np.int32),
+        np.zeros(shape, np.int32),
+        np.zeros(shape, np.int32),
+        np.zeros(shape, np.int8),
+        np.zeros(shape, np.int8),
+        np.zeros(shape, np.float64),
+        np.zeros(shape, np.float64),
+        np.zeros(shape, np.float64),
+    )
+
+
+class RuleEngine:
+    """Rule state for every binding and device, and the passes that update it."""
+
+    def __init__(
+        self,
+        compiled: CompiledRules,
+        n_devices: int,
+        max_points: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.c = compiled
+        self.clock = clock
+        b = len(compiled.bind_rule)
+        self.b_level = np.zeros(b, np.int8)
+        self.b_pend = np.full(b, -1, np.int8)
+        self.b_since = np.zeros(b)
+        self.b_last = np.full(b, np.nan)
+        self.b_held = np.full(b, np.nan)
+        self.b_sf = np.zeros(b, np.int8)
+        self.b_count = np.zeros(b, np.int64)
+        self.b_ref = np.full(b, np.nan)
+        rows = max(compiled.ring_rows, 1)
+        self.ring_ts = np.zeros((rows, K.RATE_RING))
+        self.ring_v = np.zeros((rows, K.RATE_RING))
+        self.ring_pos = np.zeros(rows, np.int64)
+        self.ring_n = np.zeros(rows, np.int64)
+        self.cur = np.full((n_devices, max(max_points, 1)), np.nan)
+        # Devices get one comm-loss period of grace from the start.
+        self.last_good = np.full(n_devices, clock())
+        self.lamp_state = np.zeros((n_devices, 4), np.int8)
+        self.cyc_ring = np.zeros((n_devices, K.CYCLE_RING))
+        self.cyc_n = np.zeros(n_devices, np.int64)
+        self.last_on = np.full(n_devices, -1, np.int64)
+        self.cab_state = np.zeros((n_devices, K.MAX_CIRCUITS, 2), np.int8)
+        self.cab_since = np.full((n_devices, K.MAX_CIRCUITS), np.nan)
+        self.comm_state = np.zeros(n_devices, np.int8)
+        self.sunrise = np.zeros(n_devices)
+        self.sunset = np.zeros(n_devices)
+        self._sun_for = -math.inf
+
+    def _arrays(self) -> tuple[object, ...]:
+        c = self.c
+        return (
+            c.chan_base,
+            c.bind_start,
+            c.bind_rule,
+            c.bind_limits,
+            c.bind_ring,
+            c.rkind,
+            c.rdir,
+            c.rp,
+            self.b_level,
+            self.b_pend,
+            self.b_since,
+            self.b_last,
+            self.b_held,
+            self.b_sf,
+            self.b_count,
+            self.b_ref,
+            self.ring_ts,
+            self.ring_v,
+            self.ring_pos,
+            self.ring_n,
+            self.cur,
+            self.last_good,
+            c.role_pt,
+            c.dev_lamp_rule,
+            c.rated_w,
+            self.sunrise,
+            self.sunset,
+            self.lamp_state,
+            self.cyc_ring,
+            self.cyc_n,
+            self.last_on,
+            c.dev_cab_rule,
+            c.circuit_lamps,
+            self.cab_state,
+            self.cab_since,
+        )
+
+    def _update_sun(self, when: float) -> None:
+        # Sun times change by a minute a day: refreshing them every ten minutes is plenty.
+        days = self.c.day_devices
+        if len(days) and abs(when - self._sun_for) > 600:
+            rise, sset = sun_times(self.c.lat[days], self.c.lon[days], when)
+            self.sunrise[days], self.sunset[days] = rise, sset
+            self._sun_for = when
+
+    def evaluate(self, batch: ReadingBatch, parts: int = 1) -> RuleEvents:
+        """Run every rule over a batch; ``parts`` > 1 runs partitions on parallel threads."""
+        if len(batch):
+            self._update_sun(float(batch.ts[0]))
+        starts, ends = line_groups(batch)
+        columns = (batch.device, batch.point.astype(np.int64), batch.ts, batch.value, batch.quality)
+        out: list[RuleEvents] = []
+        if parts <= 1:
+            first = 0
+            while first < len(starts):
+                ev = _events(EVENT_CAPACITY)
+                first, n = _run_serial(
+                    0,
+                    1,
+                    first,
+                    starts,
+                    ends,
+                    *columns,
+                    *self._arrays(),
+                    *(getattr(ev, f) for f in _FIELDS),
+                    _RESERVE,
+                )
+                out.append(RuleEvents(*(getattr(ev, f)[:n] for f in _FIELDS)))
+        else:
+            firsts = np.zeros(parts, np.int64)
+            nexts = np.zeros(parts, np.int64)
+            counts = np.zeros(parts, np.int64)
+            while (firsts < len(starts)).any():
+                ev = _events(EVENT_CAPACITY, rows=parts)
+                _run_parallel(
+                    parts,
+                    firsts,
+                    nexts,
+                    counts,
+                    starts,
+                    ends,
+                    *columns,
+                    *self._arrays(),
+                    *(getattr(ev, f) for f in _FIELDS),
+                    _RESERVE,
+                )
+                for p in range(parts):
+                    n = int(counts[p])
+                    out.append(RuleEvents(*(getattr(ev, f)[p, :n] for f in _FIELDS)))
+                firsts = nexts.copy()
+            return RuleEvents.concat(out).order_by_time()
+        return RuleEvents.concat(out)
+
+    def sweep_comm_loss(self, now: float | None = None) -> RuleEvents:
+        """Raise or clear comm-loss for devices with no valid reading for too long."""
+        now = self.clock() if now is None else now
+        watched = self.c.comm_rule >= 0
+        lost = watched & (now - self.last_good > self.c.comm_limit)
+        changed = np.flatnonzero(lost.astype(np.int8) != self.comm_state)
+        if not len(changed):
+            return _events(0)
+        self.comm_state[changed] = lost[changed]
+        n = len(changed)
+        return RuleEvents(
+            rule=self.c.comm_rule[changed].astype(np.int32),
+            device=changed.astype(np.int32),
+            sub=np.zeros(n, np.int32),
+            kind=np.zeros(n, np.int8),
+            level=lost[changed].astype(np.int8),
+            ts=np.full(n, now),
+            value=now - self.last_good[changed],
+            limit=self.c.comm_limit[changed],
+        )
+
+    def seed_sensor(self, device: int, point: int) -> None:
+        """Restore an active sensor fault on every binding of a device's point."""
+        mask = (self.c.bind_dev == device) & (self.c.bind_point == point)
+        self.b_sf[mask] = 1
+
+    def seed(self, rule: int, device: int, sub: int, kind: int, level: int) -> None:
+        """Restore the state of an alarm that was active before a restart."""
+        rkind = int(self.c.rkind[rule]) if rule >= 0 else -1
+        if kind == K.EV_SENSOR:
+            k = self.c.binding_of.get((rule, device))
+            if k is not None:
+                self.b_sf[k] = 1
+        elif rkind in (K.K_THRESHOLD, K.K_RATE, K.K_STUCK):
+            k = self.c.binding_of.get((rule, device))
+            if k is not None:
+                self.b_level[k] = level
+        elif rkind in (K.K_LAMP_FAILURE, K.K_LAMP_POWER, K.K_LAMP_CYCLING, K.K_DAY_BURNING):
+            slot = {
+                K.K_LAMP_FAILURE: K.L_FAILURE,
+                K.K_LAMP_POWER: K.L_POWER,
+                K.K_LAMP_CYCLING: K.L_CYCLING,
+                K.K_DAY_BURNING: K.L_DAY,
+            }[rkind]
+            self.lamp_state[device, slot] = level
+        elif rkind in (K.K_CIRCUIT_BREAK, K.K_CONTACTOR) and 1 <= sub <= K.MAX_CIRCUITS:
+            self.cab_state[device, sub - 1, 0 if rkind == K.K_CIRCUIT_BREAK else 1] = 1
+        elif rkind == 0:
+            self.comm_state[device] = 1

@@ -1,0 +1,215 @@
+"""The rules service: every reading batch through the engine, events into alarms.
+
+Also publishes alarm transitions on MQTT and runs flood watch: when a gauge
+reaches the trigger level or rises fast, the gauges of its area are polled at
+the storm interval until the water recedes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from controller.config import LoadedConfig
+from controller.poller import Poller
+from controller.readings import ReadingBatch
+from controller.registry import Registry
+from controller.telemetry.mqtt import encode_messages
+from controller.telemetry.pipeline import TelemetryPipeline
+from rules import kernels as K
+from rules.alarms import Alarm, AlarmManager, AlarmNotice, AlarmStore, alarm_payload
+from rules.compile import compile_rules
+from rules.config import FloodWatchConfig, RateRule, ThresholdRule
+from rules.engine import RuleEngine, RuleEvents
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RuleStats:
+    """How the engine keeps up."""
+
+    batches: int = 0
+    readings: int = 0
+    events: int = 0
+    last_eval_s: float = 0.0
+    last_batch_to_alarm_s: float = 0.0
+    storms: dict[str, float] = field(default_factory=dict)
+
+
+class FloodWatch:
+    """Storm mode per area of gauges."""
+
+    def __init__(
+        self,
+        cfg: FloodWatchConfig,
+        loaded: LoadedConfig,
+        registry: Registry,
+        poller: Poller,
+        manager: AlarmManager,
+    ) -> None:
+        self.cfg = cfg
+        self.registry = registry
+        self.poller = poller
+        self.manager = manager
+        rules = loaded.config.rules
+        self.level_rules = set(cfg.level_rules) or {
+            r.id for r in rules if isinstance(r, ThresholdRule) and r.levels_from_device
+        }
+        self.rate_rules = set(cfg.rate_rules) or {r.id for r in rules if isinstance(r, RateRule)}
+        self.areas: dict[str, list[int]] = {}
+        for d in registry.devices:
+            if d.device_class == "gauge":
+                self.areas.setdefault(self._area_of(d.id), []).append(d.index)
+        self.storms: dict[str, float] = {}
+
+    def _area_of(self, device_id: str) -> str:
+        return getattr(self.registry.by_id[device_id].location, self.cfg.area_by) or "(none)"
+
+    def _stormy(self, alarm: Alarm) -> bool:
+        if not alarm.active:
+            return False
+        if alarm.rule in self.level_rules:
+            return alarm.level >= self.cfg.trigger_level
+        return alarm.rule in self.rate_rules
+
+    async def on_notice(self, notice: AlarmNotice) -> None:
+        """Start or end storm mode for the alarm's area."""
+        alarm = notice.alarm
+        if alarm.device_class != "gauge" or alarm.rule not in self.level_rules | self.rate_rules:
+            return
+        area = self._area_of(alarm.device)
+        stormy = any(
+            self._stormy(a)
+            for a in self.manager.open.values()
+            if a.device_class == "gauge" and self._area_of(a.device) == area
+        )
+        gauges = self.areas.get(area, [])
+        if stormy and area not in self.storms:
+            self.storms[area] = time.time()
+            self.poller.set_interval_override(gauges, self.cfg.storm_interval)
+            log.warning(
+                "storm mode ON in %s %s: %d gauges polled every %.0f s",
+                self.cfg.area_by,
+                area,
+                len(gauges),
+                self.cfg.storm_interval,
+            )
+        elif not stormy and area in self.storms:
+            del self.storms[area]
+            self.poller.set_interval_override(gauges, None)
+            log.warning("storm mode OFF in %s %s", self.cfg.area_by, area)
+
+
+class RuleService:
+    """Engine, alarm manager, MQTT alarm topics and flood watch, fed by the poller."""
+
+    def __init__(
+        self, loaded: LoadedConfig, registry: Registry, poller: Poller, telemetry: TelemetryPipeline
+    ) -> None:
+        cfg = loaded.config
+        self.registry = registry
+        self.poller = poller
+        self.telemetry = telemetry
+        self.compiled = compile_rules(loaded, registry)
+        self.engine = RuleEngine(self.compiled, len(registry), registry.max_points)
+        self.manager = AlarmManager(
+            self.compiled.rules, registry, cfg.alarms, AlarmStore(loaded.resolve(cfg.alarms.path))
+        )
+        self.stats = RuleStats()
+        self.flood_watch: FloodWatch | None = None
+        if cfg.flood_watch is not None:
+            self.flood_watch = FloodWatch(cfg.flood_watch, loaded, registry, poller, self.manager)
+            self.manager.subscribe(self.flood_watch.on_notice)
+            self.stats.storms = self.flood_watch.storms
+        self._prefix = None
+        if cfg.mqtt is not None:
+            self._prefix = f"{cfg.mqtt.topic_prefix}/{cfg.site.city}/alarms"
+            self.manager.subscribe(self._publish)
+        self._sweep_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    def warm_up(self) -> None:
+        """Compile (or load from the cache) the kernels before the first batch arrives.
+
+        A throwaway engine on the same tables takes one reading, so the real
+        engine's state is untouched.
+        """
+        if not len(self.registry):
+            return
+        probe = RuleEngine(self.compiled, len(self.registry), self.registry.max_points)
+        probe.evaluate(
+            ReadingBatch(
+                np.zeros(1, np.int32),
+                np.zeros(1, np.int16),
+                np.zeros(1),
+                np.zeros(1),
+                np.zeros(1, np.uint8),
+            )
+        )
+
+    async def start(self) -> None:
+        """Load open alarms, seed the engine with them, start listening to the poller."""
+        for alarm in await self.manager.start():
+            if not alarm.active:
+                continue
+            device = self.registry.by_id.get(alarm.device)
+            if device is None:
+                continue
+            if alarm.kind == "sensor_fault":
+                self.engine.seed_sensor(device.index, alarm.sub)
+                continue
+            try:
+                rule = self.compiled.rule_index(alarm.rule)
+            except KeyError:
+                continue  # the rule was removed from config.yaml
+            self.engine.seed(rule, device.index, alarm.sub, K.EV_RULE, alarm.level)
+        await asyncio.to_thread(self.warm_up)
+        self.poller.subscribe(self.on_batch)
+        self._sweep_task = asyncio.create_task(self._sweep_loop(), name="rules:comm-loss")
+
+    async def on_batch(self, batch: ReadingBatch) -> None:
+        """Evaluate a batch and apply its alarm events."""
+        arrived = time.perf_counter()
+        async with self._lock:
+            events = self.engine.evaluate(batch)
+            evaluated = time.perf_counter()
+            comm = self.engine.sweep_comm_loss()
+            await self.manager.apply(RuleEvents.concat([events, comm]))
+        self.stats.batches += 1
+        self.stats.readings += len(batch)
+        self.stats.events += len(events) + len(comm)
+        self.stats.last_eval_s = evaluated - arrived
+        self.stats.last_batch_to_alarm_s = time.perf_counter() - arrived
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            async with self._lock:
+                comm = self.engine.sweep_comm_loss()
+                if len(comm):
+                    await self.manager.apply(comm)
+
+    async def _publish(self, notice: AlarmNotice) -> None:
+        if self.telemetry.mqtt is None or self._prefix is None:
+            return
+        alarm = notice.alarm
+        topic = f"{self._prefix}/{alarm.device}/{alarm.rule}"
+        if alarm.sub:
+            topic += f"/{alarm.sub}"
+        payload = alarm_payload(alarm) | {"transition": notice.transition}
+        await self.telemetry.mqtt.submit(
+            encode_messages([{"topic": topic, "payload": payload, "qos": 1, "retain": True}])
+        )
+
+    async def stop(self) -> None:
+        """Stop the sweep and save alarms."""
+        if self._sweep_task is not None:
+            self._sweep_task.cancel()
+            await asyncio.gather(self._sweep_task, return_exceptions=True)
+            self._sweep_task = None
+        await self.manager.close()
