@@ -299,6 +299,13 @@ class AlarmManager:
             and (owner, device.circuit) in self._cut
         ):
             return f"circuit_break:{owner}/{device.circuit}"
+        for other in self.open.values():
+            if (
+                other.device == device.id
+                and other.active
+                and rule_id in self._inhibits.get(other.rule, ())
+            ):
+                return f"{other.rule}:{device.id}"
         return None
 
     async def apply(self, events: RuleEvents) -> list[AlarmNotice]:
@@ -486,7 +493,9 @@ class AlarmManager:
             del self.floods[area]
 
     def _note(self, alarm: Alarm, transition: str, ts: float) -> AlarmNotice | None:
-        alarm.transitions.append(ts)
+        if transition in ("raised", "returned", "cleared"):
+            # Chattering is flapping between alarm and normal; escalation is not a flap.
+            alarm.transitions.append(ts)
         alarm.transitions = [t for t in alarm.transitions if ts - t <= self.cfg.chatter_window]
         alarm.chattering = len(alarm.transitions) >= self.cfg.chatter_transitions
         self._dirty[alarm.id] = alarm
