@@ -139,7 +139,7 @@ def test_comm_loss_after_n_intervals_and_back(write_config: WriteConfig) -> None
 
 
 def test_lamp_failure_power_and_cycling(write_config: WriteConfig) -> None:
-    rules = [
+    rules: list[dict[str, Any]] = [
         {"id": "fail", "kind": "lamp_failure", "select": {"device_class": "lamp"}},
         {
             "id": "power",
@@ -196,7 +196,7 @@ def test_day_burning_follows_the_sun_at_the_lamps_place(write_config: WriteConfi
 
 
 def test_cut_circuit_is_one_alarm_for_the_circuit(write_config: WriteConfig) -> None:
-    rules = [
+    rules: list[dict[str, Any]] = [
         {"id": "cut", "kind": "circuit_break", "select": {"device_class": "cabinet"}},
         {"id": "fail", "kind": "lamp_failure", "select": {"device_class": "lamp"}},
     ]
@@ -241,7 +241,7 @@ def random_city_batch(b: Bench, n_polls: int, seed: int) -> ReadingBatch:
     return b.batch(readings)
 
 
-ALL_KINDS = [
+ALL_KINDS: list[dict[str, Any]] = [
     LEVELS,
     {
         "id": "rise",
