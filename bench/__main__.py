@@ -7,7 +7,7 @@ import importlib
 import json
 import sys
 
-BENCHMARKS = {"poll": "bench.poll", "ingest": "bench.ingest"}
+BENCHMARKS = {"poll": "bench.poll", "ingest": "bench.ingest", "rules": "bench.rules"}
 
 
 def main() -> int:

@@ -99,6 +99,11 @@ class CompiledRules:
     bind_ring: npt.NDArray[np.int64]
     ring_rows: int
     role_pt: npt.NDArray[np.int16]
+    #: Role of each point of each profile (-1: none); profile of each device.
+    point_role: npt.NDArray[np.int8]
+    dev_profile: npt.NDArray[np.int32]
+    #: 1 where a device has single-point rule bindings.
+    dev_binds: npt.NDArray[np.uint8]
     dev_lamp_rule: npt.NDArray[np.int32]
     dev_cab_rule: npt.NDArray[np.int32]
     rated_w: npt.NDArray[np.float64]
@@ -251,6 +256,18 @@ def compile_rules(loaded: LoadedConfig, registry: Registry) -> CompiledRules:
     bind_ring = np.full(len(bindings), -1, dtype=np.int64)
     bind_ring[rate] = np.arange(int(rate.sum()))
 
+    profile_ids: dict[str, int] = {}
+    dev_profile = np.zeros(n_dev, dtype=np.int32)
+    for d in registry.devices:
+        dev_profile[d.index] = profile_ids.setdefault(d.profile.name, len(profile_ids))
+    point_role = np.full((max(len(profile_ids), 1), max(registry.max_points, 1)), -1, np.int8)
+    for d in registry.devices:
+        for role in range(K.N_ROLES):
+            if role_pt[d.index, role] >= 0:
+                point_role[dev_profile[d.index], role_pt[d.index, role]] = role
+    dev_binds = np.zeros(n_dev, dtype=np.uint8)
+    dev_binds[np.asarray([b[2] for b in bindings], dtype=np.int64)] = 1
+
     rated = np.zeros(n_dev)
     circuit_lamps = np.zeros((n_dev, K.MAX_CIRCUITS), dtype=np.int32)
     lat = np.zeros(n_dev)
@@ -275,6 +292,9 @@ def compile_rules(loaded: LoadedConfig, registry: Registry) -> CompiledRules:
         bind_ring=bind_ring,
         ring_rows=int(rate.sum()),
         role_pt=role_pt,
+        point_role=point_role,
+        dev_profile=dev_profile,
+        dev_binds=dev_binds,
         dev_lamp_rule=dev_lamp_rule,
         dev_cab_rule=dev_cab_rule,
         rated_w=rated,

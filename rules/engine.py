@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,14 +19,12 @@ import numpy as np
 import numpy.typing as npt
 
 from controller.readings import ReadingBatch
-from controller.telemetry.lineprotocol import line_groups
 from rules import kernels as K
 from rules.astro import sun_times
 from rules.compile import CompiledRules
 
 # numba dispatchers take their types from the call; to mypy they are plain callables.
-_run_serial: Any = K.run_serial
-_run_parallel: Any = K.run_parallel
+_run_part: Any = K.run_part
 
 #: Events a kernel call may write; a pass stops early and resumes when full.
 EVENT_CAPACITY = 1 << 16
@@ -105,7 +104,6 @@ class RuleEngine:
         self.ring_v = np.zeros((rows, K.RATE_RING))
         self.ring_pos = np.zeros(rows, np.int64)
         self.ring_n = np.zeros(rows, np.int64)
-        self.cur = np.full((n_devices, max(max_points, 1)), np.nan)
         # Devices get one comm-loss period of grace from the start.
         self.last_good = np.full(n_devices, clock())
         self.lamp_state = np.zeros((n_devices, 4), np.int8)
@@ -115,11 +113,13 @@ class RuleEngine:
         self.cab_state = np.zeros((n_devices, K.MAX_CIRCUITS, 2), np.int8)
         self.cab_since = np.full((n_devices, K.MAX_CIRCUITS), np.nan)
         self.comm_state = np.zeros(n_devices, np.int8)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
         self.sunrise = np.zeros(n_devices)
         self.sunset = np.zeros(n_devices)
         self._sun_for = -math.inf
 
-    def _arrays(self) -> tuple[object, ...]:
+    def _arrays(self, rv: npt.NDArray[np.float64]) -> tuple[object, ...]:
         c = self.c
         return (
             c.chan_base,
@@ -142,9 +142,11 @@ class RuleEngine:
             self.ring_v,
             self.ring_pos,
             self.ring_n,
-            self.cur,
+            rv,
             self.last_good,
-            c.role_pt,
+            c.point_role,
+            c.dev_profile,
+            c.dev_binds,
             c.dev_lamp_rule,
             c.rated_w,
             self.sunrise,
@@ -167,53 +169,37 @@ class RuleEngine:
             self.sunrise[days], self.sunset[days] = rise, sset
             self._sun_for = when
 
+    def _run(self, part: int, parts: int, columns: tuple[object, ...]) -> list[RuleEvents]:
+        """All groups of one partition, emptying the event arrays whenever they fill."""
+        out = []
+        first, n = 0, len(columns[0])  # type: ignore[arg-type]
+        rv = np.full(K.N_ROLES, np.nan)  # scratch of this thread
+        while first < n:
+            ev = _events(EVENT_CAPACITY)
+            first, count = _run_part(
+                part,
+                parts,
+                first,
+                *columns,
+                *self._arrays(rv),
+                *(getattr(ev, f) for f in _FIELDS),
+                _RESERVE,
+            )
+            out.append(RuleEvents(*(getattr(ev, f)[:count] for f in _FIELDS)))
+        return out
+
     def evaluate(self, batch: ReadingBatch, parts: int = 1) -> RuleEvents:
         """Run every rule over a batch; ``parts`` > 1 runs partitions on parallel threads."""
         if len(batch):
             self._update_sun(float(batch.ts[0]))
-        starts, ends = line_groups(batch)
-        columns = (batch.device, batch.point.astype(np.int64), batch.ts, batch.value, batch.quality)
-        out: list[RuleEvents] = []
+        columns = (batch.device, batch.point, batch.ts, batch.value, batch.quality)
         if parts <= 1:
-            first = 0
-            while first < len(starts):
-                ev = _events(EVENT_CAPACITY)
-                first, n = _run_serial(
-                    0,
-                    1,
-                    first,
-                    starts,
-                    ends,
-                    *columns,
-                    *self._arrays(),
-                    *(getattr(ev, f) for f in _FIELDS),
-                    _RESERVE,
-                )
-                out.append(RuleEvents(*(getattr(ev, f)[:n] for f in _FIELDS)))
-        else:
-            firsts = np.zeros(parts, np.int64)
-            nexts = np.zeros(parts, np.int64)
-            counts = np.zeros(parts, np.int64)
-            while (firsts < len(starts)).any():
-                ev = _events(EVENT_CAPACITY, rows=parts)
-                _run_parallel(
-                    parts,
-                    firsts,
-                    nexts,
-                    counts,
-                    starts,
-                    ends,
-                    *columns,
-                    *self._arrays(),
-                    *(getattr(ev, f) for f in _FIELDS),
-                    _RESERVE,
-                )
-                for p in range(parts):
-                    n = int(counts[p])
-                    out.append(RuleEvents(*(getattr(ev, f)[p, :n] for f in _FIELDS)))
-                firsts = nexts.copy()
-            return RuleEvents.concat(out).order_by_time()
-        return RuleEvents.concat(out)
+            return RuleEvents.concat(self._run(0, 1, columns))
+        if self._pool is None or self._pool_size != parts:
+            self._pool = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="rules")
+            self._pool_size = parts
+        results = list(self._pool.map(lambda p: self._run(p, parts, columns), range(parts)))
+        return RuleEvents.concat([e for part in results for e in part]).order_by_time()
 
     def sweep_comm_loss(self, now: float | None = None) -> RuleEvents:
         """Raise or clear comm-loss for devices with no valid reading for too long."""

@@ -1,10 +1,11 @@
 """The numba kernels of the rules engine: one fused pass over a reading batch.
 
 Readings arrive grouped by device poll (contiguous runs of one device and one
-time). For each reading the kernel updates the device's current-value table,
-checks data quality and runs every single-point rule bound to that channel;
-at the end of each group it runs the device-level rules (lamp and circuit
-rules) from the current-value table. All rule state lives in arrays indexed
+time). For each reading the kernel checks data quality, runs every
+single-point rule bound to that channel, and keeps the values device-level
+rules need (by role, in a small scratch array); at the end of each group it
+runs the device-level rules (lamp and circuit rules) on that poll's values, a
+consistent snapshot of one poll. All rule state lives in arrays indexed
 by binding or device. Alarm transitions are written to event arrays.
 
 A pass can stop early when the event arrays are full; it returns where it
@@ -13,7 +14,8 @@ is consistent at every group boundary, so a stopped pass loses nothing.
 
 Groups can be split into partitions by ``device % parts``: a device's groups
 stay in one partition and in order, and devices share no state, so the
-partitions run in parallel (``prange``) with identical results.
+partitions run on parallel threads (the kernel releases the GIL) with
+identical results.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import math
 
 import numba
 import numpy as np
-from numba import prange
 
 # Rule kinds.
 K_THRESHOLD = 1
@@ -75,7 +76,7 @@ EV_SENSOR = 1
 BAD = 2
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy")
 def _emit(
     ev_i,
     ev_rule,
@@ -106,7 +107,7 @@ def _emit(
     return ev_i + 1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _threshold_target(v, limits, direction, state, deadband):
     """Level the value asks for, with hysteresis: falling needs deadband past the limit."""
     x = v * direction
@@ -125,11 +126,11 @@ def _threshold_target(v, limits, direction, state, deadband):
     return held
 
 
-@numba.njit(cache=True)
-def _process_group(
-    g,
-    starts,
-    ends,
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _run_part(
+    part,
+    parts,
+    first,
     dev,
     pt,
     ts,
@@ -155,9 +156,11 @@ def _process_group(
     ring_v,
     ring_pos,
     ring_n,
-    cur,
+    rv,
     last_good,
-    role_pt,
+    point_role,
+    dev_profile,
+    dev_binds,
     dev_lamp_rule,
     rated_w,
     sunrise,
@@ -170,7 +173,6 @@ def _process_group(
     circuit_lamps,
     cab_state,
     cab_since,
-    ev_i,
     ev_rule,
     ev_dev,
     ev_sub,
@@ -179,26 +181,78 @@ def _process_group(
     ev_ts,
     ev_val,
     ev_lim,
+    reserve,
 ):
-    d = dev[starts[g]]
-    for i in range(starts[g], ends[g]):
-        p = pt[i]
-        v = val[i]
-        t = ts[i]
-        bad = q[i] >= BAD or math.isnan(v)
-        ch = chan_base[d] + p
-        if not bad:
-            cur[d, p] = v
-            if t > last_good[d]:
-                last_good[d] = t
-        for k in range(bind_start[ch], bind_start[ch + 1]):
-            r = bind_rule[k]
-            kind = rkind[r]
-            out_of_range = v < rp[r, P_VALID_MIN] or v > rp[r, P_VALID_MAX]
-            if bad or out_of_range:
-                # Bad data neither raises nor clears the rule: it raises a sensor fault.
-                if b_sf[k] == 0:
-                    b_sf[k] = 1
+    """Run the groups of one partition from reading ``first``; returns (next reading, events).
+
+    A group is a run of readings with the same device and time (one device poll);
+    its end is found here, while reading. The group's rules are written out in this
+    loop rather than called: a call per group would pass some sixty arrays, and
+    their reference counting costs more than the rules themselves.
+    """
+    capacity = ev_rule.shape[0]
+    ev_i = 0
+    n = dev.shape[0]
+    g_start = first
+    while g_start < n:
+        d = dev[g_start]
+        t0 = ts[g_start]
+        g_end = g_start + 1
+        while g_end < n and dev[g_end] == d and ts[g_end] == t0:
+            g_end += 1
+        if d % parts != part:
+            g_start = g_end
+            continue
+        if ev_i + reserve > capacity:
+            return g_start, ev_i
+        # This poll's values of the points device-level rules read (by role).
+        rv[:] = np.nan
+        prof = dev_profile[d]
+        binds = dev_binds[d]
+        newest = -np.inf
+        for x in range(g_start, g_end):
+            p = pt[x]
+            v = val[x]
+            t = ts[x]
+            bad = q[x] >= BAD or math.isnan(v)
+            if not bad:
+                role = point_role[prof, p]
+                if role >= 0:
+                    rv[role] = v
+                newest = max(newest, t)
+            if binds == 0:
+                continue  # most lamps: no single-point rule to look up
+            ch = chan_base[d] + p
+            for k in range(bind_start[ch], bind_start[ch + 1]):
+                r = bind_rule[k]
+                kind = rkind[r]
+                out_of_range = v < rp[r, P_VALID_MIN] or v > rp[r, P_VALID_MAX]
+                if bad or out_of_range:
+                    # Bad data neither raises nor clears the rule: it raises a sensor fault.
+                    if b_sf[k] == 0:
+                        b_sf[k] = 1
+                        ev_i = _emit(
+                            ev_i,
+                            ev_rule,
+                            ev_dev,
+                            ev_sub,
+                            ev_kind,
+                            ev_level,
+                            ev_ts,
+                            ev_val,
+                            ev_lim,
+                            r,
+                            d,
+                            p,
+                            EV_SENSOR,
+                            1,
+                            t,
+                            v,
+                            np.nan,
+                        )
+                    continue
+                if b_sf[k] == 1:
+                    b_sf[k] = 0
                     ev_i = _emit(
                         ev_i,
                         ev_rule,
@@ -213,58 +267,76 @@ def _process_group(
                         d,
                         p,
                         EV_SENSOR,
-                        1,
+                        0,
                         t,
                         v,
                         np.nan,
                     )
-                continue
-            if b_sf[k] == 1:
-                b_sf[k] = 0
-                ev_i = _emit(
-                    ev_i,
-                    ev_rule,
-                    ev_dev,
-                    ev_sub,
-                    ev_kind,
-                    ev_level,
-                    ev_ts,
-                    ev_val,
-                    ev_lim,
-                    r,
-                    d,
-                    p,
-                    EV_SENSOR,
-                    0,
-                    t,
-                    v,
-                    np.nan,
-                )
-            jump = rp[r, P_MAX_JUMP]
-            if not math.isnan(jump) and not math.isnan(b_last[k]):
-                if abs(v - b_last[k]) > jump and (
-                    math.isnan(b_held[k]) or abs(v - b_held[k]) > jump
-                ):
-                    b_held[k] = v  # a spike, unless the next reading confirms it
-                    continue
-                b_held[k] = np.nan
-            b_last[k] = v
-            if kind == K_THRESHOLD:
-                state = b_level[k]
-                target = _threshold_target(v, bind_limits[k], rdir[r], state, rp[r, P_DEADBAND])
-                if target == state:
-                    b_pend[k] = -1
-                else:
-                    if b_pend[k] != target:
-                        b_pend[k] = target
-                        b_since[k] = t
-                    delay = rp[r, P_ON_DELAY] if target > state else rp[r, P_OFF_DELAY]
-                    if t - b_since[k] >= delay:
-                        b_level[k] = target
+                jump = rp[r, P_MAX_JUMP]
+                if not math.isnan(jump) and not math.isnan(b_last[k]):
+                    if abs(v - b_last[k]) > jump and (
+                        math.isnan(b_held[k]) or abs(v - b_held[k]) > jump
+                    ):
+                        b_held[k] = v  # a spike, unless the next reading confirms it
+                        continue
+                    b_held[k] = np.nan
+                b_last[k] = v
+                if kind == K_THRESHOLD:
+                    state = b_level[k]
+                    target = _threshold_target(v, bind_limits[k], rdir[r], state, rp[r, P_DEADBAND])
+                    if target == state:
                         b_pend[k] = -1
-                        lim = (
-                            bind_limits[k, target - 1] if target > 0 else bind_limits[k, state - 1]
-                        )
+                    else:
+                        if b_pend[k] != target:
+                            b_pend[k] = target
+                            b_since[k] = t
+                        delay = rp[r, P_ON_DELAY] if target > state else rp[r, P_OFF_DELAY]
+                        if t - b_since[k] >= delay:
+                            b_level[k] = target
+                            b_pend[k] = -1
+                            lim = (
+                                bind_limits[k, target - 1]
+                                if target > 0
+                                else bind_limits[k, state - 1]
+                            )
+                            ev_i = _emit(
+                                ev_i,
+                                ev_rule,
+                                ev_dev,
+                                ev_sub,
+                                ev_kind,
+                                ev_level,
+                                ev_ts,
+                                ev_val,
+                                ev_lim,
+                                r,
+                                d,
+                                p,
+                                EV_RULE,
+                                target,
+                                t,
+                                v,
+                                lim,
+                            )
+                elif kind == K_RATE:
+                    row = bind_ring[k]
+                    pos = ring_pos[row]
+                    ring_ts[row, pos] = t
+                    ring_v[row, pos] = v
+                    ring_pos[row] = (pos + 1) % RATE_RING
+                    if ring_n[row] < RATE_RING:
+                        ring_n[row] += 1
+                    window = rp[r, P_B]
+                    lowest = v
+                    for j in range(ring_n[row]):
+                        if t - ring_ts[row, j] <= window and ring_v[row, j] < lowest:
+                            lowest = ring_v[row, j]
+                    rise = v - lowest
+                    active = 1 if rise >= rp[r, P_A] else 0
+                    if active == 0 and b_level[k] == 1 and rise > rp[r, P_A] * 0.5:
+                        active = 1  # hysteresis: clear only when the rise has halved
+                    if active != b_level[k]:
+                        b_level[k] = active
                         ev_i = _emit(
                             ev_i,
                             ev_rule,
@@ -279,30 +351,103 @@ def _process_group(
                             d,
                             p,
                             EV_RULE,
-                            target,
+                            active,
+                            t,
+                            rise,
+                            rp[r, P_A],
+                        )
+                elif kind == K_STUCK:
+                    if v >= rp[r, P_C] and abs(v - b_ref[k]) <= rp[r, P_B]:
+                        b_count[k] += 1
+                    else:
+                        b_count[k] = 1
+                        b_ref[k] = v
+                    active = 1 if b_count[k] >= rp[r, P_A] else 0
+                    if active != b_level[k]:
+                        b_level[k] = active
+                        ev_i = _emit(
+                            ev_i,
+                            ev_rule,
+                            ev_dev,
+                            ev_sub,
+                            ev_kind,
+                            ev_level,
+                            ev_ts,
+                            ev_val,
+                            ev_lim,
+                            r,
+                            d,
+                            p,
+                            EV_RULE,
+                            active,
                             t,
                             v,
-                            lim,
+                            rp[r, P_A],
                         )
-            elif kind == K_RATE:
-                row = bind_ring[k]
-                pos = ring_pos[row]
-                ring_ts[row, pos] = t
-                ring_v[row, pos] = v
-                ring_pos[row] = (pos + 1) % RATE_RING
-                if ring_n[row] < RATE_RING:
-                    ring_n[row] += 1
-                window = rp[r, P_B]
-                lowest = v
-                for j in range(ring_n[row]):
-                    if t - ring_ts[row, j] <= window and ring_v[row, j] < lowest:
-                        lowest = ring_v[row, j]
-                rise = v - lowest
-                active = 1 if rise >= rp[r, P_A] else 0
-                if active == 0 and b_level[k] == 1 and rise > rp[r, P_A] * 0.5:
-                    active = 1  # hysteresis: clear only when the rise has halved
-                if active != b_level[k]:
-                    b_level[k] = active
+        last_good[d] = max(last_good[d], newest)
+        t = ts[g_start]
+        # Device-level lamp rules, from the values of this poll.
+        if (
+            dev_lamp_rule[d, L_FAILURE] >= 0
+            or dev_lamp_rule[d, L_POWER] >= 0
+            or dev_lamp_rule[d, L_CYCLING] >= 0
+            or dev_lamp_rule[d, L_DAY] >= 0
+        ):
+            switch = rv[R_SWITCH_CMD]
+            lit = rv[R_LAMP_ON]
+            dim = rv[R_DIM_LEVEL]
+            dim_cmd = rv[R_DIM_CMD]
+            volts = rv[R_VOLTAGE]
+            power = rv[R_POWER]
+            level = dim_cmd if not math.isnan(dim_cmd) else dim
+            for slot in range(4):
+                r = dev_lamp_rule[d, slot]
+                if r < 0:
+                    continue
+                active = lamp_state[d, slot]
+                value = power
+                limit = np.nan
+                if slot == L_FAILURE:
+                    expected = rated_w[d] * max(level, 10.0) / 100.0
+                    limit = expected * rp[r, P_A]
+                    if not (math.isnan(switch) or math.isnan(volts) or math.isnan(power)):
+                        active = 1 if switch >= 0.5 and volts > 50.0 and power < limit else 0
+                elif slot == L_POWER:
+                    expected = rated_w[d] * max(level, 10.0) / 100.0 * (1.0 + rp[r, P_C])
+                    limit = expected
+                    if not (math.isnan(lit) or math.isnan(power)) and expected > 0:
+                        dev_share = (power - expected) / expected
+                        failed = power < rated_w[d] * max(level, 10.0) / 100.0 * rp[r, P_A]
+                        if lit < 0.5 or failed:
+                            active = 0
+                        elif dev_share > rp[r, P_B]:
+                            active = 1
+                        elif dev_share < -rp[r, P_B]:
+                            active = 2
+                        else:
+                            active = 0
+                elif slot == L_CYCLING:
+                    if not math.isnan(lit):
+                        now_on = 1 if lit >= 0.5 else 0
+                        if last_on[d] >= 0 and now_on != last_on[d]:
+                            cyc_ring[d, cyc_n[d] % CYCLE_RING] = t
+                            cyc_n[d] += 1
+                        last_on[d] = now_on
+                        count = 0
+                        for j in range(min(cyc_n[d], CYCLE_RING)):
+                            if t - cyc_ring[d, j] <= rp[r, P_B]:
+                                count += 1
+                        value = count
+                        limit = rp[r, P_A]
+                        active = 1 if count >= rp[r, P_A] else 0
+                else:  # L_DAY
+                    if not math.isnan(lit):
+                        margin = rp[r, P_B]
+                        day = t >= sunrise[d] + margin and t <= sunset[d] - margin
+                        value = lit
+                        active = 1 if lit >= 0.5 and day else 0
+                if active != lamp_state[d, slot]:
+                    lamp_state[d, slot] = active
                     ev_i = _emit(
                         ev_i,
                         ev_rule,
@@ -315,427 +460,71 @@ def _process_group(
                         ev_lim,
                         r,
                         d,
-                        p,
+                        0,
                         EV_RULE,
                         active,
                         t,
-                        rise,
-                        rp[r, P_A],
+                        value,
+                        limit,
                     )
-            elif kind == K_STUCK:
-                if v >= rp[r, P_C] and abs(v - b_ref[k]) <= rp[r, P_B]:
-                    b_count[k] += 1
-                else:
-                    b_count[k] = 1
-                    b_ref[k] = v
-                active = 1 if b_count[k] >= rp[r, P_A] else 0
-                if active != b_level[k]:
-                    b_level[k] = active
-                    ev_i = _emit(
-                        ev_i,
-                        ev_rule,
-                        ev_dev,
-                        ev_sub,
-                        ev_kind,
-                        ev_level,
-                        ev_ts,
-                        ev_val,
-                        ev_lim,
-                        r,
-                        d,
-                        p,
-                        EV_RULE,
-                        active,
-                        t,
-                        v,
-                        rp[r, P_A],
-                    )
-    t = ts[starts[g]]
-    # Device-level lamp rules, from the values of this poll.
-    if (
-        dev_lamp_rule[d, L_FAILURE] >= 0
-        or dev_lamp_rule[d, L_POWER] >= 0
-        or dev_lamp_rule[d, L_CYCLING] >= 0
-        or dev_lamp_rule[d, L_DAY] >= 0
-    ):
-        switch = cur[d, role_pt[d, R_SWITCH_CMD]] if role_pt[d, R_SWITCH_CMD] >= 0 else np.nan
-        lit = cur[d, role_pt[d, R_LAMP_ON]] if role_pt[d, R_LAMP_ON] >= 0 else np.nan
-        dim = cur[d, role_pt[d, R_DIM_LEVEL]] if role_pt[d, R_DIM_LEVEL] >= 0 else np.nan
-        dim_cmd = cur[d, role_pt[d, R_DIM_CMD]] if role_pt[d, R_DIM_CMD] >= 0 else np.nan
-        volts = cur[d, role_pt[d, R_VOLTAGE]] if role_pt[d, R_VOLTAGE] >= 0 else np.nan
-        power = cur[d, role_pt[d, R_POWER]] if role_pt[d, R_POWER] >= 0 else np.nan
-        level = dim_cmd if not math.isnan(dim_cmd) else dim
-        for slot in range(4):
-            r = dev_lamp_rule[d, slot]
+        # Device-level circuit rules of a cabinet.
+        for slot in range(2):
+            r = dev_cab_rule[d, slot]
             if r < 0:
                 continue
-            active = lamp_state[d, slot]
-            value = power
-            limit = np.nan
-            if slot == L_FAILURE:
-                expected = rated_w[d] * max(level, 10.0) / 100.0
-                limit = expected * rp[r, P_A]
-                if not (math.isnan(switch) or math.isnan(volts) or math.isnan(power)):
-                    active = 1 if switch >= 0.5 and volts > 50.0 and power < limit else 0
-            elif slot == L_POWER:
-                expected = rated_w[d] * max(level, 10.0) / 100.0 * (1.0 + rp[r, P_C])
-                limit = expected
-                if not (math.isnan(lit) or math.isnan(power)) and expected > 0:
-                    dev_share = (power - expected) / expected
-                    failed = power < rated_w[d] * max(level, 10.0) / 100.0 * rp[r, P_A]
-                    if lit < 0.5 or failed:
-                        active = 0
-                    elif dev_share > rp[r, P_B]:
-                        active = 1
-                    elif dev_share < -rp[r, P_B]:
-                        active = 2
-                    else:
-                        active = 0
-            elif slot == L_CYCLING:
-                if not math.isnan(lit):
-                    now_on = 1 if lit >= 0.5 else 0
-                    if last_on[d] >= 0 and now_on != last_on[d]:
-                        cyc_ring[d, cyc_n[d] % CYCLE_RING] = t
-                        cyc_n[d] += 1
-                    last_on[d] = now_on
-                    count = 0
-                    for j in range(min(cyc_n[d], CYCLE_RING)):
-                        if t - cyc_ring[d, j] <= rp[r, P_B]:
-                            count += 1
-                    value = count
-                    limit = rp[r, P_A]
-                    active = 1 if count >= rp[r, P_A] else 0
-            else:  # L_DAY
-                if not math.isnan(lit):
-                    margin = rp[r, P_B]
-                    day = t >= sunrise[d] + margin and t <= sunset[d] - margin
-                    value = lit
-                    active = 1 if lit >= 0.5 and day else 0
-            if active != lamp_state[d, slot]:
-                lamp_state[d, slot] = active
-                ev_i = _emit(
-                    ev_i,
-                    ev_rule,
-                    ev_dev,
-                    ev_sub,
-                    ev_kind,
-                    ev_level,
-                    ev_ts,
-                    ev_val,
-                    ev_lim,
-                    r,
-                    d,
-                    0,
-                    EV_RULE,
-                    active,
-                    t,
-                    value,
-                    limit,
-                )
-    # Device-level circuit rules of a cabinet.
-    for slot in range(2):
-        r = dev_cab_rule[d, slot]
-        if r < 0:
-            continue
-        for c in range(MAX_CIRCUITS):
-            pc = role_pt[d, R_CIRCUIT_CMD + c]
-            po = role_pt[d, R_CIRCUIT_ON + c]
-            pi = role_pt[d, R_CIRCUIT_CURRENT + c]
-            if pc < 0 or po < 0:
-                continue
-            cmd = cur[d, pc]
-            closed = cur[d, po]
-            if math.isnan(cmd) or math.isnan(closed):
-                continue
-            active = cab_state[d, c, slot]
-            value = np.nan
-            limit = np.nan
-            if slot == 0:
-                if pi < 0 or circuit_lamps[d, c] == 0 or math.isnan(cur[d, pi]):
+            for c in range(MAX_CIRCUITS):
+                cmd = rv[R_CIRCUIT_CMD + c]
+                closed = rv[R_CIRCUIT_ON + c]
+                amps = rv[R_CIRCUIT_CURRENT + c]
+                if math.isnan(cmd) or math.isnan(closed):
                     continue
-                value = cur[d, pi]
-                limit = rp[r, P_A]
-                active = 1 if cmd >= 0.5 and closed >= 0.5 and value < limit else 0
-            else:
-                differs = (cmd >= 0.5) != (closed >= 0.5)
-                value = closed
-                limit = cmd
-                if not differs:
-                    active = 0
-                    cab_since[d, c] = np.nan
-                elif active == 0:
-                    if math.isnan(cab_since[d, c]):
-                        cab_since[d, c] = t
-                    if t - cab_since[d, c] >= rp[r, P_ON_DELAY]:
-                        active = 1
-            if active != cab_state[d, c, slot]:
-                cab_state[d, c, slot] = active
-                ev_i = _emit(
-                    ev_i,
-                    ev_rule,
-                    ev_dev,
-                    ev_sub,
-                    ev_kind,
-                    ev_level,
-                    ev_ts,
-                    ev_val,
-                    ev_lim,
-                    r,
-                    d,
-                    c + 1,
-                    EV_RULE,
-                    active,
-                    t,
-                    value,
-                    limit,
-                )
-    return ev_i
+                active = cab_state[d, c, slot]
+                value = np.nan
+                limit = np.nan
+                if slot == 0:
+                    if circuit_lamps[d, c] == 0 or math.isnan(amps):
+                        continue
+                    value = amps
+                    limit = rp[r, P_A]
+                    active = 1 if cmd >= 0.5 and closed >= 0.5 and value < limit else 0
+                else:
+                    differs = (cmd >= 0.5) != (closed >= 0.5)
+                    value = closed
+                    limit = cmd
+                    if not differs:
+                        active = 0
+                        cab_since[d, c] = np.nan
+                    elif active == 0:
+                        if math.isnan(cab_since[d, c]):
+                            cab_since[d, c] = t
+                        if t - cab_since[d, c] >= rp[r, P_ON_DELAY]:
+                            active = 1
+                if active != cab_state[d, c, slot]:
+                    cab_state[d, c, slot] = active
+                    ev_i = _emit(
+                        ev_i,
+                        ev_rule,
+                        ev_dev,
+                        ev_sub,
+                        ev_kind,
+                        ev_level,
+                        ev_ts,
+                        ev_val,
+                        ev_lim,
+                        r,
+                        d,
+                        c + 1,
+                        EV_RULE,
+                        active,
+                        t,
+                        value,
+                        limit,
+                    )
+        g_start = g_end
+    return n, ev_i
 
 
-@numba.njit(cache=True)
-def _run_part(
-    part,
-    parts,
-    first_group,
-    starts,
-    ends,
-    dev,
-    pt,
-    ts,
-    val,
-    q,
-    chan_base,
-    bind_start,
-    bind_rule,
-    bind_limits,
-    bind_ring,
-    rkind,
-    rdir,
-    rp,
-    b_level,
-    b_pend,
-    b_since,
-    b_last,
-    b_held,
-    b_sf,
-    b_count,
-    b_ref,
-    ring_ts,
-    ring_v,
-    ring_pos,
-    ring_n,
-    cur,
-    last_good,
-    role_pt,
-    dev_lamp_rule,
-    rated_w,
-    sunrise,
-    sunset,
-    lamp_state,
-    cyc_ring,
-    cyc_n,
-    last_on,
-    dev_cab_rule,
-    circuit_lamps,
-    cab_state,
-    cab_since,
-    ev_rule,
-    ev_dev,
-    ev_sub,
-    ev_kind,
-    ev_level,
-    ev_ts,
-    ev_val,
-    ev_lim,
-    reserve,
-):
-    """Run the groups of one partition from ``first_group``; returns (next group, events)."""
-    capacity = ev_rule.shape[0]
-    ev_i = 0
-    n_groups = starts.shape[0]
-    for g in range(first_group, n_groups):
-        if dev[starts[g]] % parts != part:
-            continue
-        if ev_i + reserve > capacity:
-            return g, ev_i
-        ev_i = _process_group(
-            g,
-            starts,
-            ends,
-            dev,
-            pt,
-            ts,
-            val,
-            q,
-            chan_base,
-            bind_start,
-            bind_rule,
-            bind_limits,
-            bind_ring,
-            rkind,
-            rdir,
-            rp,
-            b_level,
-            b_pend,
-            b_since,
-            b_last,
-            b_held,
-            b_sf,
-            b_count,
-            b_ref,
-            ring_ts,
-            ring_v,
-            ring_pos,
-            ring_n,
-            cur,
-            last_good,
-            role_pt,
-            dev_lamp_rule,
-            rated_w,
-            sunrise,
-            sunset,
-            lamp_state,
-            cyc_ring,
-            cyc_n,
-            last_on,
-            dev_cab_rule,
-            circuit_lamps,
-            cab_state,
-            cab_since,
-            ev_i,
-            ev_rule,
-            ev_dev,
-            ev_sub,
-            ev_kind,
-            ev_level,
-            ev_ts,
-            ev_val,
-            ev_lim,
-        )
-    return n_groups, ev_i
-
-
-@numba.njit(cache=True, parallel=True)
-def run_parallel(
-    parts,
-    first_groups,
-    next_groups,
-    counts,
-    starts,
-    ends,
-    dev,
-    pt,
-    ts,
-    val,
-    q,
-    chan_base,
-    bind_start,
-    bind_rule,
-    bind_limits,
-    bind_ring,
-    rkind,
-    rdir,
-    rp,
-    b_level,
-    b_pend,
-    b_since,
-    b_last,
-    b_held,
-    b_sf,
-    b_count,
-    b_ref,
-    ring_ts,
-    ring_v,
-    ring_pos,
-    ring_n,
-    cur,
-    last_good,
-    role_pt,
-    dev_lamp_rule,
-    rated_w,
-    sunrise,
-    sunset,
-    lamp_state,
-    cyc_ring,
-    cyc_n,
-    last_on,
-    dev_cab_rule,
-    circuit_lamps,
-    cab_state,
-    cab_since,
-    ev_rule,
-    ev_dev,
-    ev_sub,
-    ev_kind,
-    ev_level,
-    ev_ts,
-    ev_val,
-    ev_lim,
-    reserve,
-):
-    """All partitions at once, each into its own row of the 2-D event arrays."""
-    for part in prange(parts):
-        nxt, n = _run_part(
-            part,
-            parts,
-            first_groups[part],
-            starts,
-            ends,
-            dev,
-            pt,
-            ts,
-            val,
-            q,
-            chan_base,
-            bind_start,
-            bind_rule,
-            bind_limits,
-            bind_ring,
-            rkind,
-            rdir,
-            rp,
-            b_level,
-            b_pend,
-            b_since,
-            b_last,
-            b_held,
-            b_sf,
-            b_count,
-            b_ref,
-            ring_ts,
-            ring_v,
-            ring_pos,
-            ring_n,
-            cur,
-            last_good,
-            role_pt,
-            dev_lamp_rule,
-            rated_w,
-            sunrise,
-            sunset,
-            lamp_state,
-            cyc_ring,
-            cyc_n,
-            last_on,
-            dev_cab_rule,
-            circuit_lamps,
-            cab_state,
-            cab_since,
-            ev_rule[part],
-            ev_dev[part],
-            ev_sub[part],
-            ev_kind[part],
-            ev_level[part],
-            ev_ts[part],
-            ev_val[part],
-            ev_lim[part],
-            reserve,
-        )
-        next_groups[part] = nxt
-        counts[part] = n
-
-
-run_serial = _run_part
+run_part = _run_part
 
 
 @numba.njit(cache=True)

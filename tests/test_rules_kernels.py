@@ -278,3 +278,37 @@ def test_a_pass_that_fills_its_event_buffer_resumes_without_loss(
     monkeypatch.setattr(engine_module, "EVENT_CAPACITY", 16)
     monkeypatch.setattr(engine_module, "_RESERVE", 8)
     assert chunked.named(chunked.engine.evaluate(batch)) == expected
+
+
+def test_independent_python_reference_raises_the_same_events(write_config: WriteConfig) -> None:
+    from rules.reference import ReferenceEngine
+
+    rules = [
+        *ALL_KINDS,
+        {
+            "id": "stuck",
+            "kind": "stuck",
+            "point": "water_level",
+            "select": {"device_class": "gauge"},
+            "samples": 3,
+            "min_value": 0.1,
+        },
+        {"id": "day", "kind": "day_burning", "select": {"device_class": "lamp"}},
+    ]
+    b = Bench(write_config, rules)
+    batch = random_city_batch(b, 300, seed=11)
+    kernel = b.engine.evaluate(batch)
+    reference = ReferenceEngine(b.compiled, b.engine.sunrise, b.engine.sunset).run(batch)
+    got = [
+        (
+            int(kernel.rule[i]),
+            int(kernel.device[i]),
+            int(kernel.sub[i]),
+            int(kernel.kind[i]),
+            int(kernel.level[i]),
+            float(kernel.ts[i]),
+        )
+        for i in range(len(kernel))
+    ]
+    assert len(got) > 100
+    assert got == reference

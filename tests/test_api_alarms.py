@@ -1,0 +1,82 @@
+"""Alarms and statistics through the HTTP API, with API keys and roles."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from api.app import create_app
+from api.keys import ApiKeyStore, Role
+from controller.config import LoadedConfig
+from controller.runtime import Controller
+from simulators.faults import FaultKind, FaultSpec
+from simulators.fleet import SimulatedCity
+from tests.test_rules_e2e import city_doc, cycles
+
+WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
+
+
+async def test_alarm_actions_need_the_right_role_and_statistics_count_them(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    doc = city_doc(tmp_path)
+    doc["api"] = {"keys_path": str(tmp_path / "keys.db")}
+    loaded = write_config(doc)
+    keys = ApiKeyStore(tmp_path / "keys.db")
+    viewer = keys.create("Zhou (viewer)", Role.VIEWER)
+    engineer = keys.create("Wang (engineer)", Role.ENGINEER)
+    keys.close()
+    async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
+        await controller.start_telemetry()
+        app = create_app(controller, manage_controller=False)
+        city.inject(FaultSpec(kind=FaultKind.CIRCUIT_CUT, device="CAB", circuit=2))
+        await cycles(controller, 3)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            alarms = (await client.get("/alarms")).json()
+            assert [(a["rule"], a["device"], a["circuit"], a["state"]) for a in alarms] == [
+                ("circuit-break", "CAB", 2, "active_unacknowledged")
+            ]
+            url = f"/alarms/{alarms[0]['id']}/acknowledge"
+            assert (await client.post(url)).status_code == 401
+            wrong = await client.post(url, headers={"Authorization": "Bearer ssk_nope_nope"})
+            assert wrong.status_code == 401
+            forbidden = await client.post(url, headers={"Authorization": f"Bearer {viewer}"})
+            assert forbidden.status_code == 403 and "viewer" in forbidden.json()["detail"]
+            acked = await client.post(url, headers={"X-API-Key": engineer})
+            assert acked.status_code == 200
+            assert acked.json()["state"] == "active_acknowledged"
+            assert acked.json()["acknowledged_by"] == "Wang (engineer)"
+            again = await client.post(url, headers={"X-API-Key": engineer})
+            assert again.status_code == 409
+            shelve = f"/alarms/{alarms[0]['id']}/shelve"
+            bad = await client.post(shelve, json={"minutes": 0}, headers={"X-API-Key": engineer})
+            assert bad.status_code == 422
+            ok = await client.post(shelve, json={"minutes": 30}, headers={"X-API-Key": engineer})
+            assert ok.json()["state"] == "shelved"
+            assert (
+                await client.post("/alarms/999/acknowledge", headers={"X-API-Key": engineer})
+            ).status_code == 404
+
+            lighting = (await client.get("/statistics/lighting", params={"by": "cabinet"})).json()
+            assert lighting == [{"group": "CAB", "should_be_lit": 8, "lit": 4, "rate": 0.5}]
+            report = (
+                await client.get("/statistics/faults", params={"period": "day", "by": "rule"})
+            ).json()
+            assert [(r["group"], r["raised"], r["cleared"]) for r in report["rows"]] == [
+                ("circuit-break", 1, 0)
+            ]
+            assert report["availability"] == 1.0
+            watch = (await client.get("/alarms/flood-watch")).json()
+            assert watch == {"storm_areas": {}, "alarm_floods": {}}
+            city.clear("CAB")
+            await cycles(controller, 3)
+            report = (
+                await client.get("/statistics/faults", params={"period": "month", "by": "kind"})
+            ).json()
+            (row,) = report["rows"]
+            assert row["cleared"] == 1 and 0 < row["mttr_s"] < 10
+        app.state.keys.close()
