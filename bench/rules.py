@@ -40,7 +40,7 @@ from rules.reference import ReferenceEngine
 CABINETS_PER_TILE = 25
 GAUGES_PER_TILE = 16
 TILES = 625  # 625 x 25 x 64 = 1,000,000 lamps; 625 x 16 = 10,000 gauges
-T0 = 1_800_000_000.0  # 2027-01-15 08:00 UTC: night in China
+T0 = 1_800_000_000.0  # 2027-01-15 08:00 UTC, 16:00 in China: lit lamps burn by day
 
 
 def template_config(folder: Path) -> Path:

@@ -14,7 +14,7 @@ from controller.registry import Registry
 from rules.compile import compile_rules
 from rules.engine import RuleEngine, RuleEvents
 
-T0 = 1_800_000_000.0  # a fixed moment (2027-01-15 08:00 UTC, night in China)
+T0 = 1_800_000_000.0  # a fixed moment: 2027-01-15 08:00 UTC, 16:00 in China
 
 
 def site(rules: list[dict[str, Any]], levels: dict[str, float] | None = None) -> dict[str, Any]:
