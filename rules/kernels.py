@@ -197,11 +197,10 @@ def _run_part(
     while g_start < n:
         d = dev[g_start]
         t0 = ts[g_start]
-        g_end = g_start + 1
-        while g_end < n and dev[g_end] == d and ts[g_end] == t0:
-            g_end += 1
         if d % parts != part:
-            g_start = g_end
+            g_start += 1
+            while g_start < n and dev[g_start] == d and ts[g_start] == t0:
+                g_start += 1
             continue
         if ev_i + reserve > capacity:
             return g_start, ev_i
@@ -209,17 +208,21 @@ def _run_part(
         rv[:] = np.nan
         prof = dev_profile[d]
         binds = dev_binds[d]
-        newest = -np.inf
-        for x in range(g_start, g_end):
-            p = pt[x]
-            v = val[x]
-            t = ts[x]
-            bad = q[x] >= BAD or math.isnan(v)
+        any_good = False
+        t = t0  # a group is one poll: every reading in it has the same time
+        x = g_start
+        # The group ends where the device or the time changes; found while reading.
+        while x < n and dev[x] == d and ts[x] == t0:
+            xi = x
+            x += 1
+            p = pt[xi]
+            v = val[xi]
+            bad = q[xi] >= BAD or math.isnan(v)
             if not bad:
                 role = point_role[prof, p]
                 if role >= 0:
                     rv[role] = v
-                newest = max(newest, t)
+                any_good = True
             if binds == 0:
                 continue  # most lamps: no single-point rule to look up
             ch = chan_base[d] + p
@@ -384,8 +387,9 @@ def _run_part(
                             v,
                             rp[r, P_A],
                         )
-        last_good[d] = max(last_good[d], newest)
-        t = ts[g_start]
+        if any_good and t0 > last_good[d]:
+            last_good[d] = t0
+        t = t0
         # Device-level lamp rules, from the values of this poll.
         if (
             dev_lamp_rule[d, L_FAILURE] >= 0
@@ -400,6 +404,7 @@ def _run_part(
             volts = rv[R_VOLTAGE]
             power = rv[R_POWER]
             level = dim_cmd if not math.isnan(dim_cmd) else dim
+            nominal = rated_w[d] * max(level, 10.0) * 0.01  # rated power at this dim level
             for slot in range(4):
                 r = dev_lamp_rule[d, slot]
                 if r < 0:
@@ -408,21 +413,22 @@ def _run_part(
                 value = power
                 limit = np.nan
                 if slot == L_FAILURE:
-                    expected = rated_w[d] * max(level, 10.0) / 100.0
-                    limit = expected * rp[r, P_A]
+                    limit = nominal * rp[r, P_A]
                     if not (math.isnan(switch) or math.isnan(volts) or math.isnan(power)):
                         active = 1 if switch >= 0.5 and volts > 50.0 and power < limit else 0
                 elif slot == L_POWER:
-                    expected = rated_w[d] * max(level, 10.0) / 100.0 * (1.0 + rp[r, P_C])
+                    expected = nominal * (1.0 + rp[r, P_C])
                     limit = expected
                     if not (math.isnan(lit) or math.isnan(power)) and expected > 0:
-                        dev_share = (power - expected) / expected
-                        failed = power < rated_w[d] * max(level, 10.0) / 100.0 * rp[r, P_A]
+                        # off / expected against the tolerance, without a division per lamp
+                        off = power - expected
+                        tolerance = rp[r, P_B] * expected
+                        failed = power < nominal * rp[r, P_A]
                         if lit < 0.5 or failed:
                             active = 0
-                        elif dev_share > rp[r, P_B]:
+                        elif off > tolerance:
                             active = 1
-                        elif dev_share < -rp[r, P_B]:
+                        elif off < -tolerance:
                             active = 2
                         else:
                             active = 0
@@ -520,7 +526,7 @@ def _run_part(
                         value,
                         limit,
                     )
-        g_start = g_end
+        g_start = x
     return n, ev_i
 
 

@@ -150,6 +150,7 @@ class ReferenceEngine:
         volts, power = value(K.R_VOLTAGE), value(K.R_POWER)
         level = dim if math.isnan(dim_cmd) else dim_cmd
         rated = float(c.rated_w[d])
+        nominal = rated * max(level, 10.0) * 0.01
         for slot in range(4):
             r = int(c.dev_lamp_rule[d, slot])
             if r < 0:
@@ -158,17 +159,17 @@ class ReferenceEngine:
             active = self.lamp[d, slot]
             if slot == K.L_FAILURE:
                 if not any(math.isnan(x) for x in (switch, volts, power)):
-                    limit = rated * max(level, 10.0) / 100.0 * rp[K.P_A]
+                    limit = nominal * rp[K.P_A]
                     active = int(switch >= 0.5 and volts > 50.0 and power < limit)
             elif slot == K.L_POWER:
-                expected = rated * max(level, 10.0) / 100.0 * (1.0 + rp[K.P_C])
+                expected = nominal * (1.0 + rp[K.P_C])
                 if not (math.isnan(lit) or math.isnan(power)) and expected > 0:
-                    share = (power - expected) / expected
-                    failed = power < rated * max(level, 10.0) / 100.0 * rp[K.P_A]
+                    off, tolerance = power - expected, rp[K.P_B] * expected
+                    failed = power < nominal * rp[K.P_A]
                     active = (
                         0
                         if lit < 0.5 or failed
-                        else (1 if share > rp[K.P_B] else 2 if share < -rp[K.P_B] else 0)
+                        else (1 if off > tolerance else 2 if off < -tolerance else 0)
                     )
             elif slot == K.L_CYCLING:
                 if not math.isnan(lit):
