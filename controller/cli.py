@@ -34,13 +34,18 @@ def _load(path: str) -> LoadedConfig:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate the config, the profiles and the scenario it names."""
+    from rules.compile import compile_rules
+
     loaded = _load(args.config)
-    counts = Registry(loaded).count_by_class()
+    registry = Registry(loaded)
+    compiled = compile_rules(loaded, registry)  # a rule that selects nothing is an error
+    counts = registry.count_by_class()
     cfg = loaded.config
     print(
         f"{args.config}: OK: city {cfg.site.city}, {len(cfg.links)} links, "
         f"{counts.get('cabinet', 0)} cabinets, {counts.get('lamp', 0)} lamps, "
-        f"{counts.get('gauge', 0)} gauges; profiles: {', '.join(loaded.profiles.names())}"
+        f"{counts.get('gauge', 0)} gauges, {len(compiled.rules)} rules; "
+        f"profiles: {', '.join(loaded.profiles.names())}"
     )
     return 0
 

@@ -39,6 +39,8 @@ def _describe_location(loc: Sequence[int | str], raw: Any) -> str:
             else:
                 node = None
             parts.append(label)
+        elif isinstance(node, dict) and element not in node and node.get("kind") == element:
+            continue  # the tag pydantic adds for a union member chosen by `kind`
         else:
             parts.append(("." if parts else "") + element)
             node = node.get(element) if isinstance(node, dict) else None
