@@ -64,17 +64,34 @@ class RuleEvents:
 _FIELDS = ("rule", "device", "sub", "kind", "level", "ts", "value", "limit")
 
 
-def _events(n: int, rows: int | None = None) -> RuleEvents:
-    shape: tuple[int, ...] = (n,) if rows is None else (rows, n)
+def _events(n: int) -> RuleEvents:
+    """No events, with the column types."""
     return RuleEvents(
-        np.zeros(shape, np.int32),
-        np.zeros(shape, np.int32),
-        np.zeros(shape, np.int32),
-        np.zeros(shape, np.int8),
-        np.zeros(shape, np.int8),
-        np.zeros(shape, np.float64),
-        np.zeros(shape, np.float64),
-        np.zeros(shape, np.float64),
+        np.zeros(n, np.int32),
+        np.zeros(n, np.int32),
+        np.zeros(n, np.int32),
+        np.zeros(n, np.int8),
+        np.zeros(n, np.int8),
+        np.zeros(n, np.float64),
+        np.zeros(n, np.float64),
+        np.zeros(n, np.float64),
+    )
+
+
+def _from_buffers(
+    ev_int: npt.NDArray[np.int64], ev_flt: npt.NDArray[np.float64], count: int
+) -> RuleEvents:
+    """Events from the kernel's two buffers (rule, device, sub, kind, level | ts, value, limit)."""
+    ints, floats = ev_int[:count], ev_flt[:count]
+    return RuleEvents(
+        ints[:, 0].astype(np.int32),
+        ints[:, 1].astype(np.int32),
+        ints[:, 2].astype(np.int32),
+        ints[:, 3].astype(np.int8),
+        ints[:, 4].astype(np.int8),
+        floats[:, 0].copy(),
+        floats[:, 1].copy(),
+        floats[:, 2].copy(),
     )
 
 
@@ -174,18 +191,13 @@ class RuleEngine:
         out = []
         first, n = 0, len(columns[0])  # type: ignore[arg-type]
         rv = np.full(K.N_ROLES, np.nan)  # scratch of this thread
+        ev_int = np.zeros((EVENT_CAPACITY, 5), np.int64)
+        ev_flt = np.zeros((EVENT_CAPACITY, 3), np.float64)
         while first < n:
-            ev = _events(EVENT_CAPACITY)
             first, count = _run_part(
-                part,
-                parts,
-                first,
-                *columns,
-                *self._arrays(rv),
-                *(getattr(ev, f) for f in _FIELDS),
-                _RESERVE,
+                part, parts, first, *columns, *self._arrays(rv), ev_int, ev_flt, _RESERVE
             )
-            out.append(RuleEvents(*(getattr(ev, f)[:count] for f in _FIELDS)))
+            out.append(_from_buffers(ev_int, ev_flt, count))
         return out
 
     def evaluate(self, batch: ReadingBatch, parts: int = 1) -> RuleEvents:

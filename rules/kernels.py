@@ -77,33 +77,15 @@ BAD = 2
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _emit(
-    ev_i,
-    ev_rule,
-    ev_dev,
-    ev_sub,
-    ev_kind,
-    ev_level,
-    ev_ts,
-    ev_val,
-    ev_lim,
-    rule,
-    dev,
-    sub,
-    kind,
-    level,
-    ts,
-    val,
-    lim,
-):
-    ev_rule[ev_i] = rule
-    ev_dev[ev_i] = dev
-    ev_sub[ev_i] = sub
-    ev_kind[ev_i] = kind
-    ev_level[ev_i] = level
-    ev_ts[ev_i] = ts
-    ev_val[ev_i] = val
-    ev_lim[ev_i] = lim
+def _emit(ev_i, ev_int, ev_flt, rule, dev, sub, kind, level, ts, val, lim):
+    ev_int[ev_i, 0] = rule
+    ev_int[ev_i, 1] = dev
+    ev_int[ev_i, 2] = sub
+    ev_int[ev_i, 3] = kind
+    ev_int[ev_i, 4] = level
+    ev_flt[ev_i, 0] = ts
+    ev_flt[ev_i, 1] = val
+    ev_flt[ev_i, 2] = lim
     return ev_i + 1
 
 
@@ -173,14 +155,8 @@ def _run_part(
     circuit_lamps,
     cab_state,
     cab_since,
-    ev_rule,
-    ev_dev,
-    ev_sub,
-    ev_kind,
-    ev_level,
-    ev_ts,
-    ev_val,
-    ev_lim,
+    ev_int,
+    ev_flt,
     reserve,
 ):
     """Run the groups of one partition from reading ``first``; returns (next reading, events).
@@ -190,7 +166,7 @@ def _run_part(
     loop rather than called: a call per group would pass some sixty arrays, and
     their reference counting costs more than the rules themselves.
     """
-    capacity = ev_rule.shape[0]
+    capacity = ev_int.shape[0]
     ev_i = 0
     n = dev.shape[0]
     g_start = first
@@ -236,14 +212,8 @@ def _run_part(
                         b_sf[k] = 1
                         ev_i = _emit(
                             ev_i,
-                            ev_rule,
-                            ev_dev,
-                            ev_sub,
-                            ev_kind,
-                            ev_level,
-                            ev_ts,
-                            ev_val,
-                            ev_lim,
+                            ev_int,
+                            ev_flt,
                             r,
                             d,
                             p,
@@ -258,14 +228,8 @@ def _run_part(
                     b_sf[k] = 0
                     ev_i = _emit(
                         ev_i,
-                        ev_rule,
-                        ev_dev,
-                        ev_sub,
-                        ev_kind,
-                        ev_level,
-                        ev_ts,
-                        ev_val,
-                        ev_lim,
+                        ev_int,
+                        ev_flt,
                         r,
                         d,
                         p,
@@ -304,14 +268,8 @@ def _run_part(
                             )
                             ev_i = _emit(
                                 ev_i,
-                                ev_rule,
-                                ev_dev,
-                                ev_sub,
-                                ev_kind,
-                                ev_level,
-                                ev_ts,
-                                ev_val,
-                                ev_lim,
+                                ev_int,
+                                ev_flt,
                                 r,
                                 d,
                                 p,
@@ -342,14 +300,8 @@ def _run_part(
                         b_level[k] = active
                         ev_i = _emit(
                             ev_i,
-                            ev_rule,
-                            ev_dev,
-                            ev_sub,
-                            ev_kind,
-                            ev_level,
-                            ev_ts,
-                            ev_val,
-                            ev_lim,
+                            ev_int,
+                            ev_flt,
                             r,
                             d,
                             p,
@@ -370,14 +322,8 @@ def _run_part(
                         b_level[k] = active
                         ev_i = _emit(
                             ev_i,
-                            ev_rule,
-                            ev_dev,
-                            ev_sub,
-                            ev_kind,
-                            ev_level,
-                            ev_ts,
-                            ev_val,
-                            ev_lim,
+                            ev_int,
+                            ev_flt,
                             r,
                             d,
                             p,
@@ -456,14 +402,8 @@ def _run_part(
                     lamp_state[d, slot] = active
                     ev_i = _emit(
                         ev_i,
-                        ev_rule,
-                        ev_dev,
-                        ev_sub,
-                        ev_kind,
-                        ev_level,
-                        ev_ts,
-                        ev_val,
-                        ev_lim,
+                        ev_int,
+                        ev_flt,
                         r,
                         d,
                         0,
@@ -509,14 +449,8 @@ def _run_part(
                     cab_state[d, c, slot] = active
                     ev_i = _emit(
                         ev_i,
-                        ev_rule,
-                        ev_dev,
-                        ev_sub,
-                        ev_kind,
-                        ev_level,
-                        ev_ts,
-                        ev_val,
-                        ev_lim,
+                        ev_int,
+                        ev_flt,
                         r,
                         d,
                         c + 1,
