@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
+
+
+def utc(ts: float | None) -> datetime | None:
+    """A Unix time as an aware UTC datetime; None (or NaN, never read) stays None."""
+    if ts is None or ts != ts:
+        return None
+    return datetime.fromtimestamp(ts, tz=UTC)
 
 
 class DeviceHealthOut(BaseModel):

@@ -14,7 +14,6 @@ import os
 import random
 import shutil
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from pymodbus import FramerType
@@ -215,9 +214,3 @@ class SimulatedCity:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-
-def scenario_path(loaded: LoadedConfig) -> Path | None:
-    """The scenario file a config names, if any."""
-    name = loaded.config.simulator.scenario
-    return loaded.resolve(name) if name else None

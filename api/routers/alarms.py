@@ -9,14 +9,10 @@ from fastapi import APIRouter, HTTPException, Query
 
 from api.auth import AlarmOperator
 from api.deps import ControllerDep
-from api.schemas import AlarmOut, FloodWatchOut, OutOfServiceIn, ShelveIn
+from api.schemas import AlarmOut, FloodWatchOut, OutOfServiceIn, ShelveIn, utc
 from rules.alarms import Alarm, AlarmError, severity_rank
 
 router = APIRouter(prefix="/alarms", tags=["alarms"])
-
-
-def _time(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
 
 
 def alarm_out(a: Alarm) -> AlarmOut:
@@ -39,10 +35,10 @@ def alarm_out(a: Alarm) -> AlarmOut:
         raised_at=datetime.fromtimestamp(a.raised_at, tz=UTC),
         last_seen=datetime.fromtimestamp(a.last_seen, tz=UTC),
         count=a.count,
-        acknowledged_at=_time(a.acked_at),
+        acknowledged_at=utc(a.acked_at),
         acknowledged_by=a.acked_by,
-        cleared_at=_time(a.cleared_at),
-        shelved_until=_time(a.shelved_until),
+        cleared_at=utc(a.cleared_at),
+        shelved_until=utc(a.shelved_until),
         suppressed_by=a.suppressed_by,
         out_of_service=a.out_of_service,
         chattering=a.chattering,

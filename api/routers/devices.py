@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Query
 
 from api.deps import ControllerDep
-from api.schemas import DeviceDetail, DeviceHealthOut, DeviceSummary, PointValue
+from api.schemas import DeviceDetail, DeviceHealthOut, DeviceSummary, PointValue, utc
 from controller.readings import Quality
 from controller.registry import Device
 from controller.runtime import Controller
 
 router = APIRouter(prefix="/devices", tags=["devices"])
-
-
-def _time(ts: float | None) -> datetime | None:
-    if ts is None or math.isnan(ts):
-        return None
-    return datetime.fromtimestamp(ts, tz=UTC)
 
 
 def _online(controller: Controller, device: Device) -> bool:
@@ -87,7 +80,7 @@ def get_device(device_id: str, controller: ControllerDep) -> DeviceDetail:
                 point=point.name,
                 value=None if math.isnan(value) else value,
                 unit=point.unit,
-                ts=_time(ts),
+                ts=utc(ts),
                 quality=Quality(int(latest.quality[device.index, i])).name.lower(),
             )
         )
@@ -100,8 +93,8 @@ def get_device(device_id: str, controller: ControllerDep) -> DeviceDetail:
             online=health.online,
             polls=health.polls,
             consecutive_failures=health.consecutive_failures,
-            last_success=_time(health.last_success),
-            last_failure=_time(health.last_failure),
+            last_success=utc(health.last_success),
+            last_failure=utc(health.last_failure),
             last_error=health.last_error,
             errors=dict(health.errors),
         ),

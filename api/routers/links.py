@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from fastapi import APIRouter
 
 from api.deps import ControllerDep
-from api.schemas import LinkOut
+from api.schemas import LinkOut, utc
 
 router = APIRouter(prefix="/links", tags=["links"])
 
@@ -32,9 +30,7 @@ def list_links(controller: ControllerDep) -> list[LinkOut]:
                 disconnects=h.disconnects,
                 requests=h.requests,
                 errors=dict(h.errors),
-                last_success=None
-                if h.last_success is None
-                else datetime.fromtimestamp(h.last_success, tz=UTC),
+                last_success=utc(h.last_success),
                 last_error=h.last_error,
                 devices=len(targets),
                 devices_online=online,

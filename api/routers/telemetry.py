@@ -8,12 +8,20 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query
 
 from api.deps import ControllerDep
-from api.schemas import BucketOut, LatestOut, SampleOut, SeriesOut, SinkOut
+from api.schemas import BucketOut, LatestOut, SampleOut, SeriesOut, SinkOut, utc
 from controller.readings import Quality
 from controller.runtime import Controller
 from controller.telemetry.query import TelemetryReader
 
 router = APIRouter(prefix="/telemetry", tags=["telemetry"])
+
+
+def utc_ts(ts: float) -> datetime:
+    """A stored reading's time (never missing) as UTC."""
+    moment = utc(ts)
+    assert moment is not None
+    return moment
+
 
 MAX_BUCKETS = 10_000
 
@@ -23,10 +31,6 @@ def _reader(controller: Controller) -> TelemetryReader:
     if reader is None:
         raise HTTPException(503, "no telemetry store is configured (storage.embedded is off)")
     return reader
-
-
-def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=UTC)
 
 
 @router.get("/series/{device_id}/{point}", response_model=SeriesOut)
@@ -74,13 +78,13 @@ async def series(
     if every is None:
         samples = await reader.raw(device, point, t0, t1, limit)
         out.samples = [
-            SampleOut(ts=_utc(s.ts), value=s.value, quality=Quality(s.quality).name.lower())
+            SampleOut(ts=utc_ts(s.ts), value=s.value, quality=Quality(s.quality).name.lower())
             for s in samples
         ]
     else:
         buckets = await reader.downsampled(device, point, t0, t1, every)
         out.buckets = [
-            BucketOut(ts=_utc(b.ts), mean=b.mean, min=b.min, max=b.max, count=b.count)
+            BucketOut(ts=utc_ts(b.ts), mean=b.mean, min=b.min, max=b.max, count=b.count)
             for b in buckets
         ]
     return out
@@ -125,7 +129,7 @@ async def latest(
     for row in rows:
         entry = by_device[row.device]
         entry.values[row.point] = row.value
-        ts = _utc(row.ts)
+        ts = utc_ts(row.ts)
         if entry.ts is None or ts > entry.ts:
             entry.ts = ts
     return list(by_device.values())

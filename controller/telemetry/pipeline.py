@@ -121,6 +121,9 @@ class TelemetryPipeline:
                     poller.push,
                     poller.clock,
                 )
+        #: Devices with a communication state of their own (polled units, MQTT devices).
+        self._state_devices = [t.device for t in registry.targets]
+        self._state_devices += list(registry.mqtt_topics.values())
         self._tasks: list[asyncio.Task[None]] = []
 
     def _setup_influx(self, loaded: LoadedConfig, spool_root: Path, file: str) -> None:
@@ -193,9 +196,7 @@ class TelemetryPipeline:
                 await self.flush_influx()
         if self.mqtt is not None and self._messages is not None:
             messages = self._messages.for_batch(batch)
-            polled = [t.device for t in self.registry.targets]
-            polled += list(self.registry.mqtt_topics.values())
-            messages += self._messages.for_state(self.poller.health, polled)
+            messages += self._messages.for_state(self.poller.health, self._state_devices)
             if messages:
                 await self.mqtt.submit(encode_messages(messages))
 
