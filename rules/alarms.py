@@ -252,6 +252,8 @@ class AlarmManager:
         self._cut: set[tuple[str, int]] = set()
         #: rule id -> rules whose alarms on the same device it inhibits.
         self._inhibits = {r.id: set(r.inhibits) for r in rules if r.inhibits}
+        #: Keys of open alarms per device: inhibition looks at one device, never at all alarms.
+        self._open_by_device: dict[str, set[tuple[str, str, int]]] = {}
 
     def subscribe(self, handler: NoticeHandler) -> None:
         """Call ``handler`` with every announced transition."""
@@ -262,8 +264,7 @@ class AlarmManager:
         loaded = await self.store.open()
         self._next_id = await self.store.next_id()
         for alarm in loaded:
-            self.open[alarm.key] = alarm
-            self.by_id[alarm.id] = alarm
+            self._track(alarm)
             if alarm.kind == "comm_loss" and alarm.active:
                 self._offline.add(alarm.device)
             if alarm.kind == "circuit_break" and alarm.active:
@@ -299,12 +300,9 @@ class AlarmManager:
             and (owner, device.circuit) in self._cut
         ):
             return f"circuit_break:{owner}/{device.circuit}"
-        for other in self.open.values():
-            if (
-                other.device == device.id
-                and other.active
-                and rule_id in self._inhibits.get(other.rule, ())
-            ):
+        for key in self._open_by_device.get(device.id, ()):
+            other = self.open[key]
+            if other.active and rule_id in self._inhibits.get(other.rule, ()):
                 return f"{other.rule}:{device.id}"
         return None
 
@@ -330,7 +328,7 @@ class AlarmManager:
             if notice is not None:
                 notices.append(notice)
             if inhibitor_device is not None:
-                self._resuppress(inhibitor_device)
+                self._resuppress([inhibitor_device])
         await self._flush(notices)
         return notices
 
@@ -353,9 +351,12 @@ class AlarmManager:
         alarm = self.open.get(key)
         clean = _finite_or_none
         if kind == "comm_loss":
-            self._set_inhibition(self._offline, device.id, level > 0)
+            # An offline cabinet also silences the lamps reached through it.
+            reached = [device.id, *(lamp.id for lamp in self.registry.lamps_of(d))]
+            self._set_inhibition(self._offline, device.id, level > 0, reached)
         if kind == "circuit_break":
-            self._set_inhibition(self._cut, (device.id, sub), level > 0)
+            fed = [lamp.id for lamp in self.registry.lamps_of(d) if lamp.circuit == sub]
+            self._set_inhibition(self._cut, (device.id, sub), level > 0, fed)
         if level > 0:
             name, severity = self._describe(rule, kind, level)
             if alarm is None:
@@ -400,24 +401,26 @@ class AlarmManager:
         alarm.condition = Condition.RETURNED_UNACK
         return self._note(alarm, "returned", ts)
 
-    def _set_inhibition(self, table: set[Any], key: Any, on: bool) -> None:
+    def _set_inhibition(self, table: set[Any], key: Any, on: bool, affected: list[str]) -> None:
         if on:
             table.add(key)
         else:
             table.discard(key)
-        self._resuppress(None)
+        self._resuppress(affected)
 
-    def _resuppress(self, device_id: str | None) -> None:
-        """Recompute which open alarms are suppressed (of one device, or all)."""
-        for alarm in self.open.values():
-            if device_id is not None and alarm.device != device_id:
-                continue
-            device = self.registry.by_id.get(alarm.device)
-            if device is not None:
-                suppressed = self._inhibitor(device.index, alarm.kind, alarm.rule)
-                if suppressed != alarm.suppressed_by:
-                    alarm.suppressed_by = suppressed
-                    self._dirty[alarm.id] = alarm
+    def _resuppress(self, device_ids: list[str]) -> None:
+        """Recompute which open alarms of these devices are suppressed."""
+        for device_id in device_ids:
+            for key in list(self._open_by_device.get(device_id, ())):
+                self._update_suppression(self.open[key])
+
+    def _update_suppression(self, alarm: Alarm) -> None:
+        device = self.registry.by_id.get(alarm.device)
+        if device is not None:
+            suppressed = self._inhibitor(device.index, alarm.kind, alarm.rule)
+            if suppressed != alarm.suppressed_by:
+                alarm.suppressed_by = suppressed
+                self._dirty[alarm.id] = alarm
 
     def _new_alarm(
         self,
@@ -468,8 +471,7 @@ class AlarmManager:
             suppressed_by=self._inhibitor(d, kind, rule_id),
         )
         self._next_id += 1
-        self.open[alarm.key] = alarm
-        self.by_id[alarm.id] = alarm
+        self._track(alarm)
         self._count_new(alarm, ts)
         return alarm
 
@@ -505,9 +507,15 @@ class AlarmManager:
             return None  # a chattering alarm is flagged once, not announced at every flap
         return AlarmNotice(alarm, transition)
 
+    def _track(self, alarm: Alarm) -> None:
+        self.open[alarm.key] = alarm
+        self.by_id[alarm.id] = alarm
+        self._open_by_device.setdefault(alarm.device, set()).add(alarm.key)
+
     def _close(self, alarm: Alarm, ts: float) -> None:
         alarm.closed_at = ts
         self.open.pop(alarm.key, None)
+        self._open_by_device.get(alarm.device, set()).discard(alarm.key)
 
     async def _flush(self, notices: list[AlarmNotice]) -> None:
         dirty, self._dirty = list(self._dirty.values()), {}
