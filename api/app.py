@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.keys import ApiKeyStore
-from api.routers import alarms, devices, links, statistics, telemetry
+from api.rate_limit import RateLimiter
+from api.routers import alarms, control, devices, links, statistics, telemetry
 from api.schemas import SystemHealth
 from controller.runtime import Controller
 
@@ -35,11 +36,14 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
     )
     app.state.controller = controller
     app.state.keys = ApiKeyStore(controller.loaded.resolve(controller.loaded.config.api.keys_path))
+    limits = controller.loaded.config.control.rate_limit
+    app.state.rate_limiter = RateLimiter(limits.commands_per_minute, limits.burst)
     app.include_router(devices.router)
     app.include_router(links.router)
     app.include_router(telemetry.router)
     app.include_router(alarms.router)
     app.include_router(statistics.router)
+    app.include_router(control.router)
 
     @app.get("/health", tags=["system"], response_model=SystemHealth)
     def health() -> SystemHealth:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from controller.control.targets import GroupSelector
 
 
 def utc(ts: float | None) -> datetime | None:
@@ -234,3 +237,79 @@ class FaultReportOut(BaseModel):
     end: datetime
     availability: float
     rows: list[FaultCountOut]
+
+
+class CircuitCommandIn(BaseModel):
+    """Switch cabinet circuits (contactors) of a group on or off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["on", "off"]
+    targets: GroupSelector
+    #: Needed when a switch-off puts out more lamps than the configured limit.
+    confirm: bool = False
+
+
+class LampCommandIn(BaseModel):
+    """Switch or dim single lamps of a group."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["on", "off", "dim"]
+    #: Dim level in percent, for action dim (1-100; dimming a dark lamp lights it).
+    level: int | None = Field(default=None, ge=1, le=100)
+    targets: GroupSelector
+    confirm: bool = False
+
+    @model_validator(mode="after")
+    def _level_for_dim(self) -> LampCommandIn:
+        if (self.action == "dim") != (self.level is not None):
+            raise ValueError("level is required for dim and only for dim")
+        return self
+
+
+class TargetResultOut(BaseModel):
+    """One target's part of a command."""
+
+    target: str
+    status: str
+    reason: str = ""
+    done_at: datetime | None = None
+
+
+class CommandOut(BaseModel):
+    """A command: its request, status and a result per target."""
+
+    id: int
+    action: str
+    level: int | None
+    targets: str
+    source: str
+    by: str
+    role: str
+    status: str
+    created_at: datetime
+    finished_at: datetime | None
+    counts: dict[str, int]
+    results: list[TargetResultOut]
+
+
+class AuditEntryOut(BaseModel):
+    """One line of the command audit log."""
+
+    id: int
+    at: datetime
+    source: str
+    by: str
+    key_id: str
+    role: str
+    action: str
+    level: int | None
+    targets: str
+    target_count: int
+    outcome: str
+    reason: str
+    confirmed: int
+    failed: int
+    finished_at: datetime | None
+    results: dict[str, dict[str, Any]]

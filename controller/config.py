@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from controller.control.config import ControlConfig
 from drivers.errors import ConfigError, format_validation_error
 from drivers.profile import ProfileLibrary
 from rules.config import AlarmsConfig, FloodWatchConfig, RuleConfig
@@ -71,6 +72,8 @@ class Located(_Strict):
     road: str = ""
     district: str = ""
     department: str = ""
+    #: Free labels for groups that are not places ("landscape", "tunnel", "school-zone").
+    tags: list[str] = []
 
 
 class LampConfig(Located):
@@ -126,6 +129,7 @@ class CabinetConfig(Located):
                         grid=self.grid,
                         district=self.district,
                         department=self.department,
+                        tags=self.tags,
                     )
                 )
         return lamps
@@ -297,6 +301,7 @@ class StreetsenseConfig(_Strict):
     mqtt: MqttConfig | None = None
     simulator: SimulatorConfig = SimulatorConfig()
     api: ApiConfig = ApiConfig()
+    control: ControlConfig = ControlConfig()
 
 
 class LoadedConfig:
@@ -396,6 +401,18 @@ def _check_references(config: StreetsenseConfig, profiles: ProfileLibrary, file:
     for i, cab in enumerate(config.cabinets):
         key = f"cabinets[{i}] ({cab.id})"
         check_device(key, cab.id, cab.link, cab.unit, cab.profile, "cabinet")
+        circuit_control = profiles[cab.profile].controls.circuit
+        if circuit_control is not None:
+            points = {p.name for p in profiles[cab.profile].points}
+            for n in range(1, cab.circuits + 1):
+                command, feedback = circuit_control.points_for(n)
+                if command not in points or feedback not in points:
+                    raise ConfigError(
+                        file,
+                        f"{key}.circuits",
+                        f"{cab.circuits} circuits, but profile {cab.profile} "
+                        f"has no {command} / {feedback} for circuit {n}",
+                    )
         blocks = profiles[cab.profile].blocks
         lamp_total = len(cab.lamps) + sum(run.count for run in cab.lamp_runs)
         capacity = blocks[0].count_max if blocks else 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from controller.config import LoadedConfig
+from controller.control.audit import AuditLog
+from controller.control.dispatcher import CommandDispatcher
 from controller.latest import LatestValues
 from controller.link_factory import build_link
 from controller.poller import Poller
@@ -23,29 +25,35 @@ class Controller:
         self.poller.subscribe(self.latest.on_batch)
         self.telemetry = TelemetryPipeline(loaded, self.registry, self.poller)
         self.rules = RuleService(loaded, self.registry, self.poller, self.telemetry)
-        self._telemetry_started = False
+        control = loaded.config.control
+        self.audit = AuditLog(loaded.resolve(control.db_path))
+        self.commands = CommandDispatcher(self.registry, self.links, self.audit, control)
+        self._stores_open = False
         self.running = False
 
-    async def start_telemetry(self) -> None:
-        """Open stores, deliveries (replaying spools) and alarms (seeding rule state)."""
-        if not self._telemetry_started:
+    async def open_stores(self) -> None:
+        """Open stores, deliveries (replaying spools), alarms (seeding rule state), audit log."""
+        if not self._stores_open:
             await self.telemetry.start()
             await self.rules.start()
-            self._telemetry_started = True
+            await self.audit.open()
+            self._stores_open = True
 
     async def start(self) -> None:
         """Start telemetry, then polling."""
-        await self.start_telemetry()
+        await self.open_stores()
         self.poller.start()
         self.running = True
 
     async def stop(self) -> None:
         """Stop polling, deliver or spool the last readings, close links and stores."""
+        await self.commands.stop()
         await self.poller.stop()
-        if self._telemetry_started:
+        if self._stores_open:
+            await self.audit.close()
             await self.rules.stop()
             await self.telemetry.stop()
-            self._telemetry_started = False
+            self._stores_open = False
         self.running = False
 
     async def __aenter__(self) -> Controller:

@@ -27,6 +27,7 @@ from pymodbus.exceptions import ConnectionException, ModbusIOException
 
 from drivers.errors import DeviceException, LinkDown, LinkError, LinkGarbled, LinkTimeout
 from drivers.health import LinkHealth
+from drivers.priority_lock import Priority, PriorityLock
 from drivers.profile import Table
 
 # pymodbus closes a TCP connection after a few unanswered requests in a row. On a
@@ -62,7 +63,7 @@ class ModbusLink(ABC):
         self.id = link_id
         self.timing = timing
         self.health = LinkHealth()
-        self._lock = asyncio.Lock()
+        self._lock = PriorityLock()
         self._client: Client | None = None
         self._next_connect_at = 0.0
         self._failed_connects = 0
@@ -123,10 +124,12 @@ class ModbusLink(ABC):
             self.health.disconnects += 1
         self.health.connected = False
 
-    async def _execute(self, call: Callable[[Client], Awaitable[Any]], retries: int | None) -> Any:
+    async def _execute(
+        self, call: Callable[[Client], Awaitable[Any]], retries: int | None, priority: Priority
+    ) -> Any:
         """Run one request under the link lock, with this link's retry policy."""
         attempts = 1 + (self.timing.retries if retries is None else retries)
-        async with self._lock:
+        async with self._lock.hold(priority):
             last_error: LinkError = LinkTimeout("no attempt made")
             for _ in range(attempts):
                 try:
@@ -184,7 +187,13 @@ class ModbusLink(ABC):
         self.health.last_success = time.time()
 
     async def read(
-        self, unit: int, table: Table, address: int, count: int, retries: int | None = None
+        self,
+        unit: int,
+        table: Table,
+        address: int,
+        count: int,
+        retries: int | None = None,
+        priority: Priority = Priority.POLL,
     ) -> list[int]:
         """Read ``count`` registers (or bits, as 0/1) from a unit."""
 
@@ -197,7 +206,7 @@ class ModbusLink(ABC):
                 return await client.read_coils(address, count=count, device_id=unit)
             return await client.read_discrete_inputs(address, count=count, device_id=unit)
 
-        response = await self._execute(call, retries)
+        response = await self._execute(call, retries, priority)
         if table.is_bit:
             bits = list(response.bits)[:count]
             if len(bits) < count:
@@ -209,7 +218,13 @@ class ModbusLink(ABC):
         return registers
 
     async def write(
-        self, unit: int, table: Table, address: int, values: list[int], retries: int | None = None
+        self,
+        unit: int,
+        table: Table,
+        address: int,
+        values: list[int],
+        retries: int | None = None,
+        priority: Priority = Priority.COMMAND,
     ) -> None:
         """Write coils (0/1) or holding registers starting at ``address``."""
 
@@ -224,11 +239,11 @@ class ModbusLink(ABC):
                 return await client.write_registers(address, values, device_id=unit)
             raise ValueError(f"table {table.value} is read-only")
 
-        await self._execute(call, retries)
+        await self._execute(call, retries, priority)
 
     async def close(self) -> None:
         """Close the connection; the link can be used again later."""
-        async with self._lock:
+        async with self._lock.hold(Priority.COMMAND):
             if self._client is not None:
                 self._client.close()
                 self._client = None

@@ -120,6 +120,47 @@ class BlockSpec(_Strict):
         return self
 
 
+class ControlSpec(_Strict):
+    """A command point and the point whose reading confirms the command took effect.
+
+    In a cabinet's ``circuit`` control, ``{n}`` stands for the circuit number.
+    """
+
+    command: str
+    feedback: str
+
+    def points_for(self, circuit: int | None = None) -> tuple[str, str]:
+        """Command and feedback point names (with ``{n}`` filled in for a circuit)."""
+        n = "" if circuit is None else str(circuit)
+        return self.command.replace("{n}", n), self.feedback.replace("{n}", n)
+
+
+class ProfileControls(_Strict):
+    """What can be commanded: a cabinet's circuits, a lamp's relay and its dimmer."""
+
+    circuit: ControlSpec | None = None
+    switch: ControlSpec | None = None
+    dim: ControlSpec | None = None
+
+
+#: Words per time-table entry: minute of day, circuit bitmask, state (0/1), dim (%).
+TIME_TABLE_ENTRY_WORDS = 4
+#: First word of an unused time-table entry.
+TIME_TABLE_UNUSED = 0xFFFF
+
+
+class TimeTableSpec(_Strict):
+    """The device's own time-control table, so it switches on time without the centre.
+
+    ``entries`` holding-register records from ``base``, each
+    ``[minute of day (local), circuit bitmask, state 0/1, dim %]``; an unused
+    entry has 0xFFFF as its minute.
+    """
+
+    base: int = Field(ge=0, le=65535)
+    entries: int = Field(ge=1, le=64)
+
+
 class DeviceProfile(_Strict):
     """A device type: its points, its read limits, and its repeated blocks."""
 
@@ -135,6 +176,32 @@ class DeviceProfile(_Strict):
     max_gap: int = Field(default=8, ge=0, le=124)
     points: list[PointSpec] = Field(min_length=1)
     blocks: list[BlockSpec] = []
+    controls: ProfileControls = ProfileControls()
+    time_table: TimeTableSpec | None = None
+
+    @model_validator(mode="after")
+    def _check_controls(self) -> DeviceProfile:
+        names = {p.name: p for p in self.points}
+        for kind in ("circuit", "switch", "dim"):
+            spec: ControlSpec | None = getattr(self.controls, kind)
+            if spec is None:
+                continue
+            command, feedback = spec.points_for(1 if kind == "circuit" else None)
+            for role, name in (("command", command), ("feedback", feedback)):
+                if name not in names:
+                    raise ValueError(f"controls.{kind}.{role}: no point {name!r}")
+            if names[command].access != "rw":
+                raise ValueError(f"controls.{kind}.command: point {command!r} is not writable")
+        if self.time_table is not None:
+            end = self.time_table.base + self.time_table.entries * TIME_TABLE_ENTRY_WORDS
+            for point in self.points:
+                if (
+                    point.table is Table.HOLDING_REGISTER
+                    and point.address < end
+                    and point.address + point.type.words > self.time_table.base
+                ):
+                    raise ValueError(f"time_table overlaps point {point.name!r}")
+        return self
 
     @model_validator(mode="after")
     def _check_points(self) -> DeviceProfile:

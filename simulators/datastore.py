@@ -21,7 +21,14 @@ from pymodbus.exceptions import NoSuchIdException
 
 from drivers.codec import EncodeError, decode_value, encode_value
 from drivers.device_plan import SELF, block_point_address
-from drivers.profile import DeviceProfile, PointSpec, ProfileLibrary, Table
+from drivers.profile import (
+    TIME_TABLE_ENTRY_WORDS,
+    TIME_TABLE_UNUSED,
+    DeviceProfile,
+    PointSpec,
+    ProfileLibrary,
+    Table,
+)
 from simulators.faults import FaultBoard, FaultKind
 from simulators.physics import SimClock
 
@@ -81,7 +88,18 @@ class SimulatedUnit:
         sizes = dict.fromkeys(Table, 0)
         for _, point, address in self.layout:
             sizes[point.table] = max(sizes[point.table], address + point.type.words)
+        #: The device's own time-control table: plain memory the centre writes and reads back.
+        self.time_table = range(0)
+        if profile.time_table is not None:
+            start = profile.time_table.base
+            self.time_table = range(
+                start, start + profile.time_table.entries * TIME_TABLE_ENTRY_WORDS
+            )
+            sizes[Table.HOLDING_REGISTER] = max(sizes[Table.HOLDING_REGISTER], self.time_table.stop)
         self.image = {table: np.zeros(size, dtype=np.uint16) for table, size in sizes.items()}
+        self.image[Table.HOLDING_REGISTER][self.time_table.start : self.time_table.stop] = (
+            TIME_TABLE_UNUSED
+        )
         self.writable: dict[tuple[Table, int], tuple[int, PointSpec, int]] = {}
         for owner, point, address in self.layout:
             if point.access == "rw":
@@ -122,6 +140,8 @@ class SimulatedUnit:
         """Write registers or coils; only points with access rw accept writes."""
         targets = []
         for i in range(len(values)):
+            if table is Table.HOLDING_REGISTER and address + i in self.time_table:
+                continue
             entry = self.writable.get((table, address + i))
             if entry is None:
                 return ExcCodes.ILLEGAL_ADDRESS

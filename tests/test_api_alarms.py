@@ -30,7 +30,7 @@ async def test_alarm_actions_need_the_right_role_and_statistics_count_them(
     engineer = keys.create("Wang (engineer)", Role.ENGINEER)
     keys.close()
     async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
-        await controller.start_telemetry()
+        await controller.open_stores()
         app = create_app(controller, manage_controller=False)
         city.inject(FaultSpec(kind=FaultKind.CIRCUIT_CUT, device="CAB", circuit=2))
         await cycles(controller, 3)

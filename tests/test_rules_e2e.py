@@ -167,7 +167,7 @@ async def test_each_fault_raises_one_alarm_and_it_returns_when_mended(
     # Water stands at 5 cm (below blue) and moving: a stuck gauge shows, a healthy one does not.
     rain = Scenario(rain=[RainEvent(start=0, rise=0.2, peak_m=0.05, hold=1e6, recede=10)])
     async with SimulatedCity(loaded, rain) as city, Controller(loaded) as controller:
-        await controller.start_telemetry()
+        await controller.open_stores()
         await cycles(controller, 3)
         assert active(controller) == set()
         city.inject(fault)
@@ -188,7 +188,7 @@ async def test_flood_levels_follow_the_storm_and_storm_mode_speeds_up_polling(
     loaded = write_config(doc)
     storm = Scenario(rain=[RainEvent(start=0, rise=2, peak_m=0.45, hold=1e6, recede=10)])
     async with SimulatedCity(loaded, storm) as city, Controller(loaded) as controller:
-        await controller.start_telemetry()
+        await controller.open_stores()
         gauge = controller.registry.by_id["WL"]
         target = next(t for t in controller.registry.targets if t.device == gauge.index)
         assert controller.poller.interval_of(target) == INTERVAL
@@ -210,7 +210,7 @@ async def test_restart_keeps_the_alarm_and_does_not_raise_it_again(
     loaded = write_config(city_doc(tmp_path))
     async with SimulatedCity(loaded) as city:
         async with Controller(loaded) as first:
-            await first.start_telemetry()
+            await first.open_stores()
             city.inject(FaultSpec(kind=FaultKind.CIRCUIT_CUT, device="CAB", circuit=1))
             await cycles(first, 3)
             (alarm,) = first.rules.manager.list()
@@ -222,7 +222,7 @@ async def test_restart_keeps_the_alarm_and_does_not_raise_it_again(
                 announced.append(notice.transition)
 
             second.rules.manager.subscribe(keep)
-            await second.start_telemetry()
+            await second.open_stores()
             (kept,) = second.rules.manager.list()
             assert (kept.id, kept.condition.value, kept.acked_by) == (
                 alarm.id,
@@ -241,7 +241,7 @@ async def test_rules_keep_up_with_the_demo_city_batches(
 ) -> None:
     loaded = write_config(city_doc(tmp_path))
     async with SimulatedCity(loaded), Controller(loaded) as controller:
-        await controller.start_telemetry()
+        await controller.open_stores()
         started = time.perf_counter()
         await cycles(controller, 2)
         assert controller.rules.stats.batches == 2

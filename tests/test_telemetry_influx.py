@@ -94,7 +94,7 @@ class Collector:
 
 async def poll_into_influx(controller: Controller) -> ReadingBatch:
     """Poll once and push the readings through telemetry until InfluxDB has them."""
-    await controller.start_telemetry()
+    await controller.open_stores()
     batch = await controller.poller.poll_all_once()
     await controller.telemetry.on_batch(batch)
     await controller.telemetry.flush_influx()
@@ -159,7 +159,7 @@ async def test_spool_left_by_a_stopped_controller_is_replayed_on_restart(
     influxd.stop()
     async with SimulatedCity(loaded):
         first = Controller(loaded)
-        await first.start_telemetry()
+        await first.open_stores()
         batch = await first.poller.poll_all_once()
         await first.telemetry.on_batch(batch)
         await first.stop()
@@ -167,7 +167,7 @@ async def test_spool_left_by_a_stopped_controller_is_replayed_on_restart(
     assert spooled, "readings taken during the outage must be on disk"
     influxd.start()
     second = Controller(loaded)
-    await second.start_telemetry()
+    await second.open_stores()
     try:
         assert second.telemetry.influx is not None
         assert await second.telemetry.influx.drain(10)
@@ -258,7 +258,7 @@ async def test_queries_answer_the_same_from_influxdb_and_the_embedded_store(
 ) -> None:
     loaded = write_config(city(influxd.url, tmp_path / "spool"))
     async with Controller(loaded) as controller:
-        await controller.start_telemetry()
+        await controller.open_stores()
         gauge = controller.registry.by_id["WL-1"]
         base = time.time() - 600
         n = 120

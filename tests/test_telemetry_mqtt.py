@@ -93,7 +93,7 @@ async def test_cabinet_message_carries_its_lamps_and_state_is_retained(
         running_city(loaded),
         Controller(loaded) as controller,
     ):
-        await controller.start_telemetry()
+        await controller.open_stores()
         batch = await controller.poller.poll_all_once()
         await controller.telemetry.on_batch(batch)
         await wait_for(lambda: len(sub.messages) >= 4)
@@ -158,7 +158,7 @@ async def test_json_gauge_over_mqtt_becomes_readings_and_bad_json_is_counted(
     ]
     loaded = write_config(doc)
     async with Controller(loaded) as controller:
-        await controller.start_telemetry()
+        await controller.open_stores()
         listener = controller.telemetry.mqtt_listener
         assert listener is not None
         await asyncio.wait_for(listener.subscribed.wait(), 10)

@@ -1,0 +1,385 @@
+"""The command dispatcher: send, read back, confirm, per target, without hanging.
+
+Units on different links are commanded concurrently; on one link they go one
+after the other through the link's lock, ahead of polling. Every unit is
+written first and then read back until its feedback shows the new state or
+the confirm timeout passes, so a slow contactor delays nobody else's write.
+A dead device costs its own link timeout once and fails its own part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from controller.control.audit import Actor, AuditEntry, AuditLog
+from controller.control.config import ControlConfig
+from controller.control.targets import (
+    GroupSelector,
+    UnknownTarget,
+    lamps_on,
+    select_circuits,
+    select_lamps,
+)
+from controller.control.writes import (
+    Action,
+    NotControllable,
+    UnitCommand,
+    circuit_key,
+    plan_commands,
+)
+from controller.registry import Registry
+from drivers.errors import LinkError
+from drivers.links import ModbusLink
+from drivers.priority_lock import Priority
+
+log = logging.getLogger(__name__)
+
+
+class CommandStatus(StrEnum):
+    """Where a command is."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    CONFIRMED = "confirmed"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+
+class TargetStatus(StrEnum):
+    """Where one target of a command is."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    CONFIRMED = "confirmed"
+    FAILED = "failed"
+
+
+@dataclass
+class TargetResult:
+    """One target's part of a command."""
+
+    target: str
+    status: TargetStatus = TargetStatus.PENDING
+    reason: str = ""
+    done_at: float | None = None
+
+
+@dataclass
+class Command:
+    """A command as a resource: its request, its progress and a result per target."""
+
+    id: int
+    action: Action
+    dim: int | None
+    selector: GroupSelector
+    actor: Actor
+    source: str
+    created_at: float
+    results: dict[str, TargetResult]
+    status: CommandStatus = CommandStatus.PENDING
+    finished_at: float | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    def counts(self) -> dict[str, int]:
+        """Targets by status."""
+        out = dict.fromkeys((s.value for s in TargetStatus), 0)
+        for result in self.results.values():
+            out[result.status.value] += 1
+        return out
+
+
+class CommandRefused(Exception):
+    """A command that is not carried out; ``status`` is the HTTP status that fits."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class CommandRequest:
+    """What a caller asks for."""
+
+    action: Action
+    selector: GroupSelector
+    dim: int | None = None
+    confirm: bool = False
+
+
+class CommandDispatcher:
+    """Accepts commands, carries them out over the links, and audits them."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        links: dict[str, ModbusLink],
+        audit: AuditLog,
+        config: ControlConfig,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry
+        self.links = links
+        self.audit = audit
+        self.config = config
+        self.clock = clock
+        self._commands: OrderedDict[int, Command] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def refuse(self, request: CommandRequest, actor: Actor, source: str, reason: str) -> None:
+        """Write a refused attempt to the audit log."""
+        now = self.clock()
+        await self.audit.append(
+            AuditEntry(
+                0,
+                now,
+                source,
+                actor,
+                request.action.value,
+                request.dim,
+                request.selector.describe(),
+                0,
+                "refused",
+                reason=reason,
+                finished_at=now,
+            )
+        )
+
+    async def submit(self, request: CommandRequest, actor: Actor, source: str = "api") -> Command:
+        """Check and accept a command; it runs in the background (see :meth:`wait`).
+
+        Raises CommandRefused (after auditing the refusal) when the selector names
+        unknown devices or nothing, or a large switch-off lacks ``confirm``.
+        """
+        try:
+            units, keys = self._plan(request)
+        except CommandRefused as exc:
+            await self.refuse(request, actor, source, exc.reason)
+            raise
+        now = self.clock()
+        command = Command(
+            0,
+            request.action,
+            request.dim,
+            request.selector,
+            actor,
+            source,
+            now,
+            {key: TargetResult(key) for key in keys},
+        )
+        command.id = await self.audit.append(self._entry(command))
+        self._remember(command)
+        task = asyncio.create_task(self._run(command, units), name=f"command:{command.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return command
+
+    def _plan(self, request: CommandRequest) -> tuple[list[UnitCommand], list[str]]:
+        try:
+            if request.action.on_circuits:
+                circuits = select_circuits(self.registry, request.selector)
+                lamps: list[int] = []
+                keys = [circuit_key(self.registry, c) for c in circuits]
+                dark = lamps_on(self.registry, circuits)
+            else:
+                circuits = []
+                lamps = select_lamps(self.registry, request.selector)
+                keys = [self.registry.devices[i].id for i in lamps]
+                dark = len(lamps)
+            units = plan_commands(self.registry, request.action, circuits, lamps, request.dim)
+        except (UnknownTarget, NotControllable) as exc:
+            raise CommandRefused(404 if isinstance(exc, UnknownTarget) else 422, str(exc)) from exc
+        if not keys:
+            raise CommandRefused(422, f"the group ({request.selector.describe()}) is empty")
+        if (
+            request.action.switches_off
+            and dark > self.config.confirm_above_lamps
+            and not request.confirm
+        ):
+            raise CommandRefused(
+                428,
+                f"this puts out {dark} lamps (more than {self.config.confirm_above_lamps}); "
+                "send it again with confirm: true",
+            )
+        return units, keys
+
+    def _remember(self, command: Command) -> None:
+        self._commands[command.id] = command
+        while len(self._commands) > self.config.keep_commands:
+            oldest = next(iter(self._commands.values()))
+            if not oldest.done.is_set():
+                break
+            self._commands.popitem(last=False)
+
+    def get(self, command_id: int) -> Command | None:
+        """A recent command by id (older ones are in the audit log)."""
+        return self._commands.get(command_id)
+
+    def recent(self, limit: int = 50) -> list[Command]:
+        """The newest commands first."""
+        return list(reversed(self._commands.values()))[:limit]
+
+    async def execute(self, request: CommandRequest, actor: Actor, source: str) -> Command:
+        """Submit and wait for the end (schedules and the CLI use this)."""
+        command = await self.submit(request, actor, source)
+        await command.done.wait()
+        return command
+
+    async def _run(self, command: Command, units: list[UnitCommand]) -> None:
+        by_link: dict[str, list[UnitCommand]] = {}
+        for unit in units:
+            by_link.setdefault(unit.link, []).append(unit)
+        try:
+            await asyncio.gather(
+                *(self._run_link(command, self.links[link], todo) for link, todo in by_link.items())
+            )
+        except asyncio.CancelledError:
+            self._finish_targets(command, "controller stopped before confirmation")
+            raise
+        finally:
+            self._conclude(command)
+            try:
+                await asyncio.shield(self.audit.update(self._entry(command)))
+            except Exception:
+                log.exception("audit update of command %d failed", command.id)
+            command.done.set()
+
+    async def _run_link(self, command: Command, link: ModbusLink, units: list[UnitCommand]) -> None:
+        sent: list[UnitCommand] = []
+        for unit in units:
+            try:
+                for write in unit.writes:
+                    await link.write(
+                        unit.unit,
+                        write.table,
+                        write.address,
+                        list(write.values),
+                        priority=Priority.COMMAND,
+                    )
+            except LinkError as exc:
+                self._set(command, unit.targets, TargetStatus.FAILED, f"write failed: {exc}")
+                continue
+            self._set(command, unit.targets, TargetStatus.SENT)
+            if command.status is CommandStatus.PENDING:
+                command.status = CommandStatus.SENT
+            sent.append(unit)
+        deadline = time.monotonic() + self.config.confirm_timeout
+        last_seen: dict[str, str] = {}
+        while sent:
+            waiting: list[UnitCommand] = []
+            for unit in sent:
+                if not await self._confirm(command, link, unit, last_seen):
+                    waiting.append(unit)
+            sent = waiting
+            if not sent:
+                break
+            if time.monotonic() >= deadline:
+                for unit in sent:
+                    for target in unit.targets:
+                        if command.results[target].status is TargetStatus.SENT:
+                            self._set(
+                                command,
+                                (target,),
+                                TargetStatus.FAILED,
+                                f"not confirmed within {self.config.confirm_timeout:g}s: "
+                                f"{last_seen.get(target, 'no read-back answered')}",
+                            )
+                break
+            await asyncio.sleep(self.config.confirm_interval)
+
+    async def _confirm(
+        self, command: Command, link: ModbusLink, unit: UnitCommand, last_seen: dict[str, str]
+    ) -> bool:
+        """Read a unit's feedback once; True when all its targets are settled."""
+        buffer: list[int] = [0] * unit.readback.buffer_size
+        try:
+            for request in unit.readback.requests:
+                words = await link.read(
+                    unit.unit,
+                    request.table,
+                    request.address,
+                    request.count,
+                    retries=0,
+                    priority=Priority.COMMAND,
+                )
+                buffer[request.buffer_start : request.buffer_start + request.count] = words
+        except LinkError as exc:
+            for target in unit.targets:
+                last_seen[target] = f"read-back failed: {exc}"
+            return False
+        settled = True
+        for check in unit.checks:
+            if command.results[check.target].status is not TargetStatus.SENT:
+                continue
+            if check.holds(buffer):
+                self._set(command, (check.target,), TargetStatus.CONFIRMED)
+            else:
+                settled = False
+                last_seen[check.target] = (
+                    f"{check.point.name} reads {check.reading(buffer):g}, "
+                    f"expected {check.expected:g}"
+                )
+        return settled
+
+    def _set(
+        self, command: Command, targets: tuple[str, ...], status: TargetStatus, reason: str = ""
+    ) -> None:
+        now = self.clock()
+        for target in targets:
+            result = command.results[target]
+            result.status = status
+            result.reason = reason
+            if status in (TargetStatus.CONFIRMED, TargetStatus.FAILED):
+                result.done_at = now
+
+    def _finish_targets(self, command: Command, reason: str) -> None:
+        open_targets = tuple(
+            r.target
+            for r in command.results.values()
+            if r.status in (TargetStatus.PENDING, TargetStatus.SENT)
+        )
+        self._set(command, open_targets, TargetStatus.FAILED, reason)
+
+    def _conclude(self, command: Command) -> None:
+        self._finish_targets(command, "not carried out")
+        counts = command.counts()
+        if counts[TargetStatus.FAILED] == 0:
+            command.status = CommandStatus.CONFIRMED
+        elif counts[TargetStatus.CONFIRMED] == 0:
+            command.status = CommandStatus.FAILED
+        else:
+            command.status = CommandStatus.PARTIAL
+        command.finished_at = self.clock()
+
+    def _entry(self, command: Command) -> AuditEntry:
+        counts = command.counts()
+        return AuditEntry(
+            id=command.id,
+            at=command.created_at,
+            source=command.source,
+            actor=command.actor,
+            action=command.action.value,
+            dim=command.dim,
+            selector=command.selector.describe(),
+            target_count=len(command.results),
+            outcome=command.status.value,
+            confirmed=counts[TargetStatus.CONFIRMED],
+            failed=counts[TargetStatus.FAILED],
+            finished_at=command.finished_at,
+            results={
+                key: {"status": r.status.value, **({"reason": r.reason} if r.reason else {})}
+                for key, r in command.results.items()
+            },
+        )
+
+    async def stop(self) -> None:
+        """Cancel commands still running (their open targets fail and are audited)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,105 @@
+"""Remote control through the HTTP API: roles, confirm, rate limit, commands and the audit log."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from api.app import create_app
+from api.keys import ApiKeyStore, Role
+from controller.config import LoadedConfig
+from controller.runtime import Controller
+from simulators.fleet import SimulatedCity
+from tests.test_control import control_city
+
+WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
+
+
+async def test_control_api_checks_roles_confirms_and_audits_every_command(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    doc = control_city(tmp_path)
+    doc["api"] = {"keys_path": str(tmp_path / "keys.db")}
+    doc["control"]["rate_limit"] = {"commands_per_minute": 1, "burst": 3}
+    loaded = write_config(doc)
+    keys = ApiKeyStore(tmp_path / "keys.db")
+    viewer = {"X-API-Key": keys.create("Zhou", Role.VIEWER)}
+    dispatcher = {"X-API-Key": keys.create("Li (dispatch)", Role.DISPATCHER)}
+    engineer = {"Authorization": "Bearer " + keys.create("Chen Gong", Role.ENGINEER)}
+    keys.close()
+    off_road = {"action": "off", "targets": {"road": "东风路"}}
+    async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
+        await controller.open_stores()
+        app = create_app(controller, manage_controller=False)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            assert (await client.post("/control/circuits", json=off_road)).status_code == 401
+            for who in (viewer, dispatcher):
+                denied = await client.post("/control/circuits", json=off_road, headers=who)
+                assert denied.status_code == 403
+                assert "needs engineer or admin" in denied.json()["detail"]
+            bad = await client.post(
+                "/control/lamps",
+                json={"action": "dim", "targets": {"lamps": ["RS-1"]}},
+                headers=engineer,
+            )
+            assert bad.status_code == 422 and "level is required" in bad.text
+            empty = await client.post(
+                "/control/lamps", json={"action": "on", "targets": {}}, headers=engineer
+            )
+            assert empty.status_code == 422 and "all: true" in empty.text
+
+            unconfirmed = await client.post("/control/circuits", json=off_road, headers=engineer)
+            assert unconfirmed.status_code == 428
+            assert "12 lamps" in unconfirmed.json()["detail"]
+            assert city.cabinets["CAB-A"].circuit_cmd == [True] * 4
+
+            sent = await client.post(
+                "/control/circuits", json={**off_road, "confirm": True}, headers=engineer
+            )
+            assert sent.status_code == 202
+            assert sent.headers["Location"] == f"/commands/{sent.json()['id']}"
+            assert sent.json()["status"] in ("pending", "sent")
+            done = (await client.get(sent.headers["Location"], params={"wait": 5})).json()
+            assert done["status"] == "confirmed"
+            assert {r["target"] for r in done["results"]} == {"CAB-A/circuit1", "CAB-B/circuit1"}
+            assert city.cabinets["CAB-B"].circuit_cmd == [False, True, True, True]
+
+            dim = await client.post(
+                "/control/lamps",
+                json={"action": "dim", "level": 40, "targets": {"lamps": ["RS-1"]}},
+                headers=engineer,
+            )
+            assert dim.status_code == 202
+            assert (await client.get(f"/commands/{dim.json()['id']}", params={"wait": 5})).json()[
+                "status"
+            ] == "confirmed"
+            assert city.lamps["RS-1"].dim_cmd == 40
+
+            # A burst of 3 from this key (the 428 counted); the refusals by role were other keys.
+            limited = await client.post(
+                "/control/circuits",
+                json={"action": "on", "targets": {"all": True}},
+                headers=engineer,
+            )
+            assert limited.status_code == 429
+            assert int(limited.headers["Retry-After"]) > 0
+
+            audit = (await client.get("/audit")).json()
+            assert [(a["outcome"], a["by"], a["role"]) for a in audit] == [
+                ("refused", "Chen Gong", "engineer"),  # rate limited
+                ("confirmed", "Chen Gong", "engineer"),  # dim RS-1
+                ("confirmed", "Chen Gong", "engineer"),  # road off, confirmed
+                ("refused", "Chen Gong", "engineer"),  # needs confirm
+                ("refused", "Li (dispatch)", "dispatcher"),
+                ("refused", "Zhou", "viewer"),
+            ]
+            assert "rate limit" in audit[0]["reason"]
+            assert audit[2]["action"] == "circuit_off" and audit[2]["targets"] == "road=东风路"
+            assert audit[2]["results"]["CAB-A/circuit1"] == {"status": "confirmed"}
+            by_target = (await client.get("/audit", params={"target": "RS-1"})).json()
+            assert [a["action"] for a in by_target] == ["lamp_dim"]
+            assert (await client.get("/commands/999")).status_code == 404
