@@ -313,3 +313,30 @@ class AuditEntryOut(BaseModel):
     failed: int
     finished_at: datetime | None
     results: dict[str, dict[str, Any]]
+
+
+class ImportRejectOut(BaseModel):
+    """A row an import did not take."""
+
+    row: int
+    pole_id: str
+    reason: str
+
+
+class ImportReportOut(BaseModel):
+    """What a bulk import did."""
+
+    accepted: int
+    created: int
+    updated: int
+    rejected: list[ImportRejectOut]
+    dry_run: bool
+
+
+class AssetGroupOut(BaseModel):
+    """Poles of one road, grid cell or cabinet."""
+
+    group: str
+    poles: int
+    with_controller: int
+    rated_kw: float

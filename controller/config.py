@@ -283,6 +283,12 @@ class ApiConfig(_Strict):
     keys_path: str = "var/keys.db"
 
 
+class AssetsConfig(_Strict):
+    """The lamp-pole asset register."""
+
+    db_path: str = "var/assets.db"
+
+
 class StreetsenseConfig(_Strict):
     """The whole of config.yaml."""
 
@@ -302,6 +308,7 @@ class StreetsenseConfig(_Strict):
     simulator: SimulatorConfig = SimulatorConfig()
     api: ApiConfig = ApiConfig()
     control: ControlConfig = ControlConfig()
+    assets: AssetsConfig = AssetsConfig()
 
 
 class LoadedConfig:

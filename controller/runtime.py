@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from controller.assets.store import AssetStore
 from controller.config import LoadedConfig
 from controller.control.audit import AuditLog
 from controller.control.dispatcher import CommandDispatcher
@@ -27,16 +28,20 @@ class Controller:
         self.rules = RuleService(loaded, self.registry, self.poller, self.telemetry)
         control = loaded.config.control
         self.audit = AuditLog(loaded.resolve(control.db_path))
-        self.commands = CommandDispatcher(self.registry, self.links, self.audit, control)
+        self.assets = AssetStore(loaded.resolve(loaded.config.assets.db_path))
+        self.commands = CommandDispatcher(
+            self.registry, self.links, self.audit, control, poles_on=self.assets.poles_on
+        )
         self._stores_open = False
         self.running = False
 
     async def open_stores(self) -> None:
-        """Open stores, deliveries (replaying spools), alarms (seeding rule state), audit log."""
+        """Open the stores: telemetry (replaying spools), alarms (seeding rules), audit, assets."""
         if not self._stores_open:
             await self.telemetry.start()
             await self.rules.start()
             await self.audit.open()
+            await self.assets.open()
             self._stores_open = True
 
     async def start(self) -> None:
@@ -51,6 +56,7 @@ class Controller:
         await self.poller.stop()
         if self._stores_open:
             await self.audit.close()
+            await self.assets.close()
             await self.rules.stop()
             await self.telemetry.stop()
             self._stores_open = False

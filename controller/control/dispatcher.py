@@ -20,6 +20,7 @@ from enum import StrEnum
 from controller.control.audit import Actor, AuditEntry, AuditLog
 from controller.control.config import ControlConfig
 from controller.control.targets import (
+    CircuitTarget,
     GroupSelector,
     UnknownTarget,
     lamps_on,
@@ -123,12 +124,15 @@ class CommandDispatcher:
         audit: AuditLog,
         config: ControlConfig,
         clock: Callable[[], float] = time.time,
+        poles_on: Callable[[str, int], int] | None = None,
     ) -> None:
         self.registry = registry
         self.links = links
         self.audit = audit
         self.config = config
         self.clock = clock
+        #: Poles the asset register knows on a circuit (many have no controller).
+        self.poles_on = poles_on
         self._commands: OrderedDict[int, Command] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -186,7 +190,7 @@ class CommandDispatcher:
                 circuits = select_circuits(self.registry, request.selector)
                 lamps: list[int] = []
                 keys = [circuit_key(self.registry, c) for c in circuits]
-                dark = lamps_on(self.registry, circuits)
+                dark = self._lamps_on(circuits)
             else:
                 circuits = []
                 lamps = select_lamps(self.registry, request.selector)
@@ -208,6 +212,16 @@ class CommandDispatcher:
                 "send it again with confirm: true",
             )
         return units, keys
+
+    def _lamps_on(self, circuits: list[CircuitTarget]) -> int:
+        """Lamps a circuit switch-off puts out: controllers or registered poles, the larger."""
+        total = lamps_on(self.registry, circuits)
+        if self.poles_on is not None:
+            poles = sum(
+                self.poles_on(self.registry.devices[c.cabinet].id, c.circuit) for c in circuits
+            )
+            total = max(total, poles)
+        return total
 
     def _remember(self, command: Command) -> None:
         self._commands[command.id] = command

@@ -1,0 +1,143 @@
+"""Lamp and pole assets (灯杆管理): list, create, update, bulk import from CSV or GeoJSON."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+
+from api.auth import require
+from api.deps import ControllerDep
+from api.keys import Principal, Role
+from api.schemas import AssetGroupOut, ImportRejectOut, ImportReportOut
+from controller.assets.importer import ImportFormatError, parse_csv, parse_geojson
+from controller.assets.model import AssetInvalid, PoleAsset, check_against_site
+from controller.assets.store import AssetFilter, dump_geojson
+
+router = APIRouter(prefix="/assets", tags=["assets"])
+
+AssetEditor = Annotated[Principal, Depends(require(Role.ENGINEER))]
+
+#: Largest import accepted in one request (a city's poles as CSV is a few MB).
+MAX_IMPORT_BYTES = 50 * 1024 * 1024
+
+
+@router.get("", response_model=list[PoleAsset])
+async def list_assets(
+    controller: ControllerDep,
+    road: str | None = None,
+    grid: str | None = None,
+    cabinet: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[PoleAsset]:
+    """Poles, by pole id; filter by road, grid cell or cabinet."""
+    return await controller.assets.find(AssetFilter(road, grid, cabinet, limit, offset))
+
+
+@router.get("/summary", response_model=list[AssetGroupOut])
+async def asset_summary(
+    controller: ControllerDep, by: Literal["road", "grid", "cabinet"] = "road"
+) -> list[AssetGroupOut]:
+    """Poles per road, grid cell or cabinet: count, with a controller, rated kW."""
+    return [
+        AssetGroupOut(
+            group=g.group, poles=g.poles, with_controller=g.with_controller, rated_kw=g.rated_kw
+        )
+        for g in await controller.assets.summary(by)
+    ]
+
+
+@router.get("/geojson")
+async def assets_geojson(
+    controller: ControllerDep,
+    road: str | None = None,
+    grid: str | None = None,
+    cabinet: str | None = None,
+) -> dict[str, Any]:
+    """Poles as a GeoJSON FeatureCollection (the same shape the import takes)."""
+    return dump_geojson(
+        await controller.assets.find(AssetFilter(road, grid, cabinet, limit=1_000_000))
+    )
+
+
+@router.get("/{pole_id}", response_model=PoleAsset)
+async def get_asset(pole_id: str, controller: ControllerDep) -> PoleAsset:
+    """One pole."""
+    asset = await controller.assets.get(pole_id)
+    if asset is None:
+        raise HTTPException(404, f"no pole {pole_id!r}")
+    return asset
+
+
+def _checked(asset: PoleAsset, controller: ControllerDep) -> PoleAsset:
+    try:
+        check_against_site(asset, controller.registry)
+    except AssetInvalid as exc:
+        raise HTTPException(422, str(exc)) from exc
+    return asset
+
+
+@router.post("", status_code=201, response_model=PoleAsset)
+async def create_asset(asset: PoleAsset, controller: ControllerDep, _: AssetEditor) -> PoleAsset:
+    """Register a pole; 409 if the pole id is taken."""
+    _checked(asset, controller)
+    if await controller.assets.exists([asset.pole_id]):
+        raise HTTPException(409, f"pole {asset.pole_id} exists; use PUT to change it")
+    await controller.assets.put([asset])
+    return asset
+
+
+@router.put("/{pole_id}", response_model=PoleAsset)
+async def update_asset(
+    pole_id: str, asset: PoleAsset, controller: ControllerDep, _: AssetEditor
+) -> PoleAsset:
+    """Replace a pole's record (404 if it is not registered)."""
+    if asset.pole_id != pole_id:
+        raise HTTPException(422, f"pole_id in the body ({asset.pole_id}) differs from the URL")
+    _checked(asset, controller)
+    if not await controller.assets.exists([pole_id]):
+        raise HTTPException(404, f"no pole {pole_id!r}; use POST to register it")
+    await controller.assets.put([asset])
+    return asset
+
+
+@router.post("/import", response_model=ImportReportOut)
+async def import_assets(
+    request: Request,
+    controller: ControllerDep,
+    _: AssetEditor,
+    dry_run: bool = False,
+) -> ImportReportOut:
+    """Bulk import: ``text/csv`` (header row of field names) or GeoJSON point features.
+
+    Good rows are stored (created or replaced); each bad row is reported with its
+    number and reason. ``dry_run`` checks without storing.
+    """
+    data = await request.body()
+    if len(data) > MAX_IMPORT_BYTES:
+        raise HTTPException(413, f"import larger than {MAX_IMPORT_BYTES // 2**20} MB")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        if kind in ("text/csv", "application/csv"):
+            report = parse_csv(data, controller.registry)
+        elif kind in ("application/geo+json", "application/json"):
+            report = parse_geojson(data, controller.registry)
+        else:
+            raise HTTPException(
+                415, "send text/csv or application/geo+json (a GeoJSON FeatureCollection)"
+            )
+    except ImportFormatError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    existing = await controller.assets.exists([a.pole_id for a in report.accepted])
+    if not dry_run:
+        await controller.assets.put(report.accepted)
+    return ImportReportOut(
+        accepted=len(report.accepted),
+        created=len(report.accepted) - len(existing),
+        updated=len(existing),
+        rejected=[
+            ImportRejectOut(row=r.row, pole_id=r.pole_id, reason=r.reason) for r in report.rejected
+        ],
+        dry_run=dry_run,
+    )

@@ -1,0 +1,132 @@
+"""Bulk import of poles from CSV or GeoJSON, with a report of every rejected row.
+
+Pure: bytes in, accepted assets and rejected rows out. A row is rejected with
+its number and the reason (a bad value, a duplicate pole id, a cabinet that is
+not installed); the good rows are kept, so one typo does not cost a whole
+district's survey.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from controller.assets.model import AssetInvalid, PoleAsset, check_against_site
+from controller.registry import Registry
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    """A row that was not imported: where it is and why."""
+
+    row: int
+    pole_id: str
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    """What an import accepted and rejected."""
+
+    accepted: list[PoleAsset] = field(default_factory=list)
+    rejected: list[RejectedRow] = field(default_factory=list)
+
+
+class ImportFormatError(ValueError):
+    """The file as a whole cannot be read (not CSV with a header, not GeoJSON)."""
+
+
+def _reason(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "row"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def _take(
+    report: ImportReport, seen: set[str], registry: Registry, row: int, raw: dict[str, Any]
+) -> None:
+    pole_id = str(raw.get("pole_id", "") or "")
+    try:
+        asset = PoleAsset.model_validate(raw)
+        check_against_site(asset, registry)
+    except ValidationError as exc:
+        report.rejected.append(RejectedRow(row, pole_id, _reason(exc)))
+        return
+    except AssetInvalid as exc:
+        report.rejected.append(RejectedRow(row, pole_id, str(exc)))
+        return
+    if asset.pole_id in seen:
+        report.rejected.append(RejectedRow(row, pole_id, "pole_id: repeats an earlier row"))
+        return
+    seen.add(asset.pole_id)
+    report.accepted.append(asset)
+
+
+def _text(data: bytes) -> str:
+    # Survey sheets come out of Excel: UTF-8 with a BOM, or GB18030 on older installs.
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("gb18030")
+
+
+def parse_csv(data: bytes, registry: Registry) -> ImportReport:
+    """Rows of a CSV with a header (column names as PoleAsset fields); row 1 is the header."""
+    reader = csv.DictReader(io.StringIO(_text(data)))
+    if not reader.fieldnames or "pole_id" not in reader.fieldnames:
+        raise ImportFormatError("CSV needs a header row with at least pole_id")
+    report = ImportReport()
+    seen: set[str] = set()
+    for row in reader:
+        line = reader.line_num
+        if None in row:
+            report.rejected.append(
+                RejectedRow(line, row.get("pole_id") or "", "more cells than header columns")
+            )
+            continue
+        cells = {k.strip(): v.strip() for k, v in row.items() if k and v is not None}
+        if not any(cells.values()):
+            continue  # blank line
+        _take(report, seen, registry, line, cells)
+    return report
+
+
+def parse_geojson(data: bytes, registry: Registry) -> ImportReport:
+    """Point features of a FeatureCollection; a row is the feature's 1-based position."""
+    try:
+        doc = json.loads(_text(data))
+    except json.JSONDecodeError as exc:
+        raise ImportFormatError(f"not JSON: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
+        raise ImportFormatError("GeoJSON must be a FeatureCollection")
+    features = doc.get("features")
+    if not isinstance(features, list):
+        raise ImportFormatError("FeatureCollection has no features list")
+    report = ImportReport()
+    seen: set[str] = set()
+    for i, feature in enumerate(features, start=1):
+        props = feature.get("properties") if isinstance(feature, dict) else None
+        geometry = feature.get("geometry") if isinstance(feature, dict) else None
+        if not isinstance(props, dict):
+            report.rejected.append(RejectedRow(i, "", "feature has no properties"))
+            continue
+        pole_id = str(props.get("pole_id", ""))
+        coords = geometry.get("coordinates") if isinstance(geometry, dict) else None
+        if (
+            not isinstance(geometry, dict)
+            or geometry.get("type") != "Point"
+            or not isinstance(coords, list)
+            or len(coords) < 2
+        ):
+            report.rejected.append(RejectedRow(i, pole_id, "geometry must be a Point [lon, lat]"))
+            continue
+        # GeoJSON orders coordinates longitude first.
+        _take(report, seen, registry, i, {**props, "lon": coords[0], "lat": coords[1]})
+    return report

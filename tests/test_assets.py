@@ -1,0 +1,149 @@
+"""Lamp and pole assets: create, update, list, bulk import with a report of rejected rows."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from api.app import create_app
+from api.keys import ApiKeyStore, Role
+from controller.config import LoadedConfig
+from controller.control.audit import Actor
+from controller.control.dispatcher import CommandRefused, CommandRequest
+from controller.control.targets import GroupSelector
+from controller.control.writes import Action
+from controller.runtime import Controller
+from tests.test_control import control_city
+
+WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
+
+HEADER = "pole_id,lat,lon,lamp_type,rated_w,install_date,controller,cabinet,circuit,phase,road,grid"
+SURVEY_CSV = f"""{HEADER}
+XJ-0001,21.8531,111.9705,LED,150,2021-05-01,CAB-C-L001,CAB-C,1,A,新江路,G1
+XJ-0002,21.8532,111.9706,LED,150,2021-05-01,,CAB-C,1,B,新江路,G1
+XJ-0003,91.0,111.9707,LED,150,,,CAB-C,1,C,新江路,G1
+XJ-0004,21.8534,111.9708,HPS,250,2019-13-01,,CAB-C,1,A,新江路,G1
+XJ-0005,21.8535,111.9709,LED,150,,,CAB-X,1,A,新江路,G1
+XJ-0002,21.8536,111.9710,LED,150,,,CAB-C,1,B,新江路,G1
+XJ-0007,21.8537,111.9711,LED,150,,CAB-A-L001,CAB-C,1,C,新江路,G1
+XJ-0008,21.8538,111.9712,LED,150,,,CAB-C,7,A,新江路,G1
+
+DF-0001,21.8585,111.9822,LED,100,,,CAB-A,2,A,东风路辅道,G2
+"""
+
+
+def geojson(n: int, start: int) -> bytes:
+    features = [
+        {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [111.97 + i * 1e-4, 21.85]},
+            "properties": {
+                "pole_id": f"XJ-1{i:03d}",
+                "rated_w": 120,
+                "cabinet": "CAB-C",
+                "circuit": 1,
+                "road": "新江路",
+                "grid": "G1",
+            },
+        }
+        for i in range(start, start + n)
+    ]
+    features.append({"type": "Feature", "geometry": {"type": "LineString"}, "properties": {}})
+    return json.dumps({"type": "FeatureCollection", "features": features}).encode()
+
+
+async def test_bulk_import_reports_each_rejected_row_and_keeps_the_good_ones(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    doc = control_city(tmp_path)
+    doc["api"] = {"keys_path": str(tmp_path / "keys.db")}
+    doc["assets"] = {"db_path": str(tmp_path / "assets.db")}
+    loaded = write_config(doc)
+    keys = ApiKeyStore(tmp_path / "keys.db")
+    engineer = {"X-API-Key": keys.create("Chen Gong", Role.ENGINEER)}
+    viewer = {"X-API-Key": keys.create("Zhou", Role.VIEWER)}
+    keys.close()
+    async with Controller(loaded) as controller:
+        await controller.open_stores()
+        app = create_app(controller, manage_controller=False)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            csv_headers = {**engineer, "Content-Type": "text/csv"}
+            body = SURVEY_CSV.encode("utf-8-sig")  # as Excel saves it
+            assert (
+                await client.post(
+                    "/assets/import", content=body, headers={**viewer, "Content-Type": "text/csv"}
+                )
+            ).status_code == 403
+            dry = (
+                await client.post(
+                    "/assets/import", content=body, headers=csv_headers, params={"dry_run": True}
+                )
+            ).json()
+            assert dry["accepted"] == 3 and dry["dry_run"]
+            assert (await client.get("/assets")).json() == []
+
+            report = (await client.post("/assets/import", content=body, headers=csv_headers)).json()
+            assert report["accepted"] == 3 and report["created"] == 3
+            rejected = {(r["row"], r["pole_id"]): r["reason"] for r in report["rejected"]}
+            assert set(rejected) == {
+                (4, "XJ-0003"),
+                (5, "XJ-0004"),
+                (6, "XJ-0005"),
+                (7, "XJ-0002"),
+                (8, "XJ-0007"),
+                (9, "XJ-0008"),
+            }
+            assert rejected[4, "XJ-0003"].startswith("lat:")
+            assert rejected[5, "XJ-0004"].startswith("install_date:")
+            assert rejected[6, "XJ-0005"] == "cabinet: no cabinet 'CAB-X'"
+            assert rejected[7, "XJ-0002"] == "pole_id: repeats an earlier row"
+            assert "behind cabinet CAB-A, not CAB-C" in rejected[8, "XJ-0007"]
+            assert rejected[9, "XJ-0008"] == "circuit: 7, but cabinet CAB-C has 4"
+
+            poles = (await client.get("/assets", params={"road": "新江路"})).json()
+            assert [p["pole_id"] for p in poles] == ["XJ-0001", "XJ-0002"]
+            assert poles[0]["controller"] == "CAB-C-L001" and poles[1]["controller"] is None
+
+            geo = await client.post(
+                "/assets/import",
+                content=geojson(20, 0),
+                headers={**engineer, "Content-Type": "application/geo+json"},
+            )
+            assert geo.json()["accepted"] == 20
+            assert geo.json()["rejected"] == [
+                {"row": 21, "pole_id": "", "reason": "geometry must be a Point [lon, lat]"}
+            ]
+            summary = (await client.get("/assets/summary", params={"by": "grid"})).json()
+            assert summary == [
+                {"group": "G1", "poles": 22, "with_controller": 1, "rated_kw": 2.7},
+                {"group": "G2", "poles": 1, "with_controller": 0, "rated_kw": 0.1},
+            ]
+            exported = (await client.get("/assets/geojson", params={"grid": "G2"})).json()
+            assert exported["features"][0]["geometry"]["coordinates"] == [111.9822, 21.8585]
+
+            pole = (await client.get("/assets/XJ-0002")).json()
+            pole["lamp_type"] = "LED-retrofit"
+            pole["rated_w"] = 90
+            updated = await client.put("/assets/XJ-0002", json=pole, headers=engineer)
+            assert updated.status_code == 200
+            assert (await client.get("/assets/XJ-0002")).json()["rated_w"] == 90
+            dup = await client.post("/assets", json=pole, headers=engineer)
+            assert dup.status_code == 409
+            wrong = {**pole, "pole_id": "NEW-1", "cabinet": "RS-1"}
+            bad = await client.post("/assets", json=wrong, headers=engineer)
+            assert bad.status_code == 422 and "no cabinet 'RS-1'" in bad.json()["detail"]
+            assert (await client.get("/assets/NOPE")).status_code == 404
+
+        # 22 poles hang on CAB-C circuit 1, though only 6 have controllers: over the limit of 10.
+        with pytest.raises(CommandRefused) as refused:
+            await controller.commands.submit(
+                CommandRequest(Action.CIRCUIT_OFF, GroupSelector(cabinets=["CAB-C"], circuits=[1])),
+                Actor("Chen Gong", "k", "engineer"),
+            )
+        assert "puts out 22 lamps" in refused.value.reason
