@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from controller.control.targets import GroupSelector
+from controller.control.selector import GroupSelector
 
 
 def utc(ts: float | None) -> datetime | None:

@@ -11,11 +11,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from controller.control.config import ControlConfig
+from controller.schedules.config import SchedulesConfig
 from drivers.errors import ConfigError, format_validation_error
 from drivers.profile import ProfileLibrary
 from rules.config import AlarmsConfig, FloodWatchConfig, RuleConfig
@@ -265,6 +274,20 @@ class SiteConfig(_Strict):
     city: str = "demo-city"
     timezone: str = "Asia/Shanghai"
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from exc
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The city's time zone."""
+        return ZoneInfo(self.timezone)
+
 
 class SimulatorConfig(_Strict):
     """Simulated hardware for the demo and CI."""
@@ -309,6 +332,7 @@ class StreetsenseConfig(_Strict):
     api: ApiConfig = ApiConfig()
     control: ControlConfig = ControlConfig()
     assets: AssetsConfig = AssetsConfig()
+    schedules: SchedulesConfig = SchedulesConfig()
 
 
 class LoadedConfig:
@@ -460,6 +484,7 @@ def _check_references(config: StreetsenseConfig, profiles: ProfileLibrary, file:
             )
         if config.mqtt is None:
             raise ConfigError(file, f"{key}", "MQTT devices need an mqtt: broker section")
+    _check_schedules(config, file)
     for i, gauge in enumerate(config.gauges):
         key = f"gauges[{i}] ({gauge.id})"
         check_device(key, gauge.id, gauge.link, gauge.unit, gauge.profile, "gauge")
@@ -469,3 +494,36 @@ def _check_references(config: StreetsenseConfig, profiles: ProfileLibrary, file:
             raise ConfigError(
                 file, f"{key}.levels", "levels must rise blue < yellow < orange < red"
             )
+
+
+def _check_schedules(config: StreetsenseConfig, file: str) -> None:
+    sched = config.schedules
+    programs: set[str] = set()
+    for i, program in enumerate(sched.programs):
+        if program.id in programs:
+            raise ConfigError(file, f"schedules.programs[{i}].id", f"program {program.id} twice")
+        programs.add(program.id)
+
+    def known(program: str, key: str) -> None:
+        if program not in programs:
+            raise ConfigError(
+                file, key, f"unknown program {program!r} (known: {', '.join(sorted(programs))})"
+            )
+
+    calendars: set[str] = set()
+    for i, cal in enumerate(sched.calendars):
+        key = f"schedules.calendars[{i}] ({cal.id})"
+        if cal.id in calendars:
+            raise ConfigError(file, f"{key}.id", f"calendar {cal.id} twice")
+        calendars.add(cal.id)
+        known(cal.default, f"{key}.default")
+        for j, rule in enumerate(cal.rules):
+            known(rule.program, f"{key}.rules[{j}].program")
+    groups: set[str] = set()
+    for i, group in enumerate(sched.groups):
+        key = f"schedules.groups[{i}] ({group.id})"
+        if group.id in groups:
+            raise ConfigError(file, f"{key}.id", f"group {group.id} twice")
+        groups.add(group.id)
+        if group.calendar not in calendars:
+            raise ConfigError(file, f"{key}.calendar", f"unknown calendar {group.calendar!r}")

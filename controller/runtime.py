@@ -10,6 +10,9 @@ from controller.latest import LatestValues
 from controller.link_factory import build_link
 from controller.poller import Poller
 from controller.registry import Registry
+from controller.schedules.clocks import ScheduleClock, WallClock
+from controller.schedules.overrides import OverrideStore
+from controller.schedules.runner import ScheduleRunner
 from controller.telemetry.pipeline import TelemetryPipeline
 from rules.service import RuleService
 
@@ -17,7 +20,7 @@ from rules.service import RuleService
 class Controller:
     """Everything the API and the command line need of a running controller."""
 
-    def __init__(self, loaded: LoadedConfig) -> None:
+    def __init__(self, loaded: LoadedConfig, schedule_clock: ScheduleClock | None = None) -> None:
         self.loaded = loaded
         self.registry = Registry(loaded)
         self.links = {cfg.id: build_link(cfg) for cfg in loaded.config.links}
@@ -32,7 +35,19 @@ class Controller:
         self.commands = CommandDispatcher(
             self.registry, self.links, self.audit, control, poles_on=self.assets.poles_on
         )
+        schedules = loaded.config.schedules
+        self.overrides = OverrideStore(loaded.resolve(schedules.db_path))
+        self.schedules = ScheduleRunner(
+            self.registry,
+            self.commands,
+            schedules,
+            loaded.config.site.tz,
+            schedule_clock or WallClock(),
+            self.overrides,
+            str(loaded.path),
+        )
         self._stores_open = False
+        self._schedules_running = False
         self.running = False
 
     async def open_stores(self) -> None:
@@ -42,21 +57,33 @@ class Controller:
             await self.rules.start()
             await self.audit.open()
             await self.assets.open()
+            await self.overrides.open()
             self._stores_open = True
 
     async def start(self) -> None:
-        """Start telemetry, then polling."""
+        """Start telemetry, then polling, then the schedules."""
         await self.open_stores()
         self.poller.start()
+        await self.start_schedules()
         self.running = True
+
+    async def start_schedules(self) -> None:
+        """Put lights into their scheduled state and keep them on schedule."""
+        await self.open_stores()
+        await self.schedules.start()
+        self._schedules_running = True
 
     async def stop(self) -> None:
         """Stop polling, deliver or spool the last readings, close links and stores."""
+        if self._schedules_running:
+            await self.schedules.stop()
+            self._schedules_running = False
         await self.commands.stop()
         await self.poller.stop()
         if self._stores_open:
             await self.audit.close()
             await self.assets.close()
+            await self.overrides.close()
             await self.rules.stop()
             await self.telemetry.stop()
             self._stores_open = False

@@ -15,7 +15,7 @@ from api.keys import ApiKeyStore, Role
 from controller.config import LoadedConfig
 from controller.control.audit import Actor
 from controller.control.dispatcher import CommandRefused, CommandRequest
-from controller.control.targets import GroupSelector
+from controller.control.selector import GroupSelector
 from controller.control.writes import Action
 from controller.runtime import Controller
 from tests.test_control import control_city

@@ -13,7 +13,7 @@ import pytest
 from controller.config import LoadedConfig
 from controller.control.audit import Actor, AuditQuery
 from controller.control.dispatcher import CommandRefused, CommandRequest, CommandStatus
-from controller.control.targets import GroupSelector
+from controller.control.selector import GroupSelector
 from controller.control.writes import Action
 from controller.runtime import Controller
 from simulators.faults import FaultKind, FaultSpec

@@ -19,9 +19,9 @@ from enum import StrEnum
 
 from controller.control.audit import Actor, AuditEntry, AuditLog
 from controller.control.config import ControlConfig
+from controller.control.selector import GroupSelector
 from controller.control.targets import (
     CircuitTarget,
-    GroupSelector,
     UnknownTarget,
     lamps_on,
     select_circuits,
@@ -112,6 +112,9 @@ class CommandRequest:
     selector: GroupSelector
     dim: int | None = None
     confirm: bool = False
+    #: Resolved targets (the schedule runner's); when given, the selector only describes them.
+    circuits: tuple[CircuitTarget, ...] | None = None
+    lamps: tuple[int, ...] | None = None
 
 
 class CommandDispatcher:
@@ -187,13 +190,21 @@ class CommandDispatcher:
     def _plan(self, request: CommandRequest) -> tuple[list[UnitCommand], list[str]]:
         try:
             if request.action.on_circuits:
-                circuits = select_circuits(self.registry, request.selector)
+                circuits = (
+                    list(request.circuits)
+                    if request.circuits is not None
+                    else select_circuits(self.registry, request.selector)
+                )
                 lamps: list[int] = []
                 keys = [circuit_key(self.registry, c) for c in circuits]
                 dark = self._lamps_on(circuits)
             else:
                 circuits = []
-                lamps = select_lamps(self.registry, request.selector)
+                lamps = (
+                    list(request.lamps)
+                    if request.lamps is not None
+                    else select_lamps(self.registry, request.selector)
+                )
                 keys = [self.registry.devices[i].id for i in lamps]
                 dark = len(lamps)
             units = plan_commands(self.registry, request.action, circuits, lamps, request.dim)

@@ -1,0 +1,461 @@
+"""The schedule runner: tonight's steps sent on time, overrides honoured, device tables pushed.
+
+One task sleeps on a :class:`ScheduleClock` until the next thing is due: a
+step of some place, an override starting or ending, or the daily planning
+time (when device tables are pushed). When it wakes it looks at everything
+due since it last woke, so a late wake-up (a busy machine, a restart) still
+ends in the state the schedule wants, not in a burst of stale steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from controller.control.audit import Actor, AuditEntry
+from controller.control.dispatcher import CommandDispatcher, CommandRefused, CommandRequest
+from controller.control.selector import GroupSelector
+from controller.control.targets import CircuitTarget, UnknownTarget
+from controller.control.writes import Action
+from controller.registry import Registry
+from controller.schedules.calendar import program_for
+from controller.schedules.clocks import ScheduleClock
+from controller.schedules.config import Calendar, Program, ScheduleGroup, SchedulesConfig
+from controller.schedules.device_tables import (
+    TablePush,
+    TableTooSmall,
+    collapse_ramps,
+    encode_table,
+    push_table,
+)
+from controller.schedules.overrides import Override, OverrideStore
+from controller.schedules.places import SchedulePlace, resolve_places
+from controller.schedules.timeline import PlannedStep, night_of, plan_night
+from drivers.errors import ConfigError
+from drivers.profile import DeviceProfile
+
+log = logging.getLogger(__name__)
+
+SCHEDULER = Actor("scheduler", "", "system")
+#: How far ahead the runner looks for its next step (two nights always hold one).
+LOOKAHEAD_NIGHTS = 2
+
+State = tuple[Literal["on", "off", "dim"], int | None]
+
+
+@dataclass
+class GroupPlan:
+    """A schedule group with its calendar and resolved places."""
+
+    group: ScheduleGroup
+    calendar: Calendar
+    places: list[SchedulePlace]
+
+
+@dataclass(frozen=True)
+class FiredStep:
+    """What the runner did at one moment for one group (or override)."""
+
+    at: float
+    source: str
+    action: str
+    level: int | None
+    places: tuple[str, ...]
+    commands: tuple[int, ...]
+
+
+@dataclass
+class _Batch:
+    circuits: list[CircuitTarget] = field(default_factory=list)
+    lamps: list[int] = field(default_factory=list)
+    standalone: list[int] = field(default_factory=list)
+    places: list[str] = field(default_factory=list)
+
+
+class ScheduleRunner:
+    """Runs the configured schedules against the command dispatcher."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        dispatcher: CommandDispatcher,
+        config: SchedulesConfig,
+        tz: ZoneInfo,
+        clock: ScheduleClock,
+        overrides: OverrideStore,
+        config_file: str = "config.yaml",
+    ) -> None:
+        self.registry = registry
+        self.dispatcher = dispatcher
+        self.config = config
+        self.tz = tz
+        self.clock = clock
+        self.overrides = overrides
+        self.programs: dict[str, Program] = {p.id: p for p in config.programs}
+        calendars = {c.id: c for c in config.calendars}
+        self.groups = []
+        for i, g in enumerate(config.groups):
+            try:
+                places = resolve_places(registry, g.targets)
+            except UnknownTarget as exc:
+                raise ConfigError(
+                    config_file, f"schedules.groups[{i}] ({g.id}).targets", str(exc)
+                ) from exc
+            self.groups.append(GroupPlan(g, calendars[g.calendar], places))
+        self.log: deque[FiredStep] = deque(maxlen=2000)
+        self.tables: dict[str, TablePush] = {}
+        self._active: list[Override] = []
+        self._plans: dict[tuple[str, date], list[list[PlannedStep]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._last = 0.0
+        self._wake = asyncio.Event()
+        #: Set while the runner sleeps: everything due so far has been done.
+        self._idle = asyncio.Event()
+
+    # -- planning (pure given the clock) ------------------------------------------------
+
+    def program_of(self, plan: GroupPlan, night: date) -> Program:
+        """The program a group runs on a night."""
+        return self.programs[program_for(plan.calendar, night)]
+
+    def night_plan(self, plan: GroupPlan, night: date) -> list[list[PlannedStep]]:
+        """Each place's steps on a night (cached)."""
+        key = (plan.group.id, night)
+        if key not in self._plans:
+            self._plans[key] = plan_night(
+                self.program_of(plan, night),
+                night,
+                [p.lat for p in plan.places],
+                [p.lon for p in plan.places],
+                self.tz,
+            )
+        return self._plans[key]
+
+    def desired(self, plan: GroupPlan, place: int, at: float) -> PlannedStep | None:
+        """The last step at or before ``at`` for a place (None: nothing planned yet)."""
+        night = night_of(at, self.tz)
+        last: PlannedStep | None = None
+        for n in (night - timedelta(days=1), night):
+            for step in self.night_plan(plan, n)[place]:
+                if step.at <= at:
+                    last = step
+        return last
+
+    def _steps_in(self, plan: GroupPlan, start: float, end: float) -> dict[int, PlannedStep]:
+        """Per place, the last step in ``(start, end]``."""
+        found: dict[int, PlannedStep] = {}
+        first = night_of(start, self.tz) - timedelta(days=1)
+        last = night_of(end, self.tz)
+        night = first
+        while night <= last:
+            for place, steps in enumerate(self.night_plan(plan, night)):
+                for step in steps:
+                    if start < step.at <= end:
+                        found[place] = step
+            night += timedelta(days=1)
+        return found
+
+    def next_step_after(self, at: float) -> float | None:
+        """Time of the first step of a centrally run group after ``at``."""
+        best: float | None = None
+        night = night_of(at, self.tz)
+        for plan in self.groups:
+            if plan.group.mode != "central":
+                continue
+            for k in range(LOOKAHEAD_NIGHTS + 1):
+                for steps in self.night_plan(plan, night + timedelta(days=k)):
+                    for step in steps:
+                        if step.at > at and (best is None or step.at < best):
+                            best = step.at
+        return best
+
+    def next_plan_time(self, at: float) -> float:
+        """The next daily planning time (device tables are pushed then)."""
+        hour, minute = (int(x) for x in self.config.plan_at.split(":"))
+        local = datetime.fromtimestamp(at, self.tz)
+        candidate = datetime.combine(local.date(), time(hour, minute), tzinfo=self.tz)
+        if candidate.timestamp() <= at:
+            candidate = datetime.combine(
+                local.date() + timedelta(days=1), time(hour, minute), tzinfo=self.tz
+            )
+        return candidate.timestamp()
+
+    # -- running ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load overrides, put every place in its scheduled state, push tables, run."""
+        self.clock.start()
+        self._active = await self.overrides.unfinished()
+        now = self.clock.now()
+        self._last = now
+        await self._override_transitions(now)
+        await self._restore_all(now)
+        await self.push_tables(now)
+        self._task = asyncio.create_task(self._run(), name="schedules")
+
+    async def stop(self) -> None:
+        """Stop the runner."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self.clock.stop()
+
+    async def poke(self) -> None:
+        """Act on what is due now and re-plan the next wake-up; return when done."""
+        if self._task is None or self._task.done():
+            return
+        self._idle.clear()
+        self._wake.set()
+        await self._idle.wait()
+
+    async def _run(self) -> None:
+        while True:
+            now = self.clock.now()
+            due = [self.next_plan_time(now)]
+            step = self.next_step_after(self._last)
+            if step is not None:
+                due.append(step)
+            for o in self._active:
+                due += [t for t in (o.starts_at, o.expires_at) if t > self._last]
+            wake = max(min(due), now)
+            self._wake.clear()
+            sleeper = asyncio.ensure_future(self.clock.sleep_until(wake))
+            poked = asyncio.ensure_future(self._wake.wait())
+            self._idle.set()
+            try:
+                await asyncio.wait({sleeper, poked}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self._idle.clear()
+                sleeper.cancel()
+                poked.cancel()
+            await self._tick(self.clock.now())
+
+    async def _tick(self, now: float) -> None:
+        start, self._last = self._last, now
+        try:
+            await self._override_transitions(now)
+            for plan in self.groups:
+                if plan.group.mode != "central":
+                    continue
+                steps = self._steps_in(plan, start, now)
+                if steps:
+                    await self._apply_steps(plan, steps, now)
+            if start < self.next_plan_time(start) <= now:
+                self._plans = {
+                    k: v
+                    for k, v in self._plans.items()
+                    if k[1] >= night_of(now, self.tz) - timedelta(days=2)
+                }
+                await self.push_tables(now)
+        except Exception:
+            # A schedule must survive one bad step; the next one comes regardless.
+            log.exception("schedule step at %s failed", datetime.fromtimestamp(now, self.tz))
+
+    def _covered(self, now: float) -> tuple[set[CircuitTarget], set[int]]:
+        circuits: set[CircuitTarget] = set()
+        lamps: set[int] = set()
+        for o in self._active:
+            if o.active(now) and o.applied:
+                for place in resolve_places(self.registry, o.selector):
+                    circuits.update(place.circuits)
+                    lamps.update(place.lamps)
+                    lamps.update(place.standalone)
+        return circuits, lamps
+
+    async def _apply_steps(
+        self, plan: GroupPlan, steps: dict[int, PlannedStep], now: float
+    ) -> None:
+        by_state: dict[State, list[SchedulePlace]] = {}
+        for place, step in steps.items():
+            by_state.setdefault((step.action, step.level), []).append(plan.places[place])
+        for state, places in by_state.items():
+            await self._apply(state, places, f"schedule:{plan.group.id}", SCHEDULER, now)
+
+    async def _apply(
+        self,
+        state: State,
+        places: list[SchedulePlace],
+        source: str,
+        actor: Actor,
+        now: float,
+        honour_overrides: bool = True,
+    ) -> None:
+        covered_c, covered_l = self._covered(now) if honour_overrides else (set(), set())
+        batch = _Batch()
+        for place in places:
+            batch.circuits += [c for c in place.circuits if c not in covered_c]
+            batch.lamps += [i for i in place.lamps if i not in covered_l]
+            batch.standalone += [i for i in place.standalone if i not in covered_l]
+            batch.places.append(place.key)
+        action, level = state
+        plain = [i for i in batch.standalone if i not in set(batch.lamps)]
+        requests: list[tuple[Action, list[CircuitTarget], list[int], int | None]] = []
+        if action == "on":
+            requests += [
+                (Action.CIRCUIT_ON, batch.circuits, [], None),
+                (Action.LAMP_DIM, [], batch.lamps, level or 100),
+                (Action.LAMP_ON, [], plain, None),
+            ]
+        elif action == "dim":
+            requests.append((Action.LAMP_DIM, [], batch.lamps, level))
+        else:
+            requests += [
+                (Action.CIRCUIT_OFF, batch.circuits, [], None),
+                (Action.LAMP_OFF, [], batch.standalone, None),
+            ]
+        ids: list[int] = []
+        described = _describe(places)
+        for command_action, circuits, lamps, dim in requests:
+            if not circuits and not lamps:
+                continue
+            request = CommandRequest(
+                command_action,
+                described,
+                dim=dim,
+                confirm=True,
+                circuits=tuple(circuits),
+                lamps=tuple(lamps),
+            )
+            try:
+                # Circuits first: a lamp can only confirm its level once its circuit is live.
+                command = await self.dispatcher.execute(request, actor, source)
+            except CommandRefused as exc:
+                log.warning("%s: %s refused: %s", source, command_action.value, exc.reason)
+                continue
+            ids.append(command.id)
+        self.log.append(FiredStep(now, source, action, level, tuple(batch.places), tuple(ids)))
+
+    async def _restore_all(self, now: float) -> None:
+        """Put every centrally scheduled place into the state the schedule wants now."""
+        for plan in self.groups:
+            if plan.group.mode != "central":
+                continue
+            steps = {
+                i: step
+                for i in range(len(plan.places))
+                if (step := self.desired(plan, i, now)) is not None
+            }
+            if steps:
+                await self._apply_steps(plan, steps, now)
+
+    async def _override_transitions(self, now: float) -> None:
+        for o in list(self._active):
+            if o.cancelled_at is None and not o.applied and o.starts_at <= now < o.expires_at:
+                o.applied = True
+                await self.overrides.save(o)
+                state: State = (o.action, o.level)
+                await self._apply(
+                    state,
+                    resolve_places(self.registry, o.selector),
+                    f"override:{o.id}",
+                    o.actor,
+                    now,
+                    honour_overrides=False,
+                )
+            if o.cancelled_at is not None or now >= o.expires_at:
+                o.ended = True
+                await self.overrides.save(o)
+                self._active.remove(o)
+                if o.applied:
+                    await self._restore_covered(o, now)
+
+    async def _restore_covered(self, o: Override, now: float) -> None:
+        keys = {p.key for p in resolve_places(self.registry, o.selector)}
+        for plan in self.groups:
+            if plan.group.mode != "central":
+                continue
+            steps = {
+                i: step
+                for i, place in enumerate(plan.places)
+                if place.key in keys and (step := self.desired(plan, i, now)) is not None
+            }
+            if steps:
+                await self._apply_steps(plan, steps, now)
+
+    async def add_override(self, override: Override) -> Override:
+        """Store an override; returns once the runner has acted on it (if it starts now)."""
+        stored = await self.overrides.add(override)
+        self._active.append(stored)
+        await self.poke()
+        return stored
+
+    async def cancel_override(self, override_id: int) -> Override | None:
+        """End an override now; its devices go back to the schedule."""
+        for o in self._active:
+            if o.id == override_id:
+                o.cancelled_at = self.clock.now()
+                await self.overrides.save(o)
+                await self.poke()
+                return o
+        return None
+
+    # -- device tables --------------------------------------------------------------------
+
+    async def push_tables(self, now: float, group_id: str | None = None) -> list[TablePush]:
+        """Write tonight's steps into the time tables of device-mode cabinets."""
+        night = night_of(now, self.tz)
+        pushed = []
+        for plan in self.groups:
+            if plan.group.mode != "device" or (group_id and plan.group.id != group_id):
+                continue
+            steps = self.night_plan(plan, night)
+            for place, place_steps in zip(plan.places, steps, strict=True):
+                if place.cabinet is None:
+                    continue
+                pushed.append(await self._push_one(place, place_steps, night, now))
+        return pushed
+
+    async def _push_one(
+        self, place: SchedulePlace, steps: list[PlannedStep], night: date, now: float
+    ) -> TablePush:
+        assert place.cabinet is not None
+        cabinet = self.registry.devices[place.cabinet]
+        profile = cabinet.profile
+        result = TablePush(cabinet.id, now, night.isoformat(), 0, False)
+        if not isinstance(profile, DeviceProfile) or profile.time_table is None:
+            result.detail = f"profile {profile.name} has no time table"
+        else:
+            try:
+                table = collapse_ramps(steps)
+                words = encode_table(
+                    table, [c.circuit for c in place.circuits], self.tz, profile.time_table
+                )
+                result.entries = len(table)
+                result.detail = await push_table(
+                    self.dispatcher.links[cabinet.link], cabinet.unit, profile.time_table, words
+                )
+                result.ok = not result.detail
+            except TableTooSmall as exc:
+                result.detail = str(exc)
+        self.tables[cabinet.id] = result
+        await self.dispatcher.audit.append(
+            AuditEntry(
+                0,
+                now,
+                "schedule",
+                SCHEDULER,
+                "time_table",
+                None,
+                f"cabinets=['{cabinet.id}'], night={night.isoformat()}",
+                1,
+                "confirmed" if result.ok else "failed",
+                reason=result.detail,
+                confirmed=int(result.ok),
+                failed=int(not result.ok),
+                finished_at=now,
+            )
+        )
+        return result
+
+
+def _describe(places: list[SchedulePlace]) -> GroupSelector:
+    """A selector naming the places, for the audit log (the targets are given resolved)."""
+    cabinets = [p.key for p in places if p.cabinet is not None]
+    lamps = [p.key for p in places if p.cabinet is None]
+    return GroupSelector(cabinets=cabinets or None, lamps=lamps or None, all=not places)
