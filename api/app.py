@@ -9,7 +9,16 @@ from fastapi import FastAPI
 
 from api.keys import ApiKeyStore
 from api.rate_limit import RateLimiter
-from api.routers import alarms, assets, control, devices, links, statistics, telemetry
+from api.routers import (
+    alarms,
+    assets,
+    control,
+    devices,
+    links,
+    schedules,
+    statistics,
+    telemetry,
+)
 from api.schemas import SystemHealth
 from controller.runtime import Controller
 
@@ -45,6 +54,7 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
     app.include_router(statistics.router)
     app.include_router(control.router)
     app.include_router(assets.router)
+    app.include_router(schedules.router)
 
     @app.get("/health", tags=["system"], response_model=SystemHealth)
     def health() -> SystemHealth:

@@ -340,3 +340,106 @@ class AssetGroupOut(BaseModel):
     poles: int
     with_controller: int
     rated_kw: float
+
+
+class StepOut(BaseModel):
+    """One planned step of one place."""
+
+    at: datetime
+    action: str
+    level: int | None
+
+
+class PlaceTimelineOut(BaseModel):
+    """A place's steps on one night."""
+
+    place: str
+    lat: float
+    lon: float
+    steps: list[StepOut]
+
+
+class ScheduleGroupOut(BaseModel):
+    """A schedule group and what it does tonight."""
+
+    id: str
+    calendar: str
+    mode: str
+    places: int
+    tonight: str
+    program: str
+    next_step: StepOut | None
+
+
+class TimelineOut(BaseModel):
+    """A group's night, place by place."""
+
+    group: str
+    night: str
+    program: str
+    places: list[PlaceTimelineOut]
+
+
+class FiredStepOut(BaseModel):
+    """What the runner did at one moment."""
+
+    at: datetime
+    source: str
+    action: str
+    level: int | None
+    places: list[str]
+    commands: list[int]
+
+
+class TablePushOut(BaseModel):
+    """The last push of a cabinet's time table."""
+
+    cabinet: str
+    at: datetime
+    night: str
+    entries: int
+    ok: bool
+    detail: str
+
+
+class OverrideIn(BaseModel):
+    """Hold a group in a state for a while, over its schedule."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    targets: GroupSelector
+    action: Literal["on", "off", "dim"]
+    level: int | None = Field(default=None, ge=1, le=100)
+    #: Default: now.
+    starts_at: datetime | None = None
+    expires_at: datetime
+    reason: str = Field(min_length=1, max_length=500)
+    confirm: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> OverrideIn:
+        if (self.action == "dim") != (self.level is not None):
+            raise ValueError("level is required for dim and only for dim")
+        if self.expires_at.tzinfo is None or (
+            self.starts_at is not None and self.starts_at.tzinfo is None
+        ):
+            raise ValueError("give times with a UTC offset, e.g. 2026-11-22T23:00:00+08:00")
+        if self.starts_at is not None and self.expires_at <= self.starts_at:
+            raise ValueError("expires_at must be after starts_at")
+        return self
+
+
+class OverrideOut(BaseModel):
+    """An override and where it stands."""
+
+    id: int
+    targets: str
+    action: str
+    level: int | None
+    starts_at: datetime
+    expires_at: datetime
+    reason: str
+    by: str
+    created_at: datetime
+    cancelled_at: datetime | None
+    state: Literal["scheduled", "active", "ended", "cancelled"]

@@ -34,17 +34,20 @@ def _load(path: str) -> LoadedConfig:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate the config, the profiles and the scenario it names."""
+    from controller.schedules.runner import resolve_groups
     from rules.compile import compile_rules
 
     loaded = _load(args.config)
     registry = Registry(loaded)
     compiled = compile_rules(loaded, registry)  # a rule that selects nothing is an error
+    groups = resolve_groups(registry, loaded.config.schedules, str(args.config))
     counts = registry.count_by_class()
     cfg = loaded.config
     print(
         f"{args.config}: OK: city {cfg.site.city}, {len(cfg.links)} links, "
         f"{counts.get('cabinet', 0)} cabinets, {counts.get('lamp', 0)} lamps, "
-        f"{counts.get('gauge', 0)} gauges, {len(compiled.rules)} rules; "
+        f"{counts.get('gauge', 0)} gauges, {len(compiled.rules)} rules, "
+        f"{len(groups)} schedule groups; "
         f"profiles: {', '.join(loaded.profiles.names())}"
     )
     return 0

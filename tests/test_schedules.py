@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import numpy as np
 import pytest
 
+from api.app import create_app
+from api.keys import ApiKeyStore, Role
 from controller.config import LoadedConfig
 from controller.control.audit import Actor, AuditQuery
 from controller.control.selector import GroupSelector
@@ -293,3 +296,65 @@ def test_a_group_naming_an_unknown_cabinet_is_a_config_error(
         Controller(write_config(doc))
     assert err.value.key == "schedules.groups[0] (streets).targets"
     assert "no cabinet 'NOPE'" in err.value.reason
+
+
+async def test_schedules_and_overrides_through_the_api(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    doc = two_city_doc(tmp_path)
+    doc["api"] = {"keys_path": str(tmp_path / "keys.db")}
+    loaded = write_config(doc)
+    keys = ApiKeyStore(tmp_path / "keys.db")
+    engineer = {"X-API-Key": keys.create("Chen Gong", Role.ENGINEER)}
+    viewer = {"X-API-Key": keys.create("Zhou", Role.VIEWER)}
+    keys.close()
+    clock = VirtualClock(local("2026-11-22T20:00"))
+    async with SimulatedCity(loaded) as city, Controller(loaded, schedule_clock=clock) as ctl:
+        ctl.commands.clock = clock.now
+        await ctl.start_schedules()
+        await clock.settle()
+        assert city.cabinets["YJ-001"].circuit_cmd == [True] * 4  # restored: it is evening
+        app = create_app(ctl, manage_controller=False)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            [group] = (await client.get("/schedules")).json()
+            assert group["program"] == "standard" and group["places"] == 2
+            assert group["next_step"]["action"] == "dim"
+            assert group["next_step"]["at"] == "2026-11-22T15:02:00Z"  # 23:02 in Yangjiang
+            line = (await client.get("/schedules/streets/timeline")).json()
+            assert [p["place"] for p in line["places"]] == ["YJ-001", "KS-001"]
+            assert len(line["places"][0]["steps"]) == 8
+            assert (await client.get("/schedules/nope/timeline")).status_code == 404
+
+            body = {
+                "targets": {"cabinets": ["YJ-001"]},
+                "action": "dim",
+                "level": 20,
+                "expires_at": "2026-11-22T22:00:00+08:00",
+                "reason": "festival light show next door",
+            }
+            assert (await client.post("/overrides", json=body, headers=viewer)).status_code == 403
+            naive = {**body, "expires_at": "2026-11-22T22:00:00"}
+            assert (
+                await client.post("/overrides", json=naive, headers=engineer)
+            ).status_code == 422
+            created = await client.post("/overrides", json=body, headers=engineer)
+            assert created.status_code == 201, created.text
+            assert created.json()["state"] == "active"
+            assert lamps(city, "YJ-001") == [(1, 20)] * 6  # applied before the answer
+            cancelled = await client.delete(f"/overrides/{created.json()['id']}", headers=engineer)
+            assert cancelled.json()["state"] == "cancelled"
+            assert lamps(city, "YJ-001") == [(1, 100)] * 6  # back to the schedule
+            assert (await client.delete("/overrides/99", headers=engineer)).status_code == 404
+            listed = (await client.get("/overrides")).json()
+            assert [(o["id"], o["state"], o["by"]) for o in listed] == [
+                (1, "cancelled", "Chen Gong")
+            ]
+            log = (await client.get("/schedules/log")).json()
+            assert [entry["source"] for entry in log[:2]] == ["schedule:streets", "override:1"]
+            audit = (await client.get("/audit", params={"target": "YJ-001"})).json()
+            assert audit[0]["action"] == "lamp_dim" and audit[0]["level"] == 100
+            by_engineer = [
+                (a["source"], a["action"], a["level"]) for a in audit if a["by"] == "Chen Gong"
+            ]
+            assert by_engineer == [("override:1", "lamp_dim", 20)]

@@ -187,6 +187,10 @@ class CommandDispatcher:
         task.add_done_callback(self._tasks.discard)
         return command
 
+    def check(self, request: CommandRequest) -> None:
+        """Raise CommandRefused if ``request`` would be refused (nothing is sent or logged)."""
+        self._plan(request)
+
     def _plan(self, request: CommandRequest) -> tuple[list[UnitCommand], list[str]]:
         try:
             if request.action.on_circuits:

@@ -9,16 +9,18 @@ the devices' own time-control tables.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from controller.control.selector import GroupSelector
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-ClockTime = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM local")]
+CLOCK_PATTERN = r"^([01]\d|2[0-3]):[0-5]\d$"
+ClockTime = Annotated[str, Field(pattern=CLOCK_PATTERN, description="HH:MM local")]
 ScheduleId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
 
 
@@ -46,6 +48,29 @@ class ProgramStep(_Strict):
     level: int | None = Field(default=None, ge=1, le=100)
     #: Dim gradually from the level before, reaching ``level`` this many minutes later.
     ramp_minutes: float = Field(default=0.0, ge=0, le=240)
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _time_form(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+            # YAML 1.1 reads an unquoted 23:00 as the base-60 integer 1380.
+            return f"{value // 60:02d}:{value % 60:02d}"
+        if isinstance(value, str) and not re.fullmatch(CLOCK_PATTERN, value):
+            raise ValueError(
+                f"{value!r} is not a time: give HH:MM (00:00 to 23:59) "
+                "or {event: sunset|sunrise, offset_minutes: N}"
+            )
+        return value
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: object) -> object:
+        # YAML 1.1 reads a bare on/off as true/false; "action: on" means the word.
+        if value is True:
+            return "on"
+        if value is False:
+            return "off"
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> ProgramStep:

@@ -97,16 +97,7 @@ class ScheduleRunner:
         self.clock = clock
         self.overrides = overrides
         self.programs: dict[str, Program] = {p.id: p for p in config.programs}
-        calendars = {c.id: c for c in config.calendars}
-        self.groups = []
-        for i, g in enumerate(config.groups):
-            try:
-                places = resolve_places(registry, g.targets)
-            except UnknownTarget as exc:
-                raise ConfigError(
-                    config_file, f"schedules.groups[{i}] ({g.id}).targets", str(exc)
-                ) from exc
-            self.groups.append(GroupPlan(g, calendars[g.calendar], places))
+        self.groups = resolve_groups(registry, config, config_file)
         self.log: deque[FiredStep] = deque(maxlen=2000)
         self.tables: dict[str, TablePush] = {}
         self._active: list[Override] = []
@@ -459,3 +450,31 @@ def _describe(places: list[SchedulePlace]) -> GroupSelector:
     cabinets = [p.key for p in places if p.cabinet is not None]
     lamps = [p.key for p in places if p.cabinet is None]
     return GroupSelector(cabinets=cabinets or None, lamps=lamps or None, all=not places)
+
+
+def resolve_groups(
+    registry: Registry, config: SchedulesConfig, config_file: str
+) -> list[GroupPlan]:
+    """Each group with its calendar and places; a ConfigError names a group that does not fit."""
+    calendars = {c.id: c for c in config.calendars}
+    groups: list[GroupPlan] = []
+    for i, g in enumerate(config.groups):
+        try:
+            places = resolve_places(registry, g.targets)
+        except UnknownTarget as exc:
+            raise ConfigError(
+                config_file, f"schedules.groups[{i}] ({g.id}).targets", str(exc)
+            ) from exc
+        groups.append(GroupPlan(g, calendars[g.calendar], places))
+    owner: dict[str, str] = {}
+    for i, plan in enumerate(groups):
+        for place in plan.places:
+            if place.key in owner:
+                # Two groups would fight over the device, each step undoing the other's.
+                raise ConfigError(
+                    config_file,
+                    f"schedules.groups[{i}] ({plan.group.id}).targets",
+                    f"{place.key} is already in group {owner[place.key]}",
+                )
+            owner[place.key] = plan.group.id
+    return groups
