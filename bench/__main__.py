@@ -7,7 +7,12 @@ import importlib
 import json
 import sys
 
-BENCHMARKS = {"poll": "bench.poll", "ingest": "bench.ingest", "rules": "bench.rules"}
+BENCHMARKS = {
+    "poll": "bench.poll",
+    "ingest": "bench.ingest",
+    "rules": "bench.rules",
+    "control": "bench.control",
+}
 
 
 def main() -> int:

@@ -69,6 +69,23 @@ def render_profile(profile: DeviceProfile, library: ProfileLibrary) -> str:
             lines.append(
                 f"- {_TABLE_NAMES[table]}: {base} + i x {block.stride[table]} + point address"
             )
+    for kind in ("circuit", "switch", "dim"):
+        spec = getattr(profile.controls, kind)
+        if spec is not None:
+            lines.append("")
+            lines.append(
+                f"Control `{kind}`: write `{spec.command}`, confirmed when `{spec.feedback}` "
+                "reads the commanded value"
+                + (" (`{n}` = circuit number)." if kind == "circuit" else ".")
+            )
+    if profile.time_table is not None:
+        tt = profile.time_table
+        lines += [
+            "",
+            f"Time-control table: {tt.entries} entries of 4 holding registers from {tt.base}: "
+            "minute of day (local), circuit bitmask, state 0/1, dim %; an unused entry "
+            "starts with 65535.",
+        ]
     lines += [
         "",
         "Function codes: "

@@ -358,3 +358,20 @@ async def test_schedules_and_overrides_through_the_api(
                 (a["source"], a["action"], a["level"]) for a in audit if a["by"] == "Chen Gong"
             ]
             assert by_engineer == [("override:1", "lamp_dim", 20)]
+
+
+async def test_a_restart_in_the_night_puts_lights_into_the_scheduled_state(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    loaded = write_config(two_city_doc(tmp_path))
+    clock = VirtualClock(local("2026-11-23T02:00"))
+    async with SimulatedCity(loaded) as city, Controller(loaded, schedule_clock=clock) as ctl:
+        # The field state after a power cut: contactors open.
+        city.cabinets["YJ-001"].circuit_cmd = [False] * 4
+        await ctl.start_schedules()
+        await clock.settle()
+        # The last step due was "dim 30": restoring it closes the circuits too.
+        assert city.cabinets["YJ-001"].circuit_cmd == [True] * 4
+        assert lamps(city, "YJ-001") == [(1, 30)] * 6
+        [restored] = [f for f in ctl.schedules.log if f.source == "schedule:streets"]
+        assert (restored.action, restored.level) == ("on", 30)

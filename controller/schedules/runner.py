@@ -328,7 +328,7 @@ class ScheduleRunner:
             if plan.group.mode != "central":
                 continue
             steps = {
-                i: step
+                i: _as_state(step)
                 for i in range(len(plan.places))
                 if (step := self.desired(plan, i, now)) is not None
             }
@@ -362,7 +362,7 @@ class ScheduleRunner:
             if plan.group.mode != "central":
                 continue
             steps = {
-                i: step
+                i: _as_state(step)
                 for i, place in enumerate(plan.places)
                 if place.key in keys and (step := self.desired(plan, i, now)) is not None
             }
@@ -443,6 +443,11 @@ class ScheduleRunner:
             )
         )
         return result
+
+
+def _as_state(step: PlannedStep) -> PlannedStep:
+    """A step as a whole state: a restored "dim 30" must also close the circuits."""
+    return PlannedStep(step.at, "on" if step.lit else "off", step.level)
 
 
 def _describe(places: list[SchedulePlace]) -> GroupSelector:
