@@ -10,23 +10,17 @@ cabinets, extrapolated to the city.
 
 from __future__ import annotations
 
-import asyncio
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from bench.poll import _pin, _start_simulator
-from controller.config import LoadedConfig, load_config
+from bench.city import run_against_city
+from controller.config import LoadedConfig
 from controller.control.audit import Actor
 from controller.control.dispatcher import CommandRequest, CommandStatus
 from controller.control.selector import GroupSelector
 from controller.control.targets import CircuitTarget
 from controller.control.writes import Action
 from controller.runtime import Controller
-from simulators.city_generator import generate_city
 
 TARGET_S = 5.0
 BENCH = Actor("bench", "", "engineer")
@@ -109,17 +103,5 @@ async def _measure(loaded: LoadedConfig, quick: bool) -> dict[str, Any]:
 
 def run(quick: bool = False) -> dict[str, Any]:
     """Generate the city, start its simulators, measure, stop."""
-    sizes = {"cabinets": 60, "lamps": 320, "gauges": 10} if quick else {}
-    doc = generate_city(base_port=23000, **sizes)
-    with tempfile.TemporaryDirectory() as folder:
-        doc["control"] = {"db_path": str(Path(folder) / "control.db"), "confirm_interval": 0.1}
-        config = Path(folder) / "city.yaml"
-        config.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
-        loaded = load_config(config)
-        simulator = _start_simulator(config)
-        try:
-            _pin(0)
-            return asyncio.run(_measure(loaded, quick))
-        finally:
-            simulator.terminate()
-            simulator.wait(timeout=30)
+    control = {"db_path": "{folder}/control.db", "confirm_interval": 0.1}
+    return run_against_city(23000, quick, {"control": control}, _measure)

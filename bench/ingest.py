@@ -10,7 +10,6 @@ pre-serialized chunks (the server's own ceiling on this machine).
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench.city import pin_to_cpu
 from controller.readings import ReadingBatch
 from controller.telemetry.delivery import SpooledDelivery
 from controller.telemetry.influx import InfluxV1Writer
@@ -30,11 +30,6 @@ from simulators.servers import Influxd
 
 FIELDS = ("voltage", "current", "power", "power_factor", "burn_hours", "dim_level")
 BATCH_SIZE = 5000
-
-
-def _pin(cpu: int) -> None:
-    if hasattr(os, "sched_setaffinity") and cpu < (os.cpu_count() or 1):
-        os.sched_setaffinity(0, {cpu})
 
 
 def lamp_fleet(lamps: int) -> tuple[LineSchema, list[dict[str, str]], list[int]]:
@@ -170,7 +165,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         influxd = Influxd(Path(folder) / "influxd")
         influxd.start()  # before pinning: the server must not inherit our core
-        _pin(0)
+        pin_to_cpu(0)
         serialization = bench_serialization(lamps)
         try:
             e2e = asyncio.run(

@@ -8,50 +8,19 @@ integration polls), extrapolated to the whole city's points.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from controller.config import LoadedConfig, load_config
+from bench.city import run_against_city
+from controller.config import LoadedConfig
 from controller.runtime import Controller
 from drivers.codec import decode_value
 from drivers.device_plan import block_point_address
 from drivers.profile import DeviceProfile, PointSpec
-from simulators.city_generator import generate_city
 
 CYCLES = 3
 TARGET_CYCLE_S = 10.0
-
-
-def _pin(cpu: int) -> None:
-    if hasattr(os, "sched_setaffinity") and cpu < (os.cpu_count() or 1):
-        os.sched_setaffinity(0, {cpu})
-
-
-def _start_simulator(config: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "controller.cli", "simulate", "-c", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: _pin(1),
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("simulating"):
-        proc.kill()
-        raise RuntimeError(
-            f"simulator did not start: {line} {proc.stderr.read() if proc.stderr else ''}"
-        )
-    return proc
 
 
 async def _naive_baseline(controller: Controller, sample_targets: int) -> dict[str, float]:
@@ -137,16 +106,4 @@ async def _measure(loaded: LoadedConfig, quick: bool) -> dict[str, Any]:
 
 def run(quick: bool = False) -> dict[str, Any]:
     """Generate the city, start its simulators, measure, stop."""
-    sizes = {"cabinets": 60, "lamps": 320, "gauges": 10} if quick else {}
-    doc = generate_city(base_port=21000, **sizes)
-    with tempfile.TemporaryDirectory() as folder:
-        config = Path(folder) / "city.yaml"
-        config.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
-        loaded = load_config(config)
-        simulator = _start_simulator(config)
-        try:
-            _pin(0)
-            return asyncio.run(_measure(loaded, quick))
-        finally:
-            simulator.terminate()
-            simulator.wait(timeout=30)
+    return run_against_city(21000, quick, {}, _measure)

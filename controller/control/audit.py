@@ -42,6 +42,8 @@ _COLUMNS = (
     "id, at, source, key_id, who, role, action, dim, selector, target_count, "
     "outcome, reason, confirmed, failed, finished_at, results"
 )
+#: Columns a row carries (all but the id, which SQLite assigns).
+_WRITTEN = _COLUMNS.split(", ")[1:]
 
 
 @dataclass(frozen=True)
@@ -142,40 +144,16 @@ class AuditLog:
 
     async def append(self, entry: AuditEntry) -> int:
         """Write a new entry; returns its id (also the command id)."""
-        row = _row(entry)
-
-        def insert(db: sqlite3.Connection) -> int:
-            cursor = db.execute(
-                f"INSERT INTO audit ({_COLUMNS.removeprefix('id, ')}) "
-                f"VALUES ({', '.join('?' * len(row))})",
-                row,
-            )
-            assert cursor.lastrowid is not None
-            return cursor.lastrowid
-
-        entry.id = await self._db.run(insert)
+        entry.id = await self._db.insert("audit", _WRITTEN, _row(entry))
         return entry.id
 
     async def update(self, entry: AuditEntry) -> None:
-        """Record how an entry's command ended."""
-        values = (
-            entry.outcome,
-            entry.reason,
-            entry.confirmed,
-            entry.failed,
-            entry.finished_at,
-            json.dumps(entry.results, ensure_ascii=False),
-            entry.id,
+        """Record how an entry's command ended (the whole entry is written again)."""
+        assignments = ", ".join(f"{c} = ?" for c in _WRITTEN)
+        values = (*_row(entry), entry.id)
+        await self._db.run(
+            lambda db: db.execute(f"UPDATE audit SET {assignments} WHERE id = ?", values)
         )
-
-        def update(db: sqlite3.Connection) -> None:
-            db.execute(
-                "UPDATE audit SET outcome=?, reason=?, confirmed=?, failed=?, "
-                "finished_at=?, results=? WHERE id=?",
-                values,
-            )
-
-        await self._db.run(update)
 
     async def get(self, entry_id: int) -> AuditEntry | None:
         """One entry by id."""

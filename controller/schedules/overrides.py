@@ -8,7 +8,6 @@ Overrides are kept in SQLite so a restart neither forgets nor repeats them.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -118,18 +117,7 @@ class OverrideStore:
 
     async def add(self, override: Override) -> Override:
         """Store a new override; sets its id."""
-        row = _row(override)
-
-        def insert(db: sqlite3.Connection) -> int:
-            cursor = db.execute(
-                f"INSERT INTO override ({_COLUMNS.removeprefix('id, ')}) "
-                f"VALUES ({', '.join('?' * len(row))})",
-                row,
-            )
-            assert cursor.lastrowid is not None
-            return cursor.lastrowid
-
-        override.id = await self._db.run(insert)
+        override.id = await self._db.insert("override", _COLUMNS.split(", ")[1:], _row(override))
         return override
 
     async def save(self, override: Override) -> None:

@@ -1,0 +1,71 @@
+"""The benchmarks' simulated city: generated, served by a simulator process on its own core."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from controller.config import LoadedConfig, load_config
+from simulators.city_generator import generate_city
+
+Measure = Callable[[LoadedConfig, bool], Coroutine[Any, Any, dict[str, Any]]]
+
+
+def pin_to_cpu(cpu: int) -> None:
+    """Keep this process on one core (the simulator gets the other one)."""
+    if hasattr(os, "sched_setaffinity") and cpu < (os.cpu_count() or 1):
+        os.sched_setaffinity(0, {cpu})
+
+
+def start_simulator(config: Path) -> subprocess.Popen[str]:
+    """``streetsense simulate`` for the config, on core 1; returns once it serves."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controller.cli", "simulate", "-c", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: pin_to_cpu(1),
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("simulating"):
+        proc.kill()
+        raise RuntimeError(
+            f"simulator did not start: {line} {proc.stderr.read() if proc.stderr else ''}"
+        )
+    return proc
+
+
+def run_against_city(
+    base_port: int, quick: bool, extra: dict[str, Any], measure: Measure
+) -> dict[str, Any]:
+    """Generate a Yangjiang-sized city (small with ``quick``), serve it, run ``measure``.
+
+    ``extra`` config sections are added to the generated city; a ``{folder}`` in a
+    string value is the temporary folder the city's files live in.
+    """
+    sizes = {"cabinets": 60, "lamps": 320, "gauges": 10} if quick else {}
+    doc = generate_city(base_port=base_port, **sizes)
+    with tempfile.TemporaryDirectory() as folder:
+        for key, section in extra.items():
+            doc[key] = {
+                k: v.format(folder=folder) if isinstance(v, str) else v for k, v in section.items()
+            }
+        config = Path(folder) / "city.yaml"
+        config.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+        loaded = load_config(config)
+        simulator = start_simulator(config)
+        try:
+            pin_to_cpu(0)
+            return asyncio.run(measure(loaded, quick))
+        finally:
+            simulator.terminate()
+            simulator.wait(timeout=30)
