@@ -62,7 +62,6 @@ async def test_bulk_import_reports_each_rejected_row_and_keeps_the_good_ones(
 ) -> None:
     doc = control_city(tmp_path)
     doc["api"] = {"keys_path": str(tmp_path / "keys.db")}
-    doc["assets"] = {"db_path": str(tmp_path / "assets.db")}
     loaded = write_config(doc)
     keys = ApiKeyStore(tmp_path / "keys.db")
     engineer = {"X-API-Key": keys.create("Chen Gong", Role.ENGINEER)}

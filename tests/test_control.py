@@ -60,13 +60,8 @@ def control_city(tmp_path: Path) -> dict[str, Any]:
             cabinet("CAB-C", "dtu-b", 1, "新江路"),
         ],
         "lamps": [{"id": "RS-1", "link": "dtu-b", "unit": 9, "rated_w": 40, "road": "滨江步道"}],
-        "storage": {
-            "embedded": {"path": str(tmp_path / "e.db")},
-            "spool": {"path": str(tmp_path / "spool")},
-        },
-        "alarms": {"path": str(tmp_path / "alarms.db")},
+        # Stores, audit log and overrides default to var/ beside the temporary config.yaml.
         "control": {
-            "db_path": str(tmp_path / "control.db"),
             "confirm_timeout": 1.0,
             "confirm_interval": 0.1,
             "confirm_above_lamps": 10,

@@ -150,15 +150,9 @@ def two_city_doc(tmp_path: Path, mode: str = "central") -> dict[str, Any]:
             "groups": [
                 {"id": "streets", "calendar": "city", "targets": {"all": True}, "mode": mode}
             ],
-            "db_path": str(tmp_path / "schedules.db"),
         },
-        "storage": {
-            "embedded": {"path": str(tmp_path / "e.db")},
-            "spool": {"path": str(tmp_path / "spool")},
-        },
-        "alarms": {"path": str(tmp_path / "alarms.db")},
+        # Stores, audit log and overrides default to var/ beside the temporary config.yaml.
         "control": {
-            "db_path": str(tmp_path / "control.db"),
             "confirm_timeout": 1.0,
             "confirm_interval": 0.05,
         },
