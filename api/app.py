@@ -12,9 +12,11 @@ from api.rate_limit import RateLimiter
 from api.routers import (
     alarms,
     assets,
+    cases,
     control,
     devices,
     links,
+    open311,
     schedules,
     statistics,
     telemetry,
@@ -55,6 +57,8 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
     app.include_router(control.router)
     app.include_router(assets.router)
     app.include_router(schedules.router)
+    app.include_router(cases.router)
+    app.include_router(open311.router)
 
     @app.get("/health", tags=["system"], response_model=SystemHealth)
     def health() -> SystemHealth:

@@ -29,6 +29,8 @@ class Role(StrEnum):
     ENGINEER = "engineer"
     DISPATCHER = "dispatcher"
     FLOOD_DUTY = "flood_duty"
+    #: A civic app or hotline system: may only submit reports (Open311).
+    REPORTER = "reporter"
     ADMIN = "admin"
 
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from controller.cases.exchange import CaseRecord, TransitionRecord
 from controller.control.selector import GroupSelector
 
 
@@ -443,3 +444,71 @@ class OverrideOut(BaseModel):
     created_at: datetime
     cancelled_at: datetime | None
     state: Literal["scheduled", "active", "ended", "cancelled"]
+
+
+class CaseDetailOut(CaseRecord):
+    """A case with its history."""
+
+    transitions: list[TransitionRecord]
+
+
+class CaseIn(BaseModel):
+    """A case reported by an inspector (监督员) or the hotline (12319)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["inspector", "hotline"]
+    category: str
+    severity: Literal["low", "medium", "high", "urgent"] = "medium"
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=5000)
+    component_id: str = ""
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    address: str = ""
+    grid: str = ""
+    road: str = ""
+    district: str = ""
+    admin_code: str = ""
+    street_code: str = ""
+    community_code: str = ""
+    media: list[str] = []
+
+
+class CaseActionIn(BaseModel):
+    """What goes with a case action."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(default="", max_length=2000)
+    #: dispatch: the department (default: the routing table's).
+    department: str | None = None
+    assignee: str | None = None
+    #: extend: the new due time (with a UTC offset).
+    due_at: datetime | None = None
+
+
+class CaseFiguresOut(BaseModel):
+    """Case figures of one period and group."""
+
+    period_start: datetime
+    group: str
+    due: int
+    closed: int
+    closed_on_time: int
+    closure_rate: float | None
+    on_time_rate: float | None
+    mean_disposal_minutes: float | None
+    rework_rate: float | None
+    extension_rate: float | None
+
+
+class WebhookStatusOut(BaseModel):
+    """Webhook delivery."""
+
+    configured: bool
+    url: str | None
+    delivered: int
+    failures: int
+    waiting: int
+    last_error: str

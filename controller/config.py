@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from controller.cases.config import CasesConfig
 from controller.control.config import ControlConfig
 from controller.schedules.config import SchedulesConfig
 from drivers.errors import ConfigError, format_validation_error
@@ -333,6 +334,7 @@ class StreetsenseConfig(_Strict):
     control: ControlConfig = ControlConfig()
     assets: AssetsConfig = AssetsConfig()
     schedules: SchedulesConfig = SchedulesConfig()
+    cases: CasesConfig = CasesConfig()
 
 
 class LoadedConfig:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from controller.assets.store import AssetStore
-from controller.config import LoadedConfig
+from controller.cases.db import CaseDatabase, database_url
+from controller.cases.evidence import EvidenceCollector
+from controller.cases.service import CaseService
+from controller.cases.webhook import WebhookSender
+from controller.config import LoadedConfig, secret
 from controller.control.audit import AuditLog
 from controller.control.dispatcher import CommandDispatcher
 from controller.latest import LatestValues
@@ -46,9 +50,32 @@ class Controller:
             self.overrides,
             str(loaded.path),
         )
+        self._build_cases(loaded)
         self._stores_open = False
         self._schedules_running = False
         self.running = False
+
+    def _build_cases(self, loaded: LoadedConfig) -> None:
+        cfg = loaded.config.cases
+        file = str(loaded.path)
+        password = secret(cfg.password_env, file, "cases.password_env")
+        url = database_url(cfg.db_url, str(loaded.path.parent), password)
+        self.case_db = CaseDatabase(url)
+        evidence = EvidenceCollector(
+            self.registry, self.latest, lambda: self.telemetry.reader, cfg.evidence_minutes
+        )
+        self.cases = CaseService(cfg, self.case_db, self.registry, evidence.collect)
+        self.webhook: WebhookSender | None = None
+        if cfg.webhook is not None:
+            key = secret(cfg.webhook.secret_env, file, "cases.webhook.secret_env")
+            assert key is not None
+            self.webhook = WebhookSender(cfg.webhook, key, self.case_db)
+
+            async def wake(*_: object) -> None:
+                if self.webhook is not None:
+                    self.webhook.wake()
+
+            self.cases.on_transition(wake)
 
     async def open_stores(self) -> None:
         """Open the stores: telemetry (replaying spools), alarms (seeding rules), audit, assets."""
@@ -58,6 +85,12 @@ class Controller:
             await self.audit.open()
             await self.assets.open()
             await self.overrides.open()
+            await self.cases.start()
+            # After the rules' subscriptions: a batch's alarms are known when it is counted.
+            self.rules.manager.subscribe(self.cases.on_alarm)
+            self.poller.subscribe(self.cases.on_batch)
+            if self.webhook is not None:
+                self.webhook.start()
             self._stores_open = True
 
     async def start(self) -> None:
@@ -81,6 +114,9 @@ class Controller:
         await self.commands.stop()
         await self.poller.stop()
         if self._stores_open:
+            if self.webhook is not None:
+                await self.webhook.stop()
+            await self.cases.stop()
             await self.audit.close()
             await self.assets.close()
             await self.overrides.close()

@@ -1,4 +1,4 @@
-"""Real servers for tests and benchmarks: influxd, victoria-metrics, mosquitto.
+"""Real servers for tests and benchmarks: influxd, victoria-metrics, mosquitto, PostgreSQL.
 
 Each runs on a loopback port of its own from a folder with its own data, can be
 stopped and started again on the same port (outage tests), and is stopped by
@@ -7,9 +7,12 @@ its owner. Part of the test bench, like the simulated hardware.
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -176,3 +179,122 @@ autosave_interval 1
     def command(self) -> list[str]:
         """mosquitto with the generated config."""
         return ["mosquitto", "-c", str(self.config)]
+
+
+def postgres_bin() -> Path:
+    """Folder of the PostgreSQL server programs (Debian keeps them out of PATH)."""
+    given = os.environ.get("STREETSENSE_PG_BIN")
+    if given:
+        return Path(given)
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    if versions:
+        return versions[-1]
+    found = shutil.which("initdb")
+    if found is None:
+        raise RuntimeError("PostgreSQL is not installed (scripts/test installs it)")
+    return Path(found).parent
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster: initdb in a temporary folder, one loopback port.
+
+    PostgreSQL refuses to run as root, so as root the cluster belongs to the
+    ``postgres`` user the Debian package creates.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="streetsense-pg-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._as: list[str] = []
+
+    @property
+    def url(self) -> str:
+        """SQLAlchemy URL of the test database."""
+        return f"postgresql+psycopg://streetsense@127.0.0.1:{self.port}/streetsense"
+
+    def start(self) -> None:
+        """Create the cluster, start the server and create the database."""
+        binaries = postgres_bin()
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.folder, owner.pw_uid, owner.pw_gid)
+            self._as = ["runuser", "-u", "postgres", "--"]
+        data = self.folder / "data"
+        log = self.folder / "server.log"
+        subprocess.run(
+            [
+                *self._as,
+                str(binaries / "initdb"),
+                "-D",
+                str(data),
+                "-A",
+                "trust",
+                "-U",
+                "streetsense",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    *self._as,
+                    str(binaries / "postgres"),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.folder),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                ],
+                stdout=out,
+                stderr=out,
+            )
+        try:
+            _wait_port(self.port)
+            deadline = time.monotonic() + 20
+            while True:
+                created = subprocess.run(
+                    [
+                        str(binaries / "createdb"),
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        str(self.port),
+                        "-U",
+                        "streetsense",
+                        "streetsense",
+                    ],
+                    capture_output=True,
+                )
+                if created.returncode == 0:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(created.stderr.decode())
+                time.sleep(0.1)  # the server listens before it accepts logins
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop the server and remove the cluster."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: PostgreSQL's "smart" shutdown
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        shutil.rmtree(self.folder, ignore_errors=True)

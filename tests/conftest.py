@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from controller.config import LoadedConfig, load_config
-from simulators.servers import Influxd, free_port
+from simulators.servers import Influxd, PostgresServer, free_port
 
 __all__ = ["free_port"]
 
@@ -52,3 +53,16 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
         for task in leaked:
             task.cancel()
         pytest.fail(f"test leaked {len(leaked)} task(s): {[t.get_name() for t in leaked]}")
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL: STREETSENSE_TEST_POSTGRES_URL if given, else a throwaway cluster."""
+    given = os.environ.get("STREETSENSE_TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    server = PostgresServer()
+    server.start()
+    yield server.url
+    server.stop()

@@ -131,7 +131,11 @@ async def test_every_qos1_message_arrives_across_a_broker_restart(
                 assert controller.telemetry.mqtt is not None
                 assert controller.telemetry.mqtt.spool.stats.bytes > 0
                 await asyncio.to_thread(broker.start)
-                await asyncio.sleep(1.0)
+                # The reconnect backs off with jitter: wait for the spool to drain, not a
+                # fixed time, so that the last batch (sent at stop) finds the broker.
+                mqtt = controller.telemetry.mqtt
+                assert mqtt is not None
+                await wait_for(lambda: mqtt.stats.server_up and mqtt.spool.stats.bytes == 0, 20)
             finally:
                 await controller.stop()
         sent = {

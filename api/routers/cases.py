@@ -1,0 +1,230 @@
+"""Cases: the city-management closed loop, statistics, export and webhook status."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+
+from api.auth import require
+from api.deps import ControllerDep
+from api.keys import Principal, Role
+from api.schemas import (
+    CaseActionIn,
+    CaseDetailOut,
+    CaseFiguresOut,
+    CaseIn,
+    WebhookStatusOut,
+)
+from controller.cases.exchange import CaseExport, CaseRecord, CaseWithHistory, TransitionRecord
+from controller.cases.service import CaseError, NewCase, TransitionRequest
+from controller.cases.stages import CaseAction
+from controller.cases.statistics import CaseGroupBy, case_report
+from controller.control.audit import Actor
+from rules.statistics import Period
+
+router = APIRouter(prefix="/cases", tags=["cases"])
+
+#: Anyone who works cases: the centre, and the departments' engineers and flood duty staff.
+CaseWorker = Annotated[Principal, Depends(require(Role.DISPATCHER, Role.ENGINEER, Role.FLOOD_DUTY))]
+CENTRE_ACTIONS = {
+    CaseAction.ACCEPT,
+    CaseAction.REJECT,
+    CaseAction.FILE,
+    CaseAction.DISPATCH,
+    CaseAction.EXTEND,
+    CaseAction.CLOSE,
+    CaseAction.PASS_VERIFICATION,
+    CaseAction.FAIL_VERIFICATION,
+    CaseAction.START_VERIFICATION,
+}
+
+
+def _actor(principal: Principal) -> Actor:
+    return Actor(principal.name, principal.key_id, principal.role.value)
+
+
+def _fail(exc: CaseError) -> HTTPException:
+    return HTTPException(exc.status, exc.reason)
+
+
+@router.get("", response_model=list[CaseRecord])
+async def list_cases(
+    controller: ControllerDep,
+    stage: str | None = None,
+    category: str | None = None,
+    department: str | None = None,
+    grid: str | None = None,
+    source: str | None = None,
+    overdue: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[CaseRecord]:
+    """Cases, newest first."""
+    rows = await controller.cases.find(
+        stage=stage,
+        category=category,
+        department=department,
+        grid=grid,
+        source=source,
+        overdue=overdue,
+        limit=limit,
+        offset=offset,
+    )
+    return [CaseRecord.from_row(r) for r in rows]
+
+
+@router.post("", status_code=201, response_model=CaseRecord)
+async def report_case(body: CaseIn, controller: ControllerDep, principal: CaseWorker) -> CaseRecord:
+    """Report a case (inspector or hotline); it awaits acceptance by the command centre."""
+    new = NewCase(**body.model_dump(), reporter=principal.name)
+    try:
+        row = await controller.cases.open_case(new, _actor(principal))
+    except CaseError as exc:
+        raise _fail(exc) from exc
+    return CaseRecord.from_row(row)
+
+
+@router.get("/statistics", response_model=list[CaseFiguresOut])
+async def case_statistics(
+    controller: ControllerDep,
+    period: Period = "month",
+    by: CaseGroupBy = "city",
+    start: Annotated[datetime | None, Query(description="due from; default 30 days ago")] = None,
+    end: Annotated[datetime | None, Query(description="due before; default now")] = None,
+) -> list[CaseFiguresOut]:
+    """Closure rate, on-time closure rate, disposal time, rework and extension rates.
+
+    Over the cases due in each period (daily, weekly, monthly report), per group.
+    """
+    end_dt = end or datetime.now(tz=UTC)
+    start_dt = start or end_dt - timedelta(days=30)
+    if start_dt.tzinfo is None or end_dt.tzinfo is None:
+        raise HTTPException(422, "start and end need a time zone")
+    rows = await controller.cases.due_between(start_dt.timestamp(), end_dt.timestamp())
+    tz = controller.loaded.config.site.tz
+    return [
+        CaseFiguresOut(
+            period_start=r.period_start,
+            group=r.group,
+            due=r.figures.due,
+            closed=r.figures.closed,
+            closed_on_time=r.figures.closed_on_time,
+            closure_rate=r.figures.closure_rate,
+            on_time_rate=r.figures.on_time_rate,
+            mean_disposal_minutes=(
+                None if r.figures.mean_disposal_s is None else r.figures.mean_disposal_s / 60
+            ),
+            rework_rate=r.figures.rework_rate,
+            extension_rate=r.figures.extension_rate,
+        )
+        for r in case_report(rows, period, by, tz)
+    ]
+
+
+@router.get("/export", response_model=CaseExport)
+async def export_cases(
+    controller: ControllerDep,
+    since: datetime,
+    until: datetime | None = None,
+) -> CaseExport:
+    """Cases reported in a span with their histories, in the documented exchange schema
+    (``docs/case-exchange.schema.json``) for the provincial platform."""
+    if since.tzinfo is None or (until is not None and until.tzinfo is None):
+        raise HTTPException(422, "since and until need a time zone")
+    rows = await controller.cases.find(
+        since=since.timestamp(),
+        until=until.timestamp() if until else None,
+        limit=100_000,
+    )
+    cases = []
+    for row in reversed(rows):
+        history = await controller.cases.history(row.id)
+        cases.append(
+            CaseWithHistory(
+                **CaseRecord.from_row(row).model_dump(),
+                transitions=[TransitionRecord.from_row(t) for t in history],
+            )
+        )
+    return CaseExport(city=controller.loaded.config.site.city, exported_at=time.time(), cases=cases)
+
+
+@router.get("/webhook", response_model=WebhookStatusOut)
+def webhook_status(controller: ControllerDep) -> WebhookStatusOut:
+    """How webhook delivery to the city platform goes."""
+    sender = controller.webhook
+    if sender is None:
+        return WebhookStatusOut(
+            configured=False, url=None, delivered=0, failures=0, waiting=0, last_error=""
+        )
+    return WebhookStatusOut(
+        configured=True,
+        url=sender.config.url,
+        delivered=sender.status.delivered,
+        failures=sender.status.failures,
+        waiting=sender.status.waiting,
+        last_error=sender.status.last_error,
+    )
+
+
+@router.get("/{case_id}", response_model=CaseDetailOut)
+async def get_case(case_id: int, controller: ControllerDep) -> CaseDetailOut:
+    """A case with every transition."""
+    try:
+        row = await controller.cases.get(case_id)
+    except CaseError as exc:
+        raise _fail(exc) from exc
+    history = await controller.cases.history(case_id)
+    return CaseDetailOut(
+        **CaseRecord.from_row(row).model_dump(),
+        transitions=[TransitionRecord.from_row(t) for t in history],
+    )
+
+
+@router.post("/{case_id}/{action}", response_model=CaseRecord)
+async def act_on_case(
+    case_id: int,
+    action: Literal[
+        "accept",
+        "reject",
+        "file",
+        "dispatch",
+        "return",
+        "start_disposal",
+        "report_disposal",
+        "start_verification",
+        "pass_verification",
+        "fail_verification",
+        "close",
+        "extend",
+    ],
+    controller: ControllerDep,
+    principal: CaseWorker,
+    body: CaseActionIn | None = None,
+) -> CaseRecord:
+    """Move a case one step; 409 with the reason if the step does not fit its stage.
+
+    The command centre (dispatcher) accepts, rejects, files, dispatches, extends,
+    verifies and closes; the department's staff also start and report disposal
+    and return a case that is not theirs.
+    """
+    step = CaseAction(action)
+    if step in CENTRE_ACTIONS and principal.role not in (Role.DISPATCHER, Role.ADMIN):
+        raise HTTPException(403, f"{action} is for the command centre (dispatcher or admin)")
+    body = body or CaseActionIn()
+    if body.due_at is not None and body.due_at.tzinfo is None:
+        raise HTTPException(422, "due_at needs a time zone")
+    request = TransitionRequest(
+        step,
+        note=body.note,
+        department=body.department,
+        assignee=body.assignee,
+        due_at=body.due_at.timestamp() if body.due_at else None,
+    )
+    try:
+        row = await controller.cases.transition(case_id, request, _actor(principal))
+    except CaseError as exc:
+        raise _fail(exc) from exc
+    return CaseRecord.from_row(row)

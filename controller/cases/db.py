@@ -1,0 +1,164 @@
+"""Case storage: SQLAlchemy models and the async engine (SQLite by default, or PostgreSQL).
+
+Three tables: cases, their transitions (who, when, what, note), and the
+webhook outbox (each transition waits there until the city platform took it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the case tables."""
+
+    # Times are Unix seconds (float), as everywhere in streetsense: no time zone surprises
+    # between SQLite (which has no timestamp type) and PostgreSQL.
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class CaseRow(Base):
+    """One case."""
+
+    __tablename__ = "cases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(20))
+    stage: Mapped[str] = mapped_column(String(32), index=True)
+    category: Mapped[str] = mapped_column(String(40), index=True)
+    category_kind: Mapped[str] = mapped_column(String(12))
+    class_code: Mapped[str] = mapped_column(String(20), default="")
+    subclass_code: Mapped[str] = mapped_column(String(20), default="")
+    severity: Mapped[str] = mapped_column(String(10))
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    component_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    device_id: Mapped[str] = mapped_column(String(64), default="")
+    #: rule|device|sub for sensor cases: one open case per fault.
+    fault_key: Mapped[str] = mapped_column(String(200), default="", index=True)
+    admin_code: Mapped[str] = mapped_column(String(20), default="")
+    street_code: Mapped[str] = mapped_column(String(20), default="")
+    community_code: Mapped[str] = mapped_column(String(20), default="")
+    grid: Mapped[str] = mapped_column(String(32), default="", index=True)
+    road: Mapped[str] = mapped_column(String(100), default="")
+    district: Mapped[str] = mapped_column(String(100), default="")
+    lat: Mapped[float] = mapped_column(Float, default=0.0)
+    lon: Mapped[float] = mapped_column(Float, default=0.0)
+    address: Mapped[str] = mapped_column(String(300), default="")
+    media: Mapped[list[Any]] = mapped_column(default=list)
+    alarm_ids: Mapped[list[Any]] = mapped_column(default=list)
+    evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    department: Mapped[str] = mapped_column(String(100), default="", index=True)
+    assignee: Mapped[str] = mapped_column(String(100), default="")
+    reporter: Mapped[str] = mapped_column(String(100), default="")
+    reported_at: Mapped[float] = mapped_column(index=True)
+    accepted_at: Mapped[float | None] = mapped_column(default=None)
+    filed_at: Mapped[float | None] = mapped_column(default=None)
+    dispatched_at: Mapped[float | None] = mapped_column(default=None)
+    due_at: Mapped[float | None] = mapped_column(default=None, index=True)
+    disposed_at: Mapped[float | None] = mapped_column(default=None)
+    verified_at: Mapped[float | None] = mapped_column(default=None)
+    closed_at: Mapped[float | None] = mapped_column(default=None)
+    updated_at: Mapped[float] = mapped_column()
+    overdue: Mapped[bool] = mapped_column(default=False)
+    evaluation: Mapped[str] = mapped_column(String(20), default="")
+    rework_count: Mapped[int] = mapped_column(default=0)
+    extension_count: Mapped[int] = mapped_column(default=0)
+    return_count: Mapped[int] = mapped_column(default=0)
+
+
+class TransitionRow(Base):
+    """One step of a case: who did what, when, with what note."""
+
+    __tablename__ = "case_transitions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    at: Mapped[float] = mapped_column()
+    action: Mapped[str] = mapped_column(String(32))
+    from_stage: Mapped[str] = mapped_column(String(32))
+    to_stage: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(20))
+    note: Mapped[str] = mapped_column(Text, default="")
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class OutboxRow(Base):
+    """A transition waiting to be delivered by webhook."""
+
+    __tablename__ = "webhook_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(80), unique=True)
+    body: Mapped[dict[str, Any]] = mapped_column()
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_at: Mapped[float] = mapped_column(index=True)
+    delivered_at: Mapped[float | None] = mapped_column(default=None, index=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+def database_url(url: str, base_dir: str, password: str | None) -> URL:
+    """The URL with a relative SQLite path made relative to config.yaml, and the password."""
+    parsed = make_url(url)
+    if (
+        parsed.get_backend_name() == "sqlite"
+        and parsed.database
+        and not parsed.database.startswith("/")
+        and parsed.database != ":memory:"
+    ):
+        parsed = parsed.set(database=f"{base_dir}/{parsed.database}")
+    if password is not None:
+        parsed = parsed.set(password=password)
+    return parsed
+
+
+class CaseDatabase:
+    """The engine and sessions; tables are created when missing."""
+
+    def __init__(self, url: URL) -> None:
+        self.url = url
+        self.engine: AsyncEngine | None = None
+        self.sessions: async_sessionmaker[AsyncSession] | None = None
+
+    async def open(self) -> None:
+        """Connect and create the tables."""
+        if self.url.get_backend_name() == "sqlite" and self.url.database:
+            Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = create_async_engine(self.url)
+        if self.url.get_backend_name() == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        async with self.engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    def session(self) -> AsyncSession:
+        """A new session (use as ``async with``)."""
+        if self.sessions is None:
+            raise RuntimeError("case database is not open")
+        return self.sessions()
+
+    async def close(self) -> None:
+        """Close every connection."""
+        if self.engine is not None:
+            await self.engine.dispose()
+            self.engine = None
+            self.sessions = None
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

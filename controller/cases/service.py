@@ -1,0 +1,610 @@
+"""The case service: cases from alarms and reports, their closed loop, verification by telemetry.
+
+Sensor alarms whose rule says ``case: true`` become cases: one per fault
+(a chattering alarm or a re-raised one joins the open case of its fault;
+alarms suppressed by a cut circuit or a dead cabinet raise none). With
+``auto_dispatch`` the controller accepts, files and dispatches them to the
+department the routing table names. When the fault is gone for
+``verify_polls`` polls, telemetry reports and verifies the disposal and the
+case is closed and evaluated; a fault that comes back during verification
+sends the case back to disposal as rework.
+
+Every transition is a row (who, when, note) and, with a webhook, an outbox
+row written in the same database transaction, so no transition is lost
+between the database and the city platform.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from controller.cases.config import CaseCategory, CasesConfig
+from controller.cases.db import CaseDatabase, CaseRow, OutboxRow, TransitionRow
+from controller.cases.exchange import CaseRecord
+from controller.cases.stages import CaseAction, Stage, TransitionRefused, next_stage
+from controller.control.audit import Actor
+from controller.readings import ReadingBatch
+from controller.registry import Registry
+from rules.alarms import Alarm, AlarmNotice, severity_rank
+
+log = logging.getLogger(__name__)
+
+SYSTEM = Actor("streetsense", "", "system")
+TELEMETRY = Actor("telemetry", "", "system")
+
+
+class CaseError(Exception):
+    """A case request that cannot be done; ``status`` is the HTTP status that fits."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass
+class NewCase:
+    """What is known of a case when it is reported."""
+
+    source: str
+    category: str
+    severity: str
+    title: str
+    description: str = ""
+    component_id: str = ""
+    device_id: str = ""
+    fault_key: str = ""
+    grid: str = ""
+    road: str = ""
+    district: str = ""
+    lat: float = 0.0
+    lon: float = 0.0
+    address: str = ""
+    admin_code: str = ""
+    street_code: str = ""
+    community_code: str = ""
+    media: list[str] = field(default_factory=list)
+    reporter: str = ""
+    alarm_ids: list[int] = field(default_factory=list)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    department: str = ""
+
+
+@dataclass(frozen=True)
+class TransitionRequest:
+    """An action on a case with what it needs."""
+
+    action: CaseAction
+    note: str = ""
+    department: str | None = None
+    assignee: str | None = None
+    due_at: float | None = None
+
+
+TransitionHook = Callable[[CaseRow, TransitionRow], Awaitable[None]]
+EvidenceSource = Callable[[Alarm], Awaitable[dict[str, Any]]]
+
+
+@dataclass
+class _Clearing:
+    """A fault whose alarm returned: polls seen since, until verification."""
+
+    case_id: int
+    device: int
+    polls: int = 0
+
+
+class CaseService:
+    """Opens, moves and verifies cases."""
+
+    def __init__(
+        self,
+        config: CasesConfig,
+        db: CaseDatabase,
+        registry: Registry,
+        evidence: EvidenceSource | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.registry = registry
+        self.evidence = evidence
+        self.clock = clock
+        self.categories = {c.id: c for c in config.categories}
+        self._clearing: dict[str, _Clearing] = {}
+        self._hooks: list[TransitionHook] = []
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    def on_transition(self, hook: TransitionHook) -> None:
+        """Call ``hook`` after every committed transition (the webhook sender wakes on it)."""
+        self._hooks.append(hook)
+
+    async def start(self) -> None:
+        """Open the database and start the overdue watch."""
+        await self.db.open()
+        self._task = asyncio.create_task(self._overdue_loop(), name="cases:overdue")
+
+    async def stop(self) -> None:
+        """Stop the overdue watch and close the database."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self.db.close()
+
+    # -- classification ---------------------------------------------------------------
+
+    def category_for(self, device_class: str, kind: str) -> CaseCategory:
+        """The category of an alarm of this device class and rule kind."""
+        fallback = None
+        for category in self.config.categories:
+            if category.device_class not in (None, device_class):
+                continue
+            if category.rule_kinds is None:
+                fallback = fallback or category
+            elif kind in category.rule_kinds:
+                return category
+        if fallback is None:
+            raise CaseError(422, f"no case category for {device_class} alarms of kind {kind}")
+        return fallback
+
+    def time_limit(self, category: str, severity: str) -> float:
+        """Seconds a case may take: the most specific matching limit."""
+        best: tuple[int, float] | None = None
+        for limit in self.config.time_limits:
+            if limit.category not in (None, category) or limit.severity not in (None, severity):
+                continue
+            specificity = (limit.category is not None) * 2 + (limit.severity is not None)
+            if best is None or specificity > best[0]:
+                best = (specificity, limit.minutes * 60)
+        return best[1] if best else 2 * 86400.0
+
+    def department_for(self, category: str, grid: str, fallback: str = "") -> str:
+        """The responsible department from the routing table (first match), else ``fallback``."""
+        for rule in self.config.routing:
+            if rule.category not in (None, category):
+                continue
+            if rule.grid_prefix is not None and not grid.startswith(rule.grid_prefix):
+                continue
+            return rule.department
+        return fallback
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def get(self, case_id: int) -> CaseRow:
+        """One case; 404 if there is none."""
+        async with self.db.session() as session:
+            row = await session.get(CaseRow, case_id)
+        if row is None:
+            raise CaseError(404, f"no case {case_id}")
+        return row
+
+    async def history(self, case_id: int) -> list[TransitionRow]:
+        """A case's transitions, oldest first."""
+        async with self.db.session() as session:
+            result = await session.scalars(
+                select(TransitionRow)
+                .where(TransitionRow.case_id == case_id)
+                .order_by(TransitionRow.id)
+            )
+            return list(result)
+
+    async def find(
+        self,
+        stage: str | None = None,
+        category: str | None = None,
+        department: str | None = None,
+        grid: str | None = None,
+        source: str | None = None,
+        overdue: bool | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[CaseRow]:
+        """Cases matching every given filter, newest first."""
+        query = select(CaseRow)
+        for column, value in (
+            (CaseRow.stage, stage),
+            (CaseRow.category, category),
+            (CaseRow.department, department),
+            (CaseRow.grid, grid),
+            (CaseRow.source, source),
+            (CaseRow.overdue, overdue),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if since is not None:
+            query = query.where(CaseRow.reported_at >= since)
+        if until is not None:
+            query = query.where(CaseRow.reported_at < until)
+        query = query.order_by(CaseRow.id.desc()).limit(limit).offset(offset)
+        async with self.db.session() as session:
+            return list(await session.scalars(query))
+
+    async def due_between(self, start: float, end: float) -> list[CaseRow]:
+        """Cases whose time limit ends in ``[start, end)`` (the base of the rates)."""
+        async with self.db.session() as session:
+            result = await session.scalars(
+                select(CaseRow).where(CaseRow.due_at >= start).where(CaseRow.due_at < end)
+            )
+            return list(result)
+
+    # -- opening ---------------------------------------------------------------------------
+
+    async def open_case(self, new: NewCase, actor: Actor) -> CaseRow:
+        """Record a reported case, awaiting acceptance."""
+        if new.category not in self.categories:
+            raise CaseError(
+                422, f"unknown category {new.category!r} (known: {', '.join(self.categories)})"
+            )
+        category = self.categories[new.category]
+        now = self.clock()
+        row = CaseRow(
+            source=new.source,
+            stage=Stage.AWAITING_ACCEPTANCE.value,
+            category=category.id,
+            category_kind=category.kind,
+            class_code=category.code,
+            subclass_code=category.subcode,
+            severity=new.severity,
+            title=new.title,
+            description=new.description,
+            component_id=new.component_id,
+            device_id=new.device_id,
+            fault_key=new.fault_key,
+            admin_code=new.admin_code,
+            street_code=new.street_code,
+            community_code=new.community_code,
+            grid=new.grid,
+            road=new.road,
+            district=new.district,
+            lat=new.lat,
+            lon=new.lon,
+            address=new.address,
+            media=list(new.media),
+            alarm_ids=list(new.alarm_ids),
+            evidence=new.evidence,
+            department=new.department,
+            reporter=new.reporter,
+            reported_at=now,
+            due_at=now + self.time_limit(category.id, new.severity),
+            updated_at=now,
+        )
+        async with self._lock, self.db.session() as session:
+            session.add(row)
+            await session.flush()
+            transition = await self._record(session, row, "report", "", actor, new.description, {})
+            await session.commit()
+        await self._announce(row, transition)
+        return row
+
+    async def on_alarm(self, notice: AlarmNotice) -> None:
+        """Alarm subscriber: open, join or start verifying sensor cases."""
+        alarm = notice.alarm
+        if not alarm.case or not self.config.enabled:
+            return
+        key = f"{alarm.rule}|{alarm.device}|{alarm.sub}"
+        if notice.transition in ("raised", "escalated"):
+            # Checked now, not when the alarm was raised: the batch that raised a lamp
+            # alarm may also have found the cut circuit that explains it.
+            if alarm.suppressed_by:
+                return
+            await self._fault_active(key, alarm)
+        elif notice.transition in ("returned", "cleared"):
+            await self._fault_gone(key, alarm)
+
+    async def _open_case_of(self, key: str) -> CaseRow | None:
+        async with self.db.session() as session:
+            result = await session.scalars(
+                select(CaseRow)
+                .where(CaseRow.fault_key == key)
+                .where(CaseRow.stage.not_in([s.value for s in Stage if not s.open]))
+                .order_by(CaseRow.id.desc())
+                .limit(1)
+            )
+            return result.first()
+
+    async def _fault_active(self, key: str, alarm: Alarm) -> None:
+        self._clearing.pop(key, None)
+        existing = await self._open_case_of(key)
+        if existing is not None:
+            await self._join(existing, alarm)
+            return
+        device = self.registry.by_id.get(alarm.device)
+        category = self.category_for(alarm.device_class, alarm.kind)
+        evidence = await self.evidence(alarm) if self.evidence is not None else {}
+        name = device.location.name if device is not None else ""
+        new = NewCase(
+            source="sensor",
+            category=category.id,
+            severity=alarm.severity,
+            title=f"{category.name} {alarm.device}: {alarm.kind} {alarm.level_name}".strip(),
+            description=_describe_alarm(alarm, name),
+            component_id=(getattr(device.location, "pole", "") if device else "") or alarm.device,
+            device_id=alarm.device,
+            fault_key=key,
+            grid=alarm.grid,
+            road=alarm.road,
+            district=alarm.district,
+            lat=alarm.lat,
+            lon=alarm.lon,
+            address=" ".join(p for p in (alarm.district, alarm.road, name) if p),
+            alarm_ids=[alarm.id],
+            evidence=evidence,
+            department=device.location.department if device is not None else "",
+        )
+        row = await self.open_case(new, SYSTEM)
+        if self.config.auto_dispatch:
+            for action in (CaseAction.ACCEPT, CaseAction.FILE, CaseAction.DISPATCH):
+                row = await self.transition(row.id, TransitionRequest(action), SYSTEM)
+
+    async def _join(self, row: CaseRow, alarm: Alarm) -> None:
+        """A repeat of a fault with an open case: note it there, and if the case was
+        awaiting verification, the fault is back: rework."""
+        async with self._lock, self.db.session() as session:
+            current = await session.get(CaseRow, row.id)
+            assert current is not None
+            if alarm.id not in current.alarm_ids:
+                current.alarm_ids = [*current.alarm_ids, alarm.id]
+            if severity_rank(alarm.severity) > severity_rank(current.severity):
+                current.severity = alarm.severity
+            current.updated_at = self.clock()
+            await session.commit()
+        if row.stage in (Stage.DISPOSAL_REPORTED.value, Stage.UNDER_VERIFICATION.value):
+            note = f"telemetry: the fault is back ({alarm.kind} {alarm.level_name})"
+            if row.stage == Stage.DISPOSAL_REPORTED.value:
+                row = await self.transition(
+                    row.id, TransitionRequest(CaseAction.START_VERIFICATION, note), TELEMETRY
+                )
+            await self.transition(
+                row.id, TransitionRequest(CaseAction.FAIL_VERIFICATION, note), TELEMETRY
+            )
+
+    async def _fault_gone(self, key: str, alarm: Alarm) -> None:
+        existing = await self._open_case_of(key)
+        device = self.registry.by_id.get(alarm.device)
+        if existing is None or device is None:
+            return
+        self._clearing[key] = _Clearing(existing.id, device.index)
+
+    async def on_batch(self, batch: ReadingBatch) -> None:
+        """Poller subscriber: count polls of devices whose fault is gone; verify after enough."""
+        if not self._clearing or not len(batch):
+            return
+        seen = set(batch.device.tolist())
+        done = []
+        for key, clearing in self._clearing.items():
+            if clearing.device in seen:
+                clearing.polls += 1
+                if clearing.polls >= self.config.verify_polls:
+                    done.append((key, clearing))
+        for key, clearing in done:
+            self._clearing.pop(key, None)
+            try:
+                await self.verify_by_telemetry(clearing.case_id)
+            except (CaseError, TransitionRefused) as exc:
+                log.info("case %d not verified by telemetry: %s", clearing.case_id, exc)
+
+    async def verify_by_telemetry(self, case_id: int) -> CaseRow:
+        """The fault has been gone for enough polls: carry the case through to closed."""
+        row = await self.get(case_id)
+        note = f"telemetry: fault gone for {self.config.verify_polls} polls"
+        path = {
+            Stage.DISPATCHED.value: [CaseAction.START_DISPOSAL, CaseAction.REPORT_DISPOSAL],
+            Stage.IN_DISPOSAL.value: [CaseAction.REPORT_DISPOSAL],
+            Stage.DISPOSAL_REPORTED.value: [],
+            Stage.UNDER_VERIFICATION.value: [],
+        }.get(row.stage)
+        if path is None:
+            raise CaseError(409, f"case {case_id} is {row.stage}: a person has to move it first")
+        if row.stage != Stage.UNDER_VERIFICATION.value:
+            path.append(CaseAction.START_VERIFICATION)
+        path += [CaseAction.PASS_VERIFICATION, CaseAction.CLOSE]
+        for action in path:
+            row = await self.transition(row.id, TransitionRequest(action, note), TELEMETRY)
+        return row
+
+    # -- moving ------------------------------------------------------------------------------
+
+    async def transition(self, case_id: int, request: TransitionRequest, actor: Actor) -> CaseRow:
+        """Apply one action; 409 with the reason when it does not fit the case."""
+        async with self._lock, self.db.session() as session:
+            row = await session.get(CaseRow, case_id)
+            if row is None:
+                raise CaseError(404, f"no case {case_id}")
+            before = Stage(row.stage)
+            try:
+                after = next_stage(before, request.action)
+            except TransitionRefused as exc:
+                raise CaseError(409, str(exc)) from exc
+            details = self._apply(row, request)
+            row.stage = after.value
+            row.updated_at = self.clock()
+            transition = await self._record(
+                session, row, request.action.value, before.value, actor, request.note, details
+            )
+            extra: list[TransitionRow] = []
+            if after is Stage.CLOSED:
+                # Evaluation follows from the record: on time, overdue or reworked.
+                row.evaluation = _evaluation(row)
+                row.stage = Stage.EVALUATED.value
+                extra.append(
+                    await self._record(
+                        session,
+                        row,
+                        CaseAction.EVALUATE.value,
+                        Stage.CLOSED.value,
+                        SYSTEM,
+                        row.evaluation,
+                        {"evaluation": row.evaluation},
+                    )
+                )
+            await session.commit()
+        for t in (transition, *extra):
+            await self._announce(row, t)
+        return row
+
+    def _apply(self, row: CaseRow, request: TransitionRequest) -> dict[str, Any]:
+        now = self.clock()
+        action = request.action
+        details: dict[str, Any] = {}
+        if action in (CaseAction.REJECT, CaseAction.RETURN, CaseAction.EXTEND) and not request.note:
+            raise CaseError(422, f"{action.value} needs a note saying why")
+        if action is CaseAction.ACCEPT:
+            row.accepted_at = now
+        elif action is CaseAction.FILE:
+            row.filed_at = now
+        elif action is CaseAction.DISPATCH:
+            department = request.department or self.department_for(
+                row.category, row.grid, row.department
+            )
+            if not department:
+                raise CaseError(422, "no department: give one, or add a routing rule")
+            row.department = department
+            row.dispatched_at = now
+            details["department"] = department
+        elif action is CaseAction.RETURN:
+            row.return_count += 1
+            details["from_department"] = row.department
+        elif action is CaseAction.REPORT_DISPOSAL:
+            row.disposed_at = now
+        elif action is CaseAction.PASS_VERIFICATION:
+            row.verified_at = now
+        elif action is CaseAction.FAIL_VERIFICATION:
+            row.rework_count += 1
+            row.verified_at = None
+        elif action is CaseAction.CLOSE:
+            if row.verified_at is None:
+                raise CaseError(409, "cannot close: verification has not passed")
+            row.closed_at = now
+        elif action is CaseAction.EXTEND:
+            if request.due_at is None or row.due_at is None or request.due_at <= row.due_at:
+                raise CaseError(422, "extend needs due_at later than the current due time")
+            details["previous_due_at"] = row.due_at
+            row.due_at = request.due_at
+            row.extension_count += 1
+            if row.due_at > now:
+                row.overdue = False
+        if request.assignee is not None:
+            row.assignee = request.assignee
+            details["assignee"] = request.assignee
+        return details
+
+    async def _record(
+        self,
+        session: AsyncSession,
+        row: CaseRow,
+        action: str,
+        before: str,
+        actor: Actor,
+        note: str,
+        details: dict[str, Any],
+    ) -> TransitionRow:
+        transition = TransitionRow(
+            case_id=row.id,
+            at=self.clock(),
+            action=action,
+            from_stage=before,
+            to_stage=row.stage,
+            actor=actor.name,
+            role=actor.role,
+            note=note,
+            details=details,
+        )
+        session.add(transition)
+        await session.flush()  # gives the transition its id, which keys its delivery
+        if self.config.webhook is not None:
+            # Written in the same transaction as the transition: nothing lost between them.
+            session.add(_outbox_row(row, transition, self.clock()))
+        return transition
+
+    async def _announce(self, row: CaseRow, transition: TransitionRow) -> None:
+        for hook in self._hooks:
+            try:
+                await hook(row, transition)
+            except Exception:
+                log.exception("case transition hook %r failed", hook)
+
+    # -- time limits -------------------------------------------------------------------------
+
+    async def flag_overdue(self) -> list[int]:
+        """Mark open cases past their due time; returns their ids."""
+        now = self.clock()
+        flagged = []
+        async with self._lock, self.db.session() as session:
+            rows = list(
+                await session.scalars(
+                    select(CaseRow)
+                    .where(CaseRow.due_at < now)
+                    .where(CaseRow.overdue.is_(False))
+                    .where(CaseRow.stage.in_([s.value for s in Stage if s.open]))
+                )
+            )
+            transitions = []
+            for row in rows:
+                row.overdue = True
+                row.updated_at = now
+                transition = await self._record(
+                    session, row, "overdue", row.stage, SYSTEM, "time limit passed", {}
+                )
+                transitions.append((row, transition))
+                flagged.append(row.id)
+            await session.commit()
+        for row, transition in transitions:
+            await self._announce(row, transition)
+        return flagged
+
+    async def _overdue_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.overdue_check_interval)
+            with contextlib.suppress(Exception):
+                await self.flag_overdue()
+
+
+def _evaluation(row: CaseRow) -> str:
+    if row.rework_count:
+        return "reworked"
+    if row.due_at is not None and row.closed_at is not None and row.closed_at > row.due_at:
+        return "overdue"
+    return "on_time"
+
+
+def _describe_alarm(alarm: Alarm, name: str) -> str:
+    where = f"{alarm.device}" + (f" ({name})" if name else "")
+    value = "" if alarm.value is None else f": reads {alarm.value:g}"
+    limit = "" if alarm.limit is None else f", limit {alarm.limit:g}"
+    return f"{alarm.kind} {alarm.level_name} at {where}{value}{limit}"
+
+
+def _outbox_row(row: CaseRow, transition: TransitionRow, now: float) -> OutboxRow:
+    key = f"streetsense-case-{row.id}-transition-{transition.id}"
+    return OutboxRow(
+        idempotency_key=key,
+        body={
+            "event": "case.transition",
+            "idempotency_key": key,
+            "transition": {
+                "action": transition.action,
+                "from_stage": transition.from_stage,
+                "to_stage": transition.to_stage,
+                "at": transition.at,
+                "actor": transition.actor,
+                "role": transition.role,
+                "note": transition.note,
+                "details": transition.details,
+            },
+            "case": CaseRecord.from_row(row).model_dump(),
+        },
+        next_at=now,
+    )

@@ -1,0 +1,290 @@
+"""The case loop on SQLite and on a real PostgreSQL; statistics; webhook delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from sqlalchemy.engine import make_url
+
+from controller.cases.config import CasesConfig
+from controller.cases.db import CaseDatabase, CaseRow
+from controller.cases.service import CaseError, CaseService, NewCase, TransitionRequest
+from controller.cases.stages import CaseAction, Stage, TransitionRefused, next_stage
+from controller.cases.statistics import case_report, figures
+from controller.cases.webhook import WebhookSender
+from controller.config import parse_config
+from controller.control.audit import Actor
+from controller.registry import Registry
+from tests.conftest import free_port
+
+DISPATCHER = Actor("Huang (command centre)", "k1", "dispatcher")
+CREW = Actor("Liu (lighting crew)", "k2", "engineer")
+CONFIG = CasesConfig.model_validate(
+    {
+        "routing": [
+            {"category": "streetlight", "grid_prefix": "441702", "department": "江城区照明所"},
+            {"department": "市城管指挥中心"},
+        ],
+        "webhook": {
+            "url": "http://127.0.0.1:9/hook",
+            "secret_env": "HOOK_SECRET",
+            "backoff_initial": 0.05,
+            "backoff_max": 0.2,
+        },
+    }
+)
+
+
+def registry(tmp_path: Path) -> Registry:
+    return Registry(parse_config({}, tmp_path / "config.yaml"))
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def service(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[CaseService, FakeClock]]:
+    if request.param == "sqlite":
+        url = make_url(f"sqlite+aiosqlite:///{tmp_path}/cases.db")
+    else:
+        url = make_url(request.getfixturevalue("postgres_url"))
+    db = CaseDatabase(url)
+    clock = FakeClock()
+    svc = CaseService(CONFIG, db, registry(tmp_path), clock=clock)
+    await svc.start()
+    if request.param == "postgresql":
+        # One database serves the module's tests: start each from empty tables.
+        from controller.cases.db import Base
+
+        assert db.engine is not None
+        async with db.engine.begin() as conn:
+            for table in reversed(Base.metadata.sorted_tables):
+                await conn.execute(table.delete())
+    yield svc, clock
+    await svc.stop()
+
+
+def pothole_report() -> NewCase:
+    return NewCase(
+        source="inspector",
+        category="streetlight",
+        severity="medium",
+        title="路灯不亮",
+        description="three poles dark on 东风路 since last night",
+        component_id="DF-P017",
+        grid="441702001002",
+        lat=21.86,
+        lon=111.98,
+        address="江城区 东风路 17号杆",
+        media=["https://media.example/photo/1.jpg"],
+        reporter="Zhang (inspector)",
+    )
+
+
+def test_no_stage_can_be_skipped_and_the_reason_says_what_is_possible() -> None:
+    with pytest.raises(TransitionRefused) as refused:
+        next_stage(Stage.FILED, CaseAction.START_DISPOSAL)
+    assert str(refused.value) == "cannot start_disposal a case that is filed (possible: dispatch)"
+    with pytest.raises(TransitionRefused) as done:
+        next_stage(Stage.EVALUATED, CaseAction.CLOSE)
+    assert "it is finished" in str(done.value)
+    assert next_stage(Stage.UNDER_VERIFICATION, CaseAction.FAIL_VERIFICATION) is Stage.IN_DISPOSAL
+
+
+async def test_the_whole_loop_with_return_extension_and_rework(
+    service: tuple[CaseService, FakeClock],
+) -> None:
+    svc, clock = service
+    case = await svc.open_case(pothole_report(), DISPATCHER)
+    assert case.stage == "awaiting_acceptance" and case.due_at == clock.now + 2880 * 60
+
+    async def step(action: CaseAction, actor: Actor = DISPATCHER, **kw: Any) -> CaseRow:
+        clock.now += 600
+        return await svc.transition(case.id, TransitionRequest(action, **kw), actor)
+
+    with pytest.raises(CaseError) as skip:
+        await step(CaseAction.DISPATCH)
+    assert skip.value.status == 409 and "awaiting_acceptance" in skip.value.reason
+    await step(CaseAction.ACCEPT)
+    await step(CaseAction.FILE)
+    dispatched = await step(CaseAction.DISPATCH)
+    assert dispatched.department == "江城区照明所"
+    with pytest.raises(CaseError) as no_note:
+        await step(CaseAction.RETURN, CREW)
+    assert no_note.value.status == 422 and "needs a note" in no_note.value.reason
+    await step(CaseAction.RETURN, CREW, note="cable fault: power bureau's line")
+    again = await step(CaseAction.DISPATCH, department="供电局江城分局")
+    assert again.department == "供电局江城分局" and again.return_count == 1
+    await step(CaseAction.START_DISPOSAL, CREW, assignee="crew 3")
+    due = again.due_at
+    assert due is not None
+    extended = await step(CaseAction.EXTEND, note="waiting for a cable joint", due_at=due + 86400)
+    assert extended.extension_count == 1 and extended.due_at == due + 86400
+    await step(CaseAction.REPORT_DISPOSAL, CREW, note="joint replaced")
+    await step(CaseAction.START_VERIFICATION)
+    with pytest.raises(CaseError) as early:
+        await step(CaseAction.CLOSE)
+    assert early.value.reason == "cannot close: verification has not passed"
+    rework = await step(CaseAction.FAIL_VERIFICATION, note="pole 17 still dark")
+    assert rework.stage == "in_disposal" and rework.rework_count == 1
+    await step(CaseAction.REPORT_DISPOSAL, CREW, note="lamp replaced too")
+    await step(CaseAction.START_VERIFICATION)
+    await step(CaseAction.PASS_VERIFICATION, note="checked on site")
+    closed = await step(CaseAction.CLOSE)
+    assert closed.stage == "evaluated" and closed.evaluation == "reworked"
+    history = await svc.history(case.id)
+    assert [t.action for t in history] == [
+        "report",
+        "accept",
+        "file",
+        "dispatch",
+        "return",
+        "dispatch",
+        "start_disposal",
+        "extend",
+        "report_disposal",
+        "start_verification",
+        "fail_verification",
+        "report_disposal",
+        "start_verification",
+        "pass_verification",
+        "close",
+        "evaluate",
+    ]
+    assert history[4].actor == "Liu (lighting crew)" and history[4].note.startswith("cable fault")
+    assert history[7].details == {"previous_due_at": due}
+
+
+def test_closure_rates_over_due_cases() -> None:
+    due_at = 1_800_000_000.0
+    rows = []
+    for i in range(972):
+        closed_at = None
+        if i < 737:
+            closed_at = due_at - 60  # on time
+        elif i < 911:
+            closed_at = due_at + 60  # late
+        rows.append(
+            CaseRow(
+                id=i,
+                due_at=due_at,
+                closed_at=closed_at,
+                dispatched_at=due_at - 7200,
+                disposed_at=due_at - 3600 if closed_at else None,
+                rework_count=1 if i % 100 == 0 else 0,
+                extension_count=1 if i % 50 == 0 else 0,
+                grid="G1",
+            )
+        )
+    report = figures(rows)
+    assert (report.due, report.closed, report.closed_on_time) == (972, 911, 737)
+    assert f"{report.closure_rate:.2%}" == "93.72%"
+    assert f"{report.on_time_rate:.2%}" == "75.82%"
+    assert report.mean_disposal_s == 3600
+    assert report.extension_rate == pytest.approx(20 / 972)
+    from zoneinfo import ZoneInfo
+
+    [monthly] = case_report(rows, "month", "grid", ZoneInfo("Asia/Shanghai"))
+    assert monthly.group == "G1" and monthly.figures.due == 972
+
+
+class Receiver:
+    """The city platform's webhook endpoint: dedups by idempotency key, checks signatures."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.bodies: dict[str, dict[str, Any]] = {}
+        self.posts = 0
+        self.bad_signatures = 0
+        app = FastAPI()
+
+        @app.post("/hook")
+        async def hook(request: Request) -> Response:
+            body = await request.body()
+            stamp = request.headers["X-Streetsense-Timestamp"]
+            mac = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256)
+            if request.headers["X-Streetsense-Signature"] != "sha256=" + mac.hexdigest():
+                self.bad_signatures += 1
+                return Response(status_code=401)
+            self.posts += 1
+            key = request.headers["Idempotency-Key"]
+            self.bodies.setdefault(key, json.loads(body))
+            return Response(status_code=204)
+
+        self.app = app
+
+
+async def test_a_receiver_that_was_down_gets_every_transition_once_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    config = CONFIG.model_copy(
+        update={
+            "webhook": CONFIG.webhook.model_copy(update={"url": f"http://127.0.0.1:{port}/hook"})  # type: ignore[union-attr]
+        }
+    )
+    db = CaseDatabase(make_url(f"sqlite+aiosqlite:///{tmp_path}/cases.db"))
+    svc = CaseService(config, db, registry(tmp_path))
+    await svc.start()
+    assert config.webhook is not None
+    sender = WebhookSender(config.webhook, "s3cret", db)
+    svc.on_transition(lambda *_: _wake(sender))
+    sender.start()
+    receiver = Receiver("s3cret")
+    server = uvicorn.Server(uvicorn.Config(receiver.app, port=port, log_level="warning"))
+    try:
+        case = await svc.open_case(pothole_report(), DISPATCHER)
+        for action in (CaseAction.ACCEPT, CaseAction.FILE, CaseAction.DISPATCH):
+            await svc.transition(case.id, TransitionRequest(action), DISPATCHER)
+        await asyncio.sleep(0.5)  # the receiver is down: every attempt fails
+        assert sender.status.failures >= 2 and sender.status.delivered == 0
+        assert "ConnectError" in sender.status.last_error
+        serving = asyncio.create_task(server.serve())
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if sender.status.delivered == 4:
+                break
+        await svc.transition(case.id, TransitionRequest(CaseAction.START_DISPOSAL), CREW)
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if sender.status.delivered == 5:
+                break
+        assert receiver.bad_signatures == 0
+        assert receiver.posts == 5  # each transition once: nothing sent twice
+        bodies = list(receiver.bodies.values())
+        assert [b["transition"]["action"] for b in bodies] == [
+            "report",
+            "accept",
+            "file",
+            "dispatch",
+            "start_disposal",
+        ]
+        assert bodies[3]["case"]["department"] == "江城区照明所"
+        assert bodies[4]["case"]["stage"] == "in_disposal"
+        assert len(receiver.bodies) == 5
+    finally:
+        server.should_exit = True
+        await sender.stop()
+        await svc.stop()
+        if "serving" in locals():
+            await serving
+
+
+async def _wake(sender: WebhookSender) -> None:
+    sender.wake()
