@@ -24,6 +24,7 @@ from controller.cases.webhook import WebhookSender
 from controller.config import parse_config
 from controller.control.audit import Actor
 from controller.registry import Registry
+from rules.alarms import Alarm, AlarmNotice, Condition
 from tests.conftest import free_port
 
 DISPATCHER = Actor("Huang (command centre)", "k1", "dispatcher")
@@ -288,3 +289,41 @@ async def test_a_receiver_that_was_down_gets_every_transition_once_in_order(
 
 async def _wake(sender: WebhookSender) -> None:
     sender.wake()
+
+
+def lamp_alarm(alarm_id: int, suppressed_by: str | None = None) -> Alarm:
+    return Alarm(
+        id=alarm_id,
+        rule="lamp-failure",
+        kind="lamp_failure",
+        device="DF-L017",
+        device_class="lamp",
+        sub=0,
+        point="",
+        severity="medium",
+        level=1,
+        level_name="active",
+        condition=Condition.ACTIVE_UNACK,
+        value=0.0,
+        limit=None,
+        raised_at=1_800_000_000.0,
+        last_seen=1_800_000_000.0,
+        grid="441702001002",
+        case=True,
+        suppressed_by=suppressed_by,
+    )
+
+
+async def test_a_chattering_fault_is_one_case_and_a_suppressed_alarm_none(
+    service: tuple[CaseService, FakeClock],
+) -> None:
+    svc, _ = service
+    for k in range(4):  # raised, returned, raised again, ... as a loose contact does
+        alarm = lamp_alarm(100 + k)
+        await svc.on_alarm(AlarmNotice(alarm, "raised"))
+        await svc.on_alarm(AlarmNotice(alarm, "returned"))
+    [case] = await svc.find()
+    assert case.alarm_ids == [100, 101, 102, 103]
+    assert case.stage == "dispatched" and case.department == "江城区照明所"
+    await svc.on_alarm(AlarmNotice(lamp_alarm(200, suppressed_by="circuit_break:CAB/1"), "raised"))
+    assert len(await svc.find()) == 1
