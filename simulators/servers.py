@@ -19,7 +19,6 @@ from pathlib import Path
 
 import httpx
 
-
 #: Ports handed out for test servers: below Linux's ephemeral range (32768-60999), so
 #: an outgoing connection cannot take the port between this check and the server's bind,
 #: and above the benchmarks' simulated cities (21000-23700).
