@@ -6,7 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
+from api.events import EventHub
 from api.keys import ApiKeyStore
 from api.rate_limit import RateLimiter
 from api.routers import (
@@ -14,15 +16,20 @@ from api.routers import (
     assets,
     cases,
     control,
+    dashboard,
     devices,
     links,
     open311,
+    reports,
     schedules,
     statistics,
     telemetry,
 )
 from api.schemas import SystemHealth
+from controller.cases.db import CaseRow, TransitionRow
+from controller.control.dispatcher import Command
 from controller.runtime import Controller
+from rules.alarms import AlarmNotice, alarm_payload
 
 
 def create_app(controller: Controller, manage_controller: bool = True) -> FastAPI:
@@ -35,6 +42,7 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
         try:
             yield
         finally:
+            app.state.events.close()
             if manage_controller:
                 await controller.stop()
             app.state.keys.close()
@@ -47,6 +55,7 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
     )
     app.state.controller = controller
     app.state.keys = ApiKeyStore(controller.loaded.resolve(controller.loaded.config.api.keys_path))
+    app.state.events = _live_events(controller)
     limits = controller.loaded.config.control.rate_limit
     app.state.rate_limiter = RateLimiter(limits.commands_per_minute, limits.burst)
     app.include_router(devices.router)
@@ -59,6 +68,9 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
     app.include_router(schedules.router)
     app.include_router(cases.router)
     app.include_router(open311.router)
+    app.include_router(dashboard.router)
+    app.include_router(reports.router)
+    app.mount("/dashboard", StaticFiles(directory=dashboard.STATIC, html=True), name="dashboard")
 
     @app.get("/health", tags=["system"], response_model=SystemHealth)
     def health() -> SystemHealth:
@@ -73,3 +85,27 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
         )
 
     return app
+
+
+def _live_events(controller: Controller) -> EventHub:
+    """The dashboard's live feed: alarm notices, case transitions, finished commands."""
+    hub = EventHub()
+
+    async def on_alarm(notice: AlarmNotice) -> None:
+        hub.publish("alarm", {"transition": notice.transition, **alarm_payload(notice.alarm)})
+
+    async def on_case(row: CaseRow, transition: TransitionRow) -> None:
+        hub.publish(
+            "case",
+            {"id": row.id, "stage": row.stage, "action": transition.action, "title": row.title},
+        )
+
+    def on_command(command: Command) -> None:
+        hub.publish(
+            "command", {"id": command.id, "status": command.status.value, **command.counts()}
+        )
+
+    controller.rules.manager.subscribe(on_alarm)
+    controller.cases.on_transition(on_case)
+    controller.commands.on_finished(on_command)
+    return hub

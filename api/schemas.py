@@ -512,3 +512,47 @@ class WebhookStatusOut(BaseModel):
     failures: int
     waiting: int
     last_error: str
+
+
+class WhoAmIOut(BaseModel):
+    """The caller and what the dashboard should offer them."""
+
+    name: str
+    role: str
+    may: dict[str, bool]
+
+
+class MapDeviceOut(BaseModel):
+    """A point on the map."""
+
+    id: str
+    device_class: str
+    name: str
+    lat: float
+    lon: float
+    #: Drawn near its cabinet: the lamp has no coordinates of its own.
+    placed: bool
+    state: Literal["on", "off", "offline", "alarm", "normal", "unknown"]
+    severity: str | None
+    alarms: int
+    parent: str | None
+    road: str
+    grid: str
+    levels: dict[str, float] | None = None
+
+
+class GridCellOut(BaseModel):
+    """A grid cell outline: lon/lat rings; ``approximate`` when drawn around its devices."""
+
+    code: str
+    rings: list[list[list[float]]]
+    approximate: bool
+
+
+class MapOut(BaseModel):
+    """What the dashboard map draws."""
+
+    city: str
+    bounds: list[float]
+    devices: list[MapDeviceOut]
+    grids: list[GridCellOut]

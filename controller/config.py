@@ -274,6 +274,9 @@ class SiteConfig(_Strict):
 
     city: str = "demo-city"
     timezone: str = "Asia/Shanghai"
+    #: GeoJSON FeatureCollection of the city-management grid cells (polygons with a
+    #: ``code`` property), drawn on the dashboard map; relative to this file.
+    grid_cells: str | None = None
 
     @field_validator("timezone")
     @classmethod

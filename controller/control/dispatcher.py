@@ -138,6 +138,11 @@ class CommandDispatcher:
         self.poles_on = poles_on
         self._commands: OrderedDict[int, Command] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._finished_hooks: list[Callable[[Command], None]] = []
+
+    def on_finished(self, hook: Callable[[Command], None]) -> None:
+        """Call ``hook`` with every command when it ends (the dashboard's live feed)."""
+        self._finished_hooks.append(hook)
 
     async def refuse(self, request: CommandRequest, actor: Actor, source: str, reason: str) -> None:
         """Write a refused attempt to the audit log."""
@@ -278,6 +283,8 @@ class CommandDispatcher:
             except Exception:
                 log.exception("audit update of command %d failed", command.id)
             command.done.set()
+            for hook in self._finished_hooks:
+                hook(command)
 
     async def _run_link(self, command: Command, link: ModbusLink, units: list[UnitCommand]) -> None:
         sent: list[UnitCommand] = []

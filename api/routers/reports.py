@@ -1,0 +1,140 @@
+"""Daily, weekly and monthly reports (日清、周析、月报) as printable HTML with charts."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date, datetime, timedelta
+from html import escape
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import HTMLResponse
+
+from api.deps import ControllerDep
+from api.svg import bar_chart
+from controller.cases.statistics import figures
+from controller.control.audit import AuditQuery
+from rules.statistics import Period, lighting_rates
+
+router = APIRouter(prefix="/reports", tags=["reports"])
+
+_STYLE = """
+body { font-family: "Noto Sans CJK SC", "Microsoft YaHei", sans-serif; margin: 2em; color: #222; }
+h1 { font-size: 1.5em; margin-bottom: 0.2em; } h2 { font-size: 1.15em; margin-top: 1.6em;
+border-bottom: 1px solid #999; } .meta { color: #555; } table { border-collapse: collapse; }
+td, th { border: 1px solid #bbb; padding: 3px 8px; text-align: left; font-size: 0.9em; }
+svg.chart text { font-size: 12px; } svg.chart .title { font-weight: bold; }
+svg.chart .bar { fill: #3b6ea8; } .figure { font-size: 1.4em; font-weight: bold; }
+@media print { body { margin: 1cm; } h2 { break-after: avoid; }
+  svg, table { break-inside: avoid; } }
+"""
+
+
+def _span(period: Period, day: date) -> tuple[date, date]:
+    if period == "day":
+        return day, day + timedelta(days=1)
+    if period == "week":
+        start = day - timedelta(days=day.weekday())
+        return start, start + timedelta(days=7)
+    start = day.replace(day=1)
+    end = (start + timedelta(days=32)).replace(day=1)
+    return start, end
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2%}"
+
+
+@router.get("/{period}", response_class=HTMLResponse)
+async def report(
+    period: Period,
+    controller: ControllerDep,
+    day: Annotated[date | None, Query(alias="date", description="a day in the period")] = None,
+) -> HTMLResponse:
+    """The report of the day, week (from Monday) or month containing ``date`` (default today)."""
+    tz = controller.loaded.config.site.tz
+    today = datetime.now(tz).date()
+    first, last = _span(period, day or today)
+    t0 = datetime.combine(first, datetime.min.time(), tzinfo=tz).timestamp()
+    t1 = datetime.combine(last, datetime.min.time(), tzinfo=tz).timestamp()
+    city = controller.loaded.config.site.city
+    names = {
+        "day": "Daily report 日报",
+        "week": "Weekly report 周报",
+        "month": "Monthly report 月报",
+    }
+
+    lighting = lighting_rates(controller.registry, controller.latest, "road")
+    city_rate = lighting_rates(controller.registry, controller.latest, "city")
+    alarms = await controller.rules.manager.store.history(t0, t1)
+    raised = [a for a in alarms if t0 <= a.raised_at < t1]
+    by_kind = Counter(a.kind for a in raised)
+    by_grid = Counter(a.grid or "(none)" for a in raised)
+    due = await controller.cases.due_between(t0, t1)
+    cases = figures(due)
+    floods = [a for a in raised if a.device_class == "gauge" and a.kind == "threshold"]
+    commands = await controller.audit.query(AuditQuery(since=t0, until=t1, limit=100_000))
+    outcomes = Counter(c.outcome for c in commands)
+
+    def when(ts: float | None) -> str:
+        return "" if ts is None else f"{datetime.fromtimestamp(ts, tz):%m-%d %H:%M}"
+
+    flood_rows = "".join(
+        f"<tr><td>{escape(a.device)}</td><td>{escape(a.road)}</td><td>{escape(a.level_name)}</td>"
+        f"<td>{when(a.raised_at)}</td><td>{when(a.cleared_at)}</td>"
+        f"<td>{'' if a.value is None else f'{a.value:.2f} m'}</td></tr>"
+        for a in sorted(floods, key=lambda a: a.raised_at)
+    )
+    rate = city_rate[0].rate if city_rate else None
+    html = f"""<!doctype html>
+<html lang="zh-CN"><head><meta charset="utf-8">
+<title>{escape(city)} {names[period]} {first.isoformat()}</title><style>{_STYLE}</style></head>
+<body>
+<h1>{escape(city)} — {names[period]}</h1>
+<p class="meta">{first.isoformat()} to {(last - timedelta(days=1)).isoformat()} ({escape(str(tz))}),
+generated {datetime.now(tz):%Y-%m-%d %H:%M}</p>
+
+<h2>Lighting rate 亮灯率</h2>
+<p>Now: <span class="figure">{_pct(rate)}</span> of lamps that should be lit are lit.</p>
+{
+        bar_chart(
+            [(r.group or "(none)", round(100 * (r.rate or 0), 1)) for r in lighting],
+            "Lighting rate by road",
+            "%",
+            max_value=100,
+        )
+    }
+
+<h2>Faults 故障</h2>
+<p>{len(raised)} faults raised in the period.</p>
+{bar_chart(sorted(by_kind.items(), key=lambda kv: -kv[1]), "Faults by type")}
+{bar_chart(sorted(by_grid.items(), key=lambda kv: -kv[1]), "Faults by grid cell")}
+
+<h2>Cases 案件</h2>
+<p>Due in the period: {cases.due}; closed {cases.closed}; closed on time {cases.closed_on_time}.
+Closure rate <span class="figure">{_pct(cases.closure_rate)}</span>,
+on-time closure rate <span class="figure">{_pct(cases.on_time_rate)}</span>;
+rework rate {_pct(cases.rework_rate)}, extension rate {_pct(cases.extension_rate)}.</p>
+{
+        bar_chart(
+            [
+                ("due", cases.due),
+                ("closed", cases.closed),
+                ("closed on time", cases.closed_on_time),
+            ],
+            "Cases due in the period",
+        )
+    }
+
+<h2>Flood events 内涝</h2>
+{
+        f"<table><tr><th>gauge</th><th>road</th><th>level</th><th>raised</th><th>cleared</th><th>reading</th></tr>{flood_rows}</table>"
+        if floods
+        else "<p>No water-level alarms in the period.</p>"
+    }
+
+<h2>Remote control 遥控</h2>
+{bar_chart(sorted(outcomes.items()), "Commands by outcome")}
+</body></html>
+"""
+    return HTMLResponse(html)
