@@ -201,6 +201,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 flush=True,
             )
             print(f"API on http://{host}:{port}  (OpenAPI: http://{host}:{port}/docs)", flush=True)
+            print(f"dashboard on http://{host}:{port}/  (log in with a key below)", flush=True)
             _announce_control("127.0.0.1", control_port, token)
             for role, key in create_demo_keys(loaded).items():
                 print(f"demo API key {role:<11} {key}", flush=True)
