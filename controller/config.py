@@ -84,6 +84,10 @@ class Located(_Strict):
     department: str = ""
     #: Free labels for groups that are not places ("landscape", "tunnel", "school-zone").
     tags: list[str] = []
+    #: Administrative division, street (sub-district) and community codes, carried into cases.
+    admin_code: str = ""
+    street_code: str = ""
+    community_code: str = ""
 
 
 class LampConfig(Located):
@@ -140,6 +144,9 @@ class CabinetConfig(Located):
                         district=self.district,
                         department=self.department,
                         tags=self.tags,
+                        admin_code=self.admin_code,
+                        street_code=self.street_code,
+                        community_code=self.community_code,
                     )
                 )
         return lamps

@@ -29,6 +29,8 @@ def case_city(tmp_path: Path) -> dict[str, Any]:
         if rule["id"] in ("lamp-failure", "circuit-break", "flood-level"):
             rule["case"] = True
     doc["cabinets"][0]["grid"] = "441702001001"
+    doc["cabinets"][0]["admin_code"] = "441702"
+    doc["cabinets"][0]["street_code"] = "441702001"
     doc["gauges"][0]["grid"] = "441702001001"
     doc["cases"] = {"routing": ROUTING, "verify_polls": 3}
     return doc
@@ -53,6 +55,7 @@ async def test_a_burnt_lamp_becomes_one_dispatched_case_closed_on_time_by_teleme
         assert case.stage == "dispatched"
         assert case.department == "江城区城市照明所"  # the grid's row of the routing table
         assert case.grid == "441702001001" and case.class_code and case.subclass_code
+        assert (case.admin_code, case.street_code) == ("441702", "441702001")  # from the cabinet
         assert case.evidence["alarm"]["rule"] == "lamp-failure"
         assert case.evidence["readings"]["lamp_on"]["value"] == 0
         assert case.due_at is not None and case.due_at - case.reported_at == 2880 * 60

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -15,6 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import free_port
+from tests.demo_process import SIM_TOKEN, Demo, run_demo
 
 ROOT = Path(__file__).parent.parent
 
@@ -75,58 +74,10 @@ def test_check_of_missing_file_fails_with_reason(tmp_path: Path) -> None:
     assert "nope.yaml: cannot read: No such file or directory" in result.stderr
 
 
-SIM_TOKEN = "test-simulator-token"
-
-
-@dataclass
-class Demo:
-    """Addresses of a running demo: the controller API and the simulator control."""
-
-    api: str
-    control: str
-
-
 @pytest.fixture(scope="module")
 def demo() -> Iterator[Demo]:
-    port, control_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "controller.cli",
-            "demo",
-            "--port",
-            str(port),
-            "--sim-control-port",
-            str(control_port),
-            "--duration",
-            "120",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "STREETSENSE_SIM_TOKEN": SIM_TOKEN},
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            try:
-                health = httpx.get(f"{base}/health", timeout=1).json()
-                if health["online"] == health["poll_targets"]:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(
-                    f"demo did not come up: {proc.stderr.read() if proc.stderr else ''}"
-                )
-            time.sleep(0.3)
-        yield Demo(base, f"http://127.0.0.1:{control_port}")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    with run_demo(duration=120) as running:
+        yield running
 
 
 def test_demo_serves_the_simulated_city(demo: Demo) -> None:

@@ -8,15 +8,8 @@ A screenshot of the main page is saved in ``test-artifacts/``.
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -24,10 +17,9 @@ import yaml
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from tests.conftest import free_port
+from tests.demo_process import ROOT, SIM_TOKEN, Demo, run_demo
 
-ROOT = Path(__file__).parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-SIM_TOKEN = "dashboard-test-token"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # As the machine's probe starts it: no sandbox as root, nothing reaching out to the internet.
 CHROMIUM_ARGS = [
@@ -41,15 +33,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-@dataclass
-class RunningDemo:
-    api: str
-    control: str
-    keys: dict[str, str]
-
-
 @pytest.fixture(scope="module")
-def running_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDemo]:
+def running_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """The demo on a copy of config.yaml with free ports, its files in a temporary folder."""
     folder = tmp_path_factory.mktemp("demo")
     doc = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
     for link in doc["links"]:
@@ -58,56 +44,8 @@ def running_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDe
     doc["site"]["grid_cells"] = str(ROOT / doc["site"]["grid_cells"])
     config = folder / "config.yaml"
     config.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
-    port, control_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "controller.cli",
-            "demo",
-            "-c",
-            str(config),
-            "--port",
-            str(port),
-            "--sim-control-port",
-            str(control_port),
-            "--duration",
-            "300",
-        ],
-        cwd=folder,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "STREETSENSE_SIM_TOKEN": SIM_TOKEN},
-    )
-    keys: dict[str, str] = {}
-    try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 60
-        while len(keys) < 6 and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            found = re.match(r"demo API key (\w+)\s+(ssk_\S+)", line)
-            if found:
-                keys[found[1]] = found[2]
-        base = f"http://127.0.0.1:{port}"
-        while time.monotonic() < deadline:
-            try:
-                health = httpx.get(f"{base}/health", timeout=1).json()
-                if health["online"] == health["poll_targets"]:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        else:
-            raise AssertionError(
-                f"demo did not come up: {proc.stderr.read() if proc.stderr else ''}"
-            )
-        yield RunningDemo(base, f"http://127.0.0.1:{control_port}", keys)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with run_demo(config) as demo:
+        yield demo
 
 
 @pytest.fixture
@@ -118,7 +56,7 @@ async def browser() -> AsyncIterator[Browser]:
         await chromium.close()
 
 
-async def open_dashboard(browser: Browser, demo: RunningDemo, role: str) -> Page:
+async def open_dashboard(browser: Browser, demo: Demo, role: str) -> Page:
     page = await browser.new_page(viewport={"width": 1500, "height": 950})
     await page.goto(f"{demo.api}/")
     await expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=20_000)
@@ -129,7 +67,7 @@ async def open_dashboard(browser: Browser, demo: RunningDemo, role: str) -> Page
 
 
 async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
-    running_demo: RunningDemo, browser: Browser
+    running_demo: Demo, browser: Browser
 ) -> None:
     demo = running_demo
     page = await open_dashboard(browser, demo, "engineer")
@@ -191,7 +129,7 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
 
 
 async def test_a_viewer_is_not_offered_control_or_alarm_actions(
-    running_demo: RunningDemo, browser: Browser
+    running_demo: Demo, browser: Browser
 ) -> None:
     page = await open_dashboard(browser, running_demo, "viewer")
     await expect(page.locator("[data-tab=control]")).to_be_hidden()
@@ -203,7 +141,7 @@ async def test_a_viewer_is_not_offered_control_or_alarm_actions(
     await expect(page.locator("#login-error")).to_have_text("unknown or revoked key")
 
 
-def test_the_daily_report_prints_its_sections(running_demo: RunningDemo) -> None:
+def test_the_daily_report_prints_its_sections(running_demo: Demo) -> None:
     page = httpx.get(f"{running_demo.api}/reports/day")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     for heading in ("Lighting rate", "Faults", "Cases", "Flood events", "Remote control"):

@@ -343,6 +343,9 @@ class CaseService:
             alarm_ids=[alarm.id],
             evidence=evidence,
             department=device.location.department if device is not None else "",
+            admin_code=device.location.admin_code if device is not None else "",
+            street_code=device.location.street_code if device is not None else "",
+            community_code=device.location.community_code if device is not None else "",
         )
         row = await self.open_case(new, SYSTEM)
         if self.config.auto_dispatch:

@@ -1,0 +1,81 @@
+"""``streetsense demo`` run as a newcomer runs it, for the tests that need the whole thing."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).parent.parent
+SIM_TOKEN = "test-simulator-token"
+
+
+@dataclass
+class Demo:
+    """Addresses of a running demo, and the API keys it printed (by role)."""
+
+    api: str
+    control: str
+    keys: dict[str, str] = field(default_factory=dict)
+
+
+@contextmanager
+def run_demo(config: Path | None = None, duration: int = 300) -> Iterator[Demo]:
+    """Start the demo (the checkout's config.yaml by default); stop it on leaving."""
+    port, control_port = free_port(), free_port()
+    command = [sys.executable, "-m", "controller.cli", "demo"]
+    if config is not None:
+        command += ["-c", str(config)]
+    command += [
+        "--port",
+        str(port),
+        "--sim-control-port",
+        str(control_port),
+        "--duration",
+        str(duration),
+    ]
+    proc = subprocess.Popen(
+        command,
+        cwd=config.parent if config is not None else ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "STREETSENSE_SIM_TOKEN": SIM_TOKEN},
+    )
+    demo = Demo(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{control_port}")
+    try:
+        deadline = time.monotonic() + 60
+        assert proc.stdout is not None
+        while len(demo.keys) < 6 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            found = re.match(r"demo API key (\w+)\s+(ssk_\S+)", line)
+            if found:
+                demo.keys[found[1]] = found[2]
+        while True:
+            try:
+                health = httpx.get(f"{demo.api}/health", timeout=1).json()
+                if health["online"] == health["poll_targets"]:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"demo did not come up: {proc.stderr.read() if proc.stderr else ''}"
+                )
+            time.sleep(0.3)
+        yield demo
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
