@@ -327,3 +327,18 @@ async def test_a_chattering_fault_is_one_case_and_a_suppressed_alarm_none(
     assert case.stage == "dispatched" and case.department == "江城区照明所"
     await svc.on_alarm(AlarmNotice(lamp_alarm(200, suppressed_by="circuit_break:CAB/1"), "raised"))
     assert len(await svc.find()) == 1
+
+
+async def test_an_alarm_while_the_database_is_away_becomes_a_case_later(tmp_path: Path) -> None:
+    db = CaseDatabase(make_url(f"sqlite+aiosqlite:///{tmp_path}/cases.db"))
+    svc = CaseService(CONFIG.model_copy(update={"webhook": None}), db, registry(tmp_path))
+    await svc.start()
+    await db.close()  # the database goes away
+    await svc.on_alarm(AlarmNotice(lamp_alarm(7), "raised"))
+    await svc.on_alarm(AlarmNotice(lamp_alarm(7), "returned"))
+    assert svc.pending_notices == 2
+    await db.open()
+    assert await svc.retry_pending() == 2
+    [case] = await svc.find()
+    assert case.alarm_ids == [7] and case.stage == "dispatched"
+    await svc.stop()

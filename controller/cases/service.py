@@ -17,7 +17,7 @@ between the database and the city platform.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -121,6 +121,7 @@ class CaseService:
         self.clock = clock
         self.categories = {c.id: c for c in config.categories}
         self._clearing: dict[str, _Clearing] = {}
+        self._retry: collections.deque[AlarmNotice] = collections.deque()
         self._hooks: list[TransitionHook] = []
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -290,7 +291,40 @@ class CaseService:
         return row
 
     async def on_alarm(self, notice: AlarmNotice) -> None:
-        """Alarm subscriber: open, join or start verifying sensor cases."""
+        """Alarm subscriber: open, join or start verifying sensor cases.
+
+        If the database cannot be reached (a PostgreSQL restart), the notice is
+        kept and tried again with the overdue check, in order, so no case is lost.
+        """
+        if self._retry:
+            self._retry.append(notice)
+            return
+        try:
+            await self._on_alarm(notice)
+        except CaseError:
+            raise
+        except Exception:
+            log.exception("case for alarm %d not recorded; will retry", notice.alarm.id)
+            self._retry.append(notice)
+
+    async def retry_pending(self) -> int:
+        """Try the alarm notices that could not be recorded; returns how many went through."""
+        done = 0
+        while self._retry:
+            try:
+                await self._on_alarm(self._retry[0])
+            except CaseError as exc:
+                log.warning("alarm %d makes no case: %s", self._retry[0].alarm.id, exc.reason)
+            self._retry.popleft()
+            done += 1
+        return done
+
+    @property
+    def pending_notices(self) -> int:
+        """Alarm notices waiting for the database."""
+        return len(self._retry)
+
+    async def _on_alarm(self, notice: AlarmNotice) -> None:
         alarm = notice.alarm
         if not alarm.case or not self.config.enabled:
             return
@@ -571,8 +605,14 @@ class CaseService:
     async def _overdue_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.overdue_check_interval)
-            with contextlib.suppress(Exception):
+            try:
+                await self.retry_pending()
                 await self.flag_overdue()
+            except Exception:
+                log.exception(
+                    "case housekeeping failed; trying again in %.0f s",
+                    self.config.overdue_check_interval,
+                )
 
 
 def _evaluation(row: CaseRow) -> str:
