@@ -176,6 +176,9 @@ class Mosquitto(ServerProcess):
     def __init__(self, folder: Path) -> None:
         super().__init__("mosquitto", folder, free_port())
         self.config = folder / "mosquitto.conf"
+        # Started as root, mosquitto drops to the "mosquitto" user, which cannot write a
+        # root-only temporary folder: persistence would fail and sessions die with a restart.
+        user = "user root\n" if os.geteuid() == 0 else ""
         self.config.write_text(
             f"""
 listener {self.port} 127.0.0.1
@@ -183,7 +186,7 @@ allow_anonymous true
 persistence true
 persistence_location {folder}/
 autosave_interval 1
-""",
+{user}""",
             encoding="utf-8",
         )
 
