@@ -126,3 +126,24 @@ async def test_red_water_is_an_urgent_waterlogging_case_with_30_minutes(
         history = await controller.cases.history(case.id)
         assert history[-1].action == "overdue" and history[-1].note == "time limit passed"
         assert await controller.cases.flag_overdue() == []  # flagged once
+
+
+async def test_a_restart_between_the_repair_and_the_verification_loses_nothing(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    loaded = write_config(case_city(tmp_path))
+    async with SimulatedCity(loaded) as city:
+        async with Controller(loaded) as first:
+            await first.open_stores()
+            await cycles(first, 2)
+            city.inject(FaultSpec(kind=FaultKind.LAMP_BURNT_OUT, device="CAB-L005"))
+            await cycles(first, 4)
+            city.clear("CAB-L005")
+            await cycles(first, 2)  # the alarm returned; not yet enough polls to verify
+            [case] = await cases_of(first)
+            assert case.stage == "dispatched"
+        async with Controller(loaded) as second:
+            await second.open_stores()
+            await cycles(second, 4)
+            [case] = await cases_of(second)
+            assert case.stage == "evaluated" and case.evaluation == "on_time"

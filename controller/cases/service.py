@@ -415,6 +415,32 @@ class CaseService:
             return
         self._clearing[key] = _Clearing(existing.id, device.index)
 
+    async def resume_verification(self, active_faults: set[str]) -> int:
+        """After a restart: open sensor cases whose fault is no longer active start
+        counting polls again (the count itself is not kept). Returns how many."""
+        open_stages = [
+            Stage.DISPATCHED.value,
+            Stage.IN_DISPOSAL.value,
+            Stage.DISPOSAL_REPORTED.value,
+            Stage.UNDER_VERIFICATION.value,
+        ]
+        async with self.db.session() as session:
+            rows = list(
+                await session.scalars(
+                    select(CaseRow)
+                    .where(CaseRow.source == "sensor")
+                    .where(CaseRow.stage.in_(open_stages))
+                )
+            )
+        resumed = 0
+        for row in rows:
+            device = self.registry.by_id.get(row.device_id)
+            if row.fault_key in active_faults or device is None:
+                continue
+            self._clearing[row.fault_key] = _Clearing(row.id, device.index)
+            resumed += 1
+        return resumed
+
     async def on_batch(self, batch: ReadingBatch) -> None:
         """Poller subscriber: count polls of devices whose fault is gone; verify after enough."""
         if not self._clearing or not len(batch):
