@@ -5,7 +5,7 @@ from __future__ import annotations
 from controller.assets.store import AssetStore
 from controller.cases.db import CaseDatabase, database_url
 from controller.cases.evidence import EvidenceCollector
-from controller.cases.service import CaseService
+from controller.cases.service import CaseService, fault_key
 from controller.cases.webhook import WebhookSender
 from controller.config import LoadedConfig, secret
 from controller.control.audit import AuditLog

@@ -328,7 +328,7 @@ class CaseService:
         alarm = notice.alarm
         if not alarm.case or not self.config.enabled:
             return
-        key = f"{alarm.rule}|{alarm.device}|{alarm.sub}"
+        key = fault_key(alarm)
         if notice.transition in ("raised", "escalated"):
             # Checked now, not when the alarm was raised: the batch that raised a lamp
             # alarm may also have found the cut circuit that explains it.
@@ -639,6 +639,11 @@ class CaseService:
                     "case housekeeping failed; trying again in %.0f s",
                     self.config.overdue_check_interval,
                 )
+
+
+def fault_key(alarm: Alarm) -> str:
+    """What makes two alarms the same fault, for one case per fault: rule, device, sub."""
+    return f"{alarm.rule}|{alarm.device}|{alarm.sub}"
 
 
 def _evaluation(row: CaseRow) -> str:
