@@ -86,7 +86,7 @@ class Controller:
             await self.assets.open()
             await self.overrides.open()
             await self.cases.start()
-            active = {f"{a.rule}|{a.device}|{a.sub}" for a in self.rules.manager.list() if a.active}
+            active = {fault_key(a) for a in self.rules.manager.list() if a.active}
             await self.cases.resume_verification(active)
             # After the rules' subscriptions: a batch's alarms are known when it is counted.
             self.rules.manager.subscribe(self.cases.on_alarm)
