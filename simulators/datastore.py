@@ -139,8 +139,10 @@ class SimulatedUnit:
     def write(self, table: Table, address: int, values: list[int]) -> ExcCodes | None:
         """Write registers or coils; only points with access rw accept writes."""
         targets = []
+        touches_table = False
         for i in range(len(values)):
             if table is Table.HOLDING_REGISTER and address + i in self.time_table:
+                touches_table = True
                 continue
             entry = self.writable.get((table, address + i))
             if entry is None:
@@ -151,6 +153,9 @@ class SimulatedUnit:
         for owner, point, start in {(o, p.name, a): (o, p, a) for o, p, a in targets}.values():
             value = decode_value(point, image[start : start + point.type.words].tolist())
             self.model.write_point(owner, point.name, value)
+        loader = getattr(self.model, "load_time_table", None)
+        if touches_table and loader is not None:
+            loader(image[self.time_table.start : self.time_table.stop].tolist())
         self._refreshed_at = -1e9
         return None
 

@@ -13,6 +13,8 @@ import logging
 import os
 import random
 import shutil
+import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -70,7 +72,12 @@ class PtyPair:
 class SimulatedCity:
     """Models, datastores and servers for every device in a configuration."""
 
-    def __init__(self, loaded: LoadedConfig, scenario: Scenario | None = None) -> None:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        scenario: Scenario | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         cfg = loaded.config
         if scenario is None and cfg.simulator.scenario:
             scenario = load_scenario(loaded.resolve(cfg.simulator.scenario))
@@ -101,7 +108,14 @@ class SimulatedCity:
             ]
             for lamp in lamps:
                 self.lamps[lamp.id] = lamp
-            cabinet = CabinetModel(cab.id, cab.circuits, lamps, noise=random.Random(rng.random()))
+            cabinet = CabinetModel(
+                cab.id,
+                cab.circuits,
+                lamps,
+                noise=random.Random(rng.random()),
+                wall=wall_clock,
+                tz=cfg.site.tz,
+            )
             self.cabinets[cab.id] = cabinet
             units[cab.link][cab.unit] = SimulatedUnit(
                 cab.id, library[cab.profile], library, cabinet, sub_devices=len(lamps)

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from simulators.faults import FaultBoard, FaultKind, RainEvent
 
@@ -105,9 +108,23 @@ class LampModel:
             self.dim_cmd = int(min(max(value, 0), 100))
 
 
+@dataclass(frozen=True)
+class TimeTableEntry:
+    """One step of a cabinet's own time-control table."""
+
+    minute: int
+    circuits: int  # bitmask
+    state: int
+    dim: int
+
+
 @dataclass
 class CabinetModel:
-    """A control cabinet: contactors, 3-phase meter, leakage monitor, door, lamps."""
+    """A control cabinet: contactors, 3-phase meter, leakage monitor, door, lamps.
+
+    The terminal keeps its own time-control table and runs it by its own clock
+    (``wall``, local time in ``tz``), as a real one does when the centre is away.
+    """
 
     id: str
     circuits: int
@@ -116,10 +133,48 @@ class CabinetModel:
     energy_kwh: float = 0.0
     _last_now: float | None = None
     noise: random.Random = field(default_factory=lambda: random.Random(0))
+    wall: Callable[[], float] = time.time
+    tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
+    time_table: list[TimeTableEntry] = field(default_factory=list)
+    _table_checked: float | None = None
 
     def __post_init__(self) -> None:
         if not self.circuit_cmd:
             self.circuit_cmd = [True] * self.circuits
+
+    def load_time_table(self, words: list[int]) -> None:
+        """The centre wrote the table: [minute, circuit mask, state, dim] per entry."""
+        entries = []
+        for k in range(0, len(words) - 3, 4):
+            if words[k] == 0xFFFF:
+                continue
+            entries.append(TimeTableEntry(words[k], words[k + 1], words[k + 2], words[k + 3]))
+        self.time_table = entries
+        self._table_checked = self.wall()
+
+    def run_time_table(self) -> None:
+        """Carry out the table's steps whose time has come since the last look."""
+        if not self.time_table or self._table_checked is None:
+            return
+        now = self.wall()
+        local = datetime.fromtimestamp(now, self.tz)
+        due: list[tuple[float, TimeTableEntry]] = []
+        for entry in self.time_table:
+            at = local.replace(
+                hour=entry.minute // 60, minute=entry.minute % 60, second=0, microsecond=0
+            )
+            # The latest time this entry's minute of day came, at or before now.
+            when = at.timestamp() if at.timestamp() <= now else (at - timedelta(days=1)).timestamp()
+            if self._table_checked < when <= now:
+                due.append((when, entry))
+        self._table_checked = now
+        for _, entry in sorted(due, key=lambda pair: pair[0]):
+            for c in range(1, self.circuits + 1):
+                if entry.circuits & (1 << (c - 1)):
+                    self.circuit_cmd[c - 1] = bool(entry.state)
+                    for lamp in self.lamps:
+                        if lamp.circuit == c and entry.state and entry.dim:
+                            lamp.switch_cmd, lamp.dim_cmd = 1, entry.dim
 
     def contactor_closed(self, circuit: int, board: FaultBoard, now: float) -> bool:
         """Actual contactor state (a failed contactor does not follow its command)."""
@@ -132,6 +187,7 @@ class CabinetModel:
         self, board: FaultBoard, now: float
     ) -> tuple[dict[str, float], list[dict[str, float]]]:
         """Point values of the cabinet and of each lamp in slot order."""
+        self.run_time_table()
         mains = board.find(self.id, FaultKind.MAINS_LOSS, now) is None
         cut = board.circuits_with(self.id, FaultKind.CIRCUIT_CUT, now)
         phase_v = {

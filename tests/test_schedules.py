@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
@@ -243,13 +244,14 @@ async def test_a_simulated_night_switches_and_dims_two_cities_at_their_own_times
         assert yj_dims == [100, 90, 80, 70, 60, 50, 30]
 
 
-async def test_device_mode_pushes_tonights_steps_into_the_cabinet_table(
+async def test_device_mode_pushes_the_night_into_the_cabinet_which_switches_by_it(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
     loaded = write_config(two_city_doc(tmp_path, mode="device"))
     clock = VirtualClock(local("2026-11-22T12:00"))
     _, yj_sunset = sun(YANGJIANG, "2026-11-22")
-    async with SimulatedCity(loaded) as city, Controller(loaded, schedule_clock=clock) as ctl:
+    city = SimulatedCity(loaded, wall_clock=clock.now)
+    async with city, Controller(loaded, schedule_clock=clock) as ctl:
         await ctl.start_schedules()
         await clock.settle()
         status = ctl.schedules.tables
@@ -263,8 +265,25 @@ async def test_device_mode_pushes_tonights_steps_into_the_cabinet_table(
         assert entries[2] == [60, 0b1111, 1, 30]
         assert entries[3][1:] == [0b1111, 0, 0]
         assert entries[4][0] == 0xFFFF
-        # Central commands are not sent for a device-mode group.
-        assert city.cabinets["YJ-001"].circuit_cmd == [True] * 4
+        # The terminal runs the table by its own clock; the centre sends no commands.
+        cabinet = city.cabinets["YJ-001"]
+        cabinet.circuit_cmd = [False] * 4  # dark in the afternoon
+
+        async def poll_at(moment: float) -> None:
+            await clock.run_until(moment)
+            await asyncio.sleep(0.25)  # past the simulator's image refresh period
+            await ctl.poller.poll_all_once()
+
+        await poll_at(yj_sunset + 600 - 120)
+        assert cabinet.circuit_cmd == [False] * 4
+        await poll_at(yj_sunset + 600 + 60)
+        assert cabinet.circuit_cmd == [True] * 4
+        await poll_at(local("2026-11-22T23:15"))
+        assert lamps(city, "YJ-001") == [(1, 50)] * 6
+        await poll_at(local("2026-11-23T07:30"))
+        assert cabinet.circuit_cmd == [False] * 4
+        commands = await ctl.audit.query(AuditQuery(limit=100))
+        assert {e.action for e in commands} == {"time_table"}
         # The next push comes at the daily planning time, for the next night.
         await clock.run_until(local("2026-11-23T12:00"))
         assert ctl.schedules.tables["YJ-001"].night == "2026-11-23"
