@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from api.app import create_app
 from controller.readings import ReadingBatch
 from controller.runtime import Controller
 from drivers.profile import DataType, DeviceProfile
@@ -83,3 +88,16 @@ def readings_by_device(controller: Controller, batch: ReadingBatch) -> dict[str,
         device = controller.registry.devices[dev]
         out.setdefault(device.id, {})[device.profile.points[pt].name] = float(value)
     return out
+
+
+@asynccontextmanager
+async def api_client(controller: Controller) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client to the controller's API in this process (the app's lifespan is not run,
+    so the key store it opened is closed here)."""
+    app = create_app(controller, manage_controller=False)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield client
+    finally:
+        app.state.keys.close()

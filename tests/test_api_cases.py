@@ -7,13 +7,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from api.app import create_app
 from api.keys import ApiKeyStore, Role
 from controller.cases.exchange import CaseExport, json_schema
 from controller.config import LoadedConfig
 from controller.runtime import Controller
+from tests.helpers import api_client
 from tests.test_cases_e2e import ROUTING
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
@@ -39,9 +37,7 @@ async def test_cases_and_open311_through_the_api(tmp_path: Path, write_config: W
     keys.close()
     async with Controller(loaded) as controller:
         await controller.open_stores()
-        app = create_app(controller, manage_controller=False)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        async with api_client(controller) as client:
             services = (await client.get("/open311/v2/services.json")).json()
             assert {s["service_code"] for s in services} == {
                 "streetlight",

@@ -6,13 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from api.app import create_app
 from api.keys import ApiKeyStore, Role
 from controller.config import LoadedConfig
 from controller.runtime import Controller
 from simulators.fleet import SimulatedCity
+from tests.helpers import api_client
 from tests.test_control import control_city
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
@@ -33,9 +31,7 @@ async def test_control_api_checks_roles_confirms_and_audits_every_command(
     off_road = {"action": "off", "targets": {"road": "东风路"}}
     async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
         await controller.open_stores()
-        app = create_app(controller, manage_controller=False)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        async with api_client(controller) as client:
             assert (await client.post("/control/circuits", json=off_road)).status_code == 401
             for who in (viewer, dispatcher):
                 denied = await client.post("/control/circuits", json=off_road, headers=who)

@@ -7,10 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from api.app import create_app
 from api.keys import ApiKeyStore, Role
 from controller.config import LoadedConfig
 from controller.control.audit import Actor
@@ -18,6 +16,7 @@ from controller.control.dispatcher import CommandRefused, CommandRequest
 from controller.control.selector import GroupSelector
 from controller.control.writes import Action
 from controller.runtime import Controller
+from tests.helpers import api_client
 from tests.test_control import control_city
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
@@ -69,9 +68,7 @@ async def test_bulk_import_reports_each_rejected_row_and_keeps_the_good_ones(
     keys.close()
     async with Controller(loaded) as controller:
         await controller.open_stores()
-        app = create_app(controller, manage_controller=False)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        async with api_client(controller) as client:
             csv_headers = {**engineer, "Content-Type": "text/csv"}
             body = SURVEY_CSV.encode("utf-8-sig")  # as Excel saves it
             assert (

@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
 import numpy as np
 import pytest
 
-from api.app import create_app
 from api.keys import ApiKeyStore, Role
 from controller.config import LoadedConfig
 from controller.control.audit import Actor, AuditQuery
@@ -29,6 +27,7 @@ from drivers.profile import Table
 from rules.astro import sun_times
 from simulators.fleet import SimulatedCity
 from tests.conftest import free_port
+from tests.helpers import api_client
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
 TZ = ZoneInfo("Asia/Shanghai")
@@ -327,9 +326,7 @@ async def test_schedules_and_overrides_through_the_api(
         await ctl.start_schedules()
         await clock.settle()
         assert city.cabinets["YJ-001"].circuit_cmd == [True] * 4  # restored: it is evening
-        app = create_app(ctl, manage_controller=False)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        async with api_client(ctl) as client:
             [group] = (await client.get("/schedules")).json()
             assert group["program"] == "standard" and group["places"] == 2
             assert group["next_step"]["action"] == "dim"

@@ -125,16 +125,17 @@ async def test_every_qos1_message_arrives_across_a_broker_restart(
             controller.poller.subscribe(collector)
             await controller.start()
             try:
+                mqtt = controller.telemetry.mqtt
+                assert mqtt is not None
                 await asyncio.sleep(1.2)
                 await asyncio.to_thread(broker.stop)
+                # The broker stays away 2 s, and until readings have gone to the disk spool (on
+                # a busy machine the first failed publish can take longer than that).
                 await asyncio.sleep(2.0)
-                assert controller.telemetry.mqtt is not None
-                assert controller.telemetry.mqtt.spool.stats.bytes > 0
+                await wait_for(lambda: mqtt.spool.stats.bytes > 0, 20)
                 await asyncio.to_thread(broker.start)
                 # The reconnect backs off with jitter: wait for the spool to drain, not a
                 # fixed time, so that the last batch (sent at stop) finds the broker.
-                mqtt = controller.telemetry.mqtt
-                assert mqtt is not None
                 await wait_for(lambda: mqtt.stats.server_up and mqtt.spool.stats.bytes == 0, 20)
             finally:
                 await controller.stop()
