@@ -16,6 +16,7 @@ class SqliteWorker:
     """Runs functions of a connection on one worker thread (SQLite wants one writer)."""
 
     def __init__(self, path: Path, schema: list[str], name: str) -> None:
+        """``schema``: idempotent DDL, each item one statement or a script of several."""
         self.path = path
         self._schema = schema
         self._name = name
@@ -31,8 +32,8 @@ class SqliteWorker:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
-        for statement in self._schema:
-            db.execute(statement)
+        for script in self._schema:
+            db.executescript(script)
         db.commit()
         self._db = db
 

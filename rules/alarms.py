@@ -14,19 +14,17 @@ unacknowledged and notifies again.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
 from controller.registry import Registry
+from controller.sqlite_worker import SqliteWorker
 from rules import kernels as K
 from rules.config import LEVEL_NAMES, AlarmsConfig, RuleConfig, Severity, ThresholdRule
 from rules.engine import RuleEvents
@@ -136,28 +134,20 @@ class AlarmStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alarms-db")
-        self._db: sqlite3.Connection | None = None
-
-    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    async def open(self) -> list[Alarm]:
-        """Open the database; returns the alarms that were open."""
-        return list(await self._run(self._open))
-
-    def _open(self) -> list[Alarm]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False)
         cols = ", ".join(
             f'"{c}" INTEGER PRIMARY KEY' if c == "id" else f'"{c}"' for c in self._COLUMNS
         )
-        db.execute(f"CREATE TABLE IF NOT EXISTS alarm ({cols})")
-        db.execute("CREATE INDEX IF NOT EXISTS alarm_open ON alarm (closed_at)")
-        db.execute("CREATE INDEX IF NOT EXISTS alarm_raised ON alarm (raised_at)")
-        db.commit()
-        self._db = db
-        rows = db.execute(f"SELECT {self._SELECT} FROM alarm WHERE closed_at IS NULL").fetchall()
+        schema = [
+            f"CREATE TABLE IF NOT EXISTS alarm ({cols})",
+            "CREATE INDEX IF NOT EXISTS alarm_open ON alarm (closed_at)",
+            "CREATE INDEX IF NOT EXISTS alarm_raised ON alarm (raised_at)",
+        ]
+        self._db = SqliteWorker(path, schema, "alarms-db")
+
+    async def open(self) -> list[Alarm]:
+        """Open the database; returns the alarms that were open."""
+        await self._db.open()
+        rows = await self.query(f"SELECT {self._SELECT} FROM alarm WHERE closed_at IS NULL")
         return [self._from_row(row) for row in rows]
 
     def _from_row(self, row: tuple[Any, ...]) -> Alarm:
@@ -170,33 +160,23 @@ class AlarmStore:
 
     async def save(self, alarms: list[Alarm]) -> None:
         """Insert or update these alarms."""
-        if alarms:
-            rows = [tuple(getattr(a, c) for c in self._COLUMNS) for a in alarms]
-            await self._run(self._save, rows)
-
-    def _save(self, rows: list[tuple[Any, ...]]) -> None:
-        assert self._db is not None
-        marks = ", ".join("?" * len(self._COLUMNS))
-        with self._db:
-            self._db.executemany(
-                f"INSERT OR REPLACE INTO alarm ({self._SELECT}) VALUES ({marks})", rows
-            )
+        if not alarms:
+            return
+        rows = [tuple(getattr(a, c) for c in self._COLUMNS) for a in alarms]
+        sql = (
+            f"INSERT OR REPLACE INTO alarm ({self._SELECT}) "
+            f"VALUES ({', '.join('?' * len(self._COLUMNS))})"
+        )
+        await self._db.run(lambda db: db.executemany(sql, rows))
 
     async def next_id(self) -> int:
         """One more than the highest id ever used."""
-        return int(await self._run(self._next_id))
-
-    def _next_id(self) -> int:
-        assert self._db is not None
-        return int(self._db.execute("SELECT coalesce(max(id), 0) + 1 FROM alarm").fetchone()[0])
+        [(next_id,)] = await self.query("SELECT coalesce(max(id), 0) + 1 FROM alarm")
+        return int(next_id)
 
     async def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query (statistics)."""
-        return list(await self._run(self._query, sql, args))
-
-    def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        assert self._db is not None
-        return self._db.execute(sql, args).fetchall()
+        return await self._db.run(lambda db: db.execute(sql, args).fetchall())
 
     async def history(self, since: float, until: float) -> list[Alarm]:
         """Alarms active at some time in ``[since, until)`` (raised before its end, not cleared
@@ -210,10 +190,7 @@ class AlarmStore:
 
     async def close(self) -> None:
         """Close the database and its thread."""
-        if self._db is not None:
-            await self._run(self._db.close)
-            self._db = None
-        self._executor.shutdown(wait=True)
+        await self._db.close()
 
 
 def _finite_or_none(x: float) -> float | None:

@@ -9,20 +9,18 @@ same reading twice stores it once.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from controller.readings import Quality, ReadingBatch
 from controller.registry import Device, Registry
+from controller.sqlite_worker import SqliteWorker
 from controller.telemetry.query import Bucket, LatestReading, Sample
 
-T = TypeVar("T")
 #: Above this many devices, ``latest`` reads the whole table instead of an IN (...) list.
 _MAX_SQL_PARAMETERS = 900
 
@@ -54,36 +52,28 @@ class EmbeddedStore:
         self.path = path
         self.registry = registry
         self.retention_s = retention_days * 86400.0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
-        self._db: sqlite3.Connection | None = None
+        self._db = SqliteWorker(path, [_SCHEMA], "embedded-db")
         self._device_key = np.zeros(len(registry), dtype=np.int64)
         self._point_key = np.zeros((len(registry), max(registry.max_points, 1)), dtype=np.int64)
         self.rows_written = 0
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
     async def open(self) -> None:
         """Create or open the database and map every device and point to its key."""
-        await self._run(self._open)
+        await self._db.open()
+        await self._db.run(self._map_keys)
         await self.prune()
 
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False)
-        db.executescript(_SCHEMA)
+    def _map_keys(self, db: sqlite3.Connection) -> None:
         names = {d.id for d in self.registry.devices}
         points = {p.name for d in self.registry.devices for p in d.points}
         db.executemany("INSERT OR IGNORE INTO device (name) VALUES (?)", [(n,) for n in names])
         db.executemany("INSERT OR IGNORE INTO point (name) VALUES (?)", [(n,) for n in points])
         device_keys = dict(db.execute("SELECT name, key FROM device"))
         point_keys = dict(db.execute("SELECT name, key FROM point"))
-        db.commit()
         for d in self.registry.devices:
             self._device_key[d.index] = device_keys[d.id]
             for i, p in enumerate(d.points):
                 self._point_key[d.index, i] = point_keys[p.name]
-        self._db = db
 
     async def write(self, batch: ReadingBatch) -> None:
         """Store a batch (a reading stored twice is kept once)."""
@@ -104,45 +94,39 @@ class EmbeddedStore:
                 strict=True,
             )
         )
-        await self._run(self._write_rows, rows)
-        self.rows_written += len(rows)
 
-    def _write_rows(self, rows: list[tuple[int, int, int, float | None, int]]) -> None:
-        assert self._db is not None
-        with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO reading VALUES (?, ?, ?, ?, ?)", rows)
-            self._db.executemany(
+        def write_rows(db: sqlite3.Connection) -> None:
+            db.executemany("INSERT OR REPLACE INTO reading VALUES (?, ?, ?, ?, ?)", rows)
+            db.executemany(
                 "INSERT INTO latest VALUES (?, ?, ?, ?, ?) ON CONFLICT (device, point) DO UPDATE "
                 "SET ts = excluded.ts, value = excluded.value, quality = excluded.quality "
                 "WHERE excluded.ts >= latest.ts",
                 rows,
             )
 
+        await self._db.run(write_rows)
+        self.rows_written += len(rows)
+
     async def prune(self) -> int:
         """Delete readings older than the retention period; returns how many."""
         cutoff = int((time.time() - self.retention_s) * 1000)
-        return int(await self._run(self._prune, cutoff))
-
-    def _prune(self, cutoff_ms: int) -> int:
-        assert self._db is not None
-        with self._db:
-            return self._db.execute("DELETE FROM reading WHERE ts < ?", (cutoff_ms,)).rowcount
+        return await self._db.run(
+            lambda db: db.execute("DELETE FROM reading WHERE ts < ?", (cutoff,)).rowcount
+        )
 
     def _keys(self, device: Device, point: str) -> tuple[int, int]:
         index = next(i for i, p in enumerate(device.points) if p.name == point)
         return int(self._device_key[device.index]), int(self._point_key[device.index, index])
 
-    def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        assert self._db is not None
-        return self._db.execute(sql, args).fetchall()
+    async def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return await self._db.run(lambda db: db.execute(sql, args).fetchall())
 
     async def raw(
         self, device: Device, point: str, start: float, end: float, limit: int
     ) -> list[Sample]:
         """Readings of one point in ``[start, end)``, oldest first."""
         dev, pt = self._keys(device, point)
-        rows = await self._run(
-            self._query,
+        rows = await self._query(
             "SELECT ts, value, quality FROM reading WHERE device = ? AND point = ? "
             "AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?",
             (dev, pt, int(start * 1000), int(end * 1000), limit),
@@ -155,8 +139,7 @@ class EmbeddedStore:
         """Mean, min, max, count per interval (intervals aligned to the epoch, as InfluxDB does)."""
         dev, pt = self._keys(device, point)
         step = max(int(every * 1000), 1)
-        rows = await self._run(
-            self._query,
+        rows = await self._query(
             "SELECT (ts / ?) * ? AS bucket, avg(value), min(value), max(value), count(value) "
             "FROM reading WHERE device = ? AND point = ? AND ts >= ? AND ts < ? "
             "AND value IS NOT NULL GROUP BY bucket ORDER BY bucket",
@@ -177,7 +160,7 @@ class EmbeddedStore:
         if len(by_key) <= _MAX_SQL_PARAMETERS:
             sql += f" WHERE latest.device IN ({','.join('?' * len(by_key))})"
             args = tuple(by_key)
-        rows = await self._run(self._query, sql, args)
+        rows = await self._query(sql, args)
         return [
             LatestReading(by_key[dev].id, name, ts / 1000.0, value)
             for dev, name, ts, value in rows
@@ -186,7 +169,4 @@ class EmbeddedStore:
 
     async def close(self) -> None:
         """Close the database and its worker thread."""
-        if self._db is not None:
-            await self._run(self._db.close)
-            self._db = None
-        self._executor.shutdown(wait=True)
+        await self._db.close()
