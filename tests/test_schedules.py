@@ -20,6 +20,7 @@ from controller.runtime import Controller
 from controller.schedules.calendar import program_for
 from controller.schedules.clocks import VirtualClock, WallClock
 from controller.schedules.config import Calendar, Program
+from controller.schedules.device_tables import collapse_ramps
 from controller.schedules.overrides import Override
 from controller.schedules.timeline import night_of, plan_night
 from drivers.errors import ConfigError
@@ -385,3 +386,25 @@ async def test_a_restart_in_the_night_puts_lights_into_the_scheduled_state(
         assert lamps(city, "YJ-001") == [(1, 30)] * 6
         [restored] = [f for f in ctl.schedules.log if f.source == "schedule:streets"]
         assert (restored.action, restored.level) == ("on", 30)
+
+
+def test_a_device_table_keeps_every_step_but_a_ramps_sub_steps() -> None:
+    program = Program.model_validate(
+        {
+            "id": "late-market",
+            "steps": [
+                {"at": "18:30", "action": "on"},
+                {"at": "23:00", "action": "dim", "level": 50, "ramp_minutes": 10},
+                {"at": "23:30", "action": "dim", "level": 30},
+                {"at": "06:30", "action": "off"},
+            ],
+        }
+    )
+    [steps] = plan_night(program, date(2026, 11, 22), [YANGJIANG[0]], [YANGJIANG[1]], TZ)
+    table = collapse_ramps(steps)
+    assert [(datetime.fromtimestamp(s.at, TZ).strftime("%H:%M"), s.level) for s in table] == [
+        ("18:30", 100),
+        ("23:10", 50),  # the ramp's end
+        ("23:30", 30),  # a step of its own, 20 minutes later: kept
+        ("06:30", None),
+    ]

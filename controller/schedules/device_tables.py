@@ -49,19 +49,8 @@ def encode_table(
 
 
 def collapse_ramps(steps: list[PlannedStep]) -> list[PlannedStep]:
-    """Keep the last step of each run of dim steps (a ramp's end level)."""
-    kept: list[PlannedStep] = []
-    for step in steps:
-        if (
-            kept
-            and step.action == "dim"
-            and kept[-1].action == "dim"
-            and step.at - kept[-1].at <= 3600
-        ):
-            kept[-1] = PlannedStep(step.at, "dim", step.level)
-        else:
-            kept.append(step)
-    return kept
+    """The steps without ramps' sub-steps: each ramp is written as its end level."""
+    return [step for step in steps if not step.on_the_way]
 
 
 @dataclass

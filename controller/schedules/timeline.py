@@ -30,6 +30,8 @@ class PlannedStep:
     action: Literal["on", "off", "dim"]
     #: Dim level in effect from then on (None when off).
     level: int | None
+    #: A ramp's sub-step on the way to its level (the ramp's last step is not one).
+    on_the_way: bool = False
 
     @property
     def lit(self) -> bool:
@@ -78,6 +80,7 @@ def _expand(steps: list[tuple[float, ProgramStep]]) -> list[PlannedStep]:
                     at + step.ramp_minutes * 60.0 * i / parts,
                     "dim",
                     round(start + (target - start) * i / parts),
+                    on_the_way=i < parts,
                 )
             )
         level = target
