@@ -46,6 +46,22 @@ def current_principal(
     return principal
 
 
+#: Who may do what, besides admin. The routers' checks and the dashboard's permissions
+#: both read this table, so the page never offers what the API would refuse.
+DUTIES: dict[str, frozenset[Role]] = {
+    "control": frozenset({Role.ENGINEER}),
+    "alarms": frozenset({Role.ENGINEER, Role.DISPATCHER, Role.FLOOD_DUTY}),
+    "cases_centre": frozenset({Role.DISPATCHER}),
+    "cases_work": frozenset({Role.DISPATCHER, Role.ENGINEER, Role.FLOOD_DUTY}),
+    "assets": frozenset({Role.ENGINEER}),
+}
+
+
+def may(role: Role, duty: str) -> bool:
+    """Whether a role may do a duty of :data:`DUTIES` (admin may do all)."""
+    return role is Role.ADMIN or role in DUTIES[duty]
+
+
 def require(*roles: Role) -> Callable[..., Principal]:
     """A dependency that admits only these roles (admin always)."""
     allowed = {*roles, Role.ADMIN}
@@ -62,6 +78,4 @@ def require(*roles: Role) -> Callable[..., Principal]:
     return check
 
 
-AlarmOperator = Annotated[
-    Principal, Depends(require(Role.ENGINEER, Role.DISPATCHER, Role.FLOOD_DUTY))
-]
+AlarmOperator = Annotated[Principal, Depends(require(*DUTIES["alarms"]))]

@@ -6,9 +6,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
-from api.auth import require
+from api.auth import DUTIES, require
 from api.deps import ControllerDep
-from api.keys import Principal, Role
+from api.keys import Principal
 from api.schemas import AssetGroupOut, ImportRejectOut, ImportReportOut
 from controller.assets.importer import ImportFormatError, parse_csv, parse_geojson
 from controller.assets.model import AssetInvalid, PoleAsset, check_against_site
@@ -16,7 +16,7 @@ from controller.assets.store import AssetFilter, dump_geojson
 
 router = APIRouter(prefix="/assets", tags=["assets"])
 
-AssetEditor = Annotated[Principal, Depends(require(Role.ENGINEER))]
+AssetEditor = Annotated[Principal, Depends(require(*DUTIES["assets"]))]
 
 #: Largest import accepted in one request (a city's poles as CSV is a few MB).
 MAX_IMPORT_BYTES = 50 * 1024 * 1024

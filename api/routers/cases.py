@@ -8,9 +8,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from api.auth import require
+from api.auth import DUTIES, may, require
 from api.deps import ControllerDep
-from api.keys import Principal, Role
+from api.keys import Principal
 from api.schemas import (
     CaseActionIn,
     CaseDetailOut,
@@ -28,7 +28,7 @@ from rules.statistics import Period
 router = APIRouter(prefix="/cases", tags=["cases"])
 
 #: Anyone who works cases: the centre, and the departments' engineers and flood duty staff.
-CaseWorker = Annotated[Principal, Depends(require(Role.DISPATCHER, Role.ENGINEER, Role.FLOOD_DUTY))]
+CaseWorker = Annotated[Principal, Depends(require(*DUTIES["cases_work"]))]
 CENTRE_ACTIONS = {
     CaseAction.ACCEPT,
     CaseAction.REJECT,
@@ -211,7 +211,7 @@ async def act_on_case(
     and return a case that is not theirs.
     """
     step = CaseAction(action)
-    if step in CENTRE_ACTIONS and principal.role not in (Role.DISPATCHER, Role.ADMIN):
+    if step in CENTRE_ACTIONS and not may(principal.role, "cases_centre"):
         raise HTTPException(403, f"{action} is for the command centre (dispatcher or admin)")
     body = body or CaseActionIn()
     if body.due_at is not None and body.due_at.tzinfo is None:

@@ -15,9 +15,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
-from api.auth import current_principal
+from api.auth import current_principal, may
 from api.deps import ControllerDep
-from api.keys import Principal, Role
+from api.keys import Principal
 from api.rate_limit import RateLimiter
 from api.schemas import (
     AuditEntryOut,
@@ -34,8 +34,6 @@ from controller.runtime import Controller
 
 router = APIRouter(tags=["control"])
 
-#: Roles that may switch and dim lights.
-CONTROL_ROLES = (Role.ENGINEER, Role.ADMIN)
 
 Caller = Annotated[Principal, Depends(current_principal)]
 
@@ -85,6 +83,25 @@ def audit_out(entry: AuditEntry) -> AuditEntryOut:
     )
 
 
+def switching_refusal(principal: Principal) -> str | None:
+    """Why the caller may not switch lights, or None if they may."""
+    if may(principal.role, "control"):
+        return None
+    return f"role {principal.role.value} may not switch lights (needs engineer or admin)"
+
+
+async def admit_switching(
+    controller: Controller, principal: Principal, request: CommandRequest, source: str
+) -> Actor:
+    """The caller as an actor, if they may switch lights; else the refusal is audited: 403."""
+    actor = Actor(principal.name, principal.key_id, principal.role.value)
+    reason = switching_refusal(principal)
+    if reason is not None:
+        await controller.commands.refuse(request, actor, source, reason)
+        raise HTTPException(403, reason)
+    return actor
+
+
 def _limiter(request: Request) -> RateLimiter:
     limiter: RateLimiter = request.app.state.rate_limiter
     return limiter
@@ -97,12 +114,8 @@ async def _submit(
     command: CommandRequest,
     response: Response,
 ) -> CommandOut:
-    actor = Actor(principal.name, principal.key_id, principal.role.value)
     dispatcher = controller.commands
-    if principal.role not in CONTROL_ROLES:
-        reason = f"role {principal.role.value} may not switch lights (needs engineer or admin)"
-        await dispatcher.refuse(command, actor, "api", reason)
-        raise HTTPException(403, reason)
+    actor = await admit_switching(controller, principal, command, "api")
     retry_after = limiter.take(principal.key_id)
     if retry_after is not None:
         reason = f"rate limit: too many commands from this key; retry in {retry_after:.0f}s"

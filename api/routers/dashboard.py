@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, StreamingResponse
 
-from api.auth import current_principal
+from api.auth import DUTIES, current_principal, may
 from api.deps import ControllerDep
 from api.events import EventHub
 from api.keys import Principal, Role
@@ -35,14 +35,7 @@ LAMP_SPACING = 0.00022
 
 def permissions(role: Role) -> dict[str, bool]:
     """What a role may do, as the API enforces it (the page hides the rest)."""
-    admin = role is Role.ADMIN
-    return {
-        "control": admin or role is Role.ENGINEER,
-        "alarms": admin or role in (Role.ENGINEER, Role.DISPATCHER, Role.FLOOD_DUTY),
-        "cases_centre": admin or role is Role.DISPATCHER,
-        "cases_work": admin or role in (Role.DISPATCHER, Role.ENGINEER, Role.FLOOD_DUTY),
-        "assets": admin or role is Role.ENGINEER,
-    }
+    return {duty: may(role, duty) for duty in DUTIES}
 
 
 @router.get("/", include_in_schema=False)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from api.auth import current_principal
 from api.deps import ControllerDep
 from api.keys import Principal
-from api.routers.control import CONTROL_ROLES
+from api.routers.control import admit_switching, switching_refusal
 from api.schemas import (
     FiredStepOut,
     OverrideIn,
@@ -22,7 +22,6 @@ from api.schemas import (
     TimelineOut,
     utc,
 )
-from controller.control.audit import Actor
 from controller.control.dispatcher import CommandRefused, CommandRequest
 from controller.control.writes import Action
 from controller.runtime import Controller
@@ -149,10 +148,9 @@ async def push_tables(
 
 
 def _require_control(principal: Principal) -> None:
-    if principal.role not in CONTROL_ROLES:
-        raise HTTPException(
-            403, f"role {principal.role.value} may not switch lights (needs engineer or admin)"
-        )
+    reason = switching_refusal(principal)
+    if reason is not None:
+        raise HTTPException(403, reason)
 
 
 def _override_out(o: Override, now: float) -> OverrideOut:
@@ -199,13 +197,9 @@ async def create_override(
     """
     runner = controller.schedules
     now = runner.clock.now()
-    actor = Actor(principal.name, principal.key_id, principal.role.value)
     action = {"on": Action.CIRCUIT_ON, "off": Action.CIRCUIT_OFF, "dim": Action.LAMP_DIM}
     probe = CommandRequest(action[body.action], body.targets, dim=body.level, confirm=body.confirm)
-    if principal.role not in CONTROL_ROLES:
-        reason = f"role {principal.role.value} may not switch lights (needs engineer or admin)"
-        await controller.commands.refuse(probe, actor, "override", reason)
-        raise HTTPException(403, reason)
+    actor = await admit_switching(controller, principal, probe, "override")
     try:
         controller.commands.check(probe)
     except CommandRefused as exc:
