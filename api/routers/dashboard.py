@@ -8,6 +8,7 @@ caller's permissions, and a server-sent event stream.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -76,22 +77,26 @@ def _state(controller: Controller, device: Device) -> DeviceState:
     return "normal"
 
 
+@functools.cache
+def _grid_cell_file(path: Path) -> list[GridCellOut]:
+    """Outlines from the configured GeoJSON, read once (the map asks every few seconds)."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    cells = []
+    for feature in doc.get("features", []):
+        geometry = feature.get("geometry") or {}
+        code = str((feature.get("properties") or {}).get("code", ""))
+        if geometry.get("type") == "Polygon":
+            cells.append(GridCellOut(code=code, rings=geometry["coordinates"], approximate=False))
+        elif geometry.get("type") == "MultiPolygon":
+            for polygon in geometry["coordinates"]:
+                cells.append(GridCellOut(code=code, rings=polygon, approximate=False))
+    return cells
+
+
 def _grid_cells(controller: Controller, points: list[MapDeviceOut]) -> list[GridCellOut]:
     site = controller.loaded.config.site
     if site.grid_cells:
-        doc = json.loads(controller.loaded.resolve(site.grid_cells).read_text(encoding="utf-8"))
-        cells = []
-        for feature in doc.get("features", []):
-            geometry = feature.get("geometry") or {}
-            code = str((feature.get("properties") or {}).get("code", ""))
-            if geometry.get("type") == "Polygon":
-                cells.append(
-                    GridCellOut(code=code, rings=geometry["coordinates"], approximate=False)
-                )
-            elif geometry.get("type") == "MultiPolygon":
-                for polygon in geometry["coordinates"]:
-                    cells.append(GridCellOut(code=code, rings=polygon, approximate=False))
-        return cells
+        return _grid_cell_file(controller.loaded.resolve(site.grid_cells))
     # No outlines configured: a box around each cell's devices, marked as such.
     boxes: dict[str, list[float]] = {}
     for p in points:

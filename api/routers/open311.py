@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import ControllerDep
+from controller.cases.db import CaseRow
 from controller.cases.open311 import service, service_request
 from controller.cases.service import CaseError, NewCase
 from controller.control.audit import Actor
@@ -41,9 +42,8 @@ def list_services(
     return [service(c) for c in controller.cases.config.categories]
 
 
-async def _as_request(controller: Controller, case_id: int) -> dict[str, Any]:
-    row = await controller.cases.get(case_id)
-    history = await controller.cases.history(case_id)
+async def _as_request(controller: Controller, row: CaseRow) -> dict[str, Any]:
+    history = await controller.cases.history(row.id)
     category = controller.cases.categories.get(row.category)
     return service_request(
         row, category, history[-1] if history else None, controller.loaded.config.site.tz
@@ -67,9 +67,10 @@ async def list_requests(
         for raw in ids:
             if raw.isdigit():
                 try:
-                    out.append(await _as_request(controller, int(raw)))
+                    row = await controller.cases.get(int(raw))
                 except CaseError:
                     continue
+                out.append(await _as_request(controller, row))
         return out
     for name, value in (("start_date", start_date), ("end_date", end_date)):
         if value is not None and value.tzinfo is None:
@@ -83,7 +84,7 @@ async def list_requests(
     wanted = {s.strip() for s in status.split(",")} if status else None
     out = []
     for row in rows:
-        request = await _as_request(controller, row.id)
+        request = await _as_request(controller, row)
         if wanted is None or request["status"] in wanted:
             out.append(request)
     return out
@@ -97,9 +98,10 @@ async def get_request(
     if not request_id.isdigit():
         return _error(404, f"no service request {request_id}")
     try:
-        return [await _as_request(controller, int(request_id))]
+        row = await controller.cases.get(int(request_id))
     except CaseError as exc:
         return _error(exc.status, exc.reason)
+    return [await _as_request(controller, row)]
 
 
 @router.post("/requests.json", response_model=None)

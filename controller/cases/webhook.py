@@ -100,6 +100,11 @@ class WebhookSender:
 
     async def deliver_pending(self) -> float:
         """Send what is due, oldest first; returns how long to wait before trying again."""
+        async with self.db.session() as session:
+            waiting = await session.scalar(
+                select(func.count()).where(OutboxRow.delivered_at.is_(None))
+            )
+        self.status.waiting = int(waiting or 0)
         while True:
             async with self.db.session() as session:
                 row = (
@@ -110,12 +115,6 @@ class WebhookSender:
                         .limit(1)
                     )
                 ).first()
-                self.status.waiting = int(
-                    await session.scalar(
-                        select(func.count()).where(OutboxRow.delivered_at.is_(None))
-                    )
-                    or 0
-                )
                 if row is None:
                     return 60.0
                 wait = row.next_at - self.clock()
@@ -128,6 +127,7 @@ class WebhookSender:
                     row.delivered_at = now
                     row.last_error = ""
                     self.status.delivered += 1
+                    self.status.waiting = max(self.status.waiting - 1, 0)
                     self._failures_in_row = 0
                 else:
                     self._failures_in_row += 1
