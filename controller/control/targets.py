@@ -82,7 +82,6 @@ def select_circuits(registry: Registry, selector: GroupSelector) -> list[Circuit
                 device.device_class == "lamp"
                 and device.parent is not None
                 and device.circuit is not None
-                and (located or selector.all)
                 and _place_matches(selector, device)
             ):
                 wanted.add((device.parent, device.circuit))
@@ -90,11 +89,6 @@ def select_circuits(registry: Registry, selector: GroupSelector) -> list[Circuit
         for lamp in _by_id(registry, selector.lamps, "lamp"):
             if lamp.parent is not None and lamp.circuit is not None:
                 wanted.add((lamp.parent, lamp.circuit))
-    for cabinet_index, circuit in wanted:
-        if only is not None and circuit not in only:
-            continue
-        if circuit > _cabinet_circuits(registry.devices[cabinet_index]):
-            raise UnknownTarget(f"cabinet {registry.devices[cabinet_index].id} has no {circuit=}")
     return [CircuitTarget(cab, c) for cab, c in sorted(wanted) if only is None or c in only]
 
 
