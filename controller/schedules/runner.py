@@ -101,6 +101,7 @@ class ScheduleRunner:
         self.log: deque[FiredStep] = deque(maxlen=2000)
         self.tables: dict[str, TablePush] = {}
         self._active: list[Override] = []
+        self._override_places: dict[int, list[SchedulePlace]] = {}
         self._plans: dict[tuple[str, date], list[list[PlannedStep]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._last = 0.0
@@ -248,12 +249,18 @@ class ScheduleRunner:
             # A schedule must survive one bad step; the next one comes regardless.
             log.exception("schedule step at %s failed", datetime.fromtimestamp(now, self.tz))
 
+    def _places_of(self, o: Override) -> list[SchedulePlace]:
+        """An override's places, resolved once (every step checks them)."""
+        if o.id not in self._override_places:
+            self._override_places[o.id] = resolve_places(self.registry, o.selector)
+        return self._override_places[o.id]
+
     def _covered(self, now: float) -> tuple[set[CircuitTarget], set[int]]:
         circuits: set[CircuitTarget] = set()
         lamps: set[int] = set()
         for o in self._active:
             if o.active(now) and o.applied:
-                for place in resolve_places(self.registry, o.selector):
+                for place in self._places_of(o):
                     circuits.update(place.circuits)
                     lamps.update(place.lamps)
                     lamps.update(place.standalone)
@@ -343,7 +350,7 @@ class ScheduleRunner:
                 state: State = (o.action, o.level)
                 await self._apply(
                     state,
-                    resolve_places(self.registry, o.selector),
+                    self._places_of(o),
                     f"override:{o.id}",
                     o.actor,
                     now,
@@ -355,9 +362,10 @@ class ScheduleRunner:
                 self._active.remove(o)
                 if o.applied:
                     await self._restore_covered(o, now)
+                self._override_places.pop(o.id, None)
 
     async def _restore_covered(self, o: Override, now: float) -> None:
-        keys = {p.key for p in resolve_places(self.registry, o.selector)}
+        keys = {p.key for p in self._places_of(o)}
         for plan in self.groups:
             if plan.group.mode != "central":
                 continue
