@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -59,7 +60,6 @@ class EventHub:
     def close(self) -> None:
         """End every stream (the server is shutting down)."""
         for queue in list(self._clients):
-            with_room = queue.qsize() < QUEUE_LIMIT
-            if with_room:
+            with contextlib.suppress(asyncio.QueueFull):  # a full client is dropped anyway
                 queue.put_nowait(None)
         self._clients.clear()
