@@ -98,4 +98,8 @@ async def test_control_api_checks_roles_confirms_and_audits_every_command(
             assert audit[2]["results"]["CAB-A/circuit1"] == {"status": "confirmed"}
             by_target = (await client.get("/audit", params={"target": "RS-1"})).json()
             assert [a["action"] for a in by_target] == ["lamp_dim"]
+            # LIKE wildcards in a filter are literal: no target contains them.
+            for wildcard in ("%", "_", "RS_1", "\\"):
+                found = (await client.get("/audit", params={"target": wildcard})).json()
+                assert found == [], wildcard
             assert (await client.get("/commands/999")).status_code == 404

@@ -46,6 +46,11 @@ _COLUMNS = (
 _WRITTEN = _COLUMNS.split(", ")[1:]
 
 
+def like_literal(text: str) -> str:
+    """``text`` escaped for a SQL ``LIKE ... ESCAPE '\\'`` pattern, so it matches itself only."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 @dataclass(frozen=True)
 class Actor:
     """Who a command comes from: an API key's owner, or the scheduler."""
@@ -183,9 +188,10 @@ class AuditLog:
                 args.append(value)
         if q.target is not None:
             # Targets are keys of the results object, or named in the selector text.
-            where.append("(results LIKE ? OR selector LIKE ?)")
-            pattern = f'%"{q.target}%'
-            args += [pattern, f"%{q.target}%"]
+            # The target is matched literally: % and _ in it are not wildcards.
+            where.append("(results LIKE ? ESCAPE '\\' OR selector LIKE ? ESCAPE '\\')")
+            target = like_literal(q.target)
+            args += [f'%"{target}%', f"%{target}%"]
         sql = f"SELECT {_COLUMNS} FROM audit"
         if where:
             sql += " WHERE " + " AND ".join(where)
