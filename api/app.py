@@ -92,7 +92,13 @@ def _live_events(controller: Controller) -> EventHub:
     hub = EventHub()
 
     async def on_alarm(notice: AlarmNotice) -> None:
-        hub.publish("alarm", {"transition": notice.transition, **alarm_payload(notice.alarm)})
+        hub.publish(
+            "alarm",
+            {
+                "transition": notice.transition,
+                **alarm_payload(notice.alarm, controller.rules.manager.clock()),
+            },
+        )
 
     async def on_case(row: CaseRow, transition: TransitionRow) -> None:
         hub.publish(

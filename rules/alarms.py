@@ -95,21 +95,20 @@ class Alarm:
         """The condition holds now."""
         return self.condition in (Condition.ACTIVE_UNACK, Condition.ACTIVE_ACK)
 
-    @property
-    def state(self) -> str:
-        """The state an operator sees: the shelving/suppression overlay, else the condition."""
+    def state_at(self, now: float) -> str:
+        """The state an operator sees at ``now`` (the manager's clock, not the wall's):
+        the shelving/suppression overlay, else the condition."""
         if self.out_of_service:
             return "out_of_service"
-        if self.shelved_until is not None and self.shelved_until > time.time():
+        if self.shelved_until is not None and self.shelved_until > now:
             return "shelved"
         if self.suppressed_by:
             return "suppressed"
         return self.condition.value
 
-    @property
-    def notifies(self) -> bool:
-        """Whether a transition of this alarm is announced."""
-        return self.state not in ("out_of_service", "shelved", "suppressed")
+    def notifies_at(self, now: float) -> bool:
+        """Whether a transition of this alarm is announced at ``now``."""
+        return self.state_at(now) not in ("out_of_service", "shelved", "suppressed")
 
 
 @dataclass(frozen=True)
@@ -478,7 +477,7 @@ class AlarmManager:
         alarm.transitions = [t for t in alarm.transitions if ts - t <= self.cfg.chatter_window]
         alarm.chattering = len(alarm.transitions) >= self.cfg.chatter_transitions
         self._dirty[alarm.id] = alarm
-        if not alarm.notifies:
+        if not alarm.notifies_at(self.clock()):
             return None
         if alarm.chattering and transition in ("raised", "returned"):
             return None  # a chattering alarm is flagged once, not announced at every flap
@@ -558,18 +557,22 @@ class AlarmManager:
         """Open alarms, newest first."""
         return sorted(self.open.values(), key=lambda a: a.raised_at, reverse=True)
 
+    def state_of(self, alarm: Alarm) -> str:
+        """``alarm``'s state now, by this manager's clock."""
+        return alarm.state_at(self.clock())
+
     async def close(self) -> None:
         """Save what changed and close the store."""
         await self._flush([])
         await self.store.close()
 
 
-def alarm_payload(alarm: Alarm) -> dict[str, Any]:
-    """The JSON form of an alarm (MQTT, webhooks)."""
+def alarm_payload(alarm: Alarm, now: float) -> dict[str, Any]:
+    """The JSON form of an alarm (MQTT, webhooks), its state as of ``now``."""
     data = asdict(alarm)
     data.pop("transitions")
     data["condition"] = alarm.condition.value
-    data["state"] = alarm.state
+    data["state"] = alarm.state_at(now)
     return data
 
 

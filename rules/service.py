@@ -201,7 +201,7 @@ class RuleService:
         topic = f"{self._prefix}/{alarm.device}/{alarm.rule}"
         if alarm.sub:
             topic += f"/{alarm.sub}"
-        payload = alarm_payload(alarm) | {"transition": notice.transition}
+        payload = alarm_payload(alarm, self.manager.clock()) | {"transition": notice.transition}
         await self.telemetry.mqtt.submit(
             encode_messages([{"topic": topic, "payload": payload, "qos": 1, "retain": True}])
         )

@@ -26,6 +26,8 @@ class Rig:
         self.bench = Bench(write_config, rules)
         self.path = path
         self.alarm_cfg = AlarmsConfig(**alarm_cfg)
+        #: The manager's (virtual) clock; a test may move it.
+        self.now = T0 + 10_000
         self.manager = self._manager()
         self.notices: list[AlarmNotice] = []
 
@@ -35,7 +37,7 @@ class Rig:
             self.bench.registry,
             self.alarm_cfg,
             AlarmStore(self.path),
-            clock=lambda: T0 + 10_000,
+            clock=lambda: self.now,
         )
 
         async def keep(notice: AlarmNotice) -> None:
@@ -66,13 +68,15 @@ async def test_raise_acknowledge_clear_and_return(
         "low",
     )
     await rig.manager.acknowledge(alarm.id, "duty officer Li")
-    assert alarm.state == "active_acknowledged" and alarm.acked_by == "duty officer Li"
+    assert (
+        rig.manager.state_of(alarm) == "active_acknowledged" and alarm.acked_by == "duty officer Li"
+    )
     assert await rig.level(10, 0.25) == ["flood:WL:escalated"]  # back to unacknowledged
-    assert alarm.state == "active_unacknowledged" and alarm.level_name == "yellow"
+    assert rig.manager.state_of(alarm) == "active_unacknowledged" and alarm.level_name == "yellow"
     assert await rig.level(20, 0.0) == ["flood:WL:returned"]
-    assert alarm.state == "returned_unacknowledged"
+    assert rig.manager.state_of(alarm) == "returned_unacknowledged"
     await rig.manager.acknowledge(alarm.id, "duty officer Li")
-    assert alarm.state == "normal" and alarm.closed_at is not None
+    assert rig.manager.state_of(alarm) == "normal" and alarm.closed_at is not None
     assert rig.manager.list() == []
     with pytest.raises(KeyError):
         await rig.manager.acknowledge(alarm.id, "again")
@@ -106,11 +110,26 @@ async def test_shelved_alarm_is_evaluated_but_not_announced(
     await rig.level(0, 0.15)
     alarm = rig.manager.list()[0]
     await rig.manager.shelve(alarm.id, "x", minutes=60)
-    assert alarm.state == "shelved"
+    assert rig.manager.state_of(alarm) == "shelved"
     assert await rig.level(10, 0.45) == []  # escalates silently
     assert alarm.level_name == "red"
     await rig.manager.unshelve(alarm.id, "x")
-    assert alarm.state == "active_unacknowledged"
+    assert rig.manager.state_of(alarm) == "active_unacknowledged"
+    await rig.manager.close()
+
+
+async def test_shelving_ends_by_the_managers_clock_not_the_wall(
+    write_config: WriteConfig, tmp_path: Path
+) -> None:
+    # The virtual clock runs ahead of the wall clock: the shelf must expire by it.
+    rig = Rig(write_config, tmp_path / "a.db", [LEVELS])
+    await rig.manager.start()
+    await rig.level(0, 0.15)
+    alarm = rig.manager.list()[0]
+    await rig.manager.shelve(alarm.id, "x", minutes=60)
+    assert rig.manager.state_of(alarm) == "shelved"
+    rig.now += 2 * 3600
+    assert rig.manager.state_of(alarm) == "active_unacknowledged"
     await rig.manager.close()
 
 
@@ -164,7 +183,8 @@ async def test_offline_device_and_cut_circuit_mute_what_they_cause(
     await rig.feed(cabinet_poll(40, [1, 1, 1, 1], [1, 1, 1, 1], [0.9, 0.9, 0, 0]))
     await rig.manager.apply(rig.bench.engine.sweep_comm_loss(T0 + 45))  # WL silent since 0
     comm = next(a for a in rig.manager.list() if a.rule == "comm" and a.device == "WL")
-    assert comm.state == "active_unacknowledged" and flood.state == "suppressed"
+    assert rig.manager.state_of(comm) == "active_unacknowledged"
+    assert rig.manager.state_of(flood) == "suppressed"
     # A cut circuit: one circuit alarm, and the dimmed-looking lamp on it is muted.
     said = await rig.feed(
         cabinet_poll(50, [1, 1, 1, 1], [1, 1, 1, 1], [0.0, 0.9, 0, 0])

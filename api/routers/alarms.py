@@ -15,8 +15,8 @@ from rules.alarms import Alarm, AlarmError, severity_rank
 router = APIRouter(prefix="/alarms", tags=["alarms"])
 
 
-def alarm_out(a: Alarm) -> AlarmOut:
-    """The API form of an alarm."""
+def alarm_out(a: Alarm, now: float) -> AlarmOut:
+    """The API form of an alarm, its state as of ``now`` (the alarm manager's clock)."""
     return AlarmOut(
         id=a.id,
         rule=a.rule,
@@ -28,7 +28,7 @@ def alarm_out(a: Alarm) -> AlarmOut:
         severity=a.severity,
         level=a.level,
         level_name=a.level_name,
-        state=a.state,
+        state=a.state_at(now),
         condition=a.condition.value,
         value=a.value,
         limit=a.limit,
@@ -66,18 +66,19 @@ def list_alarms(
 ) -> list[AlarmOut]:
     """Open alarms, newest first, filtered."""
     out = []
+    now = controller.rules.manager.clock()
     for a in controller.rules.manager.list():
         if (
-            (state is None or a.state == state)
+            (state is None or a.state_at(now) == state)
             and (min_severity is None or severity_rank(a.severity) >= severity_rank(min_severity))
             and (device is None or a.device == device)
             and (rule is None or a.rule == rule)
             and (device_class is None or a.device_class == device_class)
             and (grid is None or a.grid == grid)
             and (district is None or a.district == district)
-            and (include_suppressed or a.state != "suppressed")
+            and (include_suppressed or a.state_at(now) != "suppressed")
         ):
-            out.append(alarm_out(a))
+            out.append(alarm_out(a, now))
     return out
 
 
@@ -106,7 +107,7 @@ def get_alarm(alarm_id: int, controller: ControllerDep) -> AlarmOut:
     alarm = controller.rules.manager.by_id.get(alarm_id)
     if alarm is None:
         raise HTTPException(404, f"no alarm {alarm_id}")
-    return alarm_out(alarm)
+    return alarm_out(alarm, controller.rules.manager.clock())
 
 
 @router.post("/{alarm_id}/acknowledge", response_model=AlarmOut)
@@ -114,7 +115,10 @@ async def acknowledge(alarm_id: int, controller: ControllerDep, who: AlarmOperat
     """Acknowledge an alarm (engineer, dispatcher, flood duty, admin)."""
     _open(controller, alarm_id)
     try:
-        return alarm_out(await controller.rules.manager.acknowledge(alarm_id, who.name))
+        return alarm_out(
+            await controller.rules.manager.acknowledge(alarm_id, who.name),
+            controller.rules.manager.clock(),
+        )
     except AlarmError as exc:
         raise HTTPException(409, str(exc)) from exc
 
@@ -125,7 +129,10 @@ async def shelve(
 ) -> AlarmOut:
     """Shelve an alarm for a while: still evaluated, not announced."""
     _open(controller, alarm_id)
-    return alarm_out(await controller.rules.manager.shelve(alarm_id, who.name, body.minutes))
+    return alarm_out(
+        await controller.rules.manager.shelve(alarm_id, who.name, body.minutes),
+        controller.rules.manager.clock(),
+    )
 
 
 @router.post("/{alarm_id}/unshelve", response_model=AlarmOut)
@@ -133,7 +140,10 @@ async def unshelve(alarm_id: int, controller: ControllerDep, who: AlarmOperator)
     """End shelving now."""
     _open(controller, alarm_id)
     try:
-        return alarm_out(await controller.rules.manager.unshelve(alarm_id, who.name))
+        return alarm_out(
+            await controller.rules.manager.unshelve(alarm_id, who.name),
+            controller.rules.manager.clock(),
+        )
     except AlarmError as exc:
         raise HTTPException(409, str(exc)) from exc
 
@@ -145,4 +155,7 @@ async def out_of_service(
     """Take an alarm out of service (maintenance) or put it back."""
     _open(controller, alarm_id)
     manager = controller.rules.manager
-    return alarm_out(await manager.set_out_of_service(alarm_id, who.name, body.out_of_service))
+    return alarm_out(
+        await manager.set_out_of_service(alarm_id, who.name, body.out_of_service),
+        controller.rules.manager.clock(),
+    )

@@ -127,8 +127,9 @@ def _grid_cells(controller: Controller, points: list[MapDeviceOut]) -> list[Grid
 def city_map(controller: ControllerDep) -> MapOut:
     """Every lamp, cabinet and gauge with its state, and the grid cell outlines."""
     open_alarms: dict[str, list[str]] = {}
+    now = controller.rules.manager.clock()
     for alarm in controller.rules.manager.list():
-        if alarm.active and alarm.notifies:
+        if alarm.active and alarm.notifies_at(now):
             open_alarms.setdefault(alarm.device, []).append(alarm.severity)
     points: list[MapDeviceOut] = []
     for device in controller.registry.devices:
