@@ -506,6 +506,15 @@ def _check_references(config: StreetsenseConfig, profiles: ProfileLibrary, file:
             raise ConfigError(
                 file, f"{key}.levels", "levels must rise blue < yellow < orange < red"
             )
+        watch = config.flood_watch
+        if watch is not None and not getattr(gauge, watch.area_by):
+            # Storm mode groups gauges by this attribute; a gauge without it would
+            # land in one nameless area with every other such gauge.
+            raise ConfigError(
+                file,
+                f"{key}.{watch.area_by}",
+                f"flood_watch.area_by is {watch.area_by!r} but this gauge has no {watch.area_by}",
+            )
 
 
 def _check_schedules(config: StreetsenseConfig, file: str) -> None:
