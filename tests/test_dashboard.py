@@ -74,6 +74,11 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     api = httpx.AsyncClient(base_url=demo.api)
     control = httpx.AsyncClient(base_url=demo.control)
 
+    # Right after login the alarms tab shows alone: the control panel waits for its tab.
+    await expect(page.locator("#tab-alarms")).to_be_visible()
+    await expect(page.locator("#tab-control")).to_be_hidden()
+    await expect(page.locator(".tabs button[data-tab=control]")).to_be_visible()
+
     # The map: every cabinet, lamp and gauge of the demo city, and its grid cells.
     city = (await api.get("/health")).json()["devices"]
     await expect(page.locator("#map .device")).to_have_count(sum(city.values()))

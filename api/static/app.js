@@ -42,8 +42,11 @@ async function api(path, options = {}) {
 
 function applyPermissions() {
   for (const node of document.querySelectorAll("[data-needs]")) {
-    node.hidden = !state.may[node.dataset.needs];
+    // Tab panels are shown by showTab alone: permission only makes them possible.
+    if (!node.classList.contains("tab")) node.hidden = !state.may[node.dataset.needs];
   }
+  const current = document.querySelector(".tabs button.active");
+  showTab(current && !current.hidden ? current.dataset.tab : "alarms");
   $("#login").hidden = Boolean(state.key);
   $("#session").hidden = !state.key;
   renderAlarms(state.alarms || []);
@@ -84,7 +87,10 @@ function showTab(name) {
   for (const b of document.querySelectorAll(".tabs button")) {
     b.classList.toggle("active", b.dataset.tab === name);
   }
-  for (const t of document.querySelectorAll(".tab")) t.hidden = t.id !== `tab-${name}`;
+  for (const t of document.querySelectorAll(".tab")) {
+    const allowed = !t.dataset.needs || state.may[t.dataset.needs];
+    t.hidden = t.id !== `tab-${name}` || !allowed;
+  }
   if (name === "stats") renderStats();
   if (name === "cases") renderCases();
   if (name === "water") renderGauges();
