@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -60,8 +62,35 @@ async def _run_for(duration: float | None) -> None:
         await asyncio.sleep(duration)
 
 
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves SIGINT and SIGTERM to the command.
+
+    uvicorn re-raises a captured Ctrl-C when ``serve`` returns, which would cut
+    the command off before it stops the controller and prints its summary.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 def _uvicorn_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
-    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    return _QuietServer(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by the first SIGINT or SIGTERM; a second one exits at once."""
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            os._exit(130)
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    return stop
 
 
 def _announce_control(host: str, port: int, token: str) -> None:
@@ -205,9 +234,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
             _announce_control("127.0.0.1", control_port, token)
             for role, key in create_demo_keys(loaded).items():
                 print(f"demo API key {role:<11} {key}", flush=True)
+            stop = _stop_on_signals()
             tasks = {asyncio.create_task(s.serve()) for s in servers}
-            # Either server stopping (Ctrl-C, a port in use) or the duration ends the demo.
-            await asyncio.wait(tasks, timeout=args.duration, return_when=asyncio.FIRST_COMPLETED)
+            stopper = asyncio.create_task(stop.wait())
+            # A signal, either server stopping (a port in use) or the duration ends the demo.
+            await asyncio.wait(
+                {*tasks, stopper}, timeout=args.duration, return_when=asyncio.FIRST_COMPLETED
+            )
+            stopper.cancel()
             for server in servers:
                 server.should_exit = True
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -27,6 +27,8 @@ class Demo:
     api: str
     control: str
     keys: dict[str, str] = field(default_factory=dict)
+    #: The demo's process, for tests about signals and exit codes.
+    proc: subprocess.Popen[str] | None = None
 
 
 @contextmanager
@@ -52,7 +54,7 @@ def run_demo(config: Path | None = None, duration: int = 300) -> Iterator[Demo]:
         text=True,
         env={**os.environ, "STREETSENSE_SIM_TOKEN": SIM_TOKEN},
     )
-    demo = Demo(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{control_port}")
+    demo = Demo(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{control_port}", proc=proc)
     try:
         deadline = time.monotonic() + 60
         assert proc.stdout is not None
