@@ -342,3 +342,27 @@ async def test_an_alarm_while_the_database_is_away_becomes_a_case_later(tmp_path
     [case] = await svc.find()
     assert case.alarm_ids == [7] and case.stage == "dispatched"
     await svc.stop()
+
+
+def cabinet_alarm(alarm_id: int, rule: str, point: str, level: int, level_name: str) -> Alarm:
+    alarm = lamp_alarm(alarm_id)
+    alarm.rule, alarm.kind, alarm.point = rule, "threshold", point
+    alarm.device, alarm.device_class, alarm.severity = "JC-XJ-002", "cabinet", "urgent"
+    alarm.level, alarm.level_name = level, level_name
+    return alarm
+
+
+async def test_case_titles_name_the_fault_in_words(
+    service: tuple[CaseService, FakeClock],
+) -> None:
+    svc, _ = service
+    supply = cabinet_alarm(300, "supply-loss", "mains_present", 1, "level 1")
+    leak = cabinet_alarm(301, "leakage", "leakage_current", 1, "level 1")
+    leak.sub = 1  # another fault of the same cabinet: its own case
+    await svc.on_alarm(AlarmNotice(supply, "raised"))
+    await svc.on_alarm(AlarmNotice(leak, "raised"))
+    titles = sorted(case.title for case in await svc.find())
+    assert len(titles) == 2 and titles[0] != titles[1]
+    assert any(t.endswith("JC-XJ-002: 停电") for t in titles), titles
+    assert any(t.endswith("JC-XJ-002: 漏电 1级") for t in titles), titles
+    assert not any("threshold" in t for t in titles)

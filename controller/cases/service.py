@@ -31,6 +31,7 @@ from controller.cases.config import CaseCategory, CasesConfig
 from controller.cases.db import CaseDatabase, CaseRow, OutboxRow, TransitionRow
 from controller.cases.exchange import CaseRecord
 from controller.cases.stages import CaseAction, Stage, TransitionRefused, next_stage
+from controller.cases.titles import case_title
 from controller.control.audit import Actor
 from controller.readings import ReadingBatch
 from controller.registry import Registry
@@ -363,7 +364,7 @@ class CaseService:
             source="sensor",
             category=category.id,
             severity=alarm.severity,
-            title=f"{category.name} {alarm.device}: {alarm.kind} {alarm.level_name}".strip(),
+            title=case_title(category.name, alarm),
             description=_describe_alarm(alarm, name),
             component_id=(getattr(device.location, "pole", "") if device else "") or alarm.device,
             device_id=alarm.device,
