@@ -366,3 +366,34 @@ async def test_case_titles_name_the_fault_in_words(
     assert any(t.endswith("JC-XJ-002: 停电") for t in titles), titles
     assert any(t.endswith("JC-XJ-002: 漏电 1级") for t in titles), titles
     assert not any("threshold" in t for t in titles)
+
+
+def gauge_alarm(alarm_id: int, severity: str, level: int, level_name: str) -> Alarm:
+    alarm = lamp_alarm(alarm_id)
+    alarm.rule, alarm.kind, alarm.point = "flood-level", "threshold", "water_level"
+    alarm.device, alarm.device_class = "WL-XJ-MARKET", "gauge"
+    alarm.severity, alarm.level, alarm.level_name = severity, level, level_name
+    return alarm
+
+
+async def test_a_case_escalated_to_red_water_gets_the_urgent_time_limit(
+    service: tuple[CaseService, FakeClock],
+) -> None:
+    svc, clock = service
+    opened = clock.now
+    alarm = gauge_alarm(400, "medium", 1, "blue")
+    await svc.on_alarm(AlarmNotice(alarm, "raised"))
+    [case] = await svc.find()
+    assert case.due_at == opened + 120 * 60
+    assert case.title.endswith("积水 蓝色预警")
+    clock.now += 10 * 60  # the water rises to red ten minutes later
+    alarm.severity, alarm.level, alarm.level_name = "urgent", 4, "red"
+    await svc.on_alarm(AlarmNotice(alarm, "escalated"))
+    [case] = await svc.find()
+    assert case.severity == "urgent"
+    assert case.due_at == clock.now + 30 * 60  # from the escalation: earlier than 2 h
+    assert case.title.endswith("积水 红色预警")
+    history = await svc.history(case.id)
+    assert history[-1].action == "escalate" and history[-1].details["previous"]["severity"] == (
+        "medium"
+    )

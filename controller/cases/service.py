@@ -31,7 +31,7 @@ from controller.cases.config import CaseCategory, CasesConfig
 from controller.cases.db import CaseDatabase, CaseRow, OutboxRow, TransitionRow
 from controller.cases.exchange import CaseRecord
 from controller.cases.stages import CaseAction, Stage, TransitionRefused, next_stage
-from controller.cases.titles import case_title
+from controller.cases.titles import case_title, fault_words
 from controller.control.audit import Actor
 from controller.readings import ReadingBatch
 from controller.registry import Registry
@@ -390,15 +390,19 @@ class CaseService:
     async def _join(self, row: CaseRow, alarm: Alarm) -> None:
         """A repeat of a fault with an open case: note it there, and if the case was
         awaiting verification, the fault is back: rework."""
+        escalation = None
         async with self._lock, self.db.session() as session:
             current = await session.get(CaseRow, row.id)
             assert current is not None
             if alarm.id not in current.alarm_ids:
                 current.alarm_ids = [*current.alarm_ids, alarm.id]
+            now = self.clock()
             if severity_rank(alarm.severity) > severity_rank(current.severity):
-                current.severity = alarm.severity
-            current.updated_at = self.clock()
+                escalation = await self._escalate(session, current, alarm, now)
+            current.updated_at = now
             await session.commit()
+        if escalation is not None:
+            await self._announce(*escalation)
         if row.stage in (Stage.DISPOSAL_REPORTED.value, Stage.UNDER_VERIFICATION.value):
             note = f"telemetry: the fault is back ({alarm.kind} {alarm.level_name})"
             if row.stage == Stage.DISPOSAL_REPORTED.value:
@@ -408,6 +412,25 @@ class CaseService:
             await self.transition(
                 row.id, TransitionRequest(CaseAction.FAIL_VERIFICATION, note), TELEMETRY
             )
+
+    async def _escalate(
+        self, session: AsyncSession, row: CaseRow, alarm: Alarm, now: float
+    ) -> tuple[CaseRow, TransitionRow]:
+        """The fault got worse (blue water became red): the case takes the new
+        severity, its time limit counted from now unless the old one ends sooner,
+        and a title that says what it is now."""
+        before = {"severity": row.severity, "due_at": row.due_at, "title": row.title}
+        row.severity = alarm.severity
+        due = now + self.time_limit(row.category, alarm.severity)
+        if row.due_at is None or due < row.due_at:
+            row.due_at = due
+        category = self.category_for(alarm.device_class, alarm.kind)
+        row.title = case_title(category.name, alarm)
+        note = f"escalated to {alarm.severity}: {fault_words(alarm)}"
+        transition = await self._record(
+            session, row, "escalate", row.stage, TELEMETRY, note, {"previous": before}
+        )
+        return row, transition
 
     async def _fault_gone(self, key: str, alarm: Alarm) -> None:
         existing = await self._open_case_of(key)
