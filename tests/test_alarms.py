@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from controller.config import LoadedConfig
-from rules.alarms import AlarmError, AlarmManager, AlarmNotice, AlarmStore, Condition
+from rules.alarms import Alarm, AlarmError, AlarmManager, AlarmNotice, AlarmStore, Condition
 from rules.config import AlarmsConfig
 from tests.rules_helpers import T0, Bench, cabinet_poll, lamp_poll
 from tests.test_rules_kernels import LEVELS
@@ -102,15 +102,21 @@ async def test_one_alarm_per_device_and_rule_repeats_count(
     await rig.manager.close()
 
 
-async def test_shelved_alarm_is_evaluated_but_not_announced(
-    write_config: WriteConfig, tmp_path: Path
-) -> None:
+async def shelved_blue_alarm(write_config: WriteConfig, tmp_path: Path) -> tuple[Rig, Alarm]:
+    """A rig whose gauge is at blue, its alarm shelved for an hour."""
     rig = Rig(write_config, tmp_path / "a.db", [LEVELS])
     await rig.manager.start()
     await rig.level(0, 0.15)
     alarm = rig.manager.list()[0]
     await rig.manager.shelve(alarm.id, "x", minutes=60)
     assert rig.manager.state_of(alarm) == "shelved"
+    return rig, alarm
+
+
+async def test_shelved_alarm_is_evaluated_but_not_announced(
+    write_config: WriteConfig, tmp_path: Path
+) -> None:
+    rig, alarm = await shelved_blue_alarm(write_config, tmp_path)
     assert await rig.level(10, 0.45) == []  # escalates silently
     assert alarm.level_name == "red"
     await rig.manager.unshelve(alarm.id, "x")
@@ -122,12 +128,7 @@ async def test_shelving_ends_by_the_managers_clock_not_the_wall(
     write_config: WriteConfig, tmp_path: Path
 ) -> None:
     # The virtual clock runs ahead of the wall clock: the shelf must expire by it.
-    rig = Rig(write_config, tmp_path / "a.db", [LEVELS])
-    await rig.manager.start()
-    await rig.level(0, 0.15)
-    alarm = rig.manager.list()[0]
-    await rig.manager.shelve(alarm.id, "x", minutes=60)
-    assert rig.manager.state_of(alarm) == "shelved"
+    rig, alarm = await shelved_blue_alarm(write_config, tmp_path)
     rig.now += 2 * 3600
     assert rig.manager.state_of(alarm) == "active_unacknowledged"
     await rig.manager.close()

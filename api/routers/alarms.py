@@ -10,13 +10,13 @@ from fastapi import APIRouter, HTTPException, Query
 from api.auth import AlarmOperator
 from api.deps import ControllerDep
 from api.schemas import AlarmOut, FloodWatchOut, OutOfServiceIn, ShelveIn, utc
-from rules.alarms import Alarm, AlarmError, severity_rank
+from rules.alarms import Alarm, AlarmError, AlarmManager, severity_rank
 
 router = APIRouter(prefix="/alarms", tags=["alarms"])
 
 
-def alarm_out(a: Alarm, now: float) -> AlarmOut:
-    """The API form of an alarm, its state as of ``now`` (the alarm manager's clock)."""
+def alarm_out(a: Alarm, manager: AlarmManager) -> AlarmOut:
+    """The API form of an alarm, its state by ``manager``'s clock."""
     return AlarmOut(
         id=a.id,
         rule=a.rule,
@@ -28,7 +28,7 @@ def alarm_out(a: Alarm, now: float) -> AlarmOut:
         severity=a.severity,
         level=a.level,
         level_name=a.level_name,
-        state=a.state_at(now),
+        state=manager.state_of(a),
         condition=a.condition.value,
         value=a.value,
         limit=a.limit,
@@ -66,19 +66,19 @@ def list_alarms(
 ) -> list[AlarmOut]:
     """Open alarms, newest first, filtered."""
     out = []
-    now = controller.rules.manager.clock()
-    for a in controller.rules.manager.list():
+    manager = controller.rules.manager
+    for a in manager.list():
         if (
-            (state is None or a.state_at(now) == state)
+            (state is None or manager.state_of(a) == state)
             and (min_severity is None or severity_rank(a.severity) >= severity_rank(min_severity))
             and (device is None or a.device == device)
             and (rule is None or a.rule == rule)
             and (device_class is None or a.device_class == device_class)
             and (grid is None or a.grid == grid)
             and (district is None or a.district == district)
-            and (include_suppressed or a.state_at(now) != "suppressed")
+            and (include_suppressed or manager.state_of(a) != "suppressed")
         ):
-            out.append(alarm_out(a, now))
+            out.append(alarm_out(a, manager))
     return out
 
 
@@ -107,7 +107,7 @@ def get_alarm(alarm_id: int, controller: ControllerDep) -> AlarmOut:
     alarm = controller.rules.manager.by_id.get(alarm_id)
     if alarm is None:
         raise HTTPException(404, f"no alarm {alarm_id}")
-    return alarm_out(alarm, controller.rules.manager.clock())
+    return alarm_out(alarm, controller.rules.manager)
 
 
 @router.post("/{alarm_id}/acknowledge", response_model=AlarmOut)
@@ -117,7 +117,7 @@ async def acknowledge(alarm_id: int, controller: ControllerDep, who: AlarmOperat
     try:
         return alarm_out(
             await controller.rules.manager.acknowledge(alarm_id, who.name),
-            controller.rules.manager.clock(),
+            controller.rules.manager,
         )
     except AlarmError as exc:
         raise HTTPException(409, str(exc)) from exc
@@ -131,7 +131,7 @@ async def shelve(
     _open(controller, alarm_id)
     return alarm_out(
         await controller.rules.manager.shelve(alarm_id, who.name, body.minutes),
-        controller.rules.manager.clock(),
+        controller.rules.manager,
     )
 
 
@@ -142,7 +142,7 @@ async def unshelve(alarm_id: int, controller: ControllerDep, who: AlarmOperator)
     try:
         return alarm_out(
             await controller.rules.manager.unshelve(alarm_id, who.name),
-            controller.rules.manager.clock(),
+            controller.rules.manager,
         )
     except AlarmError as exc:
         raise HTTPException(409, str(exc)) from exc
@@ -156,6 +156,5 @@ async def out_of_service(
     _open(controller, alarm_id)
     manager = controller.rules.manager
     return alarm_out(
-        await manager.set_out_of_service(alarm_id, who.name, body.out_of_service),
-        controller.rules.manager.clock(),
+        await manager.set_out_of_service(alarm_id, who.name, body.out_of_service), manager
     )

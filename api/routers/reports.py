@@ -64,14 +64,16 @@ async def _flood_summaries(
 ) -> list[tuple[GaugeConfig, FloodSummary]]:
     """Peak, time above each band and current level of every gauge that alarmed."""
     reader = controller.telemetry.reader
+    if reader is None:
+        return []
     alarmed = {a.device for a in floods}
+    max_gap = 3 * controller.loaded.config.polling.gauge_interval
     out = []
     for gauge in controller.loaded.config.gauges:
         device = controller.registry.by_id.get(gauge.id)
-        if gauge.id not in alarmed or device is None or reader is None:
+        if gauge.id not in alarmed or device is None:
             continue
         samples = await reader.raw(device, "water_level", t0, t1, _MAX_FLOOD_SAMPLES)
-        max_gap = 3 * controller.loaded.config.polling.gauge_interval
         summary = summarize_flood(samples, {str(k): v for k, v in gauge.levels.items()}, max_gap)
         if summary is not None:
             out.append((gauge, summary))

@@ -39,7 +39,9 @@ def _voltage_words(alarm: Alarm) -> str | None:
     if not alarm.point.startswith("voltage_"):
         return None
     phase = alarm.point.removeprefix("voltage_").upper()
-    return f"{phase}相{'欠压' if alarm.rule.startswith('under') else '过压'}"
+    # Which way the limit was crossed, from the alarm itself rather than the rule's id.
+    low = alarm.value is not None and alarm.limit is not None and alarm.value < alarm.limit
+    return f"{phase}相{'欠压' if low else '过压'}"
 
 
 def fault_words(alarm: Alarm) -> str:
