@@ -486,6 +486,9 @@ class CaseActionIn(BaseModel):
     assignee: str | None = None
     #: extend: the new due time (with a UTC offset).
     due_at: datetime | None = None
+    #: pass_verification/close/reject although the case's fault is still active
+    #: (needs a note); the fault then gets a new case at its next poll.
+    force: bool = False
 
 
 class CaseFiguresOut(BaseModel):

@@ -307,6 +307,9 @@ class SimulatorConfig(_Strict):
     #: Simulated seconds per real second (a storm in minutes, not hours).
     time_scale: float = Field(default=1.0, gt=0, le=10000)
     seed: int = 1
+    #: How lamps are at start: all ``lit`` (a bench's fixed state), or ``by_sun``: lit
+    #: between sunset and sunrise at their place, as a city on schedule is found.
+    lamps_at_start: Literal["lit", "by_sun"] = "lit"
 
 
 class ApiConfig(_Strict):

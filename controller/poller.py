@@ -25,6 +25,7 @@ from drivers.codec import decode_fields
 from drivers.errors import LinkError
 from drivers.health import DeviceHealth
 from drivers.links import ModbusLink
+from drivers.priority_lock import Priority
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,9 @@ class Poller:
         factor = min(1 << max(over + 1, 1), self.polling.offline_backoff_max)
         return base * factor
 
-    async def poll_target(self, target: PollTarget) -> PollOutcome:
+    async def poll_target(
+        self, target: PollTarget, priority: Priority = Priority.POLL
+    ) -> PollOutcome:
         """Poll one unit: send its planned reads, decode what came back."""
         link = self.links[target.link]
         plan = target.plan
@@ -139,7 +142,12 @@ class Poller:
         for k, request in enumerate(plan.plan.requests):
             try:
                 words = await link.read(
-                    target.unit, request.table, request.address, request.count, retries=retries
+                    target.unit,
+                    request.table,
+                    request.address,
+                    request.count,
+                    retries=retries,
+                    priority=priority,
                 )
             except LinkError as exc:
                 error = exc
@@ -192,6 +200,22 @@ class Poller:
             *(self._poll_link_once(targets) for targets in self._by_link.values())
         )
         return ReadingBatch.concat([o.batch for outcomes in per_link for o in outcomes])
+
+    async def read_now(self, devices: set[int]) -> None:
+        """Poll the units feeding these devices at once and hand the readings on
+        (after a confirmed command, so the map shows the switch, not the last poll)."""
+        targets = [
+            t
+            for t in self.registry.targets
+            if t.device in devices or not devices.isdisjoint(t.field_device.tolist())
+        ]
+        # At a command's priority: it is the end of the command, not a routine poll.
+        outcomes = await asyncio.gather(*(self.poll_target(t, Priority.COMMAND) for t in targets))
+        for outcome in outcomes:
+            self.stats.record(outcome)
+            if len(outcome.batch):
+                self._pending.append(outcome.batch)
+        await self.flush()
 
     async def _run_link(self, targets: list[PollTarget]) -> None:
         now = time.monotonic()

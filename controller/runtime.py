@@ -39,6 +39,7 @@ class Controller:
         self.commands = CommandDispatcher(
             self.registry, self.links, self.audit, control, poles_on=self.assets.poles_on
         )
+        self.commands.read_back = self.poller.read_now
         schedules = loaded.config.schedules
         self.overrides = OverrideStore(loaded.resolve(schedules.db_path))
         self.schedules = ScheduleRunner(
@@ -50,6 +51,11 @@ class Controller:
             self.overrides,
             str(loaded.path),
         )
+        # A lamp a schedule switches is not judged for day-burning until the schedule
+        # has put it in its state: at start it may be lit only because nobody has
+        # switched it yet.
+        self.rules.engine.hold_day_burning(self.schedules.scheduled_lamps())
+        self.schedules.on_places_applied(self.rules.engine.judge_day_burning)
         self._build_cases(loaded)
         self._stores_open = False
         self._schedules_running = False
@@ -86,7 +92,7 @@ class Controller:
             await self.assets.open()
             await self.overrides.open()
             await self.cases.start()
-            active = {fault_key(a) for a in self.rules.manager.list() if a.active}
+            active = {fault_key(a): a for a in self.rules.manager.list() if a.active and a.case}
             await self.cases.resume_verification(active)
             # After the rules' subscriptions: a batch's alarms are known when it is counted.
             self.rules.manager.subscribe(self.cases.on_alarm)

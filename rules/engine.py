@@ -135,6 +135,9 @@ class RuleEngine:
         self.sunrise = np.zeros(n_devices)
         self.sunset = np.zeros(n_devices)
         self._sun_for = -math.inf
+        # A lamp lit at start may simply be waiting for its schedule: day-burning is
+        # judged only for lamps not held, and a held lamp's sunrise is NaN to the kernel.
+        self.day_held = np.zeros(n_devices, np.bool_)
 
     def _arrays(self, rv: npt.NDArray[np.float64]) -> tuple[object, ...]:
         c = self.c
@@ -184,7 +187,18 @@ class RuleEngine:
         if len(days) and abs(when - self._sun_for) > 600:
             rise, sset = sun_times(self.c.lat[days], self.c.lon[days], when)
             self.sunrise[days], self.sunset[days] = rise, sset
+            self.sunrise[days[self.day_held[days]]] = math.nan
             self._sun_for = when
+
+    def hold_day_burning(self, devices: list[int]) -> None:
+        """Do not judge day-burning of these lamps (their state is not yet the schedule's)."""
+        self.day_held[devices] = True
+        self._sun_for = -math.inf
+
+    def judge_day_burning(self, devices: list[int]) -> None:
+        """Judge day-burning of these lamps again (their schedule has been applied)."""
+        self.day_held[devices] = False
+        self._sun_for = -math.inf
 
     def _run(self, part: int, parts: int, columns: tuple[object, ...]) -> list[RuleEvents]:
         """All groups of one partition, emptying the event arrays whenever they fill."""

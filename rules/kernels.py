@@ -392,8 +392,8 @@ def _run_part(
                         value = count
                         limit = rp[r, P_A]
                         active = 1 if count >= rp[r, P_A] else 0
-                else:  # L_DAY
-                    if not math.isnan(lit):
+                else:  # L_DAY; a NaN sunrise means "not judged yet": keep the state
+                    if not math.isnan(lit) and not math.isnan(sunrise[d]):
                         margin = rp[r, P_B]
                         day = t >= sunrise[d] + margin and t <= sunset[d] - margin
                         value = lit

@@ -18,16 +18,24 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import numpy as np
 from pymodbus import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import SimData, SimDevice
 
 from controller.config import LinkConfig, LoadedConfig
+from rules.astro import sun_times
 from simulators.datastore import SimulatedUnit, UnitStore
 from simulators.faults import FaultBoard, FaultKind, FaultSpec, Scenario, load_scenario
 from simulators.physics import CabinetModel, GaugeModel, LampModel, SimClock
 
 log = logging.getLogger(__name__)
+
+
+def _night(lat: float, lon: float, when: float) -> bool:
+    """Whether the sun is down at a place (a scheduled lamp is lit there)."""
+    rise, sset = sun_times(np.array([lat]), np.array([lon]), when)
+    return bool(when < rise[0] or when > sset[0])
 
 
 async def _exists(path: str) -> bool:
@@ -94,7 +102,9 @@ class SimulatedCity:
         rng = random.Random(cfg.simulator.seed)
         units: dict[str, dict[int, SimulatedUnit]] = {link.id: {} for link in cfg.links}
         library = loaded.profiles
+        now = wall_clock()
         for cab in cfg.cabinets:
+            lit = cfg.simulator.lamps_at_start == "lit" or _night(cab.lat, cab.lon, now)
             lamps = [
                 LampModel(
                     lamp.id,
@@ -107,6 +117,8 @@ class SimulatedCity:
                 for lamp in cab.all_lamps()
             ]
             for lamp in lamps:
+                lamp.switch_cmd = int(lit)
+            for lamp in lamps:
                 self.lamps[lamp.id] = lamp
             cabinet = CabinetModel(
                 cab.id,
@@ -115,6 +127,7 @@ class SimulatedCity:
                 noise=random.Random(rng.random()),
                 wall=wall_clock,
                 tz=cfg.site.tz,
+                circuit_cmd=[lit] * cab.circuits,
             )
             self.cabinets[cab.id] = cabinet
             units[cab.link][cab.unit] = SimulatedUnit(
@@ -126,6 +139,9 @@ class SimulatedCity:
                 lamp_cfg.rated_w,
                 lamp_cfg.circuit,
                 lamp_cfg.phase,
+                switch_cmd=int(
+                    cfg.simulator.lamps_at_start == "lit" or _night(lamp_cfg.lat, lamp_cfg.lon, now)
+                ),
                 noise=random.Random(rng.random()),
             )
             self.lamps[lamp.id] = lamp

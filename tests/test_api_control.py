@@ -103,3 +103,34 @@ async def test_control_api_checks_roles_confirms_and_audits_every_command(
                 found = (await client.get("/audit", params={"target": wildcard})).json()
                 assert found == [], wildcard
             assert (await client.get("/commands/999")).status_code == 404
+
+
+async def test_the_map_shows_a_confirmed_switch_at_once_not_at_the_next_poll(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    doc = control_city(tmp_path)
+    doc["api"] = {"keys_path": str(tmp_path / "keys.db")}
+    loaded = write_config(doc)
+    keys = ApiKeyStore(tmp_path / "keys.db")
+    engineer = {"X-API-Key": keys.create("Chen Gong", Role.ENGINEER)}
+    keys.close()
+    async with SimulatedCity(loaded), Controller(loaded) as controller:
+        await controller.open_stores()
+        await controller.poller.push(await controller.poller.poll_all_once())
+        await controller.poller.flush()
+        async with api_client(controller) as client:
+
+            def states(body: dict[str, Any]) -> dict[str, str]:
+                return {d["id"]: d["state"] for d in body["devices"]}
+
+            before = states((await client.get("/map", headers=engineer)).json())
+            assert before["CAB-C"] == "on" and before["CAB-C-L001"] == "on"
+            # The poller is not running: only the command's own read-back can move the map.
+            off = {"action": "off", "targets": {"cabinets": ["CAB-C"]}, "confirm": True}
+            sent = await client.post("/control/circuits", json=off, headers=engineer)
+            done = await client.get(sent.headers["Location"], params={"wait": 5}, headers=engineer)
+            assert done.json()["status"] == "confirmed"
+            after = states((await client.get("/map", headers=engineer)).json())
+            assert after["CAB-C"] == "off"
+            assert {after[f"CAB-C-L00{n}"] for n in range(1, 10)} == {"off"}
+            assert after["CAB-A"] == "on"  # the others as they were

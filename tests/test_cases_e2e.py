@@ -7,8 +7,13 @@ from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from controller.cases.db import CaseRow
+from controller.cases.service import CaseError, TransitionRequest
+from controller.cases.stages import CaseAction
 from controller.config import LoadedConfig
+from controller.control.audit import Actor
 from controller.runtime import Controller
 from simulators.faults import FaultKind, FaultSpec, RainEvent, Scenario
 from simulators.fleet import SimulatedCity
@@ -147,3 +152,44 @@ async def test_a_restart_between_the_repair_and_the_verification_loses_nothing(
             await cycles(second, 4)
             [case] = await cases_of(second)
             assert case.stage == "evaluated" and case.evaluation == "on_time"
+
+
+async def test_a_case_cannot_be_closed_by_hand_under_a_live_fault_and_a_forced_close_reopens(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    loaded = write_config(case_city(tmp_path))
+    crew = Actor("Liu (lighting crew)", "k2", "engineer")
+    centre = Actor("Huang (command centre)", "k1", "dispatcher")
+    async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
+        await controller.open_stores()
+        await cycles(controller, 2)
+        city.inject(FaultSpec(kind=FaultKind.LAMP_BURNT_OUT, device="CAB-L003"))
+        await cycles(controller, 4)
+        [case] = await cases_of(controller)
+        svc = controller.cases
+        for action in ("start_disposal", "report_disposal"):
+            await svc.transition(case.id, TransitionRequest(CaseAction(action)), crew)
+        await svc.transition(case.id, TransitionRequest(CaseAction.START_VERIFICATION), centre)
+        with pytest.raises(CaseError) as refused:
+            await svc.transition(case.id, TransitionRequest(CaseAction.PASS_VERIFICATION), centre)
+        assert refused.value.status == 409
+        assert "still active" in refused.value.reason and "force" in refused.value.reason
+        with pytest.raises(CaseError) as no_note:
+            await svc.transition(
+                case.id, TransitionRequest(CaseAction.PASS_VERIFICATION, force=True), centre
+            )
+        assert no_note.value.status == 422
+        note = "lamp replaced; controller fault logged separately"
+        for action in (CaseAction.PASS_VERIFICATION, CaseAction.CLOSE):
+            await svc.transition(case.id, TransitionRequest(action, note, force=True), centre)
+        closed = await svc.get(case.id)
+        assert closed.stage == "evaluated"
+        history = await svc.history(case.id)
+        assert [t.details.get("forced") for t in history if t.action == "close"] == [True]
+        # The lamp is still dark: the next poll that sees it opens a new case.
+        await cycles(controller, 1)
+        cases = await cases_of(controller)
+        assert [(c.id == case.id, c.device_id, c.stage) for c in cases] == [
+            (True, "CAB-L003", "evaluated"),
+            (False, "CAB-L003", "dispatched"),
+        ]

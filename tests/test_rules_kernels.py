@@ -312,3 +312,16 @@ def test_independent_python_reference_raises_the_same_events(write_config: Write
     ]
     assert len(got) > 100
     assert got == reference
+
+
+def test_a_held_lamp_is_not_judged_for_day_burning_until_its_schedule_applies(
+    write_config: WriteConfig,
+) -> None:
+    b = Bench(write_config, [{"id": "day", "kind": "day_burning", "select": {"devices": ["SLC"]}}])
+    rise, sset = sun_times(np.array([21.86]), np.array([111.98]), T0)
+    noon = float((rise[0] + sset[0]) / 2) - T0
+    slc = b.registry.by_id["SLC"].index
+    b.engine.hold_day_burning([slc])
+    assert b.feed(lamp_poll("SLC", noon)) == []  # lit at noon, but its schedule has not run
+    b.engine.judge_day_burning([slc])
+    assert [(e.rule, e.level) for e in b.feed(lamp_poll("SLC", noon + 60))] == [("day", 1)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
@@ -29,6 +30,7 @@ from rules.astro import sun_times
 from simulators.fleet import SimulatedCity
 from tests.conftest import free_port
 from tests.helpers import api_client
+from tests.test_rules_e2e import cycles
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
 TZ = ZoneInfo("Asia/Shanghai")
@@ -408,3 +410,32 @@ def test_a_device_table_keeps_every_step_but_a_ramps_sub_steps() -> None:
         ("23:30", 30),  # a step of its own, 20 minutes later: kept
         ("06:30", None),
     ]
+
+
+async def test_lamps_lit_at_start_are_not_day_burning_until_the_schedule_has_run(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    # A place where the sun is high right now, whenever the test runs.
+    now = time.time()
+    solar_noon_lon = ((12.0 - (now % 86400) / 3600.0) * 15.0 + 180.0) % 360.0 - 180.0
+    doc = two_city_doc(tmp_path)
+    doc["cabinets"] = [doc["cabinets"][0] | {"lat": 0.0, "lon": solar_noon_lon}]
+    doc["links"] = doc["links"][:1]
+    doc["rules"] = [{"id": "day", "kind": "day_burning", "select": {"device_class": "lamp"}}]
+    loaded = write_config(doc)
+    clock = VirtualClock(now)
+    async with SimulatedCity(loaded) as city, Controller(loaded, schedule_clock=clock) as ctl:
+        await ctl.open_stores()
+        assert all(lamp.switch_cmd for lamp in city.cabinets["YJ-001"].lamps)  # lit at start
+        await cycles(ctl, 2)
+        assert [a for a in ctl.rules.manager.list() if a.active] == []
+        await ctl.start_schedules()
+        await clock.settle()
+        assert city.cabinets["YJ-001"].circuit_cmd == [False] * 4  # the schedule: day, off
+        await cycles(ctl, 2)
+        assert [a for a in ctl.rules.manager.list() if a.active] == []
+        # From now on a lamp lit by day is day-burning: circuit 1 closed by hand.
+        city.cabinets["YJ-001"].circuit_cmd[0] = True
+        await cycles(ctl, 2)
+        burning = sorted((a.rule, a.device) for a in ctl.rules.manager.list() if a.active)
+        assert burning == [("day", f"YJ-001-L00{n}") for n in (1, 2, 3)]

@@ -173,3 +173,27 @@ async def test_gauge_follows_rain_sticks_and_spikes(
     assert peak == pytest.approx(0.4, abs=0.01)
     assert stuck == pytest.approx(peak, abs=0.01)  # the real water has receded by now
     assert spiked == pytest.approx(after_spike + 1.5, abs=0.01)
+
+
+def test_a_city_simulated_by_sun_starts_lit_only_where_it_is_night(
+    write_config: Callable[[dict[str, Any]], LoadedConfig],
+) -> None:
+    doc = city_doc()
+    now = 1_800_000_000.0  # 08:00 UTC: afternoon in China, the small hours in California
+    doc["cabinets"][0] |= {"lat": 21.86, "lon": 111.98}
+    doc["cabinets"].append(
+        {
+            "id": "CAB-2",
+            "link": "dtu",
+            "unit": 2,
+            "lat": 37.77,
+            "lon": -122.42,
+            "lamp_runs": [{"circuit": 1, "count": 2}],
+        }
+    )
+    doc["simulator"] = {"lamps_at_start": "by_sun"}
+    city = SimulatedCity(write_config(doc), wall_clock=lambda: now)
+    assert city.cabinets["CAB-1"].circuit_cmd == [False] * 4
+    assert {lamp.switch_cmd for lamp in city.cabinets["CAB-1"].lamps} == {0}
+    assert city.cabinets["CAB-2"].circuit_cmd == [True] * 4
+    assert {lamp.switch_cmd for lamp in city.cabinets["CAB-2"].lamps} == {1}

@@ -222,6 +222,7 @@ async def act_on_case(
         department=body.department,
         assignee=body.assignee,
         due_at=body.due_at.timestamp() if body.due_at else None,
+        force=body.force,
     )
     try:
         row = await controller.cases.transition(case_id, request, _actor(principal))

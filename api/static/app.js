@@ -464,7 +464,8 @@ function connect() {
   source.addEventListener("case", () => {
     if (!$("#tab-cases").hidden) renderCases();
   });
-  source.addEventListener("command", () => renderRecent());
+  // The controller re-reads what a command switched before announcing it: redraw now.
+  source.addEventListener("command", () => { renderRecent(); soon(() => { refreshAlarms(); renderMap(); }); });
 }
 
 async function start() {

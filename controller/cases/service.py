@@ -89,6 +89,13 @@ class TransitionRequest:
     department: str | None = None
     assignee: str | None = None
     due_at: float | None = None
+    #: close (or verify) a sensor case although its fault is still active; needs a note.
+    force: bool = False
+
+
+#: Actions a person may not take on a sensor case while its fault is still active
+#: without ``force``: each would end the case and leave the live fault without one.
+ENDING_ACTIONS = frozenset({CaseAction.PASS_VERIFICATION, CaseAction.CLOSE, CaseAction.REJECT})
 
 
 TransitionHook = Callable[[CaseRow, TransitionRow], Awaitable[None]]
@@ -122,6 +129,10 @@ class CaseService:
         self.clock = clock
         self.categories = {c.id: c for c in config.categories}
         self._clearing: dict[str, _Clearing] = {}
+        # The active alarm of each fault with a case rule, so a person cannot close
+        # a case under a live fault by mistake, and a forced close gets a new case.
+        self._active: dict[str, Alarm] = {}
+        self._reopen: set[str] = set()
         self._retry: collections.deque[AlarmNotice] = collections.deque()
         self._hooks: list[TransitionHook] = []
         self._task: asyncio.Task[None] | None = None
@@ -352,6 +363,8 @@ class CaseService:
 
     async def _fault_active(self, key: str, alarm: Alarm) -> None:
         self._clearing.pop(key, None)
+        self._active[key] = alarm
+        self._reopen.discard(key)
         existing = await self._open_case_of(key)
         if existing is not None:
             await self._join(existing, alarm)
@@ -433,15 +446,21 @@ class CaseService:
         return row, transition
 
     async def _fault_gone(self, key: str, alarm: Alarm) -> None:
+        self._active.pop(key, None)
+        self._reopen.discard(key)
         existing = await self._open_case_of(key)
         device = self.registry.by_id.get(alarm.device)
         if existing is None or device is None:
             return
         self._clearing[key] = _Clearing(existing.id, device.index)
 
-    async def resume_verification(self, active_faults: set[str]) -> int:
+    async def resume_verification(self, active_faults: dict[str, Alarm]) -> int:
         """After a restart: open sensor cases whose fault is no longer active start
-        counting polls again (the count itself is not kept). Returns how many."""
+        counting polls again (the count itself is not kept). Returns how many.
+
+        ``active_faults`` maps each active fault's key to its alarm.
+        """
+        self._active.update(active_faults)
         open_stages = [
             Stage.DISPATCHED.value,
             Stage.IN_DISPOSAL.value,
@@ -465,8 +484,15 @@ class CaseService:
             resumed += 1
         return resumed
 
+    def fault_is_active(self, key: str) -> bool:
+        """Whether the fault with this key has an active alarm now."""
+        return key in self._active
+
     async def on_batch(self, batch: ReadingBatch) -> None:
-        """Poller subscriber: count polls of devices whose fault is gone; verify after enough."""
+        """Poller subscriber: count polls of devices whose fault is gone; verify after
+        enough; a fault whose case was closed by force gets a new case at its next poll."""
+        if self._reopen and len(batch):
+            await self._reopen_forced(batch)
         if not self._clearing or not len(batch):
             return
         seen = set(batch.device.tolist())
@@ -482,6 +508,17 @@ class CaseService:
                 await self.verify_by_telemetry(clearing.case_id)
             except (CaseError, TransitionRefused) as exc:
                 log.info("case %d not verified by telemetry: %s", clearing.case_id, exc)
+
+    async def _reopen_forced(self, batch: ReadingBatch) -> None:
+        polled = set(batch.device.tolist())
+        for key in list(self._reopen):
+            alarm = self._active.get(key)
+            device = self.registry.by_id.get(alarm.device) if alarm is not None else None
+            if alarm is None or device is None:
+                self._reopen.discard(key)
+            elif device.index in polled:
+                self._reopen.discard(key)
+                await self._fault_active(key, alarm)
 
     async def verify_by_telemetry(self, case_id: int) -> CaseRow:
         """The fault has been gone for enough polls: carry the case through to closed."""
@@ -515,7 +552,10 @@ class CaseService:
                 after = next_stage(before, request.action)
             except TransitionRefused as exc:
                 raise CaseError(409, str(exc)) from exc
+            self._refuse_under_live_fault(row, request, actor)
             details = self._apply(row, request)
+            if request.force and request.action in ENDING_ACTIONS:
+                details["forced"] = True
             row.stage = after.value
             row.updated_at = self.clock()
             transition = await self._record(
@@ -538,9 +578,32 @@ class CaseService:
                     )
                 )
             await session.commit()
+        if after in (Stage.CLOSED, Stage.REJECTED) and self.fault_is_active(row.fault_key):
+            self._reopen.add(row.fault_key)
         for t in (transition, *extra):
             await self._announce(row, t)
         return row
+
+    def _refuse_under_live_fault(
+        self, row: CaseRow, request: TransitionRequest, actor: Actor
+    ) -> None:
+        if (
+            request.action not in ENDING_ACTIONS
+            or actor.role == "system"
+            or not row.fault_key
+            or not self.fault_is_active(row.fault_key)
+        ):
+            return
+        alarm = self._active[row.fault_key]
+        if not request.force:
+            raise CaseError(
+                409,
+                f"the fault is still active ({fault_words(alarm)} on {alarm.device}): "
+                "wait for it to clear, or give force with a note saying why; "
+                "a forced close opens a new case at the next poll that still sees it",
+            )
+        if not request.note:
+            raise CaseError(422, f"a forced {request.action.value} needs a note saying why")
 
     def _apply(self, row: CaseRow, request: TransitionRequest) -> dict[str, Any]:
         now = self.clock()

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -139,6 +139,8 @@ class CommandDispatcher:
         self._commands: OrderedDict[int, Command] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self._finished_hooks: list[Callable[[Command], None]] = []
+        #: Reads the devices a command changed, before its end is announced.
+        self.read_back: Callable[[set[int]], Awaitable[None]] | None = None
 
     def on_finished(self, hook: Callable[[Command], None]) -> None:
         """Call ``hook`` with every command when it ends (the dashboard's live feed)."""
@@ -269,11 +271,13 @@ class CommandDispatcher:
         by_link: dict[str, list[UnitCommand]] = {}
         for unit in units:
             by_link.setdefault(unit.link, []).append(unit)
+        cancelled = False
         try:
             await asyncio.gather(
                 *(self._run_link(command, self.links[link], todo) for link, todo in by_link.items())
             )
         except asyncio.CancelledError:
+            cancelled = True
             self._finish_targets(command, "controller stopped before confirmation")
             raise
         finally:
@@ -282,9 +286,27 @@ class CommandDispatcher:
                 await asyncio.shield(self.audit.update(self._entry(command)))
             except Exception:
                 log.exception("audit update of command %d failed", command.id)
+            if not cancelled and self.read_back is not None:
+                await self._read_back(command, self.read_back)
             command.done.set()
             for hook in self._finished_hooks:
                 hook(command)
+
+    async def _read_back(
+        self, command: Command, read: Callable[[set[int]], Awaitable[None]]
+    ) -> None:
+        devices = {
+            self.registry.by_id[key.split("/")[0]].index
+            for key, result in command.results.items()
+            if result.status is TargetStatus.CONFIRMED
+        }
+        if not devices:
+            return
+        try:
+            await read(devices)
+        except Exception:
+            # The command is done and audited; the next regular poll shows its effect.
+            log.exception("reading back the devices of command %d failed", command.id)
 
     async def _run_link(self, command: Command, link: ModbusLink, units: list[UnitCommand]) -> None:
         sent: list[UnitCommand] = []

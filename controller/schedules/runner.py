@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Literal
@@ -46,6 +47,8 @@ SCHEDULER = Actor("scheduler", "", "system")
 LOOKAHEAD_NIGHTS = 2
 
 State = tuple[Literal["on", "off", "dim"], int | None]
+#: Called with the lamp device indices of places whose scheduled state was just set.
+PlacesApplied = Callable[[list[int]], None]
 
 
 @dataclass
@@ -108,6 +111,30 @@ class ScheduleRunner:
         self._wake = asyncio.Event()
         #: Set while the runner sleeps: everything due so far has been done.
         self._idle = asyncio.Event()
+        self._applied_hooks: list[PlacesApplied] = []
+
+    def on_places_applied(self, hook: PlacesApplied) -> None:
+        """Call ``hook`` with the lamps of places once a schedule step or a device table
+        has put them in their scheduled state (day-burning is judged from then on)."""
+        self._applied_hooks.append(hook)
+
+    def lamps_of(self, places: list[SchedulePlace]) -> list[int]:
+        """Device indices of every lamp a list of places switches."""
+        lamps = {i for p in places for i in (*p.lamps, *p.standalone)}
+        for place in places:
+            if place.cabinet is not None:
+                lamps.update(d.index for d in self.registry.lamps_of(place.cabinet))
+        return sorted(lamps)
+
+    def scheduled_lamps(self) -> list[int]:
+        """Every lamp some schedule group switches, centrally or by device table."""
+        return self.lamps_of([p for plan in self.groups for p in plan.places])
+
+    def _applied(self, places: list[SchedulePlace]) -> None:
+        if self._applied_hooks and places:
+            lamps = self.lamps_of(places)
+            for hook in self._applied_hooks:
+                hook(lamps)
 
     # -- planning (pure given the clock) ------------------------------------------------
 
@@ -328,6 +355,7 @@ class ScheduleRunner:
                 continue
             ids.append(command.id)
         self.log.append(FiredStep(now, source, action, level, tuple(batch.places), tuple(ids)))
+        self._applied(places)
 
     async def _restore_all(self, now: float) -> None:
         """Put every centrally scheduled place into the state the schedule wants now."""
@@ -407,7 +435,10 @@ class ScheduleRunner:
             for place, place_steps in zip(plan.places, steps, strict=True):
                 if place.cabinet is None:
                     continue
-                pushed.append(await self._push_one(place, place_steps, night, now))
+                result = await self._push_one(place, place_steps, night, now)
+                if result.ok:
+                    self._applied([place])
+                pushed.append(result)
         return pushed
 
     async def _push_one(
