@@ -23,9 +23,9 @@ from api.routers import (
     reports,
     schedules,
     statistics,
+    system,
     telemetry,
 )
-from api.schemas import SystemHealth
 from controller.cases.db import CaseRow, TransitionRow
 from controller.control.dispatcher import Command
 from controller.runtime import Controller
@@ -52,9 +52,14 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
         description="Streetlight and flood water-level gauge controller for a city.",
         version="0.1.0",
         lifespan=lifespan,
+        # Served by the system router from local files: no CDN at run time.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.controller = controller
-    app.state.keys = ApiKeyStore(controller.loaded.resolve(controller.loaded.config.api.keys_path))
+    app.state.keys = ApiKeyStore(
+        controller.loaded.data_path(controller.loaded.config.api.keys_path)
+    )
     app.state.events = _live_events(controller)
     limits = controller.loaded.config.control.rate_limit
     app.state.rate_limiter = RateLimiter(limits.commands_per_minute, limits.burst)
@@ -70,19 +75,9 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
     app.include_router(open311.router)
     app.include_router(dashboard.router)
     app.include_router(reports.router)
+    app.include_router(system.router)
+    app.mount("/docs-assets", StaticFiles(directory=system.DOCS_ASSETS), name="docs-assets")
     app.mount("/dashboard", StaticFiles(directory=dashboard.STATIC, html=True), name="dashboard")
-
-    @app.get("/health", tags=["system"], response_model=SystemHealth)
-    def health() -> SystemHealth:
-        """Liveness and a one-line picture of the fleet."""
-        polled = [controller.poller.health[t.device] for t in controller.registry.targets]
-        return SystemHealth(
-            status="ok",
-            city=controller.loaded.config.site.city,
-            devices=controller.registry.count_by_class(),
-            poll_targets=len(polled),
-            online=sum(1 for h in polled if h.online),
-        )
 
     return app
 

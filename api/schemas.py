@@ -87,9 +87,11 @@ class LinkOut(BaseModel):
 
 
 class SystemHealth(BaseModel):
-    """Liveness and a one-line picture of the fleet."""
+    """Whether the controller does its job (ok, degraded, failing), why, and the fleet."""
 
-    status: str
+    status: Literal["ok", "degraded", "failing"]
+    #: What makes it degraded or failing, in words.
+    reasons: list[str] = []
     city: str
     devices: dict[str, int]
     poll_targets: int

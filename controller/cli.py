@@ -1,4 +1,4 @@
-"""The ``streetsense`` command: check, simulate, poll, demo."""
+"""The ``streetsense`` command: check, simulate, poll, run, demo, keys."""
 
 from __future__ import annotations
 
@@ -7,19 +7,18 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-import uvicorn
-from fastapi import FastAPI
-
-from controller.config import LoadedConfig, load_config
+from api.keys import Role
+from controller.config import LoadedConfig, LoggingConfig, load_config
+from controller.logs import configure_logging
 from controller.registry import Registry
 from controller.runtime import Controller
+from controller.startup import EXIT_STARTUP, StartupError, listen_socket
 from drivers.errors import ConfigError
 from simulators.faults import load_scenario
 
@@ -62,37 +61,6 @@ async def _run_for(duration: float | None) -> None:
         await asyncio.sleep(duration)
 
 
-class _QuietServer(uvicorn.Server):
-    """A uvicorn server that leaves SIGINT and SIGTERM to the command.
-
-    uvicorn re-raises a captured Ctrl-C when ``serve`` returns, which would cut
-    the command off before it stops the controller and prints its summary.
-    """
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def _uvicorn_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
-    return _QuietServer(uvicorn.Config(app, host=host, port=port, log_level="warning"))
-
-
-def _stop_on_signals() -> asyncio.Event:
-    """An event set by the first SIGINT or SIGTERM; a second one exits at once."""
-    stop = asyncio.Event()
-
-    def on_signal() -> None:
-        if stop.is_set():
-            os._exit(130)
-        stop.set()
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    return stop
-
-
 def _announce_control(host: str, port: int, token: str) -> None:
     print(
         f"simulator control on http://{host}:{port}/faults  (Authorization: Bearer {token})",
@@ -102,6 +70,7 @@ def _announce_control(host: str, port: int, token: str) -> None:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run only the simulated hardware the config describes."""
+    from api.serve import uvicorn_server
     from simulators.control_api import create_control_app, simulator_token
     from simulators.fleet import SimulatedCity
 
@@ -118,11 +87,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 await _run_for(args.duration)
                 return
             token = simulator_token()
-            control = _uvicorn_server(
-                create_control_app(city, token), "127.0.0.1", args.control_port
-            )
+            sock = listen_socket("127.0.0.1", args.control_port, "simulator control")
+            control = uvicorn_server(create_control_app(city, token))
             _announce_control("127.0.0.1", args.control_port, token)
-            serve = asyncio.create_task(control.serve())
+            serve = asyncio.create_task(control.serve(sockets=[sock]))
             await asyncio.wait({serve}, timeout=args.duration)
             control.should_exit = True
             await serve
@@ -177,7 +145,7 @@ def print_poll_table(controller: Controller, out: TextIO | None = None) -> None:
 
 
 def cmd_poll(args: argparse.Namespace) -> int:
-    """Poll every device once and print what came back."""
+    """Poll every device and print what came back: once, or every interval until Ctrl-C."""
     loaded = _load(args.config)
 
     async def run() -> int:
@@ -188,13 +156,21 @@ def cmd_poll(args: argparse.Namespace) -> int:
 
             city = SimulatedCity(loaded)
             await city.start()
+        stop = None if args.once else _stop_event()
         try:
-            batch = await controller.poller.poll_all_once()
-            controller.latest.update(batch)
-            print_poll_table(controller)
-            stats = controller.poller.stats
-            print(f"\n{stats.polls} polls, {stats.failed_polls} failed, {len(batch)} readings")
-            return 0 if stats.failed_polls == 0 else 1
+            while True:
+                batch = await controller.poller.poll_all_once()
+                controller.latest.update(batch)
+                print_poll_table(controller)
+                stats = controller.poller.stats
+                print(f"\n{stats.polls} polls, {stats.failed_polls} failed, {len(batch)} readings")
+                if stop is None:
+                    return 0 if stats.failed_polls == 0 else 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), args.interval)
+                if stop.is_set():
+                    return 0
+                print(flush=True)
         finally:
             await controller.stop()
             if city is not None:
@@ -203,57 +179,75 @@ def cmd_poll(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _banner(loaded: LoadedConfig, host: str, port: int, links: str) -> Callable[[Controller], None]:
+    def show(controller: Controller) -> None:
+        counts = controller.registry.count_by_class()
+        print(
+            f"{loaded.config.site.city}: {counts.get('cabinet', 0)} cabinets, "
+            f"{counts.get('lamp', 0)} lamps, {counts.get('gauge', 0)} gauges on {links}",
+            flush=True,
+        )
+        print(f"API on http://{host}:{port}  (OpenAPI: http://{host}:{port}/docs)", flush=True)
+        print(f"dashboard on http://{host}:{port}/", flush=True)
+        log.info("controller running; data in %s", loaded.data_dir)
+
+    return show
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The controller on the config's real links, with its API, schedules and cases."""
+    from api.serve import ServeOptions, prepare, serve
+
+    loaded = _load(args.config)
+    configure_logging(loaded.config.logging, args.verbose)
+    host = args.host or loaded.config.api.host
+    port = args.port if args.port is not None else loaded.config.api.port
+    api_socket = prepare(loaded, host, port)
+    links = f"{len(loaded.config.links)} links"
+    options = ServeOptions(host, port, on_started=_banner(loaded, host, port, links))
+    asyncio.run(serve(loaded, api_socket, options))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Simulated city + controller + API on the embedded default."""
-    from api.app import create_app
+    """``run`` on the simulated city of the config, with the simulator's fault API."""
+    from api.serve import ExtraServer, ServeOptions, prepare, serve
     from simulators.control_api import create_control_app, simulator_token
     from simulators.fleet import SimulatedCity
 
     loaded = _load(args.config)
+    configure_logging(loaded.config.logging.model_copy(update={"level": "WARNING"}), args.verbose)
     host = loaded.config.api.host
     port = args.port if args.port is not None else loaded.config.api.port
     control_port = args.sim_control_port if args.sim_control_port is not None else port + 1
+    api_socket = prepare(loaded, host, port)
+    control_socket = listen_socket("127.0.0.1", control_port, "simulator control")
 
     async def run() -> None:
         async with SimulatedCity(loaded) as city:
-            controller = Controller(loaded)
             token = simulator_token()
-            servers = [
-                _uvicorn_server(create_app(controller), host, port),
-                _uvicorn_server(create_control_app(city, token), "127.0.0.1", control_port),
-            ]
-            counts = controller.registry.count_by_class()
-            print(
-                f"streetsense demo: {loaded.config.site.city}, {counts.get('cabinet', 0)} "
-                f"cabinets, {counts.get('lamp', 0)} lamps, {counts.get('gauge', 0)} gauges "
-                f"on {len(city.stores)} simulated links",
-                flush=True,
-            )
-            print(f"API on http://{host}:{port}  (OpenAPI: http://{host}:{port}/docs)", flush=True)
-            print(f"dashboard on http://{host}:{port}/  (log in with a key below)", flush=True)
-            _announce_control("127.0.0.1", control_port, token)
-            for role, key in create_demo_keys(loaded).items():
-                print(f"demo API key {role:<11} {key}", flush=True)
-            stop = _stop_on_signals()
-            tasks = {asyncio.create_task(s.serve()) for s in servers}
-            stopper = asyncio.create_task(stop.wait())
-            # A signal, either server stopping (a port in use) or the duration ends the demo.
-            await asyncio.wait(
-                {*tasks, stopper}, timeout=args.duration, return_when=asyncio.FIRST_COMPLETED
-            )
-            stopper.cancel()
-            for server in servers:
-                server.should_exit = True
-            await asyncio.gather(*tasks, return_exceptions=True)
-            stats = controller.poller.stats
-            print(
-                f"demo stopped: {stats.polls} polls, {stats.failed_polls} failed, "
-                f"{stats.readings} readings",
-                flush=True,
-            )
+            show = _banner(loaded, host, port, f"{len(city.stores)} simulated links")
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+            def started(controller: Controller) -> None:
+                print("streetsense demo", flush=True)
+                show(controller)
+                _announce_control("127.0.0.1", control_port, token)
+                for role, key in create_demo_keys(loaded).items():
+                    print(f"demo API key {role:<11} {key}", flush=True)
+
+            extra = [ExtraServer(create_control_app(city, token), control_socket)]
+            options = ServeOptions(host, port, "demo", args.duration, started, extra)
+            await serve(loaded, api_socket, options)
+
+    asyncio.run(run())
     return 0
 
 
@@ -262,7 +256,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     from api.keys import ApiKeyStore, Role
 
     loaded = _load(args.config)
-    store = ApiKeyStore(loaded.resolve(loaded.config.api.keys_path))
+    store = ApiKeyStore(loaded.data_path(loaded.config.api.keys_path))
     try:
         if args.action == "create":
             if not args.name or not args.role:
@@ -288,7 +282,7 @@ def create_demo_keys(loaded: LoadedConfig) -> dict[str, str]:
     """A fresh key per role for the demo (older demo keys are revoked)."""
     from api.keys import ApiKeyStore, Role
 
-    store = ApiKeyStore(loaded.resolve(loaded.config.api.keys_path))
+    store = ApiKeyStore(loaded.data_path(loaded.config.api.keys_path))
     try:
         keys = {}
         for role in Role:
@@ -323,13 +317,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_simulate)
     p = add("poll", "poll every device and print readings and health")
-    p.add_argument("--once", action="store_true", required=True, help="poll once and exit")
+    p.add_argument("--once", action="store_true", help="poll once and exit")
+    p.add_argument(
+        "--interval", type=float, default=5.0, help="seconds between rounds without --once"
+    )
     p.add_argument(
         "--simulate",
         action="store_true",
         help="also start the config's simulated hardware in this process",
     )
     p.set_defaults(func=cmd_poll)
+    p = add("run", "the controller on the config's real links, with API, schedules and cases")
+    p.add_argument("--host", default=None, help="API address (default from config)")
+    p.add_argument("--port", type=int, default=None, help="API port (default from config)")
+    p.set_defaults(func=cmd_run)
     p = add("demo", "simulated city + controller + API")
     p.add_argument("--port", type=int, default=None, help="API port (default from config, 8000)")
     p.add_argument(
@@ -345,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="who the key is for (create)")
     p.add_argument(
         "--role",
-        choices=["viewer", "engineer", "dispatcher", "flood_duty", "admin"],
+        choices=[role.value for role in Role],
         help="what the key may do (create)",
     )
     p.add_argument("--id", help="key id (revoke)")
@@ -356,17 +357,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``streetsense`` command."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # pymodbus logs every unanswered request at ERROR; our health counters carry that.
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    configure_logging(LoggingConfig(level="WARNING"), args.verbose)
     try:
         return int(args.func(args))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

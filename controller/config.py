@@ -26,11 +26,15 @@ from pydantic import (
 from controller.cases.config import CasesConfig
 from controller.control.config import ControlConfig
 from controller.schedules.config import SchedulesConfig
-from drivers.errors import ConfigError, format_validation_error
+from drivers.errors import ConfigError, invalid_file
 from drivers.profile import ProfileLibrary
 from rules.config import AlarmsConfig, FloodWatchConfig, RuleConfig
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=64)]
+
+#: The folder holding the streetsense packages: shipped resources resolve from here.
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR_ENV = "STREETSENSE_DATA_DIR"
 
 
 class _Strict(BaseModel):
@@ -219,14 +223,14 @@ class EmbeddedStoreConfig(_Strict):
     """The embedded SQLite store: the default, and the demo's."""
 
     enabled: bool = True
-    path: str = "var/streetsense.db"
+    path: str = "streetsense.db"
     retention_days: float = Field(default=30.0, gt=0)
 
 
 class SpoolConfig(_Strict):
     """Where undelivered data waits while a server is away."""
 
-    path: str = "var/spool"
+    path: str = "spool"
     max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
 
 
@@ -312,24 +316,34 @@ class SimulatorConfig(_Strict):
     lamps_at_start: Literal["lit", "by_sun"] = "lit"
 
 
+class LoggingConfig(_Strict):
+    """How the controller logs: plain text for a terminal, JSON lines for a log system."""
+
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
 class ApiConfig(_Strict):
     """Where the HTTP API listens, and where its (hashed) API keys are kept."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    keys_path: str = "var/keys.db"
+    keys_path: str = "keys.db"
 
 
 class AssetsConfig(_Strict):
     """The lamp-pole asset register."""
 
-    db_path: str = "var/assets.db"
+    db_path: str = "assets.db"
 
 
 class StreetsenseConfig(_Strict):
     """The whole of config.yaml."""
 
     site: SiteConfig = SiteConfig()
+    #: Where the controller writes (stores, spool, keys): relative to this file;
+    #: the environment variable STREETSENSE_DATA_DIR overrides it.
+    data_dir: str = "var"
     profile_dirs: list[str] = Field(default=[], description="extra profile folders")
     polling: PollingConfig = PollingConfig()
     links: list[LinkConfig] = []
@@ -344,6 +358,7 @@ class StreetsenseConfig(_Strict):
     mqtt: MqttConfig | None = None
     simulator: SimulatorConfig = SimulatorConfig()
     api: ApiConfig = ApiConfig()
+    logging: LoggingConfig = LoggingConfig()
     control: ControlConfig = ControlConfig()
     assets: AssetsConfig = AssetsConfig()
     schedules: SchedulesConfig = SchedulesConfig()
@@ -358,10 +373,29 @@ class LoadedConfig:
         self.profiles = profiles
         self.path = path
 
-    def resolve(self, relative: str) -> Path:
-        """A path named in the config, taken relative to the config file."""
+    @property
+    def data_dir(self) -> Path:
+        """The folder everything the controller writes goes into."""
+        override = os.environ.get(DATA_DIR_ENV)
+        folder = Path(override) if override else Path(self.config.data_dir)
+        return folder if folder.is_absolute() else self.path.parent / folder
+
+    def data_path(self, relative: str) -> Path:
+        """A path the controller writes (a store, the spool): relative to the data folder."""
         candidate = Path(relative)
-        return candidate if candidate.is_absolute() else self.path.parent / candidate
+        return candidate if candidate.is_absolute() else self.data_dir / candidate
+
+    def resolve(self, relative: str) -> Path:
+        """A file the config names to read (a scenario, grid cells): beside the config
+        file, else one shipped with streetsense under the same relative path."""
+        candidate = Path(relative)
+        if candidate.is_absolute():
+            return candidate
+        beside = self.path.parent / candidate
+        if beside.exists():
+            return beside
+        shipped = PACKAGE_ROOT / candidate
+        return shipped if shipped.exists() else beside
 
 
 def secret(env_name: str | None, file: str, key: str) -> str | None:
@@ -382,8 +416,7 @@ def parse_config(raw: object, path: Path) -> LoadedConfig:
     try:
         config = StreetsenseConfig.model_validate(raw)
     except ValidationError as exc:
-        key, reason = format_validation_error(exc, raw)
-        raise ConfigError(file, key, reason) from exc
+        raise invalid_file(file, exc, raw) from exc
     extra_dirs = [
         (Path(d) if Path(d).is_absolute() else path.parent / d) for d in config.profile_dirs
     ]
@@ -403,83 +436,88 @@ def load_config(path: Path) -> LoadedConfig:
     return parse_config(raw, path)
 
 
+class _Problems:
+    """The problems found in one file, all reported at once."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.found: list[ConfigError] = []
+
+    def add(self, key: str, reason: str) -> None:
+        self.found.append(ConfigError(self.file, key, reason))
+
+    def raise_any(self) -> None:
+        if self.found:
+            first, *more = self.found
+            raise ConfigError(first.file, first.key, first.reason, more)
+
+
 def _check_references(config: StreetsenseConfig, profiles: ProfileLibrary, file: str) -> None:
-    links = {}
+    problems = _Problems(file)
+    links: dict[str, LinkConfig] = {}
+    endpoints: dict[str, str] = {}
     for i, link in enumerate(config.links):
+        key = f"links[{i}] ({link.id})"
         if link.id in links:
-            raise ConfigError(file, f"links[{i}] ({link.id}).id", "link id used twice")
+            problems.add(f"{key}.id", "link id used twice")
         links[link.id] = link
+        where = str(link.port) if link.kind == "rtu_serial" else f"{link.host}:{link.port}"
+        if where in endpoints:
+            # Two links to one DTU or one serial line would fight over it.
+            problems.add(f"{key}.port", f"{where} is already link {endpoints[where]}")
+        else:
+            endpoints[where] = link.id
     ids: dict[str, str] = {}
     units: dict[tuple[str, int], str] = {}
 
     def claim_id(device_id: str, key: str) -> None:
         if device_id in ids:
-            raise ConfigError(
-                file, key, f"device id {device_id!r} already used at {ids[device_id]}"
-            )
-        ids[device_id] = key
+            problems.add(key, f"device id {device_id!r} already used at {ids[device_id]}")
+        else:
+            ids[device_id] = key
 
     def check_device(
         key: str, device_id: str, link: str, unit: int, profile: str, device_class: str
-    ) -> None:
+    ) -> bool:
+        """Whether the device's profile is known and of its class (checks that need it follow)."""
         claim_id(device_id, f"{key}.id")
         if link not in links:
-            raise ConfigError(file, f"{key}.link", f"unknown link {link!r}")
-        if (link, unit) in units:
-            raise ConfigError(
-                file, f"{key}.unit", f"unit {unit} on link {link} is already {units[link, unit]}"
+            problems.add(f"{key}.link", f"unknown link {link!r}")
+        elif (link, unit) in units:
+            problems.add(
+                f"{key}.unit", f"unit {unit} on link {link} is already {units[link, unit]}"
             )
-        units[link, unit] = device_id
+        else:
+            units[link, unit] = device_id
         if profile not in profiles:
-            raise ConfigError(
-                file,
+            problems.add(
                 f"{key}.profile",
                 f"unknown profile {profile!r} (known: {', '.join(profiles.names())})",
             )
+            return False
         if profiles[profile].device_class != device_class:
-            raise ConfigError(
-                file,
+            problems.add(
                 f"{key}.profile",
                 f"profile {profile} is a {profiles[profile].device_class} profile, "
                 f"not a {device_class} profile",
             )
+            return False
+        return True
 
     for i, cab in enumerate(config.cabinets):
         key = f"cabinets[{i}] ({cab.id})"
-        check_device(key, cab.id, cab.link, cab.unit, cab.profile, "cabinet")
-        circuit_control = profiles[cab.profile].controls.circuit
-        if circuit_control is not None:
-            points = {p.name for p in profiles[cab.profile].points}
-            for n in range(1, cab.circuits + 1):
-                command, feedback = circuit_control.points_for(n)
-                if command not in points or feedback not in points:
-                    raise ConfigError(
-                        file,
-                        f"{key}.circuits",
-                        f"{cab.circuits} circuits, but profile {cab.profile} "
-                        f"has no {command} / {feedback} for circuit {n}",
-                    )
-        blocks = profiles[cab.profile].blocks
-        lamp_total = len(cab.lamps) + sum(run.count for run in cab.lamp_runs)
-        capacity = blocks[0].count_max if blocks else 0
-        if lamp_total > capacity:
-            raise ConfigError(
-                file,
-                f"{key}.lamps",
-                f"{lamp_total} lamps, but profile {cab.profile} carries at most {capacity}",
-            )
+        if check_device(key, cab.id, cab.link, cab.unit, cab.profile, "cabinet"):
+            _check_cabinet_profile(cab, key, profiles, problems)
         for j, lamp in enumerate(cab.lamps):
             claim_id(lamp.id, f"{key}.lamps[{j}].id")
             if lamp.circuit > cab.circuits:
-                raise ConfigError(
-                    file,
+                problems.add(
                     f"{key}.lamps[{j}] ({lamp.id}).circuit",
                     f"circuit {lamp.circuit}, but the cabinet has {cab.circuits}",
                 )
         for j, run in enumerate(cab.lamp_runs):
             if run.circuit > cab.circuits:
-                raise ConfigError(
-                    file,
+                problems.add(
                     f"{key}.lamp_runs[{j}].circuit",
                     f"circuit {run.circuit}, but the cabinet has {cab.circuits}",
                 )
@@ -491,54 +529,73 @@ def _check_references(config: StreetsenseConfig, profiles: ProfileLibrary, file:
         key = f"mqtt_devices[{i}] ({mdev.id})"
         claim_id(mdev.id, f"{key}.id")
         if mdev.profile not in profiles.mqtt:
-            raise ConfigError(
-                file,
+            problems.add(
                 f"{key}.profile",
                 f"unknown MQTT profile {mdev.profile!r} "
                 f"(known: {', '.join(sorted(profiles.mqtt))})",
             )
         if config.mqtt is None:
-            raise ConfigError(file, f"{key}", "MQTT devices need an mqtt: broker section")
-    _check_schedules(config, file)
+            problems.add(f"{key}", "MQTT devices need an mqtt: broker section")
+    _check_schedules(config, problems)
     for i, gauge in enumerate(config.gauges):
         key = f"gauges[{i}] ({gauge.id})"
         check_device(key, gauge.id, gauge.link, gauge.unit, gauge.profile, "gauge")
         order = ["blue", "yellow", "orange", "red"]
         given = [gauge.levels[c] for c in order if c in gauge.levels]
         if given != sorted(given):
-            raise ConfigError(
-                file, f"{key}.levels", "levels must rise blue < yellow < orange < red"
-            )
+            problems.add(f"{key}.levels", "levels must rise blue < yellow < orange < red")
         watch = config.flood_watch
         if watch is not None and not getattr(gauge, watch.area_by):
             # Storm mode groups gauges by this attribute; a gauge without it would
             # land in one nameless area with every other such gauge.
-            raise ConfigError(
-                file,
+            problems.add(
                 f"{key}.{watch.area_by}",
                 f"flood_watch.area_by is {watch.area_by!r} but this gauge has no {watch.area_by}",
             )
+    problems.raise_any()
 
 
-def _check_schedules(config: StreetsenseConfig, file: str) -> None:
+def _check_cabinet_profile(
+    cab: CabinetConfig, key: str, profiles: ProfileLibrary, problems: _Problems
+) -> None:
+    profile = profiles[cab.profile]
+    if profile.controls.circuit is not None:
+        points = {p.name for p in profile.points}
+        for n in range(1, cab.circuits + 1):
+            command, feedback = profile.controls.circuit.points_for(n)
+            if command not in points or feedback not in points:
+                problems.add(
+                    f"{key}.circuits",
+                    f"{cab.circuits} circuits, but profile {cab.profile} "
+                    f"has no {command} / {feedback} for circuit {n}",
+                )
+                break
+    lamp_total = len(cab.lamps) + sum(run.count for run in cab.lamp_runs)
+    capacity = profile.blocks[0].count_max if profile.blocks else 0
+    if lamp_total > capacity:
+        problems.add(
+            f"{key}.lamps",
+            f"{lamp_total} lamps, but profile {cab.profile} carries at most {capacity}",
+        )
+
+
+def _check_schedules(config: StreetsenseConfig, problems: _Problems) -> None:
     sched = config.schedules
     programs: set[str] = set()
     for i, program in enumerate(sched.programs):
         if program.id in programs:
-            raise ConfigError(file, f"schedules.programs[{i}].id", f"program {program.id} twice")
+            problems.add(f"schedules.programs[{i}].id", f"program {program.id} twice")
         programs.add(program.id)
 
     def known(program: str, key: str) -> None:
         if program not in programs:
-            raise ConfigError(
-                file, key, f"unknown program {program!r} (known: {', '.join(sorted(programs))})"
-            )
+            problems.add(key, f"unknown program {program!r} (known: {', '.join(sorted(programs))})")
 
     calendars: set[str] = set()
     for i, cal in enumerate(sched.calendars):
         key = f"schedules.calendars[{i}] ({cal.id})"
         if cal.id in calendars:
-            raise ConfigError(file, f"{key}.id", f"calendar {cal.id} twice")
+            problems.add(f"{key}.id", f"calendar {cal.id} twice")
         calendars.add(cal.id)
         known(cal.default, f"{key}.default")
         for j, rule in enumerate(cal.rules):
@@ -547,7 +604,7 @@ def _check_schedules(config: StreetsenseConfig, file: str) -> None:
     for i, group in enumerate(sched.groups):
         key = f"schedules.groups[{i}] ({group.id})"
         if group.id in groups:
-            raise ConfigError(file, f"{key}.id", f"group {group.id} twice")
+            problems.add(f"{key}.id", f"group {group.id} twice")
         groups.add(group.id)
         if group.calendar not in calendars:
-            raise ConfigError(file, f"{key}.calendar", f"unknown calendar {group.calendar!r}")
+            problems.add(f"{key}.calendar", f"unknown calendar {group.calendar!r}")

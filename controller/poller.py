@@ -83,6 +83,7 @@ class Poller:
         self._pending: list[ReadingBatch] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._override: dict[int, float] = {}
+        self._offline_logged: set[int] = set()
         self._by_link: dict[str, list[PollTarget]] = {}
         for target in registry.targets:
             self._by_link.setdefault(target.link, []).append(target)
@@ -159,13 +160,27 @@ class Poller:
             buffer[request.buffer_start : request.buffer_start + request.count] = words
             answered[k] = True
         latency = time.perf_counter() - started
+        health.last_latency = latency
         ts = self.clock()
         if error is None:
             health.record_success(ts)
         else:
             health.record_failure(error.kind, str(error), self.polling.offline_after)
+        self._log_change(target, error)
         batch = self._decode(target, buffer, answered, ts)
         return PollOutcome(batch, int(answered.sum()), len(plan.plan.requests), latency, error)
+
+    def _log_change(self, target: PollTarget, error: LinkError | None) -> None:
+        """Once when a device goes offline and once when it is back, not once per poll."""
+        health = self.health[target.device]
+        device = self.registry.devices[target.device].id
+        context = {"device": device, "link": target.link}
+        if error is not None and health.consecutive_failures == self.polling.offline_after:
+            self._offline_logged.add(target.device)
+            log.warning("%s on %s is offline: %s", device, target.link, error, extra=context)
+        elif error is None and target.device in self._offline_logged:
+            self._offline_logged.discard(target.device)
+            log.info("%s on %s is back online", device, target.link, extra=context)
 
     @staticmethod
     def _decode(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from controller.assets.store import AssetStore
 from controller.cases.db import CaseDatabase, database_url
 from controller.cases.evidence import EvidenceCollector
@@ -17,6 +19,7 @@ from controller.registry import Registry
 from controller.schedules.clocks import ScheduleClock, WallClock
 from controller.schedules.overrides import OverrideStore
 from controller.schedules.runner import ScheduleRunner
+from controller.startup import opening
 from controller.telemetry.pipeline import TelemetryPipeline
 from rules.service import RuleService
 
@@ -34,14 +37,14 @@ class Controller:
         self.telemetry = TelemetryPipeline(loaded, self.registry, self.poller)
         self.rules = RuleService(loaded, self.registry, self.poller, self.telemetry)
         control = loaded.config.control
-        self.audit = AuditLog(loaded.resolve(control.db_path))
-        self.assets = AssetStore(loaded.resolve(loaded.config.assets.db_path))
+        self.audit = AuditLog(loaded.data_path(control.db_path))
+        self.assets = AssetStore(loaded.data_path(loaded.config.assets.db_path))
         self.commands = CommandDispatcher(
             self.registry, self.links, self.audit, control, poles_on=self.assets.poles_on
         )
         self.commands.read_back = self.poller.read_now
         schedules = loaded.config.schedules
-        self.overrides = OverrideStore(loaded.resolve(schedules.db_path))
+        self.overrides = OverrideStore(loaded.data_path(schedules.db_path))
         self.schedules = ScheduleRunner(
             self.registry,
             self.commands,
@@ -60,12 +63,14 @@ class Controller:
         self._stores_open = False
         self._schedules_running = False
         self.running = False
+        #: When :meth:`start` began polling (for health: the first polls take a while).
+        self.started_at: float | None = None
 
     def _build_cases(self, loaded: LoadedConfig) -> None:
         cfg = loaded.config.cases
         file = str(loaded.path)
         password = secret(cfg.password_env, file, "cases.password_env")
-        url = database_url(cfg.db_url, str(loaded.path.parent), password)
+        url = database_url(cfg.db_url, str(loaded.data_dir), password)
         self.case_db = CaseDatabase(url)
         evidence = EvidenceCollector(
             self.registry, self.latest, lambda: self.telemetry.reader, cfg.evidence_minutes
@@ -86,12 +91,22 @@ class Controller:
     async def open_stores(self) -> None:
         """Open the stores: telemetry (replaying spools), alarms (seeding rules), audit, assets."""
         if not self._stores_open:
-            await self.telemetry.start()
-            await self.rules.start()
-            await self.audit.open()
-            await self.assets.open()
-            await self.overrides.open()
-            await self.cases.start()
+            loaded, cfg = self.loaded, self.loaded.config
+            storage = cfg.storage
+            embedded = loaded.data_path(storage.embedded.path) if storage.embedded.enabled else None
+            async with opening(f"the telemetry store {embedded or ''}".strip()):
+                await self.telemetry.start()
+            async with opening(f"the alarm store {loaded.data_path(cfg.alarms.path)}"):
+                await self.rules.start()
+            async with opening(f"the audit log {loaded.data_path(cfg.control.db_path)}"):
+                await self.audit.open()
+            async with opening(f"the asset register {loaded.data_path(cfg.assets.db_path)}"):
+                await self.assets.open()
+            async with opening(f"the override store {loaded.data_path(cfg.schedules.db_path)}"):
+                await self.overrides.open()
+            url = self.case_db.url.render_as_string(hide_password=True)
+            async with opening(f"the case database {url}"):
+                await self.cases.start()
             active = {fault_key(a): a for a in self.rules.manager.list() if a.active and a.case}
             await self.cases.resume_verification(active)
             # After the rules' subscriptions: a batch's alarms are known when it is counted.
@@ -104,6 +119,7 @@ class Controller:
     async def start(self) -> None:
         """Start telemetry, then polling, then the schedules."""
         await self.open_stores()
+        self.started_at = time.time()
         self.poller.start()
         await self.start_schedules()
         self.running = True

@@ -11,12 +11,21 @@ from pydantic import ValidationError
 class ConfigError(Exception):
     """A configuration or profile file is wrong: names the file, the key and the reason."""
 
-    def __init__(self, file: str, key: str, reason: str) -> None:
+    def __init__(self, file: str, key: str, reason: str, more: Sequence[ConfigError] = ()) -> None:
         self.file = file
         self.key = key
         self.reason = reason
-        where = f"{file}: {key}" if key else file
-        super().__init__(f"{where}: {reason}")
+        #: Further problems of the same file: a person fixes them all in one go.
+        self.more = list(more)
+        lines = [
+            self._line(file, key, reason),
+            *(self._line(m.file, m.key, m.reason) for m in more),
+        ]
+        super().__init__("\n".join(lines))
+
+    @staticmethod
+    def _line(file: str, key: str, reason: str) -> str:
+        return f"{file}: {key}: {reason}" if key else f"{file}: {reason}"
 
 
 def _describe_location(loc: Sequence[int | str], raw: Any) -> str:
@@ -47,20 +56,26 @@ def _describe_location(loc: Sequence[int | str], raw: Any) -> str:
     return "".join(parts)
 
 
-def format_validation_error(exc: ValidationError, raw: Any) -> tuple[str, str]:
-    """The key and reason of the first error pydantic found, in the file's own terms."""
-    first = exc.errors()[0]
-    loc = [part for part in first["loc"] if not (isinstance(part, str) and "[" in part)]
-    key = _describe_location(loc, raw)
-    reason = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        reason = "unknown key (check the spelling)"
-    elif first["type"] == "missing":
-        reason = "required key is missing"
-    extra = len(exc.errors()) - 1
-    if extra:
-        reason += f" (and {extra} more problem{'s' if extra > 1 else ''})"
-    return key, reason
+def validation_problems(exc: ValidationError, raw: Any) -> list[tuple[str, str]]:
+    """The key and reason of every error pydantic found, in the file's own terms."""
+    found = []
+    for error in exc.errors():
+        loc = [part for part in error["loc"] if not (isinstance(part, str) and "[" in part)]
+        key = _describe_location(loc, raw)
+        reason = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            reason = "unknown key (check the spelling)"
+        elif error["type"] == "missing":
+            reason = "required key is missing"
+        if (key, reason) not in found:
+            found.append((key, reason))
+    return found
+
+
+def invalid_file(file: str, exc: ValidationError, raw: Any) -> ConfigError:
+    """A ConfigError naming every problem pydantic found in a file."""
+    (key, reason), *more = validation_problems(exc, raw)
+    return ConfigError(file, key, reason, [ConfigError(file, k, r) for k, r in more])
 
 
 class LinkError(Exception):

@@ -30,6 +30,10 @@ class DeviceHealth:
     online: bool = False
     #: True until the first poll has had an answer or a failure.
     never_polled: bool = True
+    #: When the first poll ended (answered or failed).
+    first_polled: float | None = None
+    #: Seconds the last poll held the link (its share of the poll cycle).
+    last_latency: float = 0.0
     polls: int = 0
     consecutive_failures: int = 0
     last_success: float | None = None
@@ -44,6 +48,8 @@ class DeviceHealth:
         self.online = True
         self.consecutive_failures = 0
         self.last_success = time.time() if now is None else now
+        if self.first_polled is None:
+            self.first_polled = self.last_success
 
     def record_failure(self, kind: str, message: str, offline_after: int) -> None:
         """A poll failed; the device goes offline after ``offline_after`` failures in a row."""
@@ -51,6 +57,8 @@ class DeviceHealth:
         self.never_polled = False
         self.consecutive_failures += 1
         self.last_failure = time.time()
+        if self.first_polled is None:
+            self.first_polled = self.last_failure
         self.last_error = message
         self.errors[kind] += 1
         if self.consecutive_failures >= offline_after:

@@ -16,7 +16,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from drivers.errors import ConfigError, format_validation_error
+from drivers.errors import ConfigError, invalid_file
 from drivers.mqtt_profile import MqttDeviceProfile
 
 MAX_REGISTERS_PER_READ = 125
@@ -259,8 +259,7 @@ def load_profile(path: Path) -> DeviceProfile | MqttDeviceProfile:
             return MqttDeviceProfile.model_validate(raw)
         return DeviceProfile.model_validate(raw)
     except ValidationError as exc:
-        key, reason = format_validation_error(exc, raw)
-        raise ConfigError(str(path), key, reason) from exc
+        raise invalid_file(str(path), exc, raw) from exc
 
 
 class ProfileLibrary:

@@ -190,7 +190,7 @@ class FloodWatchConfig(_Strict):
 class AlarmsConfig(_Strict):
     """Alarm handling: persistence, chattering and flood detection."""
 
-    path: str = "var/alarms.db"
+    path: str = "alarms.db"
     chatter_transitions: int = Field(default=3, ge=2)
     chatter_window: float = Field(default=60.0, gt=0)
     flood_count: int = Field(default=10, ge=1)

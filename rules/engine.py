@@ -121,8 +121,9 @@ class RuleEngine:
         self.ring_v = np.zeros((rows, K.RATE_RING))
         self.ring_pos = np.zeros(rows, np.int64)
         self.ring_n = np.zeros(rows, np.int64)
-        # Devices get one comm-loss period of grace from the start.
-        self.last_good = np.full(n_devices, clock())
+        # Time of the last valid reading; before that, of the first poll (one comm-loss
+        # period of grace from then). NaN until the device is first polled.
+        self.last_good = np.full(n_devices, math.nan)
         self.lamp_state = np.zeros((n_devices, 4), np.int8)
         self.cyc_ring = np.zeros((n_devices, K.CYCLE_RING))
         self.cyc_n = np.zeros(n_devices, np.int64)
@@ -226,6 +227,12 @@ class RuleEngine:
             self._pool_size = parts
         results = list(self._pool.map(lambda p: self._run(p, parts, columns), range(parts)))
         return RuleEvents.concat([e for part in results for e in part]).order_by_time()
+
+    def start_grace(self, devices: npt.NDArray[np.int64], at: float) -> None:
+        """The devices were first polled (answered or not) at ``at``: their comm-loss
+        grace period counts from then, unless a reading already came."""
+        fresh = devices[np.isnan(self.last_good[devices])]
+        self.last_good[fresh] = at
 
     def sweep_comm_loss(self, now: float | None = None) -> RuleEvents:
         """Raise or clear comm-loss for devices with no valid reading for too long."""

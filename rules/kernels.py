@@ -333,7 +333,8 @@ def _run_part(
                             v,
                             rp[r, P_A],
                         )
-        if any_good and t0 > last_good[d]:
+        # NaN: no valid reading yet (the grace period may not have started either).
+        if any_good and (math.isnan(last_good[d]) or t0 > last_good[d]):
             last_good[d] = t0
         t = t0
         # Device-level lamp rules, from the values of this poll.

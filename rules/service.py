@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from controller.config import LoadedConfig
 from controller.poller import Poller
@@ -118,7 +119,7 @@ class RuleService:
         self.compiled = compile_rules(loaded, registry)
         self.engine = RuleEngine(self.compiled, len(registry), registry.max_points)
         self.manager = AlarmManager(
-            self.compiled.rules, registry, cfg.alarms, AlarmStore(loaded.resolve(cfg.alarms.path))
+            self.compiled.rules, registry, cfg.alarms, AlarmStore(loaded.data_path(cfg.alarms.path))
         )
         self.stats = RuleStats()
         self.flood_watch: FloodWatch | None = None
@@ -132,6 +133,19 @@ class RuleService:
             self.manager.subscribe(self._publish)
         self._sweep_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        # Devices by the poll target that reads them, until each target's first poll.
+        self._awaiting_first_poll: dict[int, npt.NDArray[np.int64]] = {}
+        for target in registry.targets:
+            self._awaiting_first_poll[target.device] = np.unique(target.field_device).astype(
+                np.int64
+            )
+
+    def _start_grace(self) -> None:
+        """Start the comm-loss grace of devices whose poll target has now been polled."""
+        for device in list(self._awaiting_first_poll):
+            first = self.poller.health[device].first_polled
+            if first is not None:
+                self.engine.start_grace(self._awaiting_first_poll.pop(device), first)
 
     def warm_up(self) -> None:
         """Compile (or load from the cache) the kernels before the first batch arrives.
@@ -168,6 +182,10 @@ class RuleService:
             except KeyError:
                 continue  # the rule was removed from config.yaml
             self.engine.seed(rule, device.index, alarm.sub, K.EV_RULE, alarm.level)
+        # Devices no poller target reads (MQTT) get their grace from the start.
+        polled = {int(d) for ds in self._awaiting_first_poll.values() for d in ds}
+        pushed = np.array([d for d in range(len(self.registry)) if d not in polled], np.int64)
+        self.engine.start_grace(pushed, self.engine.clock())
         await asyncio.to_thread(self.warm_up)
         self.poller.subscribe(self.on_batch)
         self._sweep_task = asyncio.create_task(self._sweep_loop(), name="rules:comm-loss")
@@ -178,6 +196,7 @@ class RuleService:
         async with self._lock:
             events = self.engine.evaluate(batch)
             evaluated = time.perf_counter()
+            self._start_grace()
             comm = self.engine.sweep_comm_loss()
             await self.manager.apply(RuleEvents.concat([events, comm]))
         self.stats.batches += 1
@@ -190,6 +209,7 @@ class RuleService:
         while True:
             await asyncio.sleep(1.0)
             async with self._lock:
+                self._start_grace()
                 comm = self.engine.sweep_comm_loss()
                 if len(comm):
                     await self.manager.apply(comm)

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from drivers.errors import ConfigError, format_validation_error
+from drivers.errors import ConfigError, invalid_file
 
 
 class FaultKind(StrEnum):
@@ -112,8 +112,7 @@ def load_scenario(path: Path) -> Scenario:
     try:
         return Scenario.model_validate(raw or {})
     except ValidationError as exc:
-        key, reason = format_validation_error(exc, raw)
-        raise ConfigError(str(path), key, reason) from exc
+        raise invalid_file(str(path), exc, raw) from exc
 
 
 class FaultBoard:

@@ -78,6 +78,8 @@ class Bench:
         self.engine = RuleEngine(
             self.compiled, len(self.registry), self.registry.max_points, clock=lambda: T0
         )
+        # Every device of the bench was first polled at T0.
+        self.engine.start_grace(np.arange(len(self.registry), dtype=np.int64), T0)
 
     def batch(
         self, readings: list[tuple[str, str, float, float]], bad: bool = False

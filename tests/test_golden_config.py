@@ -75,3 +75,36 @@ def test_register_table_document_matches_the_profiles() -> None:
     assert doc.read_text(encoding="utf-8") == render_all(ProfileLibrary.load()), (
         "docs/profiles.md is stale: run python -m drivers.profile_doc > docs/profiles.md"
     )
+
+
+def test_check_reports_every_problem_of_a_file_not_only_the_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "links: [{id: gw, kind: modbus_tcp, host: 127.0.0.1, port: 15020}]\n"
+        "cabinets:\n"
+        "  - {id: CAB-1, link: nope, unit: 1}\n"
+        "  - {id: CAB-2, link: gw, unit: 2, profile: no-such-profile}\n"
+        "gauges: [{id: WL-1, link: gw, unit: 3, levels: {blue: 0.5, red: 0.1}}]\n",
+        encoding="utf-8",
+    )
+    assert main(["check", "-c", str(config)]) == EXIT_CONFIG
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == f"error: {config}: cabinets[0] (CAB-1).link: unknown link 'nope'"
+    assert lines[1].startswith(f"{config}: cabinets[1] (CAB-2).profile: unknown profile")
+    assert (
+        lines[2]
+        == f"{config}: gauges[0] (WL-1).levels: levels must rise blue < yellow < orange < red"
+    )
+    assert len(lines) == 3
+
+    config.write_text(
+        "polling: {cabinet_interval: -1, lamp_intervl: 5}\nsite: {timezone: Mars/Olympus}\n",
+        encoding="utf-8",
+    )
+    assert main(["check", "-c", str(config)]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "more problem" not in err
+    assert "polling.cabinet_interval" in err and "polling.lamp_intervl: unknown key" in err
+    assert "site.timezone" in err

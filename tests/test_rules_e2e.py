@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from controller.config import LoadedConfig
+from controller.config import LoadedConfig, parse_config
 from controller.runtime import Controller
 from simulators.faults import FaultKind, FaultSpec, RainEvent, Scenario
 from simulators.fleet import SimulatedCity
@@ -247,3 +247,27 @@ async def test_rules_keep_up_with_the_demo_city_batches(
         assert controller.rules.stats.batches == 2
         assert controller.rules.stats.last_eval_s < 0.05  # the kernel is compiled at start
         assert time.perf_counter() - started < 5
+
+
+async def test_comm_loss_grace_counts_from_each_devices_first_poll_not_the_start(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    field = parse_config(city_doc(tmp_path), tmp_path / "field.yaml")
+    doc = city_doc(tmp_path)
+    doc["links"] = field.config.model_dump()["links"]
+    # A gauge nothing answers for: its DTU is not on the simulated network.
+    dead = {"id": "dead", "kind": "rtu_over_tcp", "host": "127.0.0.1", "port": free_port()}
+    doc["links"].append(dead | {"timeout": 0.1})
+    doc["gauges"].append({"id": "WL-DEAD", "link": "dead", "unit": 1, "district": "江城区"})
+    loaded = write_config(doc)
+    async with SimulatedCity(field), Controller(loaded) as controller:
+        await controller.open_stores()
+        # A cold start under load: the first polls come long after the comm-loss limit.
+        await asyncio.sleep(8 * INTERVAL + 1.2)
+        assert [a for a in controller.rules.manager.list() if a.rule == "comm-loss"] == []
+        await cycles(controller, 1)
+        assert [a for a in controller.rules.manager.list() if a.rule == "comm-loss"] == []
+        # The dead gauge is lost once a full limit has passed since its first poll.
+        await cycles(controller, 10)
+        lost = [a.device for a in controller.rules.manager.list() if a.rule == "comm-loss"]
+        assert lost == ["WL-DEAD"]

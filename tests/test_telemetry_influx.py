@@ -237,12 +237,18 @@ async def test_v2_write_path_through_influxdb_client(
         batch = await poll_into_influx(controller)
         assert controller.telemetry.influx is not None
         assert controller.telemetry.influx.stats.delivered >= 1
-    await asyncio.sleep(1.5)  # victoria-metrics makes fresh rows searchable within a second
+    # victoria-metrics makes fresh rows searchable within a second or so (more when busy).
+    lines: list[dict[str, Any]] = []
     async with httpx.AsyncClient() as client:
-        response = await client.get(
-            f"{victoria.url}/api/v1/export", params={"match[]": '{__name__="gauge_water_level"}'}
-        )
-    lines = [json.loads(line) for line in response.text.splitlines() if line]
+        for _ in range(40):
+            await asyncio.sleep(0.5)
+            response = await client.get(
+                f"{victoria.url}/api/v1/export",
+                params={"match[]": '{__name__="gauge_water_level"}'},
+            )
+            lines = [json.loads(line) for line in response.text.splitlines() if line]
+            if lines:
+                break
     assert len(lines) == 1
     exported = lines[0]
     assert exported["metric"]["device"] == "WL-1"

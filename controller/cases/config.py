@@ -69,7 +69,7 @@ class CasesConfig(_Strict):
     enabled: bool = True
     #: SQLAlchemy URL; default SQLite beside config.yaml. For PostgreSQL:
     #: postgresql+psycopg://streetsense@db.example/streetsense, password in ``password_env``.
-    db_url: str = "sqlite+aiosqlite:///var/cases.db"
+    db_url: str = "sqlite+aiosqlite:///cases.db"
     password_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     #: Sensor cases are accepted, filed and dispatched without a person in between.
     auto_dispatch: bool = True

@@ -110,7 +110,7 @@ class OutboxRow(Base):
 
 
 def database_url(url: str, base_dir: str, password: str | None) -> URL:
-    """The URL with a relative SQLite path made relative to config.yaml, and the password."""
+    """The URL with a relative SQLite path made relative to the data folder, and the password."""
     parsed = make_url(url)
     if (
         parsed.get_backend_name() == "sqlite"

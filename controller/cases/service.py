@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.cases.config import CaseCategory, CasesConfig
@@ -244,6 +244,18 @@ class CaseService:
         query = query.order_by(CaseRow.id.desc()).limit(limit).offset(offset)
         async with self.db.session() as session:
             return list(await session.scalars(query))
+
+    async def open_counts(self) -> tuple[int, int]:
+        """How many cases are open, and how many of them are overdue."""
+        open_stages = [s.value for s in Stage if s.open]
+        async with self.db.session() as session:
+            rows = await session.execute(
+                select(CaseRow.overdue, func.count())
+                .where(CaseRow.stage.in_(open_stages))
+                .group_by(CaseRow.overdue)
+            )
+            by_flag = {bool(flag): int(n) for flag, n in rows.all()}
+        return sum(by_flag.values()), by_flag.get(True, 0)
 
     async def due_between(self, start: float, end: float) -> list[CaseRow]:
         """Cases whose time limit ends in ``[start, end)`` (the base of the rates)."""

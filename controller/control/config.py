@@ -27,6 +27,6 @@ class ControlConfig(_Strict):
     confirm_above_lamps: int = Field(default=100, ge=0)
     rate_limit: RateLimitConfig = RateLimitConfig()
     #: The audit log and the manual overrides (SQLite), relative to config.yaml.
-    db_path: str = "var/control.db"
+    db_path: str = "control.db"
     #: Finished commands kept in memory for the API (all stay in the audit log).
     keep_commands: int = Field(default=1000, ge=10)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -139,6 +139,8 @@ class CommandDispatcher:
         self._commands: OrderedDict[int, Command] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self._finished_hooks: list[Callable[[Command], None]] = []
+        #: Finished commands by outcome (confirmed, partial, failed), for metrics.
+        self.outcomes: Counter[str] = Counter()
         #: Reads the devices a command changed, before its end is announced.
         self.read_back: Callable[[set[int]], Awaitable[None]] | None = None
 
@@ -414,6 +416,7 @@ class CommandDispatcher:
         else:
             command.status = CommandStatus.PARTIAL
         command.finished_at = self.clock()
+        self.outcomes[command.status.value] += 1
 
     def _entry(self, command: Command) -> AuditEntry:
         counts = command.counts()

@@ -171,4 +171,4 @@ class SchedulesConfig(_Strict):
     #: Local time at which tonight is planned and device tables are pushed.
     plan_at: ClockTime = "12:00"
     #: Manual overrides (SQLite), relative to config.yaml.
-    db_path: str = "var/schedules.db"
+    db_path: str = "schedules.db"

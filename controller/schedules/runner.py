@@ -112,6 +112,8 @@ class ScheduleRunner:
         #: Set while the runner sleeps: everything due so far has been done.
         self._idle = asyncio.Event()
         self._applied_hooks: list[PlacesApplied] = []
+        #: Schedule steps and overrides carried out since start, for metrics.
+        self.steps_applied = 0
 
     def on_places_applied(self, hook: PlacesApplied) -> None:
         """Call ``hook`` with the lamps of places once a schedule step or a device table
@@ -355,6 +357,7 @@ class ScheduleRunner:
                 continue
             ids.append(command.id)
         self.log.append(FiredStep(now, source, action, level, tuple(batch.places), tuple(ids)))
+        self.steps_applied += 1
         self._applied(places)
 
     async def _restore_all(self, now: float) -> None:

@@ -30,8 +30,12 @@ class InfluxV1Writer:
         password: str | None = None,
         use_gzip: bool = True,
         timeout: float = 10.0,
+        create_database: bool = False,
     ) -> None:
         self.name = f"influxdb v1 {url}/{database}"
+        #: Created before the first write, in the delivery's own task: a slow or hung
+        #: server never holds up the controller's start.
+        self._database_missing = create_database
         self.url = url.rstrip("/")
         self.database = database
         self.params = {"db": database, "precision": "ms"}
@@ -42,7 +46,9 @@ class InfluxV1Writer:
         self._client = httpx.AsyncClient(timeout=timeout, auth=self.auth)
 
     async def send(self, payload: bytes) -> None:
-        """Write one payload of line protocol."""
+        """Write one payload of line protocol (creating the database first if asked to)."""
+        if self._database_missing:
+            await self.create_database()
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         body = payload
         if self.use_gzip:
@@ -57,14 +63,16 @@ class InfluxV1Writer:
         _check_write_response(response)
 
     async def create_database(self) -> None:
-        """``CREATE DATABASE`` (a no-op when it exists); failures are left to the writes."""
+        """``CREATE DATABASE`` (a no-op when it exists); a DeliveryError when it fails,
+        so the payload waiting for it is spooled and the delivery tries again."""
         try:
             response = await self._client.post(
                 f"{self.url}/query", params={"q": f'CREATE DATABASE "{_ident(self.database)}"'}
             )
             response.raise_for_status()
         except httpx.HTTPError as exc:
-            log.warning("%s: cannot create database yet: %s", self.name, exc)
+            raise DeliveryError(f"cannot create database: {type(exc).__name__}: {exc}") from exc
+        self._database_missing = False
 
     async def close(self) -> None:
         """Close the HTTP connection pool."""

@@ -51,6 +51,17 @@ class SinkStatus:
     stats: DeliveryStats
 
 
+@dataclass
+class StoreHealth:
+    """Writes of the embedded store: a failing store is reported, not silent."""
+
+    writes: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    last_error: str = ""
+    last_write: float | None = None
+
+
 def split_lines(payload: bytes, max_lines: int) -> list[bytes]:
     """Cut line protocol into chunks of at most ``max_lines`` lines."""
     if not payload:
@@ -72,12 +83,13 @@ class TelemetryPipeline:
         file = str(loaded.path)
         self.registry = registry
         self.poller = poller
+        self.embedded_health = StoreHealth()
         storage = cfg.storage
-        spool_root = loaded.resolve(storage.spool.path)
+        spool_root = loaded.data_path(storage.spool.path)
         self.embedded: EmbeddedStore | None = None
         if storage.embedded.enabled:
             self.embedded = EmbeddedStore(
-                loaded.resolve(storage.embedded.path), registry, storage.embedded.retention_days
+                loaded.data_path(storage.embedded.path), registry, storage.embedded.retention_days
             )
         self.influx: SpooledDelivery | None = None
         self._influx_writer: InfluxV1Writer | InfluxV2Writer | None = None
@@ -144,13 +156,13 @@ class TelemetryPipeline:
                 password,
                 influx.gzip,
                 influx.timeout,
+                create_database=influx.create_database,
             )
         else:
             writer = InfluxV2Writer(
                 influx.url, influx.org, influx.bucket, token, influx.gzip, influx.timeout
             )
         self._influx_writer = writer
-        self._create_database = influx.api == "v1" and influx.create_database
         database = influx.database if influx.api == "v1" else influx.bucket
         self._influx_reader = InfluxReader(
             InfluxQLClient(influx.url, database, username, password, token, influx.timeout)
@@ -172,8 +184,6 @@ class TelemetryPipeline:
         if self.embedded is not None:
             await self.embedded.open()
         if self.influx is not None:
-            if isinstance(self._influx_writer, InfluxV1Writer) and self._create_database:
-                await self._influx_writer.create_database()
             await self.influx.start()
             self._tasks.append(asyncio.create_task(self._influx_timer(), name="influx:flush"))
         if self.mqtt is not None:
@@ -185,9 +195,21 @@ class TelemetryPipeline:
         self.poller.subscribe(self.on_batch)
 
     async def on_batch(self, batch: ReadingBatch) -> None:
-        """Hand one batch to every destination."""
+        """Hand one batch to every destination; a failing store does not stop the others."""
         if self.embedded is not None:
-            await self.embedded.write(batch)
+            try:
+                await self.embedded.write(batch)
+            except Exception as exc:
+                health = self.embedded_health
+                health.failures += 1
+                health.consecutive_failures += 1
+                health.last_error = f"{type(exc).__name__}: {exc}"
+                if health.consecutive_failures == 1:
+                    log.exception("embedded store write failed", extra={"sink": "embedded"})
+            else:
+                self.embedded_health.writes += 1
+                self.embedded_health.consecutive_failures = 0
+                self.embedded_health.last_write = time.time()
         if self.influx is not None and len(batch):
             payload = serialize_batch(batch, self.schema)
             self._lines.append(payload)

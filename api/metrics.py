@@ -1,0 +1,190 @@
+"""Prometheus metrics, read from the controller's own counters at scrape time.
+
+Nothing is counted twice: the poller, links, deliveries, rules, dispatcher and
+schedule runner keep their counters for the API anyway; a collector turns
+them into metric families when Prometheus asks. Case figures need the case
+database, so they are fetched first (async) and handed to the collector.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from controller.runtime import Controller
+from controller.service_health import assess
+
+SEVERITIES = ("low", "medium", "high", "urgent")
+
+
+@dataclass(frozen=True)
+class CaseFigures:
+    """Open and overdue cases at scrape time."""
+
+    open: int
+    overdue: int
+
+
+class ControllerCollector(Collector):
+    """Metric families of one controller."""
+
+    def __init__(self, controller: Controller, cases: CaseFigures) -> None:
+        self.controller = controller
+        self.cases = cases
+
+    def collect(self) -> Iterator[Metric]:
+        """Every family, fresh from the counters."""
+        yield from self._polling()
+        yield from self._links()
+        yield from self._sinks()
+        yield from self._rules_and_alarms()
+        yield from self._work()
+
+    def _polling(self) -> Iterator[Metric]:
+        c = self.controller
+        polls = CounterMetricFamily(
+            "streetsense_polls", "Polls by link and device class", labels=["link", "device_class"]
+        )
+        failed = CounterMetricFamily(
+            "streetsense_polls_failed",
+            "Polls that did not get every answer",
+            labels=["link", "device_class"],
+        )
+        cycle = GaugeMetricFamily(
+            "streetsense_poll_cycle_seconds",
+            "Time the last poll of every unit held each link (the bus time of one cycle)",
+            labels=["link"],
+        )
+        online = GaugeMetricFamily(
+            "streetsense_devices_online", "Polled units online", labels=["device_class"]
+        )
+        total: Counter[tuple[str, str]] = Counter()
+        failures: Counter[tuple[str, str]] = Counter()
+        bus: dict[str, float] = {}
+        up: Counter[str] = Counter()
+        for target in c.registry.targets:
+            health = c.poller.health[target.device]
+            key = (target.link, target.device_class)
+            total[key] += health.polls
+            failures[key] += sum(health.errors.values())
+            bus[target.link] = bus.get(target.link, 0.0) + health.last_latency
+            up[target.device_class] += int(health.online)
+        for (link, device_class), n in sorted(total.items()):
+            polls.add_metric([link, device_class], n)
+            failed.add_metric([link, device_class], failures[link, device_class])
+        for link, seconds in sorted(bus.items()):
+            cycle.add_metric([link], seconds)
+        for device_class in sorted({t.device_class for t in c.registry.targets}):
+            online.add_metric([device_class], up[device_class])
+        readings = CounterMetricFamily(
+            "streetsense_readings", "Readings polled (rate() gives points per second)"
+        )
+        readings.add_metric([], c.poller.stats.readings)
+        yield from (polls, failed, cycle, online, readings)
+
+    def _links(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("streetsense_link_up", "Link connected (1) or not", labels=["link"])
+        errors = CounterMetricFamily(
+            "streetsense_link_errors", "Failed requests by kind", labels=["link", "kind"]
+        )
+        for link_id, link in sorted(self.controller.links.items()):
+            up.add_metric([link_id], int(link.health.connected))
+            for kind, n in sorted(link.health.errors.items()):
+                errors.add_metric([link_id, kind], n)
+        yield from (up, errors)
+
+    def _sinks(self) -> Iterator[Metric]:
+        telemetry = self.controller.telemetry
+        sent = CounterMetricFamily(
+            "streetsense_sink_sent_payloads", "Payloads delivered", labels=["sink"]
+        )
+        sent_bytes = CounterMetricFamily(
+            "streetsense_sink_sent_bytes", "Bytes delivered", labels=["sink"]
+        )
+        failures = CounterMetricFamily(
+            "streetsense_sink_failures", "Failed delivery attempts", labels=["sink"]
+        )
+        refused = CounterMetricFamily(
+            "streetsense_sink_refused_payloads", "Payloads refused by a full spool", labels=["sink"]
+        )
+        spooled = GaugeMetricFamily(
+            "streetsense_sink_spooled_bytes", "Bytes waiting in the disk spool", labels=["sink"]
+        )
+        up = GaugeMetricFamily("streetsense_sink_up", "Destination reachable", labels=["sink"])
+        last = GaugeMetricFamily(
+            "streetsense_sink_last_success_timestamp_seconds",
+            "Unix time of the last delivery",
+            labels=["sink"],
+        )
+        for sink in telemetry.sinks():
+            sent.add_metric([sink.name], sink.stats.delivered)
+            sent_bytes.add_metric([sink.name], sink.stats.delivered_bytes)
+            failures.add_metric([sink.name], sink.stats.failures)
+            refused.add_metric([sink.name], sink.refused)
+            spooled.add_metric([sink.name], sink.spooled_bytes)
+            up.add_metric([sink.name], int(sink.stats.server_up))
+            if sink.stats.last_delivery is not None:
+                last.add_metric([sink.name], sink.stats.last_delivery)
+        if telemetry.embedded is not None:
+            store = telemetry.embedded_health
+            sent.add_metric(["embedded"], store.writes)
+            failures.add_metric(["embedded"], store.failures)
+            up.add_metric(["embedded"], int(store.consecutive_failures == 0))
+            if store.last_write is not None:
+                last.add_metric(["embedded"], store.last_write)
+        yield from (sent, sent_bytes, failures, refused, spooled, up, last)
+
+    def _rules_and_alarms(self) -> Iterator[Metric]:
+        rules = self.controller.rules
+        duration = GaugeMetricFamily(
+            "streetsense_rule_pass_seconds", "Time the rules took over the last batch"
+        )
+        duration.add_metric([], rules.stats.last_eval_s)
+        batches = CounterMetricFamily("streetsense_rule_batches", "Batches the rules judged")
+        batches.add_metric([], rules.stats.batches)
+        alarms = GaugeMetricFamily(
+            "streetsense_alarms_open", "Active alarms by severity", labels=["severity"]
+        )
+        by_severity = Counter(a.severity for a in rules.manager.list() if a.active)
+        for severity in SEVERITIES:
+            alarms.add_metric([severity], by_severity[severity])
+        yield from (duration, batches, alarms)
+
+    def _work(self) -> Iterator[Metric]:
+        c = self.controller
+        cases = GaugeMetricFamily("streetsense_cases_open", "Open cases")
+        cases.add_metric([], self.cases.open)
+        overdue = GaugeMetricFamily("streetsense_cases_overdue", "Open cases past their time")
+        overdue.add_metric([], self.cases.overdue)
+        commands = CounterMetricFamily(
+            "streetsense_commands", "Finished commands by outcome", labels=["outcome"]
+        )
+        for outcome in ("confirmed", "partial", "failed"):
+            commands.add_metric([outcome], c.commands.outcomes[outcome])
+        steps = CounterMetricFamily(
+            "streetsense_schedule_steps", "Schedule steps and overrides carried out"
+        )
+        steps.add_metric([], c.schedules.steps_applied)
+        health = GaugeMetricFamily(
+            "streetsense_health", "1 for the current verdict of /health", labels=["status"]
+        )
+        verdict = assess(c).status
+        for status in ("ok", "degraded", "failing"):
+            health.add_metric([status], int(status == verdict))
+        yield from (cases, overdue, commands, steps, health)
+
+
+async def controller_registry(controller: Controller) -> CollectorRegistry:
+    """A registry holding the controller's metrics as they are now."""
+    try:
+        open_cases, overdue = await controller.cases.open_counts()
+    except Exception:
+        # The case database away must not blank every other metric.
+        open_cases, overdue = -1, -1
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ControllerCollector(controller, CaseFigures(open_cases, overdue)))
+    return registry

@@ -1,0 +1,83 @@
+"""The service itself: health for load balancers, metrics for Prometheus, offline API docs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import fastapi_offline
+from fastapi import APIRouter, Depends, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.auth import require
+from api.deps import ControllerDep
+from api.keys import Principal, Role
+from api.metrics import controller_registry
+from api.schemas import SystemHealth
+from controller.service_health import assess
+
+router = APIRouter(tags=["system"])
+#: Every role that reads the city may scrape; a reporter (a civic app) may not.
+SCRAPERS = require(Role.VIEWER, Role.ENGINEER, Role.DISPATCHER, Role.FLOOD_DUTY)
+
+#: Swagger UI and ReDoc files shipped in a Python package: /docs works offline.
+DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
+
+
+@router.get(
+    "/health",
+    response_model=SystemHealth,
+    responses={503: {"model": SystemHealth, "description": "failing: data is not flowing"}},
+)
+def health(controller: ControllerDep) -> JSONResponse:
+    """``ok``, ``degraded`` (with reasons) or ``failing`` (HTTP 503) and the fleet in brief."""
+    verdict = assess(controller)
+    polled = [controller.poller.health[t.device] for t in controller.registry.targets]
+    body = SystemHealth(
+        status=verdict.status,
+        reasons=verdict.reasons,
+        city=controller.loaded.config.site.city,
+        devices=controller.registry.count_by_class(),
+        poll_targets=len(polled),
+        online=sum(1 for h in polled if h.online),
+    )
+    return JSONResponse(body.model_dump(), status_code=503 if verdict.status == "failing" else 200)
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(
+    controller: ControllerDep, _principal: Annotated[Principal, Depends(SCRAPERS)]
+) -> Response:
+    """Prometheus text format: polls, links, sinks, rules, alarms, cases, commands, schedules.
+
+    Needs an API key like every read (Prometheus sends it with
+    ``authorization: {credentials: KEY}`` in its scrape config).
+    """
+    registry = await controller_registry(controller)
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/docs", include_in_schema=False)
+def swagger_ui() -> HTMLResponse:
+    """Swagger UI from local files."""
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="streetsense API",
+        swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+        swagger_css_url="/docs-assets/swagger-ui.css",
+        swagger_favicon_url="/docs-assets/favicon.png",
+    )
+
+
+@router.get("/redoc", include_in_schema=False)
+def redoc() -> HTMLResponse:
+    """ReDoc from local files (no web fonts)."""
+    return get_redoc_html(
+        openapi_url="/openapi.json",
+        title="streetsense API",
+        redoc_js_url="/docs-assets/redoc.standalone.js",
+        redoc_favicon_url="/docs-assets/favicon.png",
+        with_google_fonts=False,
+    )

@@ -1,0 +1,84 @@
+"""Is the controller doing its job? ``ok``, ``degraded`` with reasons, or ``failing``.
+
+``failing`` means data is not flowing: the controller is not running, or no
+device has answered for several poll intervals although there are devices
+to poll. ``degraded`` means data flows but something needs a person: a sink
+or store failing, links down, devices offline, alarms waiting for the case
+database. A load balancer or a systemd watchdog acts on ``failing`` (HTTP 503).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from controller.runtime import Controller
+
+Status = Literal["ok", "degraded", "failing"]
+#: Polls that may be missed before "nothing answers" counts as failing.
+STALE_INTERVALS = 3
+
+
+@dataclass
+class ServiceHealth:
+    """The verdict and why."""
+
+    status: Status
+    reasons: list[str] = field(default_factory=list)
+
+
+def _listing(ids: list[str], limit: int = 5) -> str:
+    shown = ", ".join(ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def assess(controller: Controller, now: float | None = None) -> ServiceHealth:
+    """Judge the controller from its own counters (no I/O)."""
+    now = time.time() if now is None else now
+    if not controller.running:
+        return ServiceHealth("failing", ["the controller is not running"])
+    failing = _data_not_flowing(controller, now)
+    if failing:
+        return ServiceHealth("failing", failing)
+    reasons: list[str] = []
+    store = controller.telemetry.embedded_health
+    if store.consecutive_failures:
+        reasons.append(f"embedded store failing: {store.last_error}")
+    for sink in controller.telemetry.sinks():
+        if not sink.stats.server_up:
+            spooled = f", {sink.spooled_bytes} bytes spooled" if sink.spooled_bytes else ""
+            reasons.append(f"{sink.name} down: {sink.stats.last_error}{spooled}")
+        if sink.refused:
+            reasons.append(f"{sink.name}: {sink.refused} payloads refused (spool full)")
+    down = [link_id for link_id, link in controller.links.items() if not link.health.connected]
+    if down:
+        reasons.append(f"links down: {_listing(down)}")
+    polled = [(t, controller.poller.health[t.device]) for t in controller.registry.targets]
+    offline = [
+        controller.registry.devices[t.device].id
+        for t, h in polled
+        if not h.online and not h.never_polled
+    ]
+    if offline:
+        reasons.append(f"{len(offline)} devices offline: {_listing(offline)}")
+    if controller.cases.pending_notices:
+        reasons.append(f"{controller.cases.pending_notices} alarms wait for the case database")
+    return ServiceHealth("degraded" if reasons else "ok", reasons)
+
+
+def _data_not_flowing(controller: Controller, now: float) -> list[str]:
+    targets = controller.registry.targets
+    if not targets:
+        return []
+    poller = controller.poller
+    window = STALE_INTERVALS * max(poller.interval_of(t) for t in targets)
+    started = controller.started_at or now
+    if now - started < window:
+        return []  # the first polls are still coming
+    answered = [poller.health[t.device].last_success for t in targets]
+    latest = max((t for t in answered if t is not None), default=None)
+    if latest is None or now - latest > window:
+        since = "since start" if latest is None else f"for {now - latest:.0f} s"
+        return [f"no device has answered {since} ({len(targets)} to poll)"]
+    return []
