@@ -26,6 +26,7 @@ from drivers.errors import LinkError
 from drivers.health import DeviceHealth
 from drivers.links import ModbusLink
 from drivers.priority_lock import Priority
+from drivers.tasks import cancel_until_done
 
 log = logging.getLogger(__name__)
 
@@ -281,9 +282,7 @@ class Poller:
 
     async def stop(self) -> None:
         """Stop polling, flush what was read, close the links."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_until_done(self._tasks)
         self._tasks = []
         await self.flush()
         for link in self.links.values():

@@ -170,6 +170,38 @@ class VictoriaMetrics(ServerProcess):
         ]
 
 
+class Prometheus(ServerProcess):
+    """Debian's prometheus, scraping one target every second with an API key."""
+
+    def __init__(self, folder: Path, target: str, api_key: str) -> None:
+        super().__init__("prometheus", folder, free_port())
+        self.config = folder / "prometheus.yml"
+        self.config.write_text(
+            f"""
+global: {{scrape_interval: 1s, evaluation_interval: 1s}}
+scrape_configs:
+  - job_name: streetsense
+    metrics_path: /metrics
+    authorization: {{type: Bearer, credentials: "{api_key}"}}
+    static_configs: [{{targets: ["{target}"]}}]
+""",
+            encoding="utf-8",
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            "prometheus",
+            f"--config.file={self.config}",
+            f"--storage.tsdb.path={self.folder}/tsdb",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+        ]
+
+
 class Mosquitto(ServerProcess):
     """A mosquitto broker with persistence in its folder (so QoS 1 sessions survive a restart)."""
 

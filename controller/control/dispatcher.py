@@ -38,6 +38,7 @@ from controller.registry import Registry
 from drivers.errors import LinkError
 from drivers.links import ModbusLink
 from drivers.priority_lock import Priority
+from drivers.tasks import cancel_until_done
 
 log = logging.getLogger(__name__)
 
@@ -441,6 +442,4 @@ class CommandDispatcher:
 
     async def stop(self) -> None:
         """Cancel commands still running (their open targets fail and are audited)."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_until_done(list(self._tasks))
