@@ -9,6 +9,7 @@ must not collide on a link), and a mistake names the file, the key and why.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -164,14 +165,45 @@ class StandaloneLampConfig(LampConfig):
     profile: str = "slc-lamp"
 
 
-class GaugeConfig(Located):
+class GaugeLevels(Located):
     """A water-level gauge at a waterlogging point, with its alarm levels in metres."""
 
     id: Identifier
+    levels: dict[Literal["blue", "yellow", "orange", "red"], float] = {}
+
+
+class GaugeConfig(GaugeLevels):
+    """A polled (Modbus) water-level gauge."""
+
     link: str
     unit: int = Field(ge=1, le=247)
     profile: str = "wl-radar"
-    levels: dict[Literal["blue", "yellow", "orange", "red"], float] = {}
+
+
+class ListenerConfig(_Strict):
+    """A port the centre listens on for stations that dial in (SL651-2014 over 4G TCP)."""
+
+    id: Identifier
+    protocol: Literal["sl651"]
+    host: str = "0.0.0.0"
+    port: int = Field(ge=1, le=65535)
+    #: HEX/BCD frames (7E7E); ASCII frames (SOH) are not decoded yet and are counted bad.
+    encoding: Literal["hex"] = "hex"
+    #: A station silent this long is disconnected (about 3 keep-alives after an ESC).
+    idle_timeout: float = Field(default=900.0, gt=0)
+
+
+class Sl651StationConfig(GaugeLevels):
+    """An SL651 water-level/rain station that reports to one of the centre's listeners."""
+
+    listener: str
+    #: The 5-byte station address as 10 hex digits (SL651 6.2.3.2), "0012345678".
+    station: str = Field(pattern=r"^[0-9A-Fa-f]{10}$")
+    #: The 2-byte password the centre gave the station, 4 hex digits.
+    password: str = Field(pattern=r"^[0-9A-Fa-f]{4}$")
+    profile: str = "sl651-level-gauge"
+    #: How often the station reports (its timed-report interval): comm-loss counts in these.
+    report_interval: float = Field(default=300.0, gt=0)
 
 
 class MqttDeviceConfig(Located):
@@ -351,6 +383,8 @@ class StreetsenseConfig(_Strict):
     lamps: list[StandaloneLampConfig] = []
     gauges: list[GaugeConfig] = []
     mqtt_devices: list[MqttDeviceConfig] = []
+    listeners: list[ListenerConfig] = []
+    sl651_stations: list[Sl651StationConfig] = []
     rules: list[RuleConfig] = []
     alarms: AlarmsConfig = AlarmsConfig()
     flood_watch: FloodWatchConfig | None = None
@@ -537,9 +571,15 @@ def _check_references(config: StreetsenseConfig, profiles: ProfileLibrary, file:
         if config.mqtt is None:
             problems.add(f"{key}", "MQTT devices need an mqtt: broker section")
     _check_schedules(config, problems)
-    for i, gauge in enumerate(config.gauges):
-        key = f"gauges[{i}] ({gauge.id})"
-        check_device(key, gauge.id, gauge.link, gauge.unit, gauge.profile, "gauge")
+    _check_stations(config, profiles, problems, claim_id)
+    for i, polled in enumerate(config.gauges):
+        key = f"gauges[{i}] ({polled.id})"
+        check_device(key, polled.id, polled.link, polled.unit, polled.profile, "gauge")
+    level_gauges: list[tuple[str, GaugeLevels]] = [
+        *((f"gauges[{i}] ({g.id})", g) for i, g in enumerate(config.gauges)),
+        *((f"sl651_stations[{i}] ({s.id})", s) for i, s in enumerate(config.sl651_stations)),
+    ]
+    for key, gauge in level_gauges:
         order = ["blue", "yellow", "orange", "red"]
         given = [gauge.levels[c] for c in order if c in gauge.levels]
         if given != sorted(given):
@@ -553,6 +593,38 @@ def _check_references(config: StreetsenseConfig, profiles: ProfileLibrary, file:
                 f"flood_watch.area_by is {watch.area_by!r} but this gauge has no {watch.area_by}",
             )
     problems.raise_any()
+
+
+def _check_stations(
+    config: StreetsenseConfig,
+    profiles: ProfileLibrary,
+    problems: _Problems,
+    claim_id: Callable[[str, str], None],
+) -> None:
+    listeners: dict[str, ListenerConfig] = {}
+    for i, listener in enumerate(config.listeners):
+        if listener.id in listeners or any(link.id == listener.id for link in config.links):
+            problems.add(
+                f"listeners[{i}] ({listener.id}).id", "id already used by a link or listener"
+            )
+        listeners[listener.id] = listener
+    addresses: dict[tuple[str, str], str] = {}
+    for i, station in enumerate(config.sl651_stations):
+        key = f"sl651_stations[{i}] ({station.id})"
+        claim_id(station.id, f"{key}.id")
+        if station.listener not in listeners:
+            problems.add(f"{key}.listener", f"unknown listener {station.listener!r}")
+        where = (station.listener, station.station.upper())
+        if where in addresses:
+            problems.add(
+                f"{key}.station", f"station {station.station} is already {addresses[where]}"
+            )
+        addresses[where] = station.id
+        if station.profile not in profiles.sl651:
+            known = ", ".join(sorted(profiles.sl651)) or "none"
+            problems.add(
+                f"{key}.profile", f"unknown SL651 profile {station.profile!r} (known: {known})"
+            )
 
 
 def _check_cabinet_profile(

@@ -18,6 +18,7 @@ from controller.config import LampConfig, LoadedConfig, Located
 from drivers.device_plan import SELF, DevicePlan, SubDevice, plan_device
 from drivers.mqtt_profile import MqttDeviceProfile
 from drivers.profile import DeviceProfile
+from drivers.sl651.profile import Sl651Profile
 
 
 class PointLike(Protocol):
@@ -37,7 +38,7 @@ class Device:
     index: int
     id: str
     device_class: str
-    profile: DeviceProfile | MqttDeviceProfile
+    profile: DeviceProfile | MqttDeviceProfile | Sl651Profile
     location: Located
     #: Link and unit the device answers on (for lamps in a block: the cabinet's).
     link: str
@@ -112,6 +113,16 @@ class Registry:
                 Device(0, mdev.id, mqtt_profile.device_class, mqtt_profile, mdev, "mqtt", 0)
             )
             self.mqtt_topics[mdev.topic] = added.index
+        #: SL651 stations by listener id: (device index, station address, password).
+        self.sl651_stations: dict[str, list[tuple[int, str, int]]] = {}
+        for station in cfg.sl651_stations:
+            sl651_profile = library.sl651[station.profile]
+            added = self._add(
+                Device(0, station.id, "gauge", sl651_profile, station, station.listener, 0)
+            )
+            self.sl651_stations.setdefault(station.listener, []).append(
+                (added.index, station.station.upper(), int(station.password, 16))
+            )
         self.by_id = {d.id: d for d in self.devices}
         self._children: dict[int, list[Device]] = {}
         for d in self.devices:

@@ -20,7 +20,9 @@ from controller.schedules.clocks import ScheduleClock, WallClock
 from controller.schedules.overrides import OverrideStore
 from controller.schedules.runner import ScheduleRunner
 from controller.startup import opening
+from controller.station_reports import StationReports
 from controller.telemetry.pipeline import TelemetryPipeline
+from drivers.sl651.listener import Sl651Listener, StationKey
 from rules.service import RuleService
 
 
@@ -43,6 +45,19 @@ class Controller:
             self.registry, self.links, self.audit, control, poles_on=self.assets.poles_on
         )
         self.commands.read_back = self.poller.read_now
+        self.station_reports = StationReports(self.registry, self.poller)
+        self.listeners = [
+            Sl651Listener(
+                cfg.id,
+                cfg.host,
+                cfg.port,
+                [StationKey(*s) for s in self.registry.sl651_stations.get(cfg.id, [])],
+                loaded.config.site.tz,
+                self.station_reports.on_report,
+                cfg.idle_timeout,
+            )
+            for cfg in loaded.config.listeners
+        ]
         schedules = loaded.config.schedules
         self.overrides = OverrideStore(loaded.data_path(schedules.db_path))
         self.schedules = ScheduleRunner(
@@ -119,10 +134,17 @@ class Controller:
     async def start(self) -> None:
         """Start telemetry, then polling, then the schedules."""
         await self.open_stores()
+        await self.start_listeners()
         self.started_at = time.time()
         self.poller.start()
         await self.start_schedules()
         self.running = True
+
+    async def start_listeners(self) -> None:
+        """Open the ports that stations dial in to."""
+        for listener in self.listeners:
+            async with opening(f"the {listener.id} listener on {listener.host}:{listener.port}"):
+                await listener.start()
 
     async def start_schedules(self) -> None:
         """Put lights into their scheduled state and keep them on schedule."""
@@ -136,6 +158,8 @@ class Controller:
             await self.schedules.stop()
             self._schedules_running = False
         await self.commands.stop()
+        for listener in self.listeners:
+            await listener.stop()
         await self.poller.stop()
         if self._stores_open:
             if self.webhook is not None:

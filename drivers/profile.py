@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from drivers.errors import ConfigError, invalid_file
 from drivers.mqtt_profile import MqttDeviceProfile
+from drivers.sl651.profile import Sl651Profile
 
 MAX_REGISTERS_PER_READ = 125
 MAX_BITS_PER_READ = 2000
@@ -241,10 +242,11 @@ def shipped_profiles_dir() -> Path:
     return Path(__file__).parent / "profiles"
 
 
-def load_profile(path: Path) -> DeviceProfile | MqttDeviceProfile:
+def load_profile(path: Path) -> DeviceProfile | MqttDeviceProfile | Sl651Profile:
     """Load and validate one profile file; errors name the file, the point and the field.
 
-    A file with ``protocol: mqtt`` is an MQTT JSON profile, any other a Modbus profile.
+    A file with ``protocol: mqtt`` is an MQTT JSON profile, ``protocol: sl651`` an SL651
+    station profile, any other a Modbus profile.
     """
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -257,6 +259,8 @@ def load_profile(path: Path) -> DeviceProfile | MqttDeviceProfile:
     try:
         if raw.get("protocol") == "mqtt":
             return MqttDeviceProfile.model_validate(raw)
+        if raw.get("protocol") == "sl651":
+            return Sl651Profile.model_validate(raw)
         return DeviceProfile.model_validate(raw)
     except ValidationError as exc:
         raise invalid_file(str(path), exc, raw) from exc
@@ -269,15 +273,18 @@ class ProfileLibrary:
         self,
         profiles: dict[str, tuple[DeviceProfile, Path]],
         mqtt: dict[str, tuple[MqttDeviceProfile, Path]] | None = None,
+        sl651: dict[str, Sl651Profile] | None = None,
     ) -> None:
         self._profiles = profiles
         self.mqtt = {name: entry[0] for name, entry in (mqtt or {}).items()}
+        self.sl651 = dict(sl651 or {})
 
     @classmethod
     def load(cls, extra_dirs: list[Path] | None = None) -> ProfileLibrary:
         """Load the shipped profiles, then any extra folders (later files win by name)."""
         found: dict[str, tuple[DeviceProfile, Path]] = {}
         mqtt: dict[str, tuple[MqttDeviceProfile, Path]] = {}
+        sl651: dict[str, Sl651Profile] = {}
         for folder in [shipped_profiles_dir(), *(extra_dirs or [])]:
             if not folder.is_dir():
                 raise ConfigError(str(folder), "", "profile folder does not exist")
@@ -285,9 +292,11 @@ class ProfileLibrary:
                 profile = load_profile(path)
                 if isinstance(profile, MqttDeviceProfile):
                     mqtt[profile.name] = (profile, path)
+                elif isinstance(profile, Sl651Profile):
+                    sl651[profile.name] = profile
                 else:
                     found[profile.name] = (profile, path)
-        library = cls(found, mqtt)
+        library = cls(found, mqtt, sl651)
         library._check_blocks()
         return library
 

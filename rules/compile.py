@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from controller.config import GaugeConfig, LoadedConfig
+from controller.config import GaugeLevels, LoadedConfig
 from controller.registry import Device, Registry
 from drivers.errors import ConfigError
 from rules import kernels as K
@@ -163,7 +163,7 @@ def _limits(rule: ThresholdRule, device: Device) -> list[float] | None:
     if not rule.levels_from_device:
         return [*rule.limits, *[math.nan] * (4 - len(rule.limits))]
     loc = device.location
-    if not isinstance(loc, GaugeConfig) or not loc.levels:
+    if not isinstance(loc, GaugeLevels) or not loc.levels:
         return None
     return [loc.levels.get(name, math.nan) for name in LEVEL_NAMES]  # type: ignore[call-overload]
 
@@ -228,7 +228,9 @@ def compile_rules(loaded: LoadedConfig, registry: Registry) -> CompiledRules:
             for d in chosen:
                 if d.parent is None:  # lamps behind a cabinet share their cabinet's link
                     comm_rule[d.index] = r
-                    comm_limit[d.index] = rule.intervals * interval[d.device_class]
+                    # A station that dials in reports at its own interval, not the poll rate.
+                    every = getattr(d.location, "report_interval", None) or interval[d.device_class]
+                    comm_limit[d.index] = rule.intervals * every
                     matched += 1
         elif rule.kind in _LAMP_SLOT:
             for d in chosen:

@@ -1,0 +1,47 @@
+"""Reports of stations that dial in (SL651) as reading batches, and their health."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from controller.poller import Poller
+from controller.readings import Quality, ReadingBatch
+from controller.registry import Registry
+from drivers.sl651.body import Report
+from drivers.sl651.listener import StationKey
+from drivers.sl651.profile import Sl651Profile
+
+
+class StationReports:
+    """Turns each station report into readings for the poller's next batch.
+
+    A report counts as a good poll of its station for health and comm-loss, as
+    a pushed reading does for an MQTT device.
+    """
+
+    def __init__(self, registry: Registry, poller: Poller) -> None:
+        self.registry = registry
+        self.poller = poller
+
+    def batch(self, key: StationKey, report: Report) -> ReadingBatch:
+        """The readings of the elements the station's profile knows ("no data" as bad)."""
+        profile = self.registry.devices[key.device].profile
+        assert isinstance(profile, Sl651Profile)
+        points = profile.point_of()
+        known = [o for o in report.observations if o.element in points]
+        n = len(known)
+        values = np.array([np.nan if o.value is None else o.value for o in known], np.float64)
+        return ReadingBatch(
+            device=np.full(n, key.device, np.int32),
+            point=np.array([points[o.element] for o in known], np.int16),
+            ts=np.array([o.at for o in known], np.float64),
+            value=values,
+            quality=np.where(np.isnan(values), Quality.BAD, Quality.GOOD).astype(np.uint8),
+        )
+
+    async def on_report(self, key: StationKey, report: Report) -> None:
+        """Listener callback: hand the readings on and mark the station as heard."""
+        self.poller.health[key.device].record_success(time.time())
+        await self.poller.push(self.batch(key, report))

@@ -1,0 +1,170 @@
+"""HEX/BCD frames: split a TCP byte stream by the length field, check, build confirms.
+
+A frame is ``7E 7E``, addresses, password, function, direction and length,
+STX (or SYN), L body bytes, the end character and the CRC: L + 17 bytes in
+all. Frames are split by that length, never by scanning for ``7E 7E``
+(serial numbers and data contain it); only after a bad frame is the stream
+scanned for the next start to resynchronise. Pure functions: the listener
+feeds bytes in and gets frames and problems out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from drivers.sl651.crc import crc16
+
+START = b"\x7e\x7e"
+HEADER = 13  # start .. length field
+STX, SYN = 0x02, 0x16
+
+
+class End(IntEnum):
+    """End characters (Table 10)."""
+
+    ETX = 0x03  # end, nothing follows
+    ETB = 0x17  # end, more packets follow
+    ENQ = 0x05  # query (downlink)
+    EOT = 0x04  # end of transmission: the station may go offline
+    ACK = 0x06  # positive confirm, continue
+    NAK = 0x15  # negative, resend
+    ESC = 0x1B  # end, the station stays online for commands
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One checked frame."""
+
+    uplink: bool
+    centre: int
+    #: The 5-byte station address as 10 hex digits ("0012345678").
+    station: str
+    password: int
+    function: int
+    #: The L bytes after STX/SYN and before the end character.
+    body: bytes
+    end: End
+    #: (total packets, this packet) of an M3 multi-packet frame, else None.
+    packet: tuple[int, int] | None = None
+    raw: bytes = field(default=b"", repr=False)
+
+
+@dataclass
+class Problem:
+    """A stretch of the stream that was not a valid frame, and why."""
+
+    kind: str  # "bad_crc", "bad_start", "bad_frame"
+    detail: str
+    skipped: int
+
+
+def parse(raw: bytes) -> Frame:
+    """Check and decode one complete frame; ValueError says what is wrong."""
+    if raw[:2] != START:
+        raise ValueError("does not start with 7E7E")
+    length = ((raw[11] & 0x0F) << 8) | raw[12]
+    if len(raw) != length + 17:
+        raise ValueError(f"length field says {length + 17} bytes, frame has {len(raw)}")
+    want = crc16(raw[:-2])
+    got = int.from_bytes(raw[-2:], "big")
+    if want != got:
+        raise ValueError(f"CRC {got:04X}, computed {want:04X}")
+    uplink = raw[11] >> 4 == 0
+    if uplink:
+        centre, station = raw[2], raw[3:8].hex().upper()
+    else:
+        station, centre = raw[2:7].hex().upper(), raw[7]
+    try:
+        end = End(raw[14 + length])
+    except ValueError:
+        raise ValueError(f"unknown end character {raw[14 + length]:02X}") from None
+    start = raw[13]
+    body = raw[14 : 14 + length]
+    packet = None
+    if start == SYN:
+        info = int.from_bytes(body[:3], "big")
+        packet = (info >> 12, info & 0xFFF)
+        body = body[3:]
+    elif start != STX:
+        raise ValueError(f"expected STX or SYN, found {start:02X}")
+    return Frame(
+        uplink,
+        centre,
+        station,
+        int.from_bytes(raw[8:10], "big"),
+        raw[10],
+        body,
+        end,
+        packet,
+        raw,
+    )
+
+
+def split(buffer: bytearray) -> tuple[list[Frame], list[Problem]]:
+    """Take every complete frame out of ``buffer`` (an incomplete tail stays in it)."""
+    frames: list[Frame] = []
+    problems: list[Problem] = []
+    while buffer:
+        if buffer[:2] != START[: len(buffer[:2])]:
+            skipped = _resync(buffer)
+            problems.append(Problem("bad_start", "bytes before a frame start", skipped))
+            continue
+        if len(buffer) < HEADER:
+            break
+        total = (((buffer[11] & 0x0F) << 8) | buffer[12]) + 17
+        if len(buffer) < total:
+            break
+        raw = bytes(buffer[:total])
+        try:
+            frames.append(parse(raw))
+        except ValueError as exc:
+            kind = "bad_crc" if str(exc).startswith("CRC") else "bad_frame"
+            del buffer[:2]
+            problems.append(Problem(kind, str(exc), _resync(buffer) + 2))
+            continue
+        del buffer[:total]
+    return frames, problems
+
+
+def _resync(buffer: bytearray) -> int:
+    """Drop bytes up to the next 7E7E (or all but a trailing 7E); returns how many."""
+    at = buffer.find(START)
+    if at < 0:
+        at = len(buffer) - 1 if buffer.endswith(b"\x7e") else len(buffer)
+    del buffer[:at]
+    return at
+
+
+def build(
+    station: str,
+    centre: int,
+    password: int,
+    function: int,
+    body: bytes,
+    end: End,
+    uplink: bool = False,
+) -> bytes:
+    """A complete frame (downlink unless ``uplink``), CRC included."""
+    address = bytes.fromhex(station)
+    if len(address) != 5:
+        raise ValueError("a station address is 5 bytes (10 hex digits)")
+    head = START + (bytes([centre]) + address if uplink else address + bytes([centre]))
+    flag = 0x0000 if uplink else 0x8000
+    frame = (
+        head
+        + password.to_bytes(2, "big")
+        + bytes([function])
+        + (flag | len(body)).to_bytes(2, "big")
+        + bytes([STX])
+        + body
+        + bytes([end])
+    )
+    return frame + crc16(frame).to_bytes(2, "big")
+
+
+def confirm(frame: Frame, keep_online: bool = False) -> bytes:
+    """The centre's confirm of an uplink report: serial and send time echoed; ETB
+    is answered with ACK, ETX with EOT (or ESC to keep the station online)."""
+    end = End.ACK if frame.end is End.ETB else (End.ESC if keep_online else End.EOT)
+    return build(frame.station, frame.centre, frame.password, frame.function, frame.body[:8], end)

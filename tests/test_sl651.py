@@ -1,0 +1,210 @@
+"""SL651-2014: real frames from public sources decoded, the centre's listener end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from controller.config import LoadedConfig
+from controller.runtime import Controller
+from drivers.sl651 import frame as fr
+from drivers.sl651.body import parse_report
+from drivers.sl651.crc import crc16
+from simulators.sl651_station import Sl651Station
+from tests.conftest import free_port
+
+WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
+TZ = ZoneInfo("Asia/Shanghai")
+
+
+def hexbytes(text: str) -> bytes:
+    return bytes.fromhex(text.replace(" ", ""))
+
+
+# protocols.md section 1.14: frames from public sources, CRC-verified there.
+S1 = hexbytes("7E7E 01 0012345678 1234 2F 0008 02 0003 591011155111 03 6BCA")
+S1B = hexbytes("7E7E00987654321012342F0008027E0822101110074703C3AE")
+S2 = hexbytes(
+    "7E7E 01 0012345678 1234 30 002B 02 0003 591011154947 F1F1 0012345678 48 "
+    "F0F0 5910111549 20 19 000005 26 19 000005 39 23 00000127 38 12 1115 03 20FA"
+)
+S2_CONFIRM = hexbytes("7E7E 0012345678 01 1234 30 8008 02 0003 591011154947 1B 75D4")
+S3 = hexbytes(
+    "7E7E 05 0011223344 03E8 32 002B 02 0034 170718110016 F1F1 0011223344 48 "
+    "F0F0 1707181100 20 19 000040 26 19 000040 39 23 00010490 38 12 1099 03 A421"
+)
+S3_CONFIRM = hexbytes("7E7E 0011223344 05 03E8 32 8008 02 0034 170718110016 1B E5D4")
+S7 = hexbytes(
+    "7E7E011000000006000031004E022F7E221205110019F1F1100000000648F0F0221205100504180000053923"
+    + "00028960" * 12
+    + "035B94"
+)
+C5_SHORT = hexbytes(
+    "7E7E0100123456781234320021020004230601100000F1F1001234567848F0F023060110003923FF000345"
+    "381212600366D2"
+)
+C5_STRICT = hexbytes(
+    "7E7E0100123456781234320022020004230601100000F1F1001234567848F0F02306011000392BFF00000345"
+    "38121260031D57"
+)
+
+
+def local(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=TZ).timestamp()
+
+
+def test_the_check_is_crc16_modbus() -> None:
+    assert crc16(b"123456789") == 0x4B37
+
+
+def test_real_reports_decode_to_their_published_values() -> None:
+    f = fr.parse(S3)
+    assert (f.uplink, f.centre, f.station, f.password, f.function) == (
+        True,
+        5,
+        "0011223344",
+        0x03E8,
+        0x32,
+    )
+    report = parse_report(f.function, f.body, TZ)
+    assert report.serial == 0x34 and report.sent_at == local("2017-07-18T11:00:16")
+    assert (report.station, report.station_type) == ("0011223344", 0x48)
+    values = {o.element: o.value for o in report.observations}
+    assert values == {0x20: 4.0, 0x26: 4.0, 0x39: 10.49, 0x38: 10.99}
+    assert {o.at for o in report.observations} == {local("2017-07-18T11:00")}
+
+    test = parse_report(0x30, fr.parse(S2).body, TZ)
+    assert {o.element: o.value for o in test.observations}[0x39] == 0.127
+
+
+def test_a_uniform_report_spreads_its_values_over_the_time_step() -> None:
+    report = parse_report(0x31, fr.parse(S7).body, TZ)
+    assert [o.value for o in report.observations] == [28.96] * 12
+    first = local("2022-12-05T10:05")
+    assert [o.at for o in report.observations] == [first + 300 * k for k in range(12)]
+
+
+def test_negative_levels_read_the_same_in_both_encodings() -> None:
+    for raw in (C5_SHORT, C5_STRICT):
+        report = parse_report(0x32, fr.parse(raw).body, TZ)
+        assert {o.element: o.value for o in report.observations} == {0x39: -0.345, 0x38: 12.6}
+
+
+def test_confirms_match_the_published_ones() -> None:
+    assert fr.confirm(fr.parse(S2), keep_online=True) == S2_CONFIRM
+    assert fr.confirm(fr.parse(S3), keep_online=True) == S3_CONFIRM
+    eot = fr.parse(fr.confirm(fr.parse(S3)))
+    assert (eot.uplink, eot.end, eot.body) == (False, fr.End.EOT, fr.parse(S3).body[:8])
+
+
+def test_the_stream_is_split_by_length_not_by_scanning_for_7e7e() -> None:
+    # S1B's serial is 7E08: a 7E7E scanner would cut it. Then garbage, a torn frame,
+    # and a frame cut in half by the TCP stream.
+    torn = S2[:-3] + b"\x00\x00\x00"
+    buffer = bytearray(b"\x00\x01" + S1B + torn + S3 + S7[:30])
+    frames, problems = fr.split(buffer)
+    assert [f.function for f in frames] == [0x2F, 0x32]
+    assert frames[0].body[:2] == b"\x7e\x08"
+    assert [p.kind for p in problems] == ["bad_start", "bad_crc"]
+    assert bytes(buffer) == S7[:30]  # waits for the rest
+    buffer += S7[30:]
+    frames, problems = fr.split(buffer)
+    assert [f.function for f in frames] == [0x31] and problems == [] and not buffer
+
+
+def station_city(tmp_path: Path, port: int) -> dict[str, Any]:
+    return {
+        "listeners": [
+            {"id": "sl651-centre", "protocol": "sl651", "host": "127.0.0.1", "port": port}
+        ],
+        "sl651_stations": [
+            {
+                "id": "WL-TUNNEL",
+                "listener": "sl651-centre",
+                "station": "0012345678",
+                "password": "1234",
+                "district": "江城区",
+                "levels": {"blue": 0.15, "yellow": 0.25, "orange": 0.35, "red": 0.5},
+            }
+        ],
+        "rules": [
+            {
+                "id": "flood-level",
+                "kind": "threshold",
+                "point": "water_level",
+                "select": {"device_class": "gauge"},
+                "levels_from_device": True,
+            }
+        ],
+        "polling": {"batch_interval": 0.1},
+        "storage": {"embedded": {"path": str(tmp_path / "e.db")}},
+    }
+
+
+async def test_a_station_dialling_in_is_confirmed_stored_and_raises_red_water(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    port = free_port()
+    loaded = write_config(station_city(tmp_path, port))
+    async with Controller(loaded) as controller:
+        await controller.start()
+        listener = controller.listeners[0]
+        station = Sl651Station("0012345678", 0x1234, 1, TZ)
+        await station.connect("127.0.0.1", port)
+        try:
+            now = time.time()
+            confirm = await station.send(station.report(now, 0.62))
+            assert confirm is not None and confirm.end is fr.End.EOT and not confirm.uplink
+            assert confirm.body[:2] == station.serial.to_bytes(2, "big")  # serial echoed
+
+            async def alarmed() -> bool:
+                return any(
+                    a.rule == "flood-level" and a.active for a in controller.rules.manager.list()
+                )
+
+            for _ in range(50):
+                if await alarmed():
+                    break
+                await asyncio.sleep(0.1)
+            [alarm] = [a for a in controller.rules.manager.list() if a.active]
+            assert (alarm.device, alarm.level_name, alarm.severity) == (
+                "WL-TUNNEL",
+                "red",
+                "urgent",
+            )
+            device = controller.registry.by_id["WL-TUNNEL"]
+            names = [p.name for p in device.points]
+            level = controller.latest.value[device.index, names.index("water_level")]
+            assert level == pytest.approx(0.62)
+            assert controller.poller.health[device.index].online
+
+            # A resend of the same report (the confirm was lost) is confirmed, stored once.
+            frame = station.report(now + 60, 0.63)
+            assert await station.send(frame) is not None
+            assert await station.send(frame) is not None
+            stats = listener.stats.stations["0012345678"]
+            assert (stats.reports, stats.duplicates) == (2, 1)
+
+            # Frames the centre must not answer: a wrong password, a bad CRC, a stranger.
+            intruder = Sl651Station("0012345678", 0x9999, 1, TZ)
+            intruder._reader, intruder._writer = station._reader, station._writer
+            assert await intruder.send(intruder.report(now + 120, 0.1), wait=0.3, resends=0) is None
+            garbled = bytearray(station.report(now + 180, 0.1))
+            garbled[-1] ^= 0xFF
+            assert await station.send(bytes(garbled), wait=0.3, resends=0) is None
+            stranger = Sl651Station("0099999999", 0x1234, 1, TZ)
+            stranger._reader, stranger._writer = station._reader, station._writer
+            assert await stranger.send(stranger.report(now, 0.1), wait=0.3, resends=0) is None
+            assert (listener.stats.wrong_password, listener.stats.bad_crc) == (1, 1)
+            assert listener.stats.unknown_station == 1
+            # ... and the connection still works after them.
+            assert await station.send(station.report(now + 240, 0.2)) is not None
+        finally:
+            await station.close()
