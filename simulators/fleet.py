@@ -28,6 +28,7 @@ from rules.astro import sun_times
 from simulators.datastore import SimulatedUnit, UnitStore
 from simulators.faults import FaultBoard, FaultKind, FaultSpec, Scenario, load_scenario
 from simulators.physics import CabinetModel, GaugeModel, LampModel, SimClock
+from simulators.sl651_station import Sl651Station
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,20 @@ class SimulatedCity:
             )
         for link_id, link_units in units.items():
             self.stores[link_id] = UnitStore(link_units, self.board, self.clock)
+        # SL651 stations dial in to the centre's listener with their gauge's level.
+        listeners = {listener.id: listener for listener in cfg.listeners}
+        self.stations: list[tuple[Sl651Station, GaugeModel, str, int, float]] = []
+        for station_cfg in cfg.sl651_stations:
+            rain = [e for e in self.scenario.rain if e.gauges is None or station_cfg.id in e.gauges]
+            gauge = GaugeModel(station_cfg.id, rain, noise=random.Random(rng.random()))
+            self.gauges[gauge.id] = gauge
+            listener = listeners[station_cfg.listener]
+            host = "127.0.0.1" if listener.host in ("0.0.0.0", "::") else listener.host
+            station = Sl651Station(
+                station_cfg.station, int(station_cfg.password, 16), 1, cfg.site.tz
+            )
+            self.stations.append((station, gauge, host, listener.port, station_cfg.report_interval))
+        self._station_tasks: list[asyncio.Task[None]] = []
 
     def inject(self, fault: FaultSpec) -> FaultSpec:
         """Put a fault in force now (``at`` and ``until`` count from now)."""
@@ -182,13 +197,34 @@ class SimulatedCity:
         raise KeyError(device)
 
     async def start(self) -> None:
-        """Start one server per link."""
+        """Start one server per link, and the SL651 stations' reporting."""
         try:
             for link_id, store in self.stores.items():
                 await self._start_link(self.links[link_id], store)
         except BaseException:
             await self.stop()
             raise
+        for station, gauge, host, port, every in self.stations:
+            self._station_tasks.append(
+                asyncio.create_task(
+                    self._report(station, gauge, host, port, every), name=f"sl651:{gauge.id}"
+                )
+            )
+
+    async def _report(
+        self, station: Sl651Station, gauge: GaugeModel, host: str, port: int, every: float
+    ) -> None:
+        """Dial in (again after a lost connection) and send a timed report every interval."""
+        while True:
+            try:
+                await station.connect(host, port)
+                while True:
+                    level = max(gauge.true_level(self.clock.now()), 0.0)
+                    await station.send(station.report(time.time(), round(level, 3)))
+                    await asyncio.sleep(every)
+            except (OSError, asyncio.IncompleteReadError):
+                await station.close()
+                await asyncio.sleep(1.0)
 
     async def _start_link(self, link: LinkConfig, store: UnitStore) -> None:
         placeholder = SimDevice(0, simdata=SimData(0))
@@ -229,7 +265,14 @@ class SimulatedCity:
         self._servers.append(server)
 
     async def stop(self) -> None:
-        """Stop every server and PTY pair."""
+        """Stop every server and PTY pair, and the stations."""
+        for task in self._station_tasks:
+            task.cancel()
+        await asyncio.gather(*self._station_tasks, return_exceptions=True)
+        self._station_tasks = []
+        for station, *_ in self.stations:
+            with contextlib.suppress(Exception):
+                await station.close()
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await server.shutdown()

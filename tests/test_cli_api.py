@@ -83,9 +83,24 @@ def demo() -> Iterator[Demo]:
 def test_demo_serves_the_simulated_city(demo: Demo) -> None:
     base = demo.api
     health = httpx.get(f"{base}/health").json()
-    assert health["devices"] == {"cabinet": 5, "lamp": 178, "gauge": 3}
+    assert health["devices"] == {"cabinet": 5, "lamp": 178, "gauge": 4}
     gauges = httpx.get(f"{base}/devices", params={"device_class": "gauge"}).json()
-    assert {g["id"] for g in gauges} == {"WL-DF-UNDERPASS", "WL-XJ-MARKET", "WL-MY-BRIDGE"}
+    assert {g["id"] for g in gauges} == {
+        "WL-DF-UNDERPASS",
+        "WL-XJ-MARKET",
+        "WL-MY-BRIDGE",
+        "WL-JC-CULVERT",  # an SL651 station that dials in to the centre
+    }
+    deadline = time.monotonic() + 30
+    while True:
+        culvert = httpx.get(f"{base}/devices/WL-JC-CULVERT").json()
+        level = {r["point"]: r for r in culvert["readings"]}["water_level"]
+        if level["value"] is not None:
+            break
+        assert time.monotonic() < deadline, culvert
+        time.sleep(0.5)
+    assert culvert["health"]["online"] is True and level["unit"] == "m"
+    assert {r["point"]: r for r in culvert["readings"]}["supply_voltage"]["value"] == 12.6
     cabinet = httpx.get(f"{base}/devices/JC-DF-001").json()
     assert cabinet["health"]["online"] is True
     readings = {r["point"]: r for r in cabinet["readings"]}
@@ -156,7 +171,12 @@ def test_demo_serves_stored_telemetry_from_the_embedded_store(demo: Demo) -> Non
     while not all(g["values"] for g in gauges()) and time.monotonic() < deadline:
         time.sleep(0.5)
     latest = gauges()
-    assert {g["device"] for g in latest} == {"WL-DF-UNDERPASS", "WL-XJ-MARKET", "WL-MY-BRIDGE"}
+    assert {g["device"] for g in latest} == {
+        "WL-DF-UNDERPASS",
+        "WL-XJ-MARKET",
+        "WL-MY-BRIDGE",
+        "WL-JC-CULVERT",
+    }
     assert all("water_level" in g["values"] for g in latest)  # type: ignore[operator]
     url = f"{demo.api}/telemetry/series/JC-DF-001/voltage_a"
     raw = httpx.get(url).json()

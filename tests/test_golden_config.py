@@ -64,7 +64,7 @@ def test_shipped_example_config_passes(capsys: pytest.CaptureFixture[str]) -> No
     root = Path(__file__).parent.parent
     assert main(["check", "-c", str(root / "config.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "OK" in out and "5 cabinets" in out and "178 lamps" in out and "3 gauges" in out
+    assert "OK" in out and "5 cabinets" in out and "178 lamps" in out and "4 gauges" in out
 
 
 def test_register_table_document_matches_the_profiles() -> None:

@@ -17,6 +17,8 @@ from controller.runtime import Controller
 from drivers.sl651 import frame as fr
 from drivers.sl651.body import parse_report
 from drivers.sl651.crc import crc16
+from simulators.faults import RainEvent, Scenario
+from simulators.fleet import SimulatedCity
 from simulators.sl651_station import Sl651Station
 from tests.conftest import free_port
 
@@ -208,3 +210,31 @@ async def test_a_station_dialling_in_is_confirmed_stored_and_raises_red_water(
             assert await station.send(station.report(now + 240, 0.2)) is not None
         finally:
             await station.close()
+
+
+async def test_a_storm_reported_by_simulated_stations_becomes_an_urgent_flood_case(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    doc = station_city(tmp_path, free_port())
+    doc["sl651_stations"][0]["report_interval"] = 0.2
+    doc["rules"][0]["case"] = True
+    doc["cases"] = {"routing": [{"category": "waterlogging", "department": "市排水管理处"}]}
+    loaded = write_config(doc)
+    rain = Scenario(rain=[RainEvent(start=0, rise=1.0, peak_m=0.6, hold=1e6, recede=10)])
+    async with SimulatedCity(loaded, rain) as city, Controller(loaded) as controller:
+        await controller.start()
+        city.clock.advance(5)  # the water is up
+        for _ in range(100):
+            cases = await controller.cases.find()
+            if cases and cases[0].stage == "dispatched" and cases[0].severity == "urgent":
+                break
+            await asyncio.sleep(0.1)
+        [case] = cases
+        assert (case.category, case.device_id, case.severity) == (
+            "waterlogging",
+            "WL-TUNNEL",
+            "urgent",
+        )
+        assert case.department == "市排水管理处" and case.title.endswith("积水 红色预警")
+        station = city.stations[0][0]
+        assert station.confirms and all(c.end is fr.End.EOT for c in station.confirms)

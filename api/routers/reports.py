@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse
 from api.deps import ControllerDep
 from api.svg import bar_chart
 from controller.cases.statistics import figures
-from controller.config import GaugeConfig
+from controller.config import GaugeLevels
 from controller.control.audit import AuditQuery
 from controller.telemetry.flood_summary import BANDS, FloodSummary, summarize_flood
 from rules.alarms import Alarm
@@ -61,15 +61,17 @@ def _pct(value: float | None) -> str:
 
 async def _flood_summaries(
     controller: Controller, floods: list[Alarm], t0: float, t1: float
-) -> list[tuple[GaugeConfig, FloodSummary]]:
+) -> list[tuple[GaugeLevels, FloodSummary]]:
     """Peak, time above each band and current level of every gauge that alarmed."""
     reader = controller.telemetry.reader
     if reader is None:
         return []
     alarmed = {a.device for a in floods}
-    max_gap = 3 * controller.loaded.config.polling.gauge_interval
+    cfg = controller.loaded.config
     out = []
-    for gauge in controller.loaded.config.gauges:
+    for gauge in [*cfg.gauges, *cfg.sl651_stations]:
+        # A gap counts for at most three of the gauge's own intervals.
+        max_gap = 3 * getattr(gauge, "report_interval", cfg.polling.gauge_interval)
         device = controller.registry.by_id.get(gauge.id)
         if gauge.id not in alarmed or device is None:
             continue
@@ -80,7 +82,7 @@ async def _flood_summaries(
     return out
 
 
-def _flood_row(gauge: GaugeConfig, s: FloodSummary, when: Callable[[float], str]) -> str:
+def _flood_row(gauge: GaugeLevels, s: FloodSummary, when: Callable[[float], str]) -> str:
     above = " / ".join(f"{s.above[b] / 60:.0f}" if b in s.above else "–" for b in BANDS)
     return (
         f"<tr><td>{escape(gauge.name or gauge.id)}</td><td>{escape(gauge.road)}</td>"

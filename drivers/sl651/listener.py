@@ -138,6 +138,10 @@ class Sl651Listener:
                         self.stats.confirms += 1
         except (ConnectionError, OSError) as exc:
             log.info("%s: station at %s went away: %s", self.id, peer, exc)
+        except asyncio.CancelledError:
+            # The listener is stopping. A connection task of asyncio's server must end
+            # normally: the server's callback logs a cancelled one as an error.
+            pass
         finally:
             self.stats.open_connections -= 1
             self._connections.discard(task)
