@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from api.auth import AuthThrottle, TicketSigner
 from api.events import EventHub
 from api.keys import ApiKeyStore
 from api.rate_limit import RateLimiter
@@ -57,6 +59,10 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
         redoc_url=None,
     )
     app.state.controller = controller
+    app.state.public_views = frozenset(controller.loaded.config.api.public)
+    app.state.auth_throttle = AuthThrottle()
+    # Tickets die with the process: a restart only asks browsers for new ones.
+    app.state.tickets = TicketSigner(secrets.token_bytes(32))
     app.state.keys = ApiKeyStore(
         controller.loaded.data_path(controller.loaded.config.api.keys_path)
     )

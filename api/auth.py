@@ -1,18 +1,93 @@
 """Who may do what: ``Authorization: Bearer <key>`` (or ``X-API-Key``) and role checks.
 
-Reading is open to anyone who can reach the API (it listens on the city's
-private network); every call that changes state names the roles it needs:
-no key gives 401, a key of another role 403.
+Private by default: every read needs a key of a reading role (viewer and up;
+a reporter key may only submit reports), except the views a config opens in
+``api.public``; every call that changes state names the roles it needs. No
+key gives 401, a key of another role 403. A browser that cannot set headers
+(the live events, a report opened in a new tab) passes a short-lived signed
+``ticket`` from ``POST /session/ticket`` instead. Failed keys are logged (key
+id and address, never the secret) and an address that keeps failing is
+refused with 429 for a while.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import logging
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 
 from api.keys import ApiKeyStore, Principal, Role
+
+log = logging.getLogger(__name__)
+
+#: Roles that may read the city (a reporter key only submits reports).
+READERS = frozenset({Role.VIEWER, Role.ENGINEER, Role.DISPATCHER, Role.FLOOD_DUTY, Role.ADMIN})
+TICKET_SECONDS = 300.0
+#: Failed authentications from one address within the window before it is refused.
+FAILURES_ALLOWED = 10
+FAILURE_WINDOW = 60.0
+
+
+class AuthThrottle:
+    """Failed authentications per client address, and who is refused for now."""
+
+    def __init__(self) -> None:
+        self.failures_total = 0
+        self._recent: dict[str, deque[float]] = {}
+
+    def refused_for(self, address: str, now: float) -> float:
+        """Seconds the address must still wait (0: it may try)."""
+        recent = self._recent.get(address)
+        if not recent:
+            return 0.0
+        while recent and now - recent[0] > FAILURE_WINDOW:
+            recent.popleft()
+        if len(recent) < FAILURES_ALLOWED:
+            return 0.0
+        return FAILURE_WINDOW - (now - recent[0])
+
+    def failed(self, address: str, now: float) -> None:
+        """Count one failed authentication."""
+        self.failures_total += 1
+        self._recent.setdefault(address, deque(maxlen=FAILURES_ALLOWED * 2)).append(now)
+
+
+class TicketSigner:
+    """Short-lived signed tickets standing in for a key where headers cannot be set."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def issue(self, principal: Principal, now: float) -> tuple[str, float]:
+        """A ticket for ``principal`` and when it expires."""
+        expires = now + TICKET_SECONDS
+        claim = f"{principal.key_id}|{principal.role.value}|{expires:.0f}|{principal.name}"
+        payload = base64.urlsafe_b64encode(claim.encode()).decode().rstrip("=")
+        return f"{payload}.{self._sign(payload)}", expires
+
+    def verify(self, ticket: str, now: float) -> Principal | None:
+        """The principal of a valid, unexpired ticket."""
+        payload, _, signature = ticket.partition(".")
+        if not hmac.compare_digest(signature, self._sign(payload)):
+            return None
+        try:
+            claim = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
+            key_id, role, expires, name = claim.split("|", 3)
+            if float(expires) < now:
+                return None
+            return Principal(key_id, name, Role(role))
+        except ValueError:
+            return None
+
+    def _sign(self, payload: str) -> str:
+        return hmac.new(self._secret, payload.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def _store(request: Request) -> ApiKeyStore:
@@ -25,7 +100,17 @@ def current_principal(
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> Principal:
-    """The caller, from the bearer token or X-API-Key header; 401 if none or unknown."""
+    """The caller, from the bearer token, X-API-Key or a ticket; 401 if none or unknown."""
+    address = request.client.host if request.client else "?"
+    throttle: AuthThrottle = request.app.state.auth_throttle
+    now = time.monotonic()
+    wait = throttle.refused_for(address, now)
+    if wait > 0:
+        raise HTTPException(
+            429,
+            "too many failed authentications from this address: try again later",
+            headers={"Retry-After": str(max(int(wait), 1))},
+        )
     token = x_api_key
     if authorization:
         scheme, _, value = authorization.partition(" ")
@@ -34,16 +119,32 @@ def current_principal(
                 401, "use Authorization: Bearer <api key>", headers={"WWW-Authenticate": "Bearer"}
             )
         token = value
+    ticket = request.query_params.get("ticket")
+    if not token and ticket and request.method == "GET":
+        signer: TicketSigner = request.app.state.tickets
+        principal = signer.verify(ticket, time.time())
+        if principal is not None and _store(request).active(principal.key_id):
+            return principal
+        _failed(throttle, address, now, "ticket")
+        raise HTTPException(401, "ticket expired or invalid: ask for a new one")
     if not token:
         raise HTTPException(
             401, "this call needs an API key", headers={"WWW-Authenticate": "Bearer"}
         )
     principal = _store(request).verify(token)
     if principal is None:
+        parts = token.split("_", 2)
+        _failed(throttle, address, now, parts[1] if len(parts) == 3 else "malformed")
         raise HTTPException(
             401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
         )
     return principal
+
+
+def _failed(throttle: AuthThrottle, address: str, now: float, key_id: str) -> None:
+    throttle.failed(address, now)
+    # The key id only: the secret part never reaches a log.
+    log.warning("failed authentication from %s (key id %s)", address, key_id[:16])
 
 
 #: Who may do what, besides admin. The routers' checks and the dashboard's permissions
@@ -79,3 +180,31 @@ def require(*roles: Role) -> Callable[..., Principal]:
 
 
 AlarmOperator = Annotated[Principal, Depends(require(*DUTIES["alarms"]))]
+
+
+def read_guard(view: str) -> Callable[..., None]:
+    """A router dependency: its reads need a reading role unless ``view`` is public.
+
+    Writes are left to each route's own role check.
+    """
+
+    def check(
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+        x_api_key: Annotated[str | None, Header()] = None,
+    ) -> None:
+        if request.method not in ("GET", "HEAD"):
+            return
+        if view in request.app.state.public_views:
+            return
+        principal = current_principal(request, authorization, x_api_key)
+        if principal.role not in READERS:
+            raise HTTPException(403, f"a {principal.role.value} key may not read {view}")
+
+    return check
+
+
+#: Any reading role: the caller, for routes that shape their answer by role.
+Reader = Annotated[Principal, Depends(require(*READERS))]
+#: The command centre and admin: link addresses, the audit log, exports, webhook state.
+Supervisor = Annotated[Principal, Depends(require(Role.DISPATCHER))]

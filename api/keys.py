@@ -126,6 +126,16 @@ class ApiKeyStore:
             return None
         return Principal(parts[1], row[0], Role(row[1]))
 
+    def active(self, key_id: str) -> bool:
+        """Whether a key id is still valid (the environment's admin key while it is set)."""
+        if key_id == "env":
+            return bool(os.environ.get(ADMIN_KEY_ENV))
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM api_key WHERE id = ? AND revoked_at IS NULL", (key_id,)
+            ).fetchone()
+        return row is not None
+
     def close(self) -> None:
         """Close the database."""
         with self._lock:

@@ -32,9 +32,10 @@ class CaseFigures:
 class ControllerCollector(Collector):
     """Metric families of one controller."""
 
-    def __init__(self, controller: Controller, cases: CaseFigures) -> None:
+    def __init__(self, controller: Controller, cases: CaseFigures, auth_failures: int = 0) -> None:
         self.controller = controller
         self.cases = cases
+        self.auth_failures = auth_failures
 
     def collect(self) -> Iterator[Metric]:
         """Every family, fresh from the counters."""
@@ -175,10 +176,14 @@ class ControllerCollector(Collector):
         verdict = assess(c).status
         for status in ("ok", "degraded", "failing"):
             health.add_metric([status], int(status == verdict))
-        yield from (cases, overdue, commands, steps, health)
+        failures = CounterMetricFamily(
+            "streetsense_auth_failures", "Requests refused for an unknown key or ticket"
+        )
+        failures.add_metric([], self.auth_failures)
+        yield from (cases, overdue, commands, steps, health, failures)
 
 
-async def controller_registry(controller: Controller) -> CollectorRegistry:
+async def controller_registry(controller: Controller, auth_failures: int = 0) -> CollectorRegistry:
     """A registry holding the controller's metrics as they are now."""
     try:
         open_cases, overdue = await controller.cases.open_counts()
@@ -186,5 +191,7 @@ async def controller_registry(controller: Controller) -> CollectorRegistry:
         # The case database away must not blank every other metric.
         open_cases, overdue = -1, -1
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ControllerCollector(controller, CaseFigures(open_cases, overdue)))
+    registry.register(
+        ControllerCollector(controller, CaseFigures(open_cases, overdue), auth_failures)
+    )
     return registry

@@ -361,6 +361,11 @@ class ApiConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     keys_path: str = "keys.db"
+    #: Read-only views opened to callers without a key (a wall-screen map). The audit
+    #: log, links, cases, exports, commands and live events can never be opened.
+    public: list[
+        Literal["map", "devices", "telemetry", "alarms", "statistics", "schedules", "assets"]
+    ] = []
 
 
 class AssetsConfig(_Strict):

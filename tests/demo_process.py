@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -29,6 +30,11 @@ class Demo:
     keys: dict[str, str] = field(default_factory=dict)
     #: The demo's process, for tests about signals and exit codes.
     proc: subprocess.Popen[str] | None = None
+
+    def get(self, url: str, role: str = "admin", **kw: Any) -> httpx.Response:
+        """GET from the demo's API with the key it printed for ``role`` (reads need one)."""
+        headers = {"X-API-Key": self.keys[role], **kw.pop("headers", {})}
+        return httpx.get(url, headers=headers, **kw)
 
 
 @contextmanager

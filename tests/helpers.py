@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from api.app import create_app
+from api.keys import Role
 from controller.readings import ReadingBatch
 from controller.runtime import Controller
 from drivers.profile import DataType, DeviceProfile
@@ -90,14 +91,39 @@ def readings_by_device(controller: Controller, batch: ReadingBatch) -> dict[str,
     return out
 
 
+def reads_with(key: str) -> Callable[[httpx.Request], Awaitable[None]]:
+    """An httpx request hook: a GET that names no key goes with ``key``
+    (``X-Anonymous: 1`` sends it with none)."""
+
+    async def hook(request: httpx.Request) -> None:
+        if request.headers.pop("X-Anonymous", None) is not None:
+            return
+        if request.method == "GET" and not (
+            "authorization" in request.headers or "x-api-key" in request.headers
+        ):
+            request.headers["X-API-Key"] = key
+
+    return hook
+
+
 @asynccontextmanager
 async def api_client(controller: Controller) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client to the controller's API in this process (the app's lifespan is not run,
-    so the key store it opened is closed here)."""
+    so the key store it opened is closed here).
+
+    Reads need a key: a GET that names none goes as an admin of the test, so tests
+    about something else need not carry one. A test about anonymous reads sends
+    the header ``X-Anonymous: 1``, which is taken off before the request goes.
+    """
     app = create_app(controller, manage_controller=False)
+    default_reader = reads_with(app.state.keys.create("test reader (admin)", Role.ADMIN))
     transport = httpx.ASGITransport(app=app)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://api",
+            event_hooks={"request": [default_reader]},
+        ) as client:
             yield client
     finally:
         app.state.keys.close()

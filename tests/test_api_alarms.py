@@ -14,6 +14,7 @@ from controller.config import LoadedConfig
 from controller.runtime import Controller
 from simulators.faults import FaultKind, FaultSpec
 from simulators.fleet import SimulatedCity
+from tests.helpers import reads_with
 from tests.test_rules_e2e import city_doc, cycles
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
@@ -35,7 +36,11 @@ async def test_alarm_actions_need_the_right_role_and_statistics_count_them(
         city.inject(FaultSpec(kind=FaultKind.CIRCUIT_CUT, device="CAB", circuit=2))
         await cycles(controller, 3)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://api",
+            event_hooks={"request": [reads_with(viewer)]},
+        ) as client:
             alarms = (await client.get("/alarms")).json()
             assert [(a["rule"], a["device"], a["circuit"], a["state"]) for a in alarms] == [
                 ("circuit-break", "CAB", 2, "active_unacknowledged")

@@ -84,7 +84,7 @@ def test_demo_serves_the_simulated_city(demo: Demo) -> None:
     base = demo.api
     health = httpx.get(f"{base}/health").json()
     assert health["devices"] == {"cabinet": 5, "lamp": 178, "gauge": 4}
-    gauges = httpx.get(f"{base}/devices", params={"device_class": "gauge"}).json()
+    gauges = demo.get(f"{base}/devices", params={"device_class": "gauge"}).json()
     assert {g["id"] for g in gauges} == {
         "WL-DF-UNDERPASS",
         "WL-XJ-MARKET",
@@ -93,7 +93,7 @@ def test_demo_serves_the_simulated_city(demo: Demo) -> None:
     }
     deadline = time.monotonic() + 30
     while True:
-        culvert = httpx.get(f"{base}/devices/WL-JC-CULVERT").json()
+        culvert = demo.get(f"{base}/devices/WL-JC-CULVERT").json()
         level = {r["point"]: r for r in culvert["readings"]}["water_level"]
         if level["value"] is not None:
             break
@@ -101,14 +101,14 @@ def test_demo_serves_the_simulated_city(demo: Demo) -> None:
         time.sleep(0.5)
     assert culvert["health"]["online"] is True and level["unit"] == "m"
     assert {r["point"]: r for r in culvert["readings"]}["supply_voltage"]["value"] == 12.6
-    cabinet = httpx.get(f"{base}/devices/JC-DF-001").json()
+    cabinet = demo.get(f"{base}/devices/JC-DF-001").json()
     assert cabinet["health"]["online"] is True
     readings = {r["point"]: r for r in cabinet["readings"]}
     assert 200 < readings["voltage_a"]["value"] < 250 and readings["voltage_a"]["unit"] == "V"
     assert readings["lamp_count"]["value"] == 42
-    lamp = httpx.get(f"{base}/devices/JC-DF-001-L001").json()
+    lamp = demo.get(f"{base}/devices/JC-DF-001-L001").json()
     assert lamp["parent"] == "JC-DF-001" and lamp["online"] is True
-    links = httpx.get(f"{base}/links").json()
+    links = demo.get(f"{base}/links").json()
     assert {link["id"] for link in links} >= {"dtu-dongfeng", "gw-drainage"}
     assert all(link["connected"] for link in links)
     assert httpx.get(f"{base}/openapi.json").json()["info"]["title"] == "streetsense"
@@ -116,9 +116,9 @@ def test_demo_serves_the_simulated_city(demo: Demo) -> None:
 
 def test_demo_api_refuses_bad_input_with_reasons(demo: Demo) -> None:
     base = demo.api
-    missing = httpx.get(f"{base}/devices/NOPE")
+    missing = demo.get(f"{base}/devices/NOPE")
     assert missing.status_code == 404 and "NOPE" in missing.json()["detail"]
-    bad = httpx.get(f"{base}/devices", params={"device_class": "tram"})
+    bad = demo.get(f"{base}/devices", params={"device_class": "tram"})
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["loc"] == ["query", "device_class"]
 
@@ -146,7 +146,7 @@ def test_fault_injected_at_run_time_shows_in_the_controller_api(demo: Demo) -> N
     )
 
     def door() -> float:
-        readings = httpx.get(f"{demo.api}/devices/JC-MY-001").json()["readings"]
+        readings = demo.get(f"{demo.api}/devices/JC-MY-001").json()["readings"]
         return float(next(r["value"] for r in readings if r["point"] == "door_open"))
 
     deadline = time.monotonic() + 25  # one cabinet poll interval (10 s) and margin
@@ -162,7 +162,7 @@ def test_fault_injected_at_run_time_shows_in_the_controller_api(demo: Demo) -> N
 
 def test_demo_serves_stored_telemetry_from_the_embedded_store(demo: Demo) -> None:
     def gauges() -> list[dict[str, object]]:
-        rows: list[dict[str, object]] = httpx.get(
+        rows: list[dict[str, object]] = demo.get(
             f"{demo.api}/telemetry/latest", params={"device_class": "gauge"}
         ).json()
         return rows
@@ -179,26 +179,26 @@ def test_demo_serves_stored_telemetry_from_the_embedded_store(demo: Demo) -> Non
     }
     assert all("water_level" in g["values"] for g in latest)  # type: ignore[operator]
     url = f"{demo.api}/telemetry/series/JC-DF-001/voltage_a"
-    raw = httpx.get(url).json()
+    raw = demo.get(url).json()
     assert raw["source"] == "embedded" and raw["unit"] == "V"
     assert raw["samples"] and all(200 < s["value"] < 250 for s in raw["samples"])
-    down = httpx.get(url, params={"every": 3600}).json()
+    down = demo.get(url, params={"every": 3600}).json()
     assert down["buckets"][0]["count"] >= 1
     assert down["buckets"][0]["min"] <= down["buckets"][0]["mean"] <= down["buckets"][0]["max"]
-    area = httpx.get(f"{demo.api}/telemetry/latest", params={"road": "漠阳路"}).json()
+    area = demo.get(f"{demo.api}/telemetry/latest", params={"road": "漠阳路"}).json()
     assert {a["device_class"] for a in area} == {"cabinet", "lamp", "gauge"}
-    assert httpx.get(f"{demo.api}/telemetry/sinks").json() == []
+    assert demo.get(f"{demo.api}/telemetry/sinks").json() == []
 
 
 def test_demo_telemetry_refuses_bad_ranges_with_reasons(demo: Demo) -> None:
     url = f"{demo.api}/telemetry/series/JC-DF-001/voltage_a"
-    backwards = httpx.get(
+    backwards = demo.get(
         url, params={"start": "2026-11-22T10:00:00Z", "end": "2026-11-22T09:00:00Z"}
     )
     assert backwards.status_code == 422 and "before" in backwards.json()["detail"]
-    naive = httpx.get(url, params={"start": "2026-11-22T08:00:00"})
+    naive = demo.get(url, params={"start": "2026-11-22T08:00:00"})
     assert naive.status_code == 422 and "time zone" in naive.json()["detail"]
-    too_fine = httpx.get(url, params={"start": "2026-01-01T00:00:00Z", "every": 1})
+    too_fine = demo.get(url, params={"start": "2026-01-01T00:00:00Z", "every": 1})
     assert too_fine.status_code == 422 and "buckets" in too_fine.json()["detail"]
-    unknown = httpx.get(f"{demo.api}/telemetry/series/JC-DF-001/colour")
+    unknown = demo.get(f"{demo.api}/telemetry/series/JC-DF-001/colour")
     assert unknown.status_code == 404 and "voltage_a" in unknown.json()["detail"]

@@ -60,6 +60,8 @@ async def open_dashboard(browser: Browser, demo: Demo, role: str) -> Page:
     page = await browser.new_page(viewport={"width": 1500, "height": 950})
     await page.goto(f"{demo.api}/")
     await expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=20_000)
+    # Private by default: before a key is given the page shows nothing of the city.
+    await expect(page.locator("#map .device")).to_have_count(0)
     await page.fill("#login-key", demo.keys[role])
     await page.click("#login-button")
     await expect(page.locator("#whoami")).to_have_text(f"demo-{role} ({role})")
@@ -71,7 +73,7 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
 ) -> None:
     demo = running_demo
     page = await open_dashboard(browser, demo, "engineer")
-    api = httpx.AsyncClient(base_url=demo.api)
+    api = httpx.AsyncClient(base_url=demo.api, headers={"X-API-Key": demo.keys["admin"]})
     control = httpx.AsyncClient(base_url=demo.control)
 
     # Right after login the alarms tab shows alone: the control panel waits for its tab.
@@ -147,9 +149,9 @@ async def test_a_viewer_is_not_offered_control_or_alarm_actions(
 
 
 def test_the_daily_report_prints_its_sections(running_demo: Demo) -> None:
-    page = httpx.get(f"{running_demo.api}/reports/day")
+    page = running_demo.get(f"{running_demo.api}/reports/day")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     for heading in ("Lighting rate", "Faults", "Cases", "Flood events", "Remote control"):
         assert f"<h2>{heading}" in page.text
     assert page.text.count("<svg") >= 4
-    assert httpx.get(f"{running_demo.api}/reports/year").status_code == 422
+    assert running_demo.get(f"{running_demo.api}/reports/year").status_code == 422

@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 
-from api.auth import AlarmOperator
+from api.auth import AlarmOperator, read_guard
 from api.deps import ControllerDep
 from api.schemas import AlarmOut, FloodWatchOut, OutOfServiceIn, ShelveIn, utc
 from rules.alarms import Alarm, AlarmError, AlarmManager, severity_rank
 
-router = APIRouter(prefix="/alarms", tags=["alarms"])
+router = APIRouter(prefix="/alarms", tags=["alarms"], dependencies=[Depends(read_guard("alarms"))])
 
 
 def alarm_out(a: Alarm, manager: AlarmManager) -> AlarmOut:

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
-from api.auth import DUTIES, require
+from api.auth import DUTIES, read_guard, require
 from api.deps import ControllerDep
 from api.keys import Principal
 from api.schemas import AssetGroupOut, ImportRejectOut, ImportReportOut
@@ -14,7 +14,7 @@ from controller.assets.importer import ImportFormatError, parse_csv, parse_geojs
 from controller.assets.model import AssetInvalid, PoleAsset, check_against_site
 from controller.assets.store import AssetFilter, dump_geojson
 
-router = APIRouter(prefix="/assets", tags=["assets"])
+router = APIRouter(prefix="/assets", tags=["assets"], dependencies=[Depends(read_guard("assets"))])
 
 AssetEditor = Annotated[Principal, Depends(require(*DUTIES["assets"]))]
 

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from api.auth import DUTIES, may, require
+from api.auth import DUTIES, Supervisor, may, read_guard, require
 from api.deps import ControllerDep
 from api.keys import Principal
 from api.schemas import (
@@ -25,7 +25,7 @@ from controller.cases.statistics import CaseGroupBy, case_report
 from controller.control.audit import Actor
 from rules.statistics import Period
 
-router = APIRouter(prefix="/cases", tags=["cases"])
+router = APIRouter(prefix="/cases", tags=["cases"], dependencies=[Depends(read_guard("cases"))])
 
 #: Anyone who works cases: the centre, and the departments' engineers and flood duty staff.
 CaseWorker = Annotated[Principal, Depends(require(*DUTIES["cases_work"]))]
@@ -127,6 +127,7 @@ async def case_statistics(
 @router.get("/export", response_model=CaseExport)
 async def export_cases(
     controller: ControllerDep,
+    _principal: Supervisor,
     since: datetime,
     until: datetime | None = None,
 ) -> CaseExport:
@@ -152,7 +153,7 @@ async def export_cases(
 
 
 @router.get("/webhook", response_model=WebhookStatusOut)
-def webhook_status(controller: ControllerDep) -> WebhookStatusOut:
+def webhook_status(controller: ControllerDep, _principal: Supervisor) -> WebhookStatusOut:
     """How webhook delivery to the city platform goes."""
     sender = controller.webhook
     if sender is None:

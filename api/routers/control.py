@@ -15,7 +15,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
-from api.auth import current_principal, may
+from api.auth import Supervisor, current_principal, may, read_guard
 from api.deps import ControllerDep
 from api.keys import Principal
 from api.rate_limit import RateLimiter
@@ -32,7 +32,7 @@ from controller.control.dispatcher import Command, CommandRefused, CommandReques
 from controller.control.writes import Action
 from controller.runtime import Controller
 
-router = APIRouter(tags=["control"])
+router = APIRouter(tags=["control"], dependencies=[Depends(read_guard("control"))])
 
 
 Caller = Annotated[Principal, Depends(current_principal)]
@@ -189,6 +189,7 @@ async def get_command(
 @router.get("/audit", response_model=list[AuditEntryOut])
 async def read_audit(
     controller: ControllerDep,
+    _principal: Supervisor,
     since: datetime | None = None,
     until: datetime | None = None,
     by: str | None = None,

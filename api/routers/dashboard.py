@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, StreamingResponse
 
-from api.auth import DUTIES, current_principal, may
+from api.auth import DUTIES, current_principal, may, read_guard
 from api.deps import ControllerDep
 from api.events import EventHub
 from api.keys import Principal, Role
@@ -123,7 +123,7 @@ def _grid_cells(controller: Controller, points: list[MapDeviceOut]) -> list[Grid
     ]
 
 
-@router.get("/map", response_model=MapOut)
+@router.get("/map", response_model=MapOut, dependencies=[Depends(read_guard("map"))])
 def city_map(controller: ControllerDep) -> MapOut:
     """Every lamp, cabinet and gauge with its state, and the grid cell outlines."""
     open_alarms: dict[str, list[str]] = {}
@@ -186,7 +186,12 @@ def _hub(request: Request) -> EventHub:
     return hub
 
 
-@router.get("/events", include_in_schema=True)
+@router.get(
+    "/events",
+    dependencies=[Depends(read_guard("events"))],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}},
+)
 async def events(request: Request, hub: Annotated[EventHub, Depends(_hub)]) -> StreamingResponse:
     """Server-sent events: ``alarm``, ``case`` and ``command`` as they change."""
     return StreamingResponse(

@@ -5,15 +5,18 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 
+from api.auth import read_guard
 from api.deps import ControllerDep
 from api.schemas import DeviceDetail, DeviceHealthOut, DeviceSummary, PointValue, utc
 from controller.readings import Quality
 from controller.registry import Device
 from controller.runtime import Controller
 
-router = APIRouter(prefix="/devices", tags=["devices"])
+router = APIRouter(
+    prefix="/devices", tags=["devices"], dependencies=[Depends(read_guard("devices"))]
+)
 
 
 def _online(controller: Controller, device: Device) -> bool:

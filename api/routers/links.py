@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
+from api.auth import Supervisor, read_guard
 from api.deps import ControllerDep
 from api.schemas import LinkOut, utc
 
-router = APIRouter(prefix="/links", tags=["links"])
+router = APIRouter(prefix="/links", tags=["links"], dependencies=[Depends(read_guard("links"))])
 
 
 @router.get("", response_model=list[LinkOut])
-def list_links(controller: ControllerDep) -> list[LinkOut]:
-    """Every link with its counters and how many of its devices answer."""
+def list_links(controller: ControllerDep, _principal: Supervisor) -> list[LinkOut]:
+    """Every link with its counters and how many of its devices answer.
+
+    The addresses of DTUs and gateways are a map for switching the city's lights
+    (Modbus has no authentication): dispatcher or admin only.
+    """
     out = []
     for cfg in controller.loaded.config.links:
         link = controller.links[cfg.id]

@@ -11,9 +11,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
+from api.auth import read_guard
 from api.deps import ControllerDep
 from controller.cases.db import CaseRow
 from controller.cases.open311 import service, service_request
@@ -21,7 +22,9 @@ from controller.cases.service import CaseError, NewCase
 from controller.control.audit import Actor
 from controller.runtime import Controller
 
-router = APIRouter(prefix="/open311/v2", tags=["open311"])
+router = APIRouter(
+    prefix="/open311/v2", tags=["open311"], dependencies=[Depends(read_guard("open311"))]
+)
 
 
 def _error(status: int, description: str) -> JSONResponse:

@@ -8,9 +8,10 @@ from datetime import date, datetime, timedelta
 from html import escape
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse
 
+from api.auth import read_guard
 from api.deps import ControllerDep
 from api.svg import bar_chart
 from controller.cases.statistics import figures
@@ -30,7 +31,9 @@ _FLOOD_HEADER = (
 #: Readings of one gauge a report reads at most (a month at a 2 s storm poll fits).
 _MAX_FLOOD_SAMPLES = 1_500_000
 
-router = APIRouter(prefix="/reports", tags=["reports"])
+router = APIRouter(
+    prefix="/reports", tags=["reports"], dependencies=[Depends(read_guard("reports"))]
+)
 
 _STYLE = """
 body { font-family: "Noto Sans CJK SC", "Microsoft YaHei", sans-serif; margin: 2em; color: #222; }

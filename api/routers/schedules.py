@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from api.auth import current_principal
+from api.auth import current_principal, read_guard
 from api.deps import ControllerDep
 from api.keys import Principal
 from api.routers.control import admit_switching, switching_refusal
@@ -30,7 +30,7 @@ from controller.schedules.overrides import Override
 from controller.schedules.runner import GroupPlan
 from controller.schedules.timeline import PlannedStep, night_of
 
-router = APIRouter(tags=["schedules"])
+router = APIRouter(tags=["schedules"], dependencies=[Depends(read_guard("schedules"))])
 
 Caller = Annotated[Principal, Depends(current_principal)]
 

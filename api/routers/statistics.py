@@ -6,13 +6,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 
+from api.auth import read_guard
 from api.deps import ControllerDep
 from api.schemas import FaultCountOut, FaultReportOut, LightingRateOut
 from rules.statistics import GroupBy, Period, availability, fault_counts, lighting_rates
 
-router = APIRouter(prefix="/statistics", tags=["statistics"])
+router = APIRouter(
+    prefix="/statistics", tags=["statistics"], dependencies=[Depends(read_guard("statistics"))]
+)
 
 
 @router.get("/lighting", response_model=list[LightingRateOut])

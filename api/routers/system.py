@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
 import fastapi_offline
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
-from api.auth import require
+from api.auth import AuthThrottle, Reader, TicketSigner, require
 from api.deps import ControllerDep
 from api.keys import Principal, Role
 from api.metrics import controller_registry
@@ -48,15 +50,33 @@ def health(controller: ControllerDep) -> JSONResponse:
 
 @router.get("/metrics", response_class=Response)
 async def metrics(
-    controller: ControllerDep, _principal: Annotated[Principal, Depends(SCRAPERS)]
+    request: Request,
+    controller: ControllerDep,
+    _principal: Annotated[Principal, Depends(SCRAPERS)],
 ) -> Response:
     """Prometheus text format: polls, links, sinks, rules, alarms, cases, commands, schedules.
 
     Needs an API key like every read (Prometheus sends it with
     ``authorization: {credentials: KEY}`` in its scrape config).
     """
-    registry = await controller_registry(controller)
+    throttle: AuthThrottle = request.app.state.auth_throttle
+    registry = await controller_registry(controller, throttle.failures_total)
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class TicketOut(BaseModel):
+    """A signed ticket for ``?ticket=`` where a browser cannot send the key."""
+
+    ticket: str
+    expires_at: float
+
+
+@router.post("/session/ticket", response_model=TicketOut)
+def issue_ticket(request: Request, principal: Reader) -> TicketOut:
+    """A ticket valid for five minutes, for the live events and reports opened in a tab."""
+    signer: TicketSigner = request.app.state.tickets
+    ticket, expires = signer.issue(principal, time.time())
+    return TicketOut(ticket=ticket, expires_at=expires)
 
 
 @router.get("/docs", include_in_schema=False)

@@ -5,15 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 
+from api.auth import read_guard
 from api.deps import ControllerDep
 from api.schemas import BucketOut, LatestOut, SampleOut, SeriesOut, SinkOut, utc
 from controller.readings import Quality
 from controller.runtime import Controller
 from controller.telemetry.query import TelemetryReader
 
-router = APIRouter(prefix="/telemetry", tags=["telemetry"])
+router = APIRouter(
+    prefix="/telemetry", tags=["telemetry"], dependencies=[Depends(read_guard("telemetry"))]
+)
 
 
 def utc_ts(ts: float) -> datetime:

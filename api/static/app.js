@@ -69,14 +69,17 @@ async function login(key) {
   applyPermissions();
 }
 
-$("#login").addEventListener("submit", (event) => {
+$("#login").addEventListener("submit", async (event) => {
   event.preventDefault();
-  login($("#login-key").value.trim());
+  await login($("#login-key").value.trim());
+  await loadAll();
 });
 $("#logout").addEventListener("click", () => {
   state.key = null;
   state.may = {};
   sessionStorage.removeItem("streetsense-key");
+  if (events) events.close();
+  events = null;
   applyPermissions();
 });
 
@@ -456,10 +459,24 @@ function soon(fn) {
   pending = setTimeout(fn, 300);
 }
 
-function connect() {
-  const source = new EventSource("/events");
+// EventSource cannot send the key: the stream opens with a short-lived signed ticket.
+async function ticket() {
+  return (await api("/session/ticket", { method: "POST" })).ticket;
+}
+
+let events = null;
+
+async function connect() {
+  if (events) events.close();
+  if (!state.key) return;
+  const source = new EventSource(`/events?ticket=${encodeURIComponent(await ticket())}`);
+  events = source;
   source.onopen = () => $("#live").classList.remove("down");
-  source.onerror = () => $("#live").classList.add("down");
+  source.onerror = () => {
+    $("#live").classList.add("down");
+    // A refused reconnect (the ticket expired) closes the stream: ask for a new ticket.
+    if (source.readyState === EventSource.CLOSED && events === source) setTimeout(connect, 2000);
+  };
   source.addEventListener("alarm", () => soon(() => { refreshAlarms(); renderMap(); }));
   source.addEventListener("case", () => {
     if (!$("#tab-cases").hidden) renderCases();
@@ -468,16 +485,31 @@ function connect() {
   source.addEventListener("command", () => { renderRecent(); soon(() => { refreshAlarms(); renderMap(); }); });
 }
 
-async function start() {
-  if (state.key) await login(state.key);
-  else applyPermissions();
+// Nothing is read before a key is given: the API is private by default.
+async function loadAll() {
+  if (!state.key) return;
   await renderMap();
   fillTargets();
   await refreshAlarms();
   renderRecent();
-  connect();
-  setInterval(renderMap, 10000);
-  setInterval(refreshAlarms, 15000);
+  await connect();
+}
+
+for (const link of document.querySelectorAll("nav.reports a")) {
+  link.addEventListener("click", async (event) => {
+    event.preventDefault();
+    if (!state.key) return;
+    const tab = window.open("", "_blank");
+    tab.location = `${link.getAttribute("href")}?ticket=${encodeURIComponent(await ticket())}`;
+  });
+}
+
+async function start() {
+  if (state.key) await login(state.key);
+  else applyPermissions();
+  await loadAll();
+  setInterval(() => { if (state.key) renderMap(); }, 10000);
+  setInterval(() => { if (state.key) refreshAlarms(); }, 15000);
   document.body.dataset.ready = "true";
 }
 
