@@ -6,10 +6,13 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.auth import AuthThrottle, TicketSigner
+from api.body_limits import BodyLimits
 from api.events import EventHub
 from api.keys import ApiKeyStore
 from api.rate_limit import RateLimiter
@@ -28,6 +31,7 @@ from api.routers import (
     system,
     telemetry,
 )
+from api.routers.assets import MAX_IMPORT_BYTES
 from controller.cases.db import CaseRow, TransitionRow
 from controller.control.dispatcher import Command
 from controller.runtime import Controller
@@ -69,6 +73,12 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
     app.state.events = _live_events(controller)
     limits = controller.loaded.config.control.rate_limit
     app.state.rate_limiter = RateLimiter(limits.commands_per_minute, limits.burst)
+    app.add_middleware(
+        BodyLimits,
+        max_bytes=controller.loaded.config.api.max_body_bytes,
+        larger={"/assets/import": MAX_IMPORT_BYTES},
+    )
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.include_router(devices.router)
     app.include_router(links.router)
     app.include_router(telemetry.router)
@@ -86,6 +96,17 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
     app.mount("/dashboard", StaticFiles(directory=dashboard.STATIC, html=True), name="dashboard")
 
     return app
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """422 with where and why, never echoing the input (it may be huge, or NaN,
+    which JSON cannot carry)."""
+    assert isinstance(exc, RequestValidationError)
+    detail = [
+        {"loc": list(error.get("loc", ())), "msg": str(error.get("msg", ""))[:300]}
+        for error in exc.errors()[:20]
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
 
 
 def _live_events(controller: Controller) -> EventHub:

@@ -361,6 +361,8 @@ class ApiConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     keys_path: str = "keys.db"
+    #: Largest request body taken (an asset import may be 50 MB).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     #: Read-only views opened to callers without a key (a wall-screen map). The audit
     #: log, links, cases, exports, commands and live events can never be opened.
     public: list[

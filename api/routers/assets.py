@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from api.auth import DUTIES, read_guard, require
+from api.bounds import Offset
 from api.deps import ControllerDep
 from api.keys import Principal
 from api.schemas import AssetGroupOut, ImportRejectOut, ImportReportOut
@@ -29,7 +31,7 @@ async def list_assets(
     grid: str | None = None,
     cabinet: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[PoleAsset]:
     """Poles, by pole id; filter by road, grid cell or cabinet."""
     return await controller.assets.find(AssetFilter(road, grid, cabinet, limit, offset))
@@ -120,9 +122,10 @@ async def import_assets(
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         if kind in ("text/csv", "application/csv"):
-            report = parse_csv(data, controller.registry)
+            # Parsing a large file off the event loop: polling and rules go on meanwhile.
+            report = await asyncio.to_thread(parse_csv, data, controller.registry)
         elif kind in ("application/geo+json", "application/json"):
-            report = parse_geojson(data, controller.registry)
+            report = await asyncio.to_thread(parse_geojson, data, controller.registry)
         else:
             raise HTTPException(
                 415, "send text/csv or application/geo+json (a GeoJSON FeatureCollection)"

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from api.auth import DUTIES, Supervisor, may, read_guard, require
+from api.bounds import Offset, RowId
 from api.deps import ControllerDep
 from api.keys import Principal
 from api.schemas import (
@@ -60,7 +61,7 @@ async def list_cases(
     source: str | None = None,
     overdue: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[CaseRecord]:
     """Cases, newest first."""
     rows = await controller.cases.find(
@@ -171,7 +172,7 @@ def webhook_status(controller: ControllerDep, _principal: Supervisor) -> Webhook
 
 
 @router.get("/{case_id}", response_model=CaseDetailOut)
-async def get_case(case_id: int, controller: ControllerDep) -> CaseDetailOut:
+async def get_case(case_id: RowId, controller: ControllerDep) -> CaseDetailOut:
     """A case with every transition."""
     try:
         row = await controller.cases.get(case_id)
@@ -186,7 +187,7 @@ async def get_case(case_id: int, controller: ControllerDep) -> CaseDetailOut:
 
 @router.post("/{case_id}/{action}", response_model=CaseRecord)
 async def act_on_case(
-    case_id: int,
+    case_id: RowId,
     action: Literal[
         "accept",
         "reject",

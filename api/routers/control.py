@@ -16,6 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from api.auth import Supervisor, current_principal, may, read_guard
+from api.bounds import RowId
 from api.deps import ControllerDep
 from api.keys import Principal
 from api.rate_limit import RateLimiter
@@ -167,7 +168,7 @@ def list_commands(
 
 @router.get("/commands/{command_id}", response_model=CommandOut | AuditEntryOut)
 async def get_command(
-    command_id: int,
+    command_id: RowId,
     controller: ControllerDep,
     wait: Annotated[
         float, Query(ge=0, le=60, description="wait up to this many seconds for the end")

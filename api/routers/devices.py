@@ -8,6 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from api.auth import read_guard
+from api.bounds import Offset
 from api.deps import ControllerDep
 from api.schemas import DeviceDetail, DeviceHealthOut, DeviceSummary, PointValue, utc
 from controller.readings import Quality
@@ -52,7 +53,7 @@ def list_devices(
     grid: str | None = None,
     road: str | None = None,
     limit: int = Query(default=1000, ge=1, le=100_000),
-    offset: int = Query(default=0, ge=0),
+    offset: Offset = 0,
 ) -> list[DeviceSummary]:
     """Devices, filtered by class, grid cell or road."""
     selected = [

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from api.auth import read_guard
+from api.bounds import row_id
 from api.deps import ControllerDep
 from controller.cases.db import CaseRow
 from controller.cases.open311 import service, service_request
@@ -68,7 +69,7 @@ async def list_requests(
         ids = [i.strip() for i in service_request_id.split(",") if i.strip()]
         out = []
         for raw in ids:
-            if raw.isdigit():
+            if row_id(raw) is not None:
                 try:
                     row = await controller.cases.get(int(raw))
                 except CaseError:
@@ -98,10 +99,11 @@ async def get_request(
     request_id: str, controller: ControllerDep
 ) -> list[dict[str, Any]] | JSONResponse:
     """One service request (GeoReport answers with a list of one)."""
-    if not request_id.isdigit():
-        return _error(404, f"no service request {request_id}")
+    wanted = row_id(request_id)
+    if wanted is None:
+        return _error(404, f"no service request {request_id[:40]}")
     try:
-        row = await controller.cases.get(int(request_id))
+        row = await controller.cases.get(wanted)
     except CaseError as exc:
         return _error(exc.status, exc.reason)
     return [await _as_request(controller, row)]

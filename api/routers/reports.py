@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse
 
 from api.auth import read_guard
+from api.bounds import check_day
 from api.deps import ControllerDep
 from api.svg import bar_chart
 from controller.cases.statistics import figures
@@ -101,6 +102,7 @@ async def report(
     day: Annotated[date | None, Query(alias="date", description="a day in the period")] = None,
 ) -> HTMLResponse:
     """The report of the day, week (from Monday) or month containing ``date`` (default today)."""
+    check_day(day, "date")
     tz = controller.loaded.config.site.tz
     today = datetime.now(tz).date()
     first, last = _span(period, day or today)

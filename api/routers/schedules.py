@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from api.auth import current_principal, read_guard
+from api.bounds import check_day
 from api.deps import ControllerDep
 from api.keys import Principal
 from api.routers.control import admit_switching, switching_refusal
@@ -117,6 +118,7 @@ def timeline(
     night: Annotated[date | None, Query(description="the evening's date; default tonight")] = None,
 ) -> TimelineOut:
     """A group's steps on one night, place by place (each at its own sunset and sunrise)."""
+    check_day(night, "night")
     runner = controller.schedules
     plan = _group(controller, group)
     night = night or night_of(runner.clock.now(), runner.tz)

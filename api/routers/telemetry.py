@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from api.auth import read_guard
+from api.bounds import check_finite, check_time
 from api.deps import ControllerDep
 from api.schemas import BucketOut, LatestOut, SampleOut, SeriesOut, SinkOut, utc
 from controller.readings import Quality
@@ -57,6 +58,9 @@ async def series(
         raise HTTPException(
             404, f"device {device_id} has no point {point!r} (it has: {', '.join(points)})"
         )
+    check_finite(every, "every")
+    check_time(start, "start")
+    check_time(end, "end")
     end_dt = end or datetime.now(tz=UTC)
     start_dt = start or end_dt - timedelta(hours=1)
     if start_dt.tzinfo is None or end_dt.tzinfo is None:

@@ -74,16 +74,37 @@ def _text(data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
+        pass
+    try:
         return data.decode("gb18030")
+    except UnicodeDecodeError as exc:
+        raise ImportFormatError(
+            f"the file is neither UTF-8 nor GB18030 (a bad byte at {exc.start})"
+        ) from exc
 
 
 def parse_csv(data: bytes, registry: Registry) -> ImportReport:
     """Rows of a CSV with a header (column names as PoleAsset fields); row 1 is the header."""
     reader = csv.DictReader(io.StringIO(_text(data)))
-    if not reader.fieldnames or "pole_id" not in reader.fieldnames:
+    try:
+        fields = reader.fieldnames
+    except csv.Error as exc:
+        raise ImportFormatError(f"not CSV: {exc}") from exc
+    if not fields or "pole_id" not in fields:
         raise ImportFormatError("CSV needs a header row with at least pole_id")
     report = ImportReport()
     seen: set[str] = set()
+    try:
+        _take_rows(reader, report, seen, registry)
+    except csv.Error as exc:
+        # A cell over the csv module's field limit (128 KiB) or a broken quote.
+        raise ImportFormatError(f"CSV row {reader.line_num}: {exc}") from exc
+    return report
+
+
+def _take_rows(
+    reader: csv.DictReader[str], report: ImportReport, seen: set[str], registry: Registry
+) -> None:
     for row in reader:
         line = reader.line_num
         if None in row:
@@ -95,7 +116,6 @@ def parse_csv(data: bytes, registry: Registry) -> ImportReport:
         if not any(cells.values()):
             continue  # blank line
         _take(report, seen, registry, line, cells)
-    return report
 
 
 def parse_geojson(data: bytes, registry: Registry) -> ImportReport:
@@ -104,6 +124,9 @@ def parse_geojson(data: bytes, registry: Registry) -> ImportReport:
         doc = json.loads(_text(data))
     except json.JSONDecodeError as exc:
         raise ImportFormatError(f"not JSON: {exc}") from exc
+    except (RecursionError, ValueError) as exc:
+        # Nested deeper than the parser goes, or a number of thousands of digits.
+        raise ImportFormatError(f"JSON too deep or a number too long: {str(exc)[:80]}") from exc
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
         raise ImportFormatError("GeoJSON must be a FeatureCollection")
     features = doc.get("features")
