@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from api.app import create_app
-from api.keys import Role
+from api.keys import ApiKeyStore, Role
 from controller.readings import ReadingBatch
 from controller.runtime import Controller
 from drivers.profile import DataType, DeviceProfile
@@ -89,6 +89,15 @@ def readings_by_device(controller: Controller, batch: ReadingBatch) -> dict[str,
         device = controller.registry.devices[dev]
         out.setdefault(device.id, {})[device.profile.points[pt].name] = float(value)
     return out
+
+
+def role_headers(keys_path: Path) -> dict[str, dict[str, str]]:
+    """A fresh key of every role in a key store, as request headers by role name."""
+    store = ApiKeyStore(keys_path)
+    try:
+        return {r.value: {"X-API-Key": store.create(f"test {r.value}", r)} for r in Role}
+    finally:
+        store.close()
 
 
 def reads_with(key: str) -> Callable[[httpx.Request], Awaitable[None]]:

@@ -12,11 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from api.keys import ApiKeyStore, Role
 from controller.config import LoadedConfig
 from controller.runtime import Controller
 from drivers.errors import ConfigError
-from tests.helpers import api_client
+from tests.helpers import api_client, role_headers
 from tests.test_operations import served, small_city
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
@@ -36,18 +35,11 @@ def reads(spec: dict[str, Any]) -> list[str]:
     return paths
 
 
-def keys_for(tmp_path: Path) -> dict[str, dict[str, str]]:
-    store = ApiKeyStore(tmp_path / "keys.db")
-    headers = {role.value: {"X-API-Key": store.create(f"t-{role.value}", role)} for role in Role}
-    store.close()
-    return headers
-
-
 async def test_every_read_needs_a_reading_role_and_supervised_ones_the_centre(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
     loaded = write_config(small_city(tmp_path))
-    key = keys_for(tmp_path)
+    key = role_headers(tmp_path / "keys.db")
     async with Controller(loaded) as controller, api_client(controller) as client:
         await controller.open_stores()
         spec = (await client.get("/openapi.json", headers=ANON)).json()
@@ -93,7 +85,7 @@ async def test_live_events_open_with_a_ticket_and_a_failing_address_is_throttled
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
     loaded = write_config(small_city(tmp_path))
-    key = keys_for(tmp_path)
+    key = role_headers(tmp_path / "keys.db")
     async with Controller(loaded) as controller, api_client(controller) as client:
         assert (await client.get("/events", headers=ANON)).status_code == 401
         issued = await client.post("/session/ticket", headers=key["viewer"])

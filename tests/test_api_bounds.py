@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 
-from api.keys import ApiKeyStore, Role
 from controller.config import LoadedConfig
 from controller.runtime import Controller
-from tests.helpers import api_client
+from tests.helpers import api_client, role_headers
 from tests.test_operations import small_city
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
@@ -23,10 +22,7 @@ HUGE = "99999999999999999999"
 
 @pytest.fixture
 def keys(tmp_path: Path) -> dict[str, dict[str, str]]:
-    store = ApiKeyStore(tmp_path / "keys.db")
-    out = {r.value: {"X-API-Key": store.create(f"t-{r.value}", r)} for r in Role}
-    store.close()
-    return out
+    return role_headers(tmp_path / "keys.db")
 
 
 async def test_odd_ids_dates_and_numbers_are_refused_with_a_reason(
