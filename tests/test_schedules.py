@@ -370,6 +370,17 @@ async def test_schedules_and_overrides_through_the_api(
                 (a["source"], a["action"], a["level"]) for a in audit if a["by"] == "Chen Gong"
             ]
             assert by_engineer == [("override:1", "lamp_dim", 20)]
+            # Refused schedule operations are audited like refused commands.
+            assert (
+                await client.post("/schedules/streets/push", headers=engineer)
+            ).status_code == 409
+            assert (await client.delete("/overrides/1", headers=viewer)).status_code == 403
+            refused = (await client.get("/audit", params={"outcome": "refused"})).json()
+            assert {(a["action"], a["by"], a["reason"][:12]) for a in refused} >= {
+                ("cancel_override", "Chen Gong", "no running o"),
+                ("time_table", "Chen Gong", "group street"),
+                ("cancel_override", "Zhou", "role viewer "),
+            }
 
 
 async def test_a_restart_in_the_night_puts_lights_into_the_scheduled_state(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from api.auth import current_principal, read_guard
-from api.bounds import check_day
+from api.bounds import RowId, check_day
 from api.deps import ControllerDep
 from api.keys import Principal
 from api.routers.control import admit_switching, switching_refusal
@@ -23,6 +24,7 @@ from api.schemas import (
     TimelineOut,
     utc,
 )
+from controller.control.audit import Actor, AuditEntry
 from controller.control.dispatcher import CommandRefused, CommandRequest
 from controller.control.writes import Action
 from controller.runtime import Controller
@@ -140,19 +142,42 @@ def timeline(
 async def push_tables(
     group: str, controller: ControllerDep, principal: Caller
 ) -> list[TablePushOut]:
-    """Push tonight's steps into the group's device tables now (engineer)."""
-    _require_control(principal)
-    plan = _group(controller, group)
+    """Push tonight's steps into the group's device tables now (engineer).
+
+    A refused push is in the audit log like a refused command.
+    """
+    what = f"group={group[:64]}"
+    await _require_control(controller, principal, "time_table", what)
+    try:
+        plan = _group(controller, group)
+    except HTTPException as exc:
+        await _refused(controller, principal, "time_table", what, str(exc.detail), exc.status_code)
     if plan.group.mode != "device":
-        raise HTTPException(409, f"group {group} runs centrally; it has no device tables")
+        reason = f"group {group} runs centrally; it has no device tables"
+        await _refused(controller, principal, "time_table", what, reason, 409)
     runner = controller.schedules
     return [_push_out(p) for p in await runner.push_tables(runner.clock.now(), group)]
 
 
-def _require_control(principal: Principal) -> None:
+async def _require_control(
+    controller: Controller, principal: Principal, action: str, what: str
+) -> None:
     reason = switching_refusal(principal)
     if reason is not None:
-        raise HTTPException(403, reason)
+        await _refused(controller, principal, action, what, reason, 403)
+
+
+async def _refused(
+    controller: Controller, principal: Principal, action: str, what: str, reason: str, status: int
+) -> NoReturn:
+    """Audit a refused schedule operation, then refuse it."""
+    now = time.time()
+    actor = Actor(principal.name, principal.key_id, principal.role.value)
+    entry = AuditEntry(
+        0, now, "api", actor, action, None, what, 0, "refused", reason=reason, finished_at=now
+    )
+    await controller.commands.audit.append(entry)
+    raise HTTPException(status, reason)
 
 
 def _override_out(o: Override, now: float) -> OverrideOut:
@@ -220,11 +245,13 @@ async def create_override(
 
 @router.delete("/overrides/{override_id}", response_model=OverrideOut)
 async def cancel_override(
-    override_id: int, controller: ControllerDep, principal: Caller
+    override_id: RowId, controller: ControllerDep, principal: Caller
 ) -> OverrideOut:
-    """End an override now; its lights go back to the schedule."""
-    _require_control(principal)
+    """End an override now; its lights go back to the schedule (refusals are audited)."""
+    what = f"override={override_id}"
+    await _require_control(controller, principal, "cancel_override", what)
     cancelled = await controller.schedules.cancel_override(override_id)
     if cancelled is None:
-        raise HTTPException(404, f"no running or scheduled override {override_id}")
+        reason = f"no running or scheduled override {override_id}"
+        await _refused(controller, principal, "cancel_override", what, reason, 404)
     return _override_out(cancelled, controller.schedules.clock.now())
