@@ -86,6 +86,14 @@ def test_real_reports_decode_to_their_published_values() -> None:
     assert {o.element: o.value for o in test.observations}[0x39] == 0.127
 
 
+def test_the_keep_alive_carries_only_serial_and_send_time() -> None:
+    f = fr.parse(S1)
+    assert (f.function, f.station, f.password, f.end) == (0x2F, "0012345678", 0x1234, fr.End.ETX)
+    keep_alive = parse_report(f.function, f.body, TZ)
+    assert keep_alive.serial == 3 and keep_alive.observations == []
+    assert keep_alive.sent_at == local("2059-10-11T15:51:11")
+
+
 def test_a_uniform_report_spreads_its_values_over_the_time_step() -> None:
     report = parse_report(0x31, fr.parse(S7).body, TZ)
     assert [o.value for o in report.observations] == [28.96] * 12
