@@ -332,7 +332,10 @@ class ImportReportOut(BaseModel):
     accepted: int
     created: int
     updated: int
+    #: The first rejected rows with their reasons (at most MAX_REJECTS_SHOWN).
     rejected: list[ImportRejectOut]
+    #: How many rows were rejected in all.
+    rejected_total: int
     dry_run: bool
 
 

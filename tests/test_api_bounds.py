@@ -104,8 +104,8 @@ async def test_a_large_import_does_not_stall_the_event_loop(
     tmp_path: Path, write_config: WriteConfig, keys: dict[str, dict[str, str]]
 ) -> None:
     loaded = write_config(small_city(tmp_path))
-    rows = "".join(f"P{i:06d},东风路,21.8,111.9\n" for i in range(150_000))
-    data = ("pole_id,road,lat,lon\n" + rows).encode()
+    rows = "".join(f"P{i:06d},东风路,21.8,111.9,150\n" for i in range(150_000))
+    data = ("pole_id,road,lat,lon,rated_w\n" + rows).encode()
     async with Controller(loaded) as controller, api_client(controller) as client:
         await controller.open_stores()
         headers = {"Content-Type": "text/csv", **keys["engineer"]}
@@ -119,5 +119,9 @@ async def test_a_large_import_does_not_stall_the_event_loop(
             await client.get("/health")
             worst = max(worst, time.perf_counter() - started)
             await asyncio.sleep(0.01)
-        assert (await importing).status_code == 200
-        assert worst < 0.5, worst
+        answer = await importing
+        assert answer.status_code == 200, answer.text[:300]
+        assert answer.json()["rejected_total"] == 0
+        # Parsing these rows takes about 5 s of CPU: on the event loop it would stall every
+        # other request that long. Off it, /health shares the GIL with the parser thread.
+        assert worst < 1.0, worst

@@ -22,6 +22,9 @@ AssetEditor = Annotated[Principal, Depends(require(*DUTIES["assets"]))]
 
 #: Largest import accepted in one request (a city's poles as CSV is a few MB).
 MAX_IMPORT_BYTES = 50 * 1024 * 1024
+#: Rejected rows listed in an import's answer: a sheet of 100,000 bad rows gives the
+#: first reasons and the count, not a response larger than the sheet.
+MAX_REJECTS_SHOWN = 1000
 
 
 @router.get("", response_model=list[PoleAsset])
@@ -140,7 +143,9 @@ async def import_assets(
         created=len(report.accepted) - len(existing),
         updated=len(existing),
         rejected=[
-            ImportRejectOut(row=r.row, pole_id=r.pole_id, reason=r.reason) for r in report.rejected
+            ImportRejectOut(row=r.row, pole_id=r.pole_id, reason=r.reason)
+            for r in report.rejected[:MAX_REJECTS_SHOWN]
         ],
+        rejected_total=len(report.rejected),
         dry_run=dry_run,
     )
