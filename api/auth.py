@@ -100,7 +100,19 @@ def current_principal(
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> Principal:
-    """The caller, from the bearer token, X-API-Key or a ticket; 401 if none or unknown."""
+    """The caller, from the bearer token, X-API-Key or a ticket; 401 if none or unknown.
+
+    Found once per request: a router's read guard and a route's role check ask both.
+    """
+    known: Principal | None = getattr(request.state, "principal", None)
+    if known is not None:
+        return known
+    principal = _authenticate(request, authorization, x_api_key)
+    request.state.principal = principal
+    return principal
+
+
+def _authenticate(request: Request, authorization: str | None, x_api_key: str | None) -> Principal:
     address = request.client.host if request.client else "?"
     throttle: AuthThrottle = request.app.state.auth_throttle
     now = time.monotonic()

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -146,6 +145,8 @@ def print_poll_table(controller: Controller, out: TextIO | None = None) -> None:
 
 def cmd_poll(args: argparse.Namespace) -> int:
     """Poll every device and print what came back: once, or every interval until Ctrl-C."""
+    from api.serve import stop_on_signals
+
     loaded = _load(args.config)
 
     async def run() -> int:
@@ -156,7 +157,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
 
             city = SimulatedCity(loaded)
             await city.start()
-        stop = None if args.once else _stop_event()
+        stop = None if args.once else stop_on_signals()
         try:
             while True:
                 batch = await controller.poller.poll_all_once()
@@ -177,14 +178,6 @@ def cmd_poll(args: argparse.Namespace) -> int:
                 await city.stop()
 
     return asyncio.run(run())
-
-
-def _stop_event() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
 
 
 def _banner(loaded: LoadedConfig, host: str, port: int, links: str) -> Callable[[Controller], None]:

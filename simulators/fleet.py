@@ -23,7 +23,7 @@ from pymodbus import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import SimData, SimDevice
 
-from controller.config import LinkConfig, LoadedConfig
+from controller.config import LinkConfig, LoadedConfig, Located
 from rules.astro import sun_times
 from simulators.datastore import SimulatedUnit, UnitStore
 from simulators.faults import FaultBoard, FaultKind, FaultSpec, Scenario, load_scenario
@@ -104,8 +104,18 @@ class SimulatedCity:
         units: dict[str, dict[int, SimulatedUnit]] = {link.id: {} for link in cfg.links}
         library = loaded.profiles
         now = wall_clock()
+
+        def lit_at_start(place: Located) -> bool:
+            return cfg.simulator.lamps_at_start == "lit" or _night(place.lat, place.lon, now)
+
+        def gauge_model(gauge_id: str) -> GaugeModel:
+            rain = [e for e in self.scenario.rain if e.gauges is None or gauge_id in e.gauges]
+            gauge = GaugeModel(gauge_id, rain, noise=random.Random(rng.random()))
+            self.gauges[gauge_id] = gauge
+            return gauge
+
         for cab in cfg.cabinets:
-            lit = cfg.simulator.lamps_at_start == "lit" or _night(cab.lat, cab.lon, now)
+            lit = lit_at_start(cab)
             lamps = [
                 LampModel(
                     lamp.id,
@@ -140,9 +150,7 @@ class SimulatedCity:
                 lamp_cfg.rated_w,
                 lamp_cfg.circuit,
                 lamp_cfg.phase,
-                switch_cmd=int(
-                    cfg.simulator.lamps_at_start == "lit" or _night(lamp_cfg.lat, lamp_cfg.lon, now)
-                ),
+                switch_cmd=int(lit_at_start(lamp_cfg)),
                 noise=random.Random(rng.random()),
             )
             self.lamps[lamp.id] = lamp
@@ -150,9 +158,7 @@ class SimulatedCity:
                 lamp.id, library[lamp_cfg.profile], library, lamp
             )
         for gauge_cfg in cfg.gauges:
-            rain = [e for e in self.scenario.rain if e.gauges is None or gauge_cfg.id in e.gauges]
-            gauge = GaugeModel(gauge_cfg.id, rain, noise=random.Random(rng.random()))
-            self.gauges[gauge.id] = gauge
+            gauge = gauge_model(gauge_cfg.id)
             units[gauge_cfg.link][gauge_cfg.unit] = SimulatedUnit(
                 gauge.id, library[gauge_cfg.profile], library, gauge
             )
@@ -162,9 +168,7 @@ class SimulatedCity:
         listeners = {listener.id: listener for listener in cfg.listeners}
         self.stations: list[tuple[Sl651Station, GaugeModel, str, int, float]] = []
         for station_cfg in cfg.sl651_stations:
-            rain = [e for e in self.scenario.rain if e.gauges is None or station_cfg.id in e.gauges]
-            gauge = GaugeModel(station_cfg.id, rain, noise=random.Random(rng.random()))
-            self.gauges[gauge.id] = gauge
+            gauge = gauge_model(station_cfg.id)
             listener = listeners[station_cfg.listener]
             host = "127.0.0.1" if listener.host in ("0.0.0.0", "::") else listener.host
             station = Sl651Station(

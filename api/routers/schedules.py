@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import date, datetime
 from typing import Annotated, NoReturn
 
@@ -24,7 +23,7 @@ from api.schemas import (
     TimelineOut,
     utc,
 )
-from controller.control.audit import Actor, AuditEntry
+from controller.control.audit import Actor
 from controller.control.dispatcher import CommandRefused, CommandRequest
 from controller.control.writes import Action
 from controller.runtime import Controller
@@ -171,12 +170,8 @@ async def _refused(
     controller: Controller, principal: Principal, action: str, what: str, reason: str, status: int
 ) -> NoReturn:
     """Audit a refused schedule operation, then refuse it."""
-    now = time.time()
     actor = Actor(principal.name, principal.key_id, principal.role.value)
-    entry = AuditEntry(
-        0, now, "api", actor, action, None, what, 0, "refused", reason=reason, finished_at=now
-    )
-    await controller.commands.audit.append(entry)
+    await controller.commands.record_refusal("api", actor, action, what, reason)
     raise HTTPException(status, reason)
 
 

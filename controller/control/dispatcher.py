@@ -150,7 +150,21 @@ class CommandDispatcher:
         self._finished_hooks.append(hook)
 
     async def refuse(self, request: CommandRequest, actor: Actor, source: str, reason: str) -> None:
-        """Write a refused attempt to the audit log."""
+        """Write a refused command to the audit log."""
+        await self.record_refusal(
+            source, actor, request.action.value, request.selector.describe(), reason, request.dim
+        )
+
+    async def record_refusal(
+        self,
+        source: str,
+        actor: Actor,
+        action: str,
+        targets: str,
+        reason: str,
+        dim: int | None = None,
+    ) -> None:
+        """Write a refused attempt (a command, a table push, an override) to the audit log."""
         now = self.clock()
         await self.audit.append(
             AuditEntry(
@@ -158,9 +172,9 @@ class CommandDispatcher:
                 now,
                 source,
                 actor,
-                request.action.value,
-                request.dim,
-                request.selector.describe(),
+                action,
+                dim,
+                targets,
                 0,
                 "refused",
                 reason=reason,
