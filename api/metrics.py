@@ -99,45 +99,47 @@ class ControllerCollector(Collector):
         yield from (up, errors)
 
     def _sinks(self) -> Iterator[Metric]:
-        telemetry = self.controller.telemetry
-        sent = CounterMetricFamily(
-            "streetsense_sink_sent_payloads", "Payloads delivered", labels=["sink"]
-        )
-        sent_bytes = CounterMetricFamily(
-            "streetsense_sink_sent_bytes", "Bytes delivered", labels=["sink"]
-        )
-        failures = CounterMetricFamily(
-            "streetsense_sink_failures", "Failed delivery attempts", labels=["sink"]
-        )
-        refused = CounterMetricFamily(
-            "streetsense_sink_refused_payloads", "Payloads refused by a full spool", labels=["sink"]
-        )
-        spooled = GaugeMetricFamily(
-            "streetsense_sink_spooled_bytes", "Bytes waiting in the disk spool", labels=["sink"]
-        )
-        up = GaugeMetricFamily("streetsense_sink_up", "Destination reachable", labels=["sink"])
-        last = GaugeMetricFamily(
-            "streetsense_sink_last_success_timestamp_seconds",
-            "Unix time of the last delivery",
-            labels=["sink"],
-        )
-        for sink in telemetry.sinks():
-            sent.add_metric([sink.name], sink.stats.delivered)
-            sent_bytes.add_metric([sink.name], sink.stats.delivered_bytes)
-            failures.add_metric([sink.name], sink.stats.failures)
-            refused.add_metric([sink.name], sink.refused)
-            spooled.add_metric([sink.name], sink.spooled_bytes)
-            up.add_metric([sink.name], int(sink.stats.server_up))
+        def counter(name: str, text: str) -> CounterMetricFamily:
+            return CounterMetricFamily(f"streetsense_sink_{name}", text, labels=["sink"])
+
+        def gauge(name: str, text: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"streetsense_sink_{name}", text, labels=["sink"])
+
+        sent = counter("sent_records", "Spool records delivered")
+        sent_points = counter("sent_points", "Points delivered (lines, messages, readings)")
+        sent_bytes = counter("sent_bytes", "Bytes delivered")
+        failures = counter("failures", "Failed delivery attempts")
+        refused = counter("refused_points", "Points a full spool refused")
+        dropped = counter("dropped_points", "Points a full spool deleted (drop_oldest)")
+        rejected = counter("rejected_records", "Records set aside as corrupt or refused for good")
+        restarts = counter("task_restarts", "Delivery tasks restarted after dying")
+        pending_points = gauge("pending_points", "Points waiting in the spool")
+        pending_bytes = gauge("spooled_bytes", "Bytes waiting in the spool")
+        oldest = gauge("oldest_pending_seconds", "Age of the oldest waiting record")
+        full = gauge("spool_full", "Spool full (refusing or dropping)")
+        up = gauge("up", "Destination takes data")
+        alive = gauge("task_alive", "Delivery task running")
+        last = gauge("last_success_timestamp_seconds", "Unix time of the last delivery")
+        for sink in self.controller.telemetry.sinks():
+            label = [sink.name]
+            sent.add_metric(label, sink.stats.delivered)
+            sent_points.add_metric(label, sink.stats.delivered_points)
+            sent_bytes.add_metric(label, sink.stats.delivered_bytes)
+            failures.add_metric(label, sink.stats.failures)
+            refused.add_metric(label, sink.refused_points)
+            dropped.add_metric(label, sink.dropped_points)
+            rejected.add_metric(label, sink.rejected_records)
+            restarts.add_metric(label, sink.stats.restarts)
+            pending_points.add_metric(label, sink.pending_points)
+            pending_bytes.add_metric(label, sink.pending_bytes)
+            oldest.add_metric(label, sink.oldest_pending_age or 0.0)
+            full.add_metric(label, int(sink.spool_full))
+            up.add_metric(label, int(sink.up))
+            alive.add_metric(label, int(sink.task_alive))
             if sink.stats.last_delivery is not None:
-                last.add_metric([sink.name], sink.stats.last_delivery)
-        if telemetry.embedded is not None:
-            store = telemetry.embedded_health
-            sent.add_metric(["embedded"], store.writes)
-            failures.add_metric(["embedded"], store.failures)
-            up.add_metric(["embedded"], int(store.consecutive_failures == 0))
-            if store.last_write is not None:
-                last.add_metric(["embedded"], store.last_write)
-        yield from (sent, sent_bytes, failures, refused, spooled, up, last)
+                last.add_metric(label, sink.stats.last_delivery)
+        yield from (sent, sent_points, sent_bytes, failures, refused, dropped, rejected, restarts)
+        yield from (pending_points, pending_bytes, oldest, full, up, alive, last)
 
     def _rules_and_alarms(self) -> Iterator[Metric]:
         rules = self.controller.rules

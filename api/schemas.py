@@ -142,16 +142,29 @@ class LatestOut(BaseModel):
 
 
 class SinkOut(BaseModel):
-    """Delivery state of a telemetry destination (InfluxDB, MQTT)."""
+    """Delivery state of a telemetry destination (embedded store, InfluxDB, MQTT).
+
+    Points are what the destination counts: InfluxDB lines (one per device per
+    poll), MQTT messages, embedded-store readings.
+    """
 
     name: str
-    server_up: bool
-    pending_payloads: int
-    spooled_bytes: int
-    refused_payloads: int
-    delivered_payloads: int
+    up: bool
+    task_alive: bool
+    last_success: datetime | None
+    oldest_pending_age_s: float | None
+    pending_records: int
+    pending_points: int
+    pending_bytes: int
+    refused_points: int
+    refused_records: int
+    dropped_points: int
+    rejected_records: int
+    spool_full: bool
+    delivered_records: int
+    delivered_points: int
     failures: int
-    rejected_payloads: int
+    restarts: int
     last_error: str
 
 

@@ -264,6 +264,8 @@ class SpoolConfig(_Strict):
 
     path: str = "spool"
     max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    #: What a full spool does with a new batch: refuse it, or delete the oldest to keep it.
+    when_full: Literal["refuse_new", "drop_oldest"] = "refuse_new"
 
 
 class StorageConfig(_Strict):
@@ -294,7 +296,7 @@ class MqttConfig(_Strict):
     password_env: EnvName | None = None
     tls: MqttTlsConfig | None = None
     topic_prefix: str = Field(default="streetsense", pattern=r"^[^+#]+$")
-    telemetry_qos: Literal[0, 1] = 0
+    telemetry_qos: Literal[0, 1] = 1
     keepalive: int = Field(default=30, ge=5)
 
 

@@ -61,3 +61,40 @@ class ReadingBatch:
             np.concatenate([p.value for p in parts]),
             np.concatenate([p.quality for p in parts]),
         )
+
+
+#: Bytes of one reading in :func:`encode_batch`: int32, int16, float64, float64, uint8.
+_READING_BYTES = 4 + 2 + 8 + 8 + 1
+_BATCH_MAGIC = b"SSB1"
+
+
+def encode_batch(batch: ReadingBatch, layout: bytes) -> bytes:
+    """The batch as bytes, stamped with ``layout`` (8 bytes naming the device/point numbering).
+
+    Device and point numbers are indices into one config's registry, so a batch
+    decoded under another layout would misfile readings: :func:`decode_batch`
+    refuses it instead.
+    """
+    n = len(batch)
+    head = _BATCH_MAGIC + layout + n.to_bytes(8, "little")
+    columns = (batch.device, batch.point, batch.ts, batch.value, batch.quality)
+    return head + b"".join(np.ascontiguousarray(c).tobytes() for c in columns)
+
+
+def decode_batch(data: bytes, layout: bytes) -> ReadingBatch:
+    """The batch :func:`encode_batch` wrote; ValueError if it is not one, or of another layout."""
+    if data[:4] != _BATCH_MAGIC or len(data) < 20:
+        raise ValueError("not an encoded reading batch")
+    if data[4:12] != layout:
+        raise ValueError("the batch was spooled under a different device configuration")
+    n = int.from_bytes(data[12:20], "little")
+    if len(data) != 20 + n * _READING_BYTES:
+        raise ValueError(f"a batch of {n} readings needs {20 + n * _READING_BYTES} bytes")
+    ends = np.cumsum([20, 4 * n, 2 * n, 8 * n, 8 * n])
+    return ReadingBatch(
+        np.frombuffer(data, np.int32, n, int(ends[0])).copy(),
+        np.frombuffer(data, np.int16, n, int(ends[1])).copy(),
+        np.frombuffer(data, np.float64, n, int(ends[2])).copy(),
+        np.frombuffer(data, np.float64, n, int(ends[3])).copy(),
+        np.frombuffer(data, np.uint8, n, int(ends[4])).copy(),
+    )

@@ -7,6 +7,8 @@ but they are polled through the cabinet: one poll target, many devices.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -176,6 +178,16 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self.devices)
+
+    @functools.cached_property
+    def layout(self) -> bytes:
+        """8 bytes that change whenever a device or point would get another index."""
+        digest = hashlib.blake2b(digest_size=8)
+        for d in self.devices:
+            digest.update(d.id.encode("utf-8") + b"\0")
+            for point in d.points:
+                digest.update(point.name.encode("utf-8") + b"\1")
+        return digest.digest()
 
     def lamps_of(self, cabinet_index: int) -> list[Device]:
         """Lamps behind the concentrator of a cabinet, in slot order."""

@@ -42,15 +42,7 @@ def assess(controller: Controller, now: float | None = None) -> ServiceHealth:
     if failing:
         return ServiceHealth("failing", failing)
     reasons: list[str] = []
-    store = controller.telemetry.embedded_health
-    if store.consecutive_failures:
-        reasons.append(f"embedded store failing: {store.last_error}")
-    for sink in controller.telemetry.sinks():
-        if not sink.stats.server_up:
-            spooled = f", {sink.spooled_bytes} bytes spooled" if sink.spooled_bytes else ""
-            reasons.append(f"{sink.name} down: {sink.stats.last_error}{spooled}")
-        if sink.refused:
-            reasons.append(f"{sink.name}: {sink.refused} payloads refused (spool full)")
+    reasons += _sink_reasons(controller, now)
     down = [link_id for link_id, link in controller.links.items() if not link.health.connected]
     if down:
         reasons.append(f"links down: {_listing(down)}")
@@ -82,3 +74,34 @@ def _data_not_flowing(controller: Controller, now: float) -> list[str]:
         since = "since start" if latest is None else f"for {now - latest:.0f} s"
         return [f"no device has answered {since} ({len(targets)} to poll)"]
     return []
+
+
+#: A backlog older than this, with the destination up, is worth a person's look.
+BACKLOG_AGE = 60.0
+
+
+def _sink_reasons(controller: Controller, now: float) -> list[str]:
+    reasons: list[str] = []
+    for sink in controller.telemetry.sinks(now):
+        waiting = ""
+        if sink.pending_points and sink.oldest_pending_age is not None:
+            waiting = (
+                f"; {sink.pending_points} points wait in the spool"
+                f" (oldest {sink.oldest_pending_age:.0f} s)"
+            )
+        if not sink.up:
+            reasons.append(f"{sink.name} down: {sink.stats.last_error}{waiting}")
+        elif (sink.oldest_pending_age or 0.0) > BACKLOG_AGE:
+            reasons.append(f"{sink.name} catching up{waiting}")
+        if not sink.task_alive:
+            reasons.append(
+                f"{sink.name}: delivery task not running ({sink.stats.restarts} restarts)"
+            )
+        if sink.spool_full:
+            reasons.append(
+                f"{sink.name} spool full: {sink.refused_points} points refused, "
+                f"{sink.dropped_points} dropped"
+            )
+    for name, count in controller.telemetry.sink_errors.items():
+        reasons.append(f"{name}: raised on {count} batches (see the log)")
+    return reasons

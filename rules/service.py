@@ -21,6 +21,7 @@ from controller.readings import ReadingBatch
 from controller.registry import Registry
 from controller.telemetry.mqtt import encode_messages
 from controller.telemetry.pipeline import TelemetryPipeline
+from controller.telemetry.spool import SpoolItem
 from rules import kernels as K
 from rules.alarms import Alarm, AlarmManager, AlarmNotice, AlarmStore, alarm_payload
 from rules.compile import compile_rules
@@ -222,9 +223,8 @@ class RuleService:
         if alarm.sub:
             topic += f"/{alarm.sub}"
         payload = alarm_payload(alarm, self.manager.clock()) | {"transition": notice.transition}
-        await self.telemetry.mqtt.submit(
-            encode_messages([{"topic": topic, "payload": payload, "qos": 1, "retain": True}])
-        )
+        message = encode_messages([{"topic": topic, "payload": payload, "qos": 1, "retain": True}])
+        await self.telemetry.mqtt.submit([SpoolItem(message, 1)])
 
     async def stop(self) -> None:
         """Stop the sweep and save alarms."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from controller.telemetry.delivery import SpooledDelivery
 from controller.telemetry.embedded import EmbeddedStore
 from controller.telemetry.influx import InfluxV1Writer
 from controller.telemetry.pipeline import split_lines
-from controller.telemetry.spool import DiskSpool
+from controller.telemetry.spool import DiskSpool, SpoolItem
 from simulators.servers import Influxd
 from tests.test_telemetry_influx import city
 
@@ -60,21 +61,98 @@ async def test_embedded_store_keeps_data_across_restarts_once_and_prunes_old(
         await reopened.close()
 
 
+async def drain_spool(spool: DiskSpool) -> list[bytes]:
+    seen = []
+    while records := await spool.oldest(max_points=1):
+        seen += [r.payload for r in records]
+        await spool.ack(records)
+    return seen
+
+
 async def test_spool_is_bounded_ordered_and_survives_reopening(tmp_path: Path) -> None:
     spool = DiskSpool(tmp_path / "s", max_bytes=10_000, name="test")
     await spool.open()
     for i in range(3):
-        assert await spool.append(f"payload {i}".encode() * 100)
-    assert not await spool.append(b"x" * 8_000)  # would pass the limit: refused
-    assert spool.stats.refused_total == 1
+        assert await spool.append([SpoolItem(f"payload {i}".encode() * 100, 100)])
+    # Would pass the limit: the whole batch is refused, its points counted.
+    assert not await spool.append([SpoolItem(b"x" * 4_000, 7), SpoolItem(b"y" * 4_000, 5)])
+    assert spool.stats.refused_points == 12 and spool.stats.refused_records == 2
+    assert spool.stats.full and spool.stats.full_episodes == 1
+    await spool.close()  # as a kill would leave it: nothing acknowledged
     again = DiskSpool(tmp_path / "s", max_bytes=10_000, name="test")
     await again.open()
-    assert len(again) == 3
-    seen = []
-    while (payload := await again.peek()) is not None:
-        seen.append(payload[:9])
-        await again.pop()
-    assert seen == [b"payload 0", b"payload 1", b"payload 2"]
+    assert len(again) == 3 and again.stats.points == 300
+    seen = await drain_spool(again)
+    assert [p[:9] for p in seen] == [b"payload 0", b"payload 1", b"payload 2"]
+    await again.close()
+
+
+async def test_a_full_spool_with_drop_oldest_keeps_the_newest_and_counts_the_loss(
+    tmp_path: Path,
+) -> None:
+    spool = DiskSpool(tmp_path / "s", max_bytes=3_000, name="test", policy="drop_oldest")
+    await spool.open()
+    for i in range(5):
+        assert await spool.append([SpoolItem(bytes([65 + i]) * 1_000, 10)])
+    assert spool.stats.dropped_points == 20 and spool.stats.dropped_records == 2
+    assert [p[:1] for p in await drain_spool(spool)] == [b"C", b"D", b"E"]
+    assert spool.stats.refused_points == 0
+    await spool.close()
+
+
+async def test_torn_and_corrupt_records_are_set_aside_and_the_rest_is_read(
+    tmp_path: Path,
+) -> None:
+    spool = DiskSpool(tmp_path / "s", max_bytes=10**6, name="test")
+    await spool.open()
+    for i in range(4):
+        assert await spool.append([SpoolItem(f"m v={i} {i}\n".encode() * 10, 10)])
+    await spool.close()
+    with sqlite3.connect(tmp_path / "s" / "spool.sqlite") as db:
+        # A record cut short, and one with a flipped byte, as a bad disk would leave them.
+        db.execute("UPDATE records SET payload = substr(payload, 1, length - 5) WHERE seq = 2")
+        db.execute(
+            "UPDATE records SET payload = CAST(replace(CAST(payload AS TEXT), 'v=3', 'v=8')"
+            " AS BLOB) WHERE seq = 4"
+        )
+    again = DiskSpool(tmp_path / "s", max_bytes=10**6, name="test")
+    await again.open()
+    seen = await drain_spool(again)
+    assert [p[:7] for p in seen] == [b"m v=0 0", b"m v=2 2"]
+    assert again.stats.rejected_records == 2
+    reasons = sorted(p.read_text() for p in (tmp_path / "s" / "rejected").glob("*.reason.txt"))
+    assert reasons == [
+        "corrupt record: checksum does not match\n",
+        "torn record: 75 of 80 bytes\n",
+    ]
+    await again.close()
+
+
+async def test_a_spool_database_sqlite_cannot_read_is_set_aside_and_a_new_one_started(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "spool.sqlite").write_bytes(b"this is not a database" * 100)
+    spool = DiskSpool(folder, max_bytes=10**6, name="test")
+    await spool.open()
+    assert spool.stats.rejected_records == 1
+    assert await spool.append([SpoolItem(b"m v=1 1\n", 1)])
+    assert await drain_spool(spool) == [b"m v=1 1\n"]
+    assert list((folder / "rejected").glob("*.spool.sqlite"))
+    await spool.close()
+
+
+async def test_payload_files_of_the_old_spool_are_taken_over_in_order(tmp_path: Path) -> None:
+    folder = tmp_path / "s"
+    folder.mkdir()
+    for seq in (10, 2, 7):
+        (folder / f"{seq:012d}.spool").write_bytes(f"m v={seq} {seq}\n".encode())
+    spool = DiskSpool(folder, max_bytes=10**6, name="test")
+    await spool.open()
+    assert await drain_spool(spool) == [b"m v=2 2\n", b"m v=7 7\n", b"m v=10 10\n"]
+    assert not list(folder.glob("*.spool"))
+    await spool.close()
 
 
 def test_split_lines_keeps_whole_lines() -> None:
@@ -92,8 +170,9 @@ async def test_malformed_payload_is_set_aside_and_later_data_still_flows(
     delivery = SpooledDelivery(writer, DiskSpool(tmp_path / "spool", 10**6, "influxdb"))
     await delivery.start()
     try:
-        await delivery.submit(b"m,t=1 v=oops= 1000\n")
-        await delivery.submit(b"m,t=1 v=2 2000\n")
+        # Both wait in the spool, are sent together, refused together, then one by one.
+        await delivery.submit([SpoolItem(b"m,t=1 v=oops= 1000\n", 1)])
+        await delivery.submit([SpoolItem(b"m,t=1 v=2 2000\n", 1)])
         assert await delivery.drain(5)
     finally:
         await delivery.close()

@@ -144,17 +144,26 @@ async def latest(
 
 @router.get("/sinks", response_model=list[SinkOut])
 def sinks(controller: ControllerDep) -> list[SinkOut]:
-    """Whether InfluxDB and the MQTT broker take data, and what waits in their spools."""
+    """Whether each destination takes data, what waits in its spool, and what was lost."""
     return [
         SinkOut(
             name=s.name,
-            server_up=s.stats.server_up,
-            pending_payloads=s.pending,
-            spooled_bytes=s.spooled_bytes,
-            refused_payloads=s.refused,
-            delivered_payloads=s.stats.delivered,
+            up=s.up,
+            task_alive=s.task_alive,
+            last_success=None if s.stats.last_delivery is None else utc_ts(s.stats.last_delivery),
+            oldest_pending_age_s=s.oldest_pending_age,
+            pending_records=s.pending_records,
+            pending_points=s.pending_points,
+            pending_bytes=s.pending_bytes,
+            refused_points=s.refused_points,
+            refused_records=s.refused_records,
+            dropped_points=s.dropped_points,
+            rejected_records=s.rejected_records,
+            spool_full=s.spool_full,
+            delivered_records=s.stats.delivered,
+            delivered_points=s.stats.delivered_points,
             failures=s.stats.failures,
-            rejected_payloads=s.stats.rejected,
+            restarts=s.stats.restarts,
             last_error=s.stats.last_error,
         )
         for s in controller.telemetry.sinks()

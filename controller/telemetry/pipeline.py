@@ -1,8 +1,10 @@
 """The telemetry pipeline: every batch to the embedded store, InfluxDB and MQTT.
 
-Each destination is optional and independent: a slow or absent InfluxDB does
-not hold up MQTT, and neither holds up polling, because both deliver through
-their own disk-backed queue (:class:`SpooledDelivery`).
+Each destination gets every batch on its own: they are handed the batch side
+by side, and one failing (a full disk, a hung server, a bad payload) never
+blocks or skips another. InfluxDB and MQTT payloads are written to their disk
+spool before the first send (:class:`SpooledDelivery`); the embedded store is
+written directly and spools only what it fails to take (:class:`StoreSink`).
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -35,31 +37,53 @@ from controller.telemetry.mqtt import (
 )
 from controller.telemetry.query import TelemetryReader
 from controller.telemetry.schema import schema_for_registry
-from controller.telemetry.spool import DiskSpool
+from controller.telemetry.spool import DiskSpool, SpoolItem
+from controller.telemetry.store_sink import StoreHealth, StoreSink
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class SinkStatus:
-    """State of one destination, for the API."""
+    """State of one destination, for the API, /health and /metrics."""
 
     name: str
-    pending: int
-    spooled_bytes: int
-    refused: int
+    #: The server (or store) takes data now.
+    up: bool
+    task_alive: bool
+    pending_records: int
+    pending_points: int
+    pending_bytes: int
+    #: Seconds the oldest undelivered record has waited, None when nothing waits.
+    oldest_pending_age: float | None
+    refused_points: int
+    refused_records: int
+    dropped_points: int
+    rejected_records: int
+    #: The spool is full (refusing or dropping) right now.
+    spool_full: bool
     stats: DeliveryStats
 
 
-@dataclass
-class StoreHealth:
-    """Writes of the embedded store: a failing store is reported, not silent."""
-
-    writes: int = 0
-    failures: int = 0
-    consecutive_failures: int = 0
-    last_error: str = ""
-    last_write: float | None = None
+def sink_status(name: str, delivery: SpooledDelivery, up: bool, now: float) -> SinkStatus:
+    """What one delivery and its spool say about a destination."""
+    spool = delivery.spool.stats
+    oldest = delivery.spool.oldest_created
+    return SinkStatus(
+        name=name,
+        up=up and delivery.stats.server_up,
+        task_alive=delivery.task_alive,
+        pending_records=spool.records,
+        pending_points=spool.points,
+        pending_bytes=spool.bytes,
+        oldest_pending_age=None if oldest is None else max(0.0, now - oldest),
+        refused_points=spool.refused_points,
+        refused_records=spool.refused_records,
+        dropped_points=spool.dropped_points,
+        rejected_records=spool.rejected_records,
+        spool_full=spool.full,
+        stats=delivery.stats,
+    )
 
 
 def split_lines(payload: bytes, max_lines: int) -> list[bytes]:
@@ -83,26 +107,24 @@ class TelemetryPipeline:
         file = str(loaded.path)
         self.registry = registry
         self.poller = poller
-        self.embedded_health = StoreHealth()
         storage = cfg.storage
-        spool_root = loaded.data_path(storage.spool.path)
+        self._spool_root = loaded.data_path(storage.spool.path)
+        self._spool_cfg = storage.spool
         self.embedded: EmbeddedStore | None = None
+        self.store_sink: StoreSink | None = None
         if storage.embedded.enabled:
             self.embedded = EmbeddedStore(
                 loaded.data_path(storage.embedded.path), registry, storage.embedded.retention_days
             )
+            self.store_sink = StoreSink(self.embedded, self._spool("embedded"), registry.layout)
         self.influx: SpooledDelivery | None = None
         self._influx_writer: InfluxV1Writer | InfluxV2Writer | None = None
         self._influx_reader: InfluxReader | None = None
         self._influx_batch_size = 5000
-        self._influx_flush_interval = 1.0
         if storage.influxdb is not None:
-            self._setup_influx(loaded, spool_root, file)
+            self._setup_influx(loaded, file)
         self._query_from = storage.query_from
         self.schema = schema_for_registry(registry)
-        self._lines: list[bytes] = []
-        self._line_count = 0
-        self._last_flush = time.monotonic()
         self.mqtt: SpooledDelivery | None = None
         self.mqtt_listener: MqttDeviceListener | None = None
         self._messages: TelemetryMessages | None = None
@@ -118,10 +140,7 @@ class TelemetryPipeline:
                 registry, f"{m.topic_prefix}/{cfg.site.city}", m.telemetry_qos
             )
             self._mqtt_publisher = MqttPublisher(m, f"{client_id}-out", creds)
-            self.mqtt = SpooledDelivery(
-                self._mqtt_publisher,
-                DiskSpool(spool_root / "mqtt", storage.spool.max_bytes, "mqtt"),
-            )
+            self.mqtt = SpooledDelivery(self._mqtt_publisher, self._spool("mqtt"), max_points=1000)
             if registry.mqtt_topics:
                 self.mqtt_listener = MqttDeviceListener(
                     m,
@@ -137,12 +156,22 @@ class TelemetryPipeline:
         self._state_devices = [t.device for t in registry.targets]
         self._state_devices += list(registry.mqtt_topics.values())
         self._tasks: list[asyncio.Task[None]] = []
+        #: Batches a sink raised on (a bug, not an outage: outages are spooled).
+        self.sink_errors: dict[str, int] = {}
 
-    def _setup_influx(self, loaded: LoadedConfig, spool_root: Path, file: str) -> None:
+    def _spool(self, sink: str) -> DiskSpool:
+        cfg = self._spool_cfg
+        return DiskSpool(self._spool_root / sink, cfg.max_bytes, sink, cfg.when_full)
+
+    @property
+    def embedded_health(self) -> StoreHealth:
+        """Writes and failures of the embedded store."""
+        return self.store_sink.health if self.store_sink is not None else StoreHealth()
+
+    def _setup_influx(self, loaded: LoadedConfig, file: str) -> None:
         influx = loaded.config.storage.influxdb
         assert influx is not None
         self._influx_batch_size = influx.batch_size
-        self._influx_flush_interval = influx.flush_interval
         username = secret(influx.username_env, file, "storage.influxdb.username_env")
         password = secret(influx.password_env, file, "storage.influxdb.password_env")
         token = secret(influx.token_env, file, "storage.influxdb.token_env")
@@ -167,10 +196,7 @@ class TelemetryPipeline:
         self._influx_reader = InfluxReader(
             InfluxQLClient(influx.url, database, username, password, token, influx.timeout)
         )
-        self.influx = SpooledDelivery(
-            writer,
-            DiskSpool(spool_root / "influxdb", loaded.config.storage.spool.max_bytes, "influxdb"),
-        )
+        self.influx = SpooledDelivery(writer, self._spool("influxdb"), max_points=influx.batch_size)
 
     @property
     def reader(self) -> TelemetryReader | None:
@@ -181,105 +207,96 @@ class TelemetryPipeline:
 
     async def start(self) -> None:
         """Open stores, start deliveries (replaying spools), subscribe to the poller."""
-        if self.embedded is not None:
-            await self.embedded.open()
+        if self.store_sink is not None:
+            await self.store_sink.start()
+            self._tasks.append(asyncio.create_task(self._prune_loop(), name="embedded:prune"))
         if self.influx is not None:
             await self.influx.start()
-            self._tasks.append(asyncio.create_task(self._influx_timer(), name="influx:flush"))
         if self.mqtt is not None:
             await self.mqtt.start()
         if self.mqtt_listener is not None:
             self.mqtt_listener.start()
-        if self.embedded is not None:
-            self._tasks.append(asyncio.create_task(self._prune_loop(), name="embedded:prune"))
         self.poller.subscribe(self.on_batch)
 
     async def on_batch(self, batch: ReadingBatch) -> None:
-        """Hand one batch to every destination; a failing store does not stop the others."""
-        if self.embedded is not None:
-            try:
-                await self.embedded.write(batch)
-            except Exception as exc:
-                health = self.embedded_health
-                health.failures += 1
-                health.consecutive_failures += 1
-                health.last_error = f"{type(exc).__name__}: {exc}"
-                if health.consecutive_failures == 1:
-                    log.exception("embedded store write failed", extra={"sink": "embedded"})
-            else:
-                self.embedded_health.writes += 1
-                self.embedded_health.consecutive_failures = 0
-                self.embedded_health.last_write = time.time()
-        if self.influx is not None and len(batch):
-            payload = serialize_batch(batch, self.schema)
-            self._lines.append(payload)
-            self._line_count += payload.count(b"\n")
-            if self._line_count >= self._influx_batch_size:
-                await self.flush_influx()
-        if self.mqtt is not None and self._messages is not None:
-            messages = self._messages.for_batch(batch)
-            messages += self._messages.for_state(self.poller.health, self._state_devices)
-            if messages:
-                await self.mqtt.submit(encode_messages(messages))
-
-    async def flush_influx(self) -> None:
-        """Send what has gathered for InfluxDB, in chunks of at most ``batch_size`` lines."""
-        self._last_flush = time.monotonic()
-        if self.influx is None or not self._lines:
+        """Hand one batch to every destination, side by side; each fails alone."""
+        if not len(batch):
             return
-        payload = b"".join(self._lines)
-        self._lines, self._line_count = [], 0
-        for chunk in split_lines(payload, self._influx_batch_size):
-            await self.influx.submit(chunk)
+        work: list[tuple[str, Awaitable[object]]] = []
+        if self.store_sink is not None:
+            work.append(("embedded", self.store_sink.write(batch)))
+        if self.influx is not None:
+            work.append(("influxdb", self._to_influx(self.influx, batch)))
+        if self.mqtt is not None and self._messages is not None:
+            work.append(("mqtt", self._to_mqtt(self.mqtt, self._messages, batch)))
+        results = await asyncio.gather(*(w for _, w in work), return_exceptions=True)
+        for (name, _), result in zip(work, results, strict=True):
+            if isinstance(result, BaseException):
+                self._sink_raised(name, result)
 
-    async def _influx_timer(self) -> None:
-        while True:
-            await asyncio.sleep(self._influx_flush_interval / 2)
-            if time.monotonic() - self._last_flush >= self._influx_flush_interval:
-                await self.flush_influx()
+    def _sink_raised(self, name: str, exc: BaseException) -> None:
+        count = self.sink_errors.get(name, 0) + 1
+        self.sink_errors[name] = count
+        if count == 1 or count % 1000 == 0:
+            log.error(
+                "%s sink raised on a batch (%d so far)",
+                name,
+                count,
+                exc_info=exc,
+                extra={"sink": name},
+            )
+
+    async def _to_influx(self, influx: SpooledDelivery, batch: ReadingBatch) -> None:
+        payload = serialize_batch(batch, self.schema)
+        chunks = split_lines(payload, self._influx_batch_size)
+        await influx.submit([SpoolItem(c, c.count(b"\n")) for c in chunks])
+
+    async def _to_mqtt(
+        self, mqtt: SpooledDelivery, messages: TelemetryMessages, batch: ReadingBatch
+    ) -> None:
+        out = messages.for_batch(batch)
+        out += messages.for_state(self.poller.health, self._state_devices)
+        if out:
+            await mqtt.submit([SpoolItem(encode_messages(out), len(out))])
 
     async def _prune_loop(self) -> None:
         while True:
             await asyncio.sleep(3600)
             if self.embedded is not None:
-                removed = await self.embedded.prune()
+                try:
+                    removed = await self.embedded.prune()
+                except Exception:
+                    log.exception("embedded store: pruning failed; trying again in an hour")
+                    continue
                 if removed:
                     log.info("embedded store: pruned %d readings past retention", removed)
 
-    def sinks(self) -> list[SinkStatus]:
-        """Delivery state of InfluxDB and MQTT."""
+    def sinks(self, now: float | None = None) -> list[SinkStatus]:
+        """Delivery state of every destination: embedded store, InfluxDB, MQTT."""
+        now = time.time() if now is None else now
         out = []
+        if self.store_sink is not None:
+            out.append(sink_status("embedded", self.store_sink.delivery, self.store_sink.up, now))
         for name, delivery in (("influxdb", self.influx), ("mqtt", self.mqtt)):
             if delivery is not None:
-                out.append(
-                    SinkStatus(
-                        name,
-                        delivery.pending,
-                        delivery.spool.stats.bytes,
-                        delivery.spool.stats.refused_total,
-                        delivery.stats,
-                    )
-                )
+                out.append(sink_status(name, delivery, True, now))
         return out
 
     async def stop(self, grace: float = 2.0) -> None:
-        """Flush, deliver what can go within ``grace``, spool the rest, close everything."""
+        """Deliver what can go within ``grace`` (the rest stays spooled), close everything."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         if self.mqtt_listener is not None:
             await self.mqtt_listener.stop()
-        await self.flush_influx()
-        if self.influx is not None:
-            await self.influx.close(grace)
-        if self.mqtt is not None:
-            await self.mqtt.close(grace)
+        closing = [d.close(grace) for d in (self.influx, self.mqtt) if d is not None]
+        await asyncio.gather(*closing)
         for closer in (self._influx_writer, self._mqtt_publisher):
             if closer is not None:
                 with contextlib.suppress(Exception):
                     await closer.close()
         if self._influx_reader is not None:
             await self._influx_reader.client.close()
-        if self.embedded is not None:
-            await self.embedded.close()
+        if self.store_sink is not None:
+            await self.store_sink.close(grace)

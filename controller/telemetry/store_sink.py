@@ -1,0 +1,117 @@
+"""The embedded store as a sink that fails alone: what it cannot take is spooled and retried.
+
+While the store writes, batches go straight in (it is local and durable). When
+a write fails (disk full, read-only file, a locked database), that batch and
+every later one go to the store's own spool, in order, and a delivery task
+writes them back as soon as the store takes writes again; then batches go
+straight in once more.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from controller.readings import ReadingBatch, decode_batch, encode_batch
+from controller.telemetry.delivery import DeliveryError, RejectedPayload, SpooledDelivery
+from controller.telemetry.embedded import EmbeddedStore
+from controller.telemetry.spool import DiskSpool, SpoolItem
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StoreHealth:
+    """Writes of the embedded store: a failing store is reported, not silent."""
+
+    writes: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    last_error: str = ""
+    last_write: float | None = None
+
+
+class EmbeddedStoreTransport:
+    """Writes spooled batches into the store (the retry path of :class:`StoreSink`)."""
+
+    name = "embedded store"
+
+    def __init__(self, store: EmbeddedStore, layout: bytes, health: StoreHealth) -> None:
+        self.store = store
+        self.layout = layout
+        self.health = health
+
+    async def send(self, payload: bytes) -> None:
+        """Write one spooled batch; a DeliveryError while the store still fails."""
+        try:
+            batch = decode_batch(payload, self.layout)
+        except ValueError as exc:
+            raise RejectedPayload(str(exc)) from exc
+        try:
+            await self.store.write(batch)
+        except Exception as exc:
+            _failed(self.health, exc)
+            raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+        _wrote(self.health)
+
+
+def _failed(health: StoreHealth, exc: BaseException) -> bool:
+    """Count a failed write; True if it is the first of a run of failures."""
+    health.failures += 1
+    health.consecutive_failures += 1
+    health.last_error = f"{type(exc).__name__}: {exc}"
+    return health.consecutive_failures == 1
+
+
+def _wrote(health: StoreHealth) -> None:
+    health.writes += 1
+    health.consecutive_failures = 0
+    health.last_write = time.time()
+
+
+class StoreSink:
+    """Batches into the embedded store, through its spool whenever the store fails."""
+
+    def __init__(self, store: EmbeddedStore, spool: DiskSpool, layout: bytes) -> None:
+        self.store = store
+        self.layout = layout
+        self.health = StoreHealth()
+        self.delivery = SpooledDelivery(
+            EmbeddedStoreTransport(store, layout, self.health), spool, coalesce=False
+        )
+
+    async def start(self) -> None:
+        """Open the store and its spool (batches an earlier run could not store go first)."""
+        await self.store.open()
+        await self.delivery.start()
+
+    async def write(self, batch: ReadingBatch) -> None:
+        """Store a batch now, or spool it behind the ones waiting."""
+        if not len(batch):
+            return
+        if not self.delivery.pending:
+            try:
+                await self.store.write(batch)
+            except Exception as exc:
+                if _failed(self.health, exc):
+                    log.exception(
+                        "embedded store write failed: batches wait in %s until it takes "
+                        "writes again",
+                        self.delivery.spool.folder,
+                        extra={"sink": "embedded"},
+                    )
+            else:
+                _wrote(self.health)
+                return
+        await self.delivery.submit([SpoolItem(encode_batch(batch, self.layout), len(batch))])
+
+    @property
+    def up(self) -> bool:
+        """Whether the store takes writes."""
+        return self.health.consecutive_failures == 0
+
+    async def close(self, grace: float) -> None:
+        """Write what waits within ``grace``, then close the spool and the store."""
+        await self.delivery.close(grace)
+        await self.store.close()
