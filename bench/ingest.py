@@ -124,21 +124,23 @@ async def bench_end_to_end(influxd: Influxd, lamps: int, polls: int, spool: Path
     delivery = SpooledDelivery(writer, DiskSpool(spool, 1 << 32, "bench"))
     await delivery.start()
     serialize_batch(batches[0], schema)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for batch in batches:
         # As TelemetryPipeline does: each batch's chunks are spooled (one fsync) before sending.
         chunks = split_lines(serialize_batch(batch, schema), BATCH_SIZE)
         await delivery.submit([SpoolItem(c, c.count(b"\n")) for c in chunks])
     assert await delivery.drain(600)
     pipeline_s = time.perf_counter() - started
+    pipeline_cpu = time.process_time() - cpu
     await delivery.close()
 
     # The same writer without the spool: what durability costs.
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for batch in batches:
         for chunk in split_lines(serialize_batch(batch, schema), BATCH_SIZE):
             await writer.send(chunk)
     unspooled_s = time.perf_counter() - started
+    unspooled_cpu = time.process_time() - cpu
     await writer.close()
 
     chunks = [c for b in batches for c in split_lines(serialize_batch(b, schema), BATCH_SIZE)]
@@ -165,6 +167,9 @@ async def bench_end_to_end(influxd: Influxd, lamps: int, polls: int, spool: Path
         "without_spool_points_per_s": round(total / unspooled_s),
         "raw_post_points_per_s": round(total / raw_s),
         "ratio_spool_vs_without": round(unspooled_s / pipeline_s, 2),
+        # Our process only (threads included): influxd's own work is not in these.
+        "cpu_us_per_point": round(pipeline_cpu / total * 1e6, 2),
+        "without_spool_cpu_us_per_point": round(unspooled_cpu / total * 1e6, 2),
         "ratio_vs_raw_post": round(raw_s / pipeline_s, 2),
     }
 
@@ -195,11 +200,11 @@ def run(quick: bool = False) -> dict[str, Any]:
         "targets": {
             "serialization_points_per_s": 1_000_000,
             "serialization_ratio": 20,
-            "end_to_end_ratio": 0.7,
+            "end_to_end_ratio": 0.9,
         },
         "targets_met": {
             "serialization_points_per_s": serialization["points_per_s"] >= 1_000_000,
             "serialization_ratio": serialization["ratio_vs_baseline"] >= 20,
-            "end_to_end_ratio": e2e["ratio_vs_raw_post"] >= 0.7,
+            "end_to_end_ratio": e2e["ratio_vs_raw_post"] >= 0.9,
         },
     }

@@ -56,3 +56,5 @@ def configure_logging(config: LoggingConfig, verbose: bool = False) -> None:
     # Access logs of every dashboard poll would drown what matters.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # One line per InfluxDB write and webhook post: the sinks' counters carry that.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

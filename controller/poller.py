@@ -154,8 +154,10 @@ class Poller:
             except LinkError as exc:
                 error = exc
                 # A timeout means the device is gone for now; the rest of its
-                # requests would each cost the same timeout on a shared bus.
-                if exc.kind in ("timeout", "link_down"):
+                # requests would each cost the same timeout on a shared bus. A frame
+                # still garbled after its retry means a bad line or device: the rest of
+                # this poll would garble too, so it stops here as well.
+                if exc.kind in ("timeout", "link_down", "garbled"):
                     break
                 continue
             buffer[request.buffer_start : request.buffer_start + request.count] = words

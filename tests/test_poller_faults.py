@@ -200,3 +200,31 @@ async def test_scheduled_polling_backs_off_a_dead_device_and_welcomes_it_back(
             await controller.stop()
     devices = {controller.registry.devices[d].id for b in batches for d in b.device}
     assert devices == {"WL-1", "WL-2", "WL-3"}
+
+
+async def test_a_garbled_cabinet_costs_one_retry_not_one_per_request(
+    tmp_path: Path, write_config: Callable[[dict[str, Any]], LoadedConfig]
+) -> None:
+    doc = bus_config(tmp_path, gauges=0)
+    link = doc["links"][0]["id"]
+    doc["cabinets"] = [
+        {
+            "id": "CAB-G",
+            "link": link,
+            "unit": 1,
+            "lamp_runs": [{"circuit": 1, "count": 30}, {"circuit": 2, "count": 30}],
+        }
+    ]
+    loaded = write_config(doc)
+    async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
+        target = controller.registry.targets[0]
+        health = controller.links[link].health
+        before = health.requests
+        healthy = await controller.poller.poll_target(target)
+        assert healthy.error is None and health.requests - before > 2  # a plan of many reads
+        city.inject(FaultSpec(kind=FaultKind.GARBLED, device="CAB-G"))
+        before = health.requests
+        garbled = await controller.poller.poll_target(target)
+    assert garbled.error is not None and garbled.error.kind == "garbled"
+    # The first read and its one retry; not two attempts for each of the plan's reads.
+    assert health.requests - before == 2

@@ -14,9 +14,10 @@ import pytest
 from controller.config import LoadedConfig
 from controller.readings import ReadingBatch
 from controller.registry import Registry
-from controller.telemetry.delivery import SpooledDelivery
+from controller.telemetry.delivery import RejectedPayload, SpooledDelivery
 from controller.telemetry.embedded import EmbeddedStore
 from controller.telemetry.influx import InfluxV1Writer
+from controller.telemetry.mqtt import decode_messages, encode_messages
 from controller.telemetry.pipeline import split_lines
 from controller.telemetry.spool import DiskSpool, SpoolItem
 from simulators.servers import Influxd
@@ -182,3 +183,13 @@ async def test_malformed_payload_is_set_aside_and_later_data_still_flows(
     assert [p.read_bytes() for p in kept] == [b"m,t=1 v=oops= 1000\n"]
     rows = influxd.query("db", 'SELECT "v" FROM "m"')
     assert rows[0]["values"] == [[2000, 2]]
+
+
+def test_a_spooled_mqtt_payload_that_is_not_messages_is_refused_for_good() -> None:
+    good = encode_messages([{"topic": "a/b", "payload": {"v": 1}, "qos": 1, "retain": False}])
+    assert [m.topic for m in decode_messages(good)] == ["a/b"]
+    # Refused whole before anything is published: no half payload on the bus.
+    with pytest.raises(RejectedPayload, match="line 2"):
+        decode_messages(good + b'{"topic": "a/b", "payl\n')
+    with pytest.raises(RejectedPayload, match="line 1"):
+        decode_messages(b'{"payload": {}}\n')

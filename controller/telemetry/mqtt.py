@@ -30,7 +30,7 @@ import numpy as np
 from controller.config import MqttConfig
 from controller.readings import Quality, ReadingBatch
 from controller.registry import Registry
-from controller.telemetry.delivery import DeliveryError
+from controller.telemetry.delivery import DeliveryError, RejectedPayload
 from controller.telemetry.lineprotocol import line_groups
 from drivers.health import DeviceHealth
 from drivers.mqtt_profile import MqttDeviceProfile
@@ -60,9 +60,14 @@ def _tls(cfg: MqttConfig) -> aiomqtt.TLSParameters | None:
     )
 
 
+#: QoS 1 messages a publisher keeps unacknowledged on the wire (paho's default is 20).
+PUBLISH_WINDOW = 100
+
+
 def make_client(cfg: MqttConfig, identifier: str, creds: MqttCredentials) -> aiomqtt.Client:
     """An aiomqtt client with a persistent session (clean_session off, fixed id)."""
     return aiomqtt.Client(
+        max_inflight_messages=PUBLISH_WINDOW,
         hostname=cfg.host,
         port=cfg.port,
         identifier=identifier,
@@ -167,6 +172,39 @@ def encode_messages(messages: list[dict[str, Any]]) -> bytes:
     )
 
 
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """One message of a spooled payload, ready to publish."""
+
+    topic: str
+    payload: str
+    qos: int
+    retain: bool
+
+
+def decode_messages(payload: bytes) -> list[OutgoingMessage]:
+    """The messages of a payload :func:`encode_messages` wrote; RejectedPayload if it is not one.
+
+    Checked whole before anything is published, so a bad payload is set aside
+    without half of it on the bus.
+    """
+    out = []
+    for number, line in enumerate(payload.splitlines(), 1):
+        try:
+            m = json.loads(line)
+            out.append(
+                OutgoingMessage(
+                    str(m["topic"]),
+                    json.dumps(m["payload"], ensure_ascii=False, separators=(",", ":")),
+                    int(m["qos"]),
+                    bool(m["retain"]),
+                )
+            )
+        except (ValueError, TypeError, KeyError) as exc:
+            raise RejectedPayload(f"line {number} is not a spooled message: {exc}") from exc
+    return out
+
+
 class MqttPublisher:
     """Publishes spooled message payloads to the broker, reconnecting as needed."""
 
@@ -200,19 +238,21 @@ class MqttPublisher:
 
     async def send(self, payload: bytes) -> None:
         """Publish every message of a payload, in order."""
+        messages = decode_messages(payload)
         client = await self._connected()
-        try:
-            for line in payload.splitlines():
-                message = json.loads(line)
-                await client.publish(
-                    message["topic"],
-                    json.dumps(message["payload"], ensure_ascii=False, separators=(",", ":")),
-                    qos=message["qos"],
-                    retain=message["retain"],
-                )
-        except aiomqtt.MqttError as exc:
+        # Published together, not one acknowledgement after another: at QoS 1 a broker
+        # 20 ms away would otherwise take 14 s for a city's 700 cabinet messages. paho
+        # keeps them in order on the wire and within its in-flight window.
+        results = await asyncio.gather(
+            *(client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain) for m in messages),
+            return_exceptions=True,
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
             await self._drop()
-            raise DeliveryError(f"publish failed: {exc}") from exc
+            if not all(isinstance(e, aiomqtt.MqttError) for e in errors):
+                raise errors[0]
+            raise DeliveryError(f"publish failed: {errors[0]}") from errors[0]
 
     async def close(self) -> None:
         """Disconnect."""

@@ -95,9 +95,11 @@ class StoreSink:
                 await self.store.write(batch)
             except Exception as exc:
                 if _failed(self.health, exc):
-                    log.exception(
-                        "embedded store write failed: batches wait in %s until it takes "
-                        "writes again",
+                    log.error(
+                        "embedded store write failed (%s: %s): batches wait in %s until it "
+                        "takes writes again",
+                        type(exc).__name__,
+                        exc,
                         self.delivery.spool.folder,
                         extra={"sink": "embedded"},
                     )

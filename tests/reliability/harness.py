@@ -214,6 +214,19 @@ def line_points(payload: bytes) -> set[Point]:
     return out
 
 
+@contextlib.contextmanager
+def influx_server(folder: Path) -> Iterator[Influxd]:
+    """A real influxd, stopped afterwards even if a test left it paused."""
+    server = Influxd(folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            resume(server)  # a paused server would not hear the SIGTERM
+        server.stop()
+
+
 def pause(server: Influxd) -> None:
     assert server.proc is not None
     os.kill(server.proc.pid, signal.SIGSTOP)

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from simulators.servers import Influxd
-from tests.reliability.harness import BATCH_INTERVAL, Rig, pause, resume, running, wait
+from tests.reliability.harness import (
+    BATCH_INTERVAL,
+    Rig,
+    pause,
+    resume,
+    running,
+    wait,
+)
 
 OUTAGE = 30.0
-
-
-@pytest.fixture
-def influxd(tmp_path: Path) -> Iterator[Influxd]:
-    server = Influxd(tmp_path / "influx")
-    server.start()
-    yield server
-    if server.proc is not None and server.proc.poll() is None:
-        resume(server)  # a paused server would not hear the SIGTERM
-    server.stop()
 
 
 def assert_same_points(rig: Rig) -> None:
