@@ -19,7 +19,7 @@ from controller.telemetry.embedded import EmbeddedStore
 from controller.telemetry.influx import InfluxV1Writer
 from controller.telemetry.mqtt import decode_messages, encode_messages
 from controller.telemetry.pipeline import split_lines
-from controller.telemetry.spool import DiskSpool, SpoolItem
+from controller.telemetry.spool import DiskSpool, SpoolItem, SpoolRecord
 from simulators.servers import Influxd
 from tests.test_telemetry_influx import city
 
@@ -193,3 +193,64 @@ def test_a_spooled_mqtt_payload_that_is_not_messages_is_refused_for_good() -> No
         decode_messages(good + b'{"topic": "a/b", "payl\n')
     with pytest.raises(RejectedPayload, match="line 1"):
         decode_messages(b'{"payload": {}}\n')
+
+
+class FlakyTransport:
+    """A destination whose send raises what it is told to, then takes payloads."""
+
+    name = "flaky"
+
+    def __init__(self, failures: dict[bytes, int]) -> None:
+        self.failures = failures
+        self.taken: list[bytes] = []
+
+    async def send(self, payload: bytes) -> None:
+        if self.failures.get(payload, 0) > 0:
+            self.failures[payload] -= 1
+            raise RuntimeError(f"bug while sending {payload!r}")
+        self.taken.append(payload)
+
+
+async def test_a_delivery_survives_unexpected_errors_and_sets_aside_only_what_keeps_failing(
+    tmp_path: Path,
+) -> None:
+    transport = FlakyTransport({b"a\n": 2, b"b\n": 99})
+    delivery = SpooledDelivery(
+        transport, DiskSpool(tmp_path / "s", 10**6, "flaky"), retry_initial=0.01, coalesce=False
+    )
+    await delivery.start()
+    try:
+        for line in (b"a\n", b"b\n", b"c\n"):
+            await delivery.submit([SpoolItem(line, 1)])
+        assert await delivery.drain(10)
+    finally:
+        await delivery.close()
+    # "a" failed twice and then went; "b" always failed: set aside after three tries.
+    assert transport.taken == [b"a\n", b"c\n"]
+    assert delivery.stats.rejected == 1 and delivery.spool.stats.rejected_records == 1
+    (reason,) = (tmp_path / "s" / "rejected").glob("*.reason.txt")
+    assert "RuntimeError" in reason.read_text()
+
+
+async def test_a_delivery_task_that_dies_is_restarted_and_counted(tmp_path: Path) -> None:
+    transport = FlakyTransport({})
+    spool = DiskSpool(tmp_path / "s", 10**6, "flaky")
+    delivery = SpooledDelivery(transport, spool)
+    await delivery.start()
+    try:
+        real_oldest = spool.oldest
+        calls = 0
+
+        async def broken_once(max_points: int, max_records: int = 10_000) -> list[SpoolRecord]:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise OSError("disk read error")
+            return await real_oldest(max_points, max_records)
+
+        spool.oldest = broken_once  # type: ignore[method-assign]
+        await delivery.submit([SpoolItem(b"x\n", 1)])
+        assert await delivery.drain(5)  # after the restart, 1 s later
+    finally:
+        await delivery.close()
+    assert delivery.stats.restarts == 1 and transport.taken == [b"x\n"]
