@@ -574,6 +574,8 @@ class MapOut(BaseModel):
     """What the dashboard map draws."""
 
     city: str
+    #: The site's time zone (IANA name): the console shows every time in it.
+    timezone: str
     bounds: list[float]
     devices: list[MapDeviceOut]
     grids: list[GridCellOut]

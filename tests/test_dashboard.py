@@ -8,6 +8,8 @@ A screenshot of the main page is saved in ``test-artifacts/``.
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from collections.abc import AsyncIterator, Iterator
 
@@ -21,6 +23,7 @@ from tests.demo_process import ROOT, SIM_TOKEN, Demo, run_demo
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ROLE_ZH = {"engineer": "照明工程师", "viewer": "查看员"}
 # As the machine's probe starts it: no sandbox as root, nothing reaching out to the internet.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -64,7 +67,7 @@ async def open_dashboard(browser: Browser, demo: Demo, role: str) -> Page:
     await expect(page.locator("#map .device")).to_have_count(0)
     await page.fill("#login-key", demo.keys[role])
     await page.click("#login-button")
-    await expect(page.locator("#whoami")).to_have_text(f"demo-{role} ({role})")
+    await expect(page.locator("#whoami")).to_have_text(f"demo-{role}（{ROLE_ZH[role]}）")
     return page
 
 
@@ -93,9 +96,10 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     assert (await control.post("/faults", json=fault, headers=headers)).status_code == 201
     row = page.locator("#alarms tbody tr", has_text="JC-XJ-002")
     await expect(row).to_have_count(1, timeout=30_000)
-    await expect(row.locator(".state")).to_have_text("active unacknowledged")
+    await expect(row.locator(".state")).to_have_text("未确认")
+    await expect(row).to_contain_text("箱门打开")
     await row.locator("button.ack").click()
-    await expect(row.locator(".state")).to_have_text("active acknowledged")
+    await expect(row.locator(".state")).to_have_text("已确认")
     alarms = (await api.get("/alarms", params={"device": "JC-XJ-002"})).json()
     assert alarms[0]["acknowledged_by"] == "demo-engineer"
 
@@ -107,13 +111,11 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     await page.check("input[name=circuit][value='2']")
     await page.select_option("#ctl-action", "off")
     await page.click("#ctl-send")
-    await expect(page.locator("#confirm-text")).to_have_text(
-        "Switch OFF circuit 2 of cabinet JC-DF-001?"
-    )
+    await expect(page.locator("#confirm-text")).to_have_text("分闸：配电箱 JC-DF-001 的回路 2？")
     await page.click("#confirm-yes")
     status = page.locator("#ctl-status")
-    await expect(status).to_contain_text("confirmed — 1 confirmed, 0 failed", timeout=20_000)
-    await expect(page.locator("#ctl-results li")).to_have_text(["JC-DF-001/circuit2: confirmed"])
+    await expect(status).to_contain_text("已确认 — 确认 1，失败 0", timeout=20_000)
+    await expect(page.locator("#ctl-results li")).to_have_text(["JC-DF-001/circuit2：已确认"])
     audit = (await api.get("/audit", params={"target": "JC-DF-001"})).json()
     assert audit[0]["by"] == "demo-engineer" and audit[0]["outcome"] == "confirmed"
 
@@ -145,7 +147,7 @@ async def test_a_viewer_is_not_offered_control_or_alarm_actions(
     await page.click("#logout")
     await page.fill("#login-key", "ssk_nope_nope")
     await page.click("#login-button")
-    await expect(page.locator("#login-error")).to_have_text("unknown or revoked key")
+    await expect(page.locator("#login-error")).to_have_text("密钥无效或已吊销")
 
 
 def test_the_daily_report_prints_its_sections(running_demo: Demo) -> None:
@@ -155,3 +157,88 @@ def test_the_daily_report_prints_its_sections(running_demo: Demo) -> None:
         assert f"<h2>{heading}" in page.text
     assert page.text.count("<svg") >= 4
     assert running_demo.get(f"{running_demo.api}/reports/year").status_code == 422
+
+
+# Text nodes a person sees, outside what is marked as data (translate="no"), and the
+# placeholder, title and aria-label attributes.
+VISIBLE_TEXT = """() => {
+  const out = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const node = walker.currentNode;
+    const parent = node.parentElement;
+    if (!parent || parent.closest('[translate="no"], script, style, title')) continue;
+    if (!node.textContent.trim() || !parent.checkVisibility()) continue;
+    out.push(node.textContent.trim());
+  }
+  for (const n of document.querySelectorAll("[placeholder], [title], [aria-label]")) {
+    if (n.closest('[translate="no"]') || !n.checkVisibility()) continue;
+    for (const a of ["placeholder", "title", "aria-label"]) {
+      if (n.getAttribute(a)) out.push(n.getAttribute(a));
+    }
+  }
+  return out;
+}"""
+# Ids (JC-DF-001, WL-DF-UNDERPASS, JC-DF-001/circuit2, ssk_…), units and the product's name
+# are the same in every language.
+NOT_WORDS = re.compile(
+    r"[A-Za-z0-9]+(?:[-_/][A-Za-z0-9…]+)+|ssk_…|streetsense|cm/min|kWh|kW|mA|Hz|°C|dBm|\b[VAWhms]\b"
+)
+
+
+async def untranslated(page: Page) -> list[str]:
+    texts: list[str] = await page.evaluate(VISIBLE_TEXT)
+    return [t for t in texts if re.search(r"[A-Za-z]{2,}", NOT_WORDS.sub("", t))]
+
+
+async def test_the_console_speaks_chinese_everywhere_and_english_by_the_switch(
+    running_demo: Demo, browser: Browser
+) -> None:
+    page = await open_dashboard(browser, running_demo, "engineer")
+    await expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+    await expect(page.locator("[data-tab=alarms] [data-i18n]")).to_have_text("告警")
+    await expect(page.locator("#timezone")).to_have_text("时区 Asia/Shanghai")
+    await expect(page.locator("#alarms tbody tr").first).to_be_visible(timeout=30_000)
+    missing: dict[str, list[str]] = {"alarms": await untranslated(page)}
+    await page.locator("#map .device.cabinet").first.click()
+    await expect(page.locator("#device-detail p").first).to_contain_text("配电箱")
+    missing["device"] = await untranslated(page)
+    for tab in ("water", "stats", "cases", "control"):
+        await page.click(f"[data-tab={tab}]")
+        if tab == "water":
+            await page.click(".gauge-item[data-id='WL-DF-UNDERPASS']")
+            await expect(page.locator("#gauge-rate")).to_contain_text("当前")
+        if tab == "cases":
+            await expect(page.locator("#case-board .column h4").first).to_contain_text("受理")
+        await page.wait_for_timeout(500)
+        missing[tab] = await untranslated(page)
+    assert not any(missing.values()), {k: v for k, v in missing.items() if v}
+
+    # English by the switch, remembered across a reload, and back.
+    await page.click("#lang")
+    await expect(page.locator("html")).to_have_attribute("lang", "en")
+    await expect(page.locator("[data-tab=alarms] [data-i18n]")).to_have_text("Alarms")
+    await page.reload()
+    await expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=20_000)
+    await expect(page.locator("[data-tab=water]")).to_have_text("Water levels")
+    await expect(page.locator("#whoami")).to_have_text("demo-engineer (engineer)")
+    await page.click("#lang")
+    await expect(page.locator("[data-tab=water]")).to_have_text("水位")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.click("[data-tab=alarms]")
+    await page.screenshot(path=str(ARTIFACTS / "console-zh-phone.png"), full_page=True)
+
+
+def test_every_catalogue_entry_has_both_languages_and_every_key_the_console_uses_exists() -> None:
+    static = ROOT / "api" / "static"
+    catalogue = json.loads((static / "messages.json").read_text(encoding="utf-8"))
+    assert all(set(entry) == {"zh", "en"} and all(entry.values()) for entry in catalogue.values())
+    source = (static / "app.js").read_text(encoding="utf-8")
+    used = set(re.findall(r'\bt\("([a-z_.]+)"', source))
+    used |= set(re.findall(r'"(cases\.col_[a-z]+)"', source))
+    used |= set(
+        re.findall(r'data-i18n(?:-[a-z-]+)?="([a-z_.]+)"', (static / "index.html").read_text())
+    )
+    assert used and not used - catalogue.keys(), used - catalogue.keys()

@@ -175,6 +175,7 @@ def city_map(controller: ControllerDep) -> MapOut:
     ]
     return MapOut(
         city=controller.loaded.config.site.city,
+        timezone=controller.loaded.config.site.timezone,
         bounds=bounds,
         devices=points,
         grids=_grid_cells(controller, located),

@@ -3,7 +3,8 @@
 
 const SVG = "http://www.w3.org/2000/svg";
 const state = { key: sessionStorage.getItem("streetsense-key"), may: {}, map: null,
-  selected: null, gauge: null, command: null };
+  selected: null, gauge: null, command: null, me: null,
+  lang: localStorage.getItem("streetsense-lang") === "en" ? "en" : "zh", timezone: null };
 
 const $ = (sel) => document.querySelector(sel);
 const el = (tag, attrs = {}, text = "") => {
@@ -18,7 +19,53 @@ const svgEl = (tag, attrs = {}, text = "") => {
   if (text) node.textContent = text;
   return node;
 };
-const localTime = (iso) => new Date(iso).toLocaleString("zh-CN", { hour12: false });
+// Times are the city's, whatever the browser's own zone, and the zone is named in the header.
+const localTime = (iso) => new Date(iso).toLocaleString(state.lang === "zh" ? "zh-CN" : "en-GB",
+  { hour12: false, timeZone: state.timezone || undefined });
+// Ids and names are data: marked so that nobody translates them (nor the catalogue test).
+const data = (text) => el("span", { translate: "no" }, text);
+
+// -- language -------------------------------------------------------------------------------
+// One catalogue (messages.json) for every text the console shows: Chinese first, English by
+// the switch in the header (remembered in this browser). Data (ids, names) is never translated.
+
+let MESSAGES = {};
+function t(key, vars = {}) {
+  const entry = MESSAGES[key];
+  let text = entry ? entry[state.lang] : key;
+  for (const [k, v] of Object.entries(vars)) text = text.replaceAll(`{${k}}`, String(v));
+  return text;
+}
+// A value from the API (an alarm state, a stage): its name in the catalogue, else as sent.
+const term = (group, value) => (MESSAGES[`${group}.${value}`] ? t(`${group}.${value}`) : value);
+
+function applyLanguage() {
+  document.documentElement.lang = state.lang === "zh" ? "zh-CN" : "en";
+  for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+  for (const [attr, data] of [["placeholder", "i18nPlaceholder"], ["title", "i18nTitle"],
+    ["aria-label", "i18nAriaLabel"]]) {
+    for (const node of document.querySelectorAll(`[data-${attr === "aria-label" ? "i18n-aria-label" : `i18n-${attr}`}]`)) {
+      node.setAttribute(attr, t(node.dataset[data]));
+    }
+  }
+  if (state.timezone) $("#timezone").textContent = t("app.timezone", { tz: state.timezone });
+  if (state.me) $("#whoami").textContent = t("login.whoami", { name: state.me.name, role: term("role", state.me.role) });
+}
+
+$("#lang").addEventListener("click", async () => {
+  state.lang = state.lang === "zh" ? "en" : "zh";
+  localStorage.setItem("streetsense-lang", state.lang);
+  applyLanguage();
+  if (!state.key) return;
+  renderAlarms(state.alarms || []);
+  await refreshAlarms();
+  const current = document.querySelector(".tabs button.active");
+  if (current) showTab(current.dataset.tab);
+  if (state.selected) selectDevice(state.selected, false);
+  if (state.gauge) showGauge(state.gauge);
+  renderRecent();
+});
+
 
 async function api(path, options = {}) {
   const headers = { ...(options.headers || {}) };
@@ -57,15 +104,17 @@ async function login(key) {
   try {
     const me = await api("/whoami");
     state.may = me.may;
+    state.me = me;
     sessionStorage.setItem("streetsense-key", key);
-    $("#whoami").textContent = `${me.name} (${me.role})`;
     $("#login-error").textContent = "";
   } catch (error) {
     state.key = null;
     state.may = {};
+    state.me = null;
     sessionStorage.removeItem("streetsense-key");
-    $("#login-error").textContent = error.status === 401 ? "unknown or revoked key" : error.message;
+    $("#login-error").textContent = error.status === 401 ? t("login.bad_key") : error.message;
   }
+  applyLanguage();
   applyPermissions();
 }
 
@@ -77,6 +126,7 @@ $("#login").addEventListener("submit", async (event) => {
 $("#logout").addEventListener("click", () => {
   state.key = null;
   state.may = {};
+  state.me = null;
   sessionStorage.removeItem("streetsense-key");
   if (events) events.close();
   events = null;
@@ -115,7 +165,9 @@ function projection(bounds) {
 async function renderMap() {
   const data = await api("/map");
   state.map = data;
+  state.timezone = data.timezone;
   $("#city").textContent = data.city;
+  $("#timezone").textContent = t("app.timezone", { tz: data.timezone });
   const pad = 0.0008;
   const b = [...data.bounds];
   for (const cell of data.grids) {
@@ -150,24 +202,29 @@ async function renderMap() {
     shape.setAttribute("class", `device ${d.device_class} ${d.state}` +
       (state.selected === d.id ? " selected" : ""));
     shape.dataset.id = d.id;
-    shape.append(svgEl("title", {}, `${d.id} ${d.name || ""} — ${d.state}`));
+    shape.append(svgEl("title", {}, `${d.id} ${d.name || ""} — ${term("device_state", d.state)}`));
     shape.addEventListener("click", () => selectDevice(d.id));
     svg.append(shape);
   }
 }
 
-async function selectDevice(id) {
+async function selectDevice(id, follow = true) {
   state.selected = id;
   const device = state.map.devices.find((d) => d.id === id);
   const detail = await api(`/devices/${encodeURIComponent(id)}`);
   const box = $("#device-detail");
-  box.replaceChildren(el("h3", {}, `${id} ${detail.name || ""}`));
-  box.append(el("p", {}, `${device.device_class}, ${device.state}` +
-    (device.road ? ` — ${device.road}` : "") + (device.grid ? `, grid ${device.grid}` : "") +
-    (device.parent ? `, cabinet ${device.parent}` : "")));
+  const heading = el("h3");
+  heading.append(data(`${id} ${detail.name || ""}`));
+  box.replaceChildren(heading);
+  const where = el("p", {}, t("detail.kind_state", { kind: term("class", device.device_class),
+    state: term("device_state", device.state) }));
+  if (device.road) where.append(data(` — ${device.road}`));
+  if (device.grid) where.append(t("detail.grid", { grid: device.grid }));
+  if (device.parent) where.append(t("detail.cabinet", { cabinet: device.parent }));
+  box.append(where);
   const shown = detail.readings.filter((r) => r.value !== null).slice(0, 12);
-  box.append(el("p", {}, shown.map((r) => `${r.point} ${+r.value.toFixed(3)}${r.unit}`).join(" · ")));
-  if (device.device_class === "gauge") {
+  box.append(el("p", {}, shown.map((r) => `${term("point", r.point)} ${+r.value.toFixed(3)}${r.unit}`).join(" · ")));
+  if (device.device_class === "gauge" && follow) {
     showTab("water");
     await showGauge(id);
   }
@@ -184,7 +241,7 @@ async function refreshAlarms() {
   const watch = await api("/alarms/flood-watch");
   const areas = Object.keys(watch.storm_areas);
   $("#flood-watch").hidden = areas.length === 0;
-  $("#flood-watch").textContent = `Storm mode: ${areas.join(", ")} — gauges polled fast`;
+  $("#flood-watch").textContent = t("alarms.storm", { areas: areas.join("、") });
 }
 
 function renderAlarms(alarms) {
@@ -194,24 +251,36 @@ function renderAlarms(alarms) {
   $("#alarm-count").textContent = active.length ? `(${active.length})` : "";
   for (const a of active) {
     const row = el("tr", { "data-id": a.id, class: `sev-${a.severity}` });
-    row.append(el("td", {}, a.severity), el("td", {}, a.device),
-      el("td", {}, `${a.rule} ${a.level_name}${a.circuit ? ` (circuit ${a.circuit})` : ""}`),
-      el("td", { class: "state" }, a.state.replaceAll("_", " ")),
+    const device = el("td");
+    device.append(data(a.device));
+    row.append(el("td", {}, term("severity", a.severity)), device,
+      el("td", {}, alarmTitle(a)),
+      el("td", { class: "state" }, term("alarm_state", a.state)),
       el("td", {}, localTime(a.raised_at)));
     const actions = el("td");
     if (state.may.alarms && a.state.endsWith("unacknowledged")) {
-      const ack = el("button", { class: "ack" }, "Acknowledge");
+      const ack = el("button", { class: "ack" }, t("alarms.acknowledge"));
       ack.addEventListener("click", () => alarmAction(a.id, "acknowledge"));
       actions.append(ack);
     }
     if (state.may.alarms && !["shelved", "out_of_service"].includes(a.state)) {
-      const shelve = el("button", { class: "shelve" }, "Shelve 30 min");
+      const shelve = el("button", { class: "shelve" }, t("alarms.shelve"));
       shelve.addEventListener("click", () => alarmAction(a.id, "shelve", { minutes: 30 }));
       actions.append(shelve);
     }
     row.append(actions);
     body.append(row);
   }
+}
+
+// What the alarm is, in words: the point (for limits) or the kind, and the level reached.
+function alarmTitle(a) {
+  const what = a.kind === "threshold" && a.point ? term("point", a.point) : term("kind", a.kind);
+  const numbered = /^level (\d+)$/.exec(a.level_name || "");
+  const level = numbered ? ` ${t("level.numbered", { n: numbered[1] })}`
+    : a.level_name ? ` ${term("level", a.level_name)}` : "";
+  const circuit = a.sub && a.kind === "circuit_break" ? t("alarms.circuit", { n: a.sub }) : "";
+  return `${what}${level}${circuit}`;
 }
 
 async function alarmAction(id, action, json) {
@@ -231,7 +300,8 @@ function renderGauges() {
   list.replaceChildren();
   for (const g of state.map.devices.filter((d) => d.device_class === "gauge")) {
     const item = el("li", { class: `gauge-item ${state.gauge === g.id ? "active" : ""}`,
-      "data-id": g.id }, `${g.name || g.id} ${g.state === "alarm" ? "⚠" : ""}`);
+      "data-id": g.id });
+    item.append(data(g.name || g.id), g.state === "alarm" ? " ⚠" : "");
     item.addEventListener("click", () => showGauge(g.id));
     list.append(item);
   }
@@ -246,7 +316,7 @@ async function showGauge(id) {
   const series = await api(`/telemetry/series/${encodeURIComponent(id)}/water_level?` +
     new URLSearchParams({ start: start.toISOString(), end: end.toISOString() }));
   const samples = (series.samples || []).filter((s) => s.value !== null);
-  $("#gauge-title").textContent = `${gauge.name || id} (${id}) — water level, last 2 h`;
+  $("#gauge-title").textContent = t("water.title", { name: gauge.name || id, id });
   const chart = $("#gauge-chart");
   chart.replaceChildren();
   const levels = gauge.levels || {};
@@ -261,7 +331,7 @@ async function showGauge(id) {
     const upper = names.slice(i + 1).map((n) => levels[n]).find((v) => v !== undefined) ?? top;
     chart.append(svgEl("rect", { class: `band ${name}`, x: L, width: W - L - 10,
       y: y(upper), height: y(levels[name]) - y(upper) }));
-    chart.append(svgEl("text", { x: 2, y: y(levels[name]) + 4 }, `${levels[name]} m`));
+    chart.append(svgEl("text", { x: 2, y: y(levels[name]) + 4 }, t("water.level_m", { v: levels[name] })));
   });
   chart.append(svgEl("line", { x1: L, y1: H - B, x2: W - 10, y2: H - B, stroke: "#667" }));
   if (samples.length) {
@@ -272,10 +342,10 @@ async function showGauge(id) {
     const earlier = samples.find((s) => new Date(s.ts).getTime() >= tenAgo) || samples[0];
     const minutes = (new Date(last.ts) - new Date(earlier.ts)) / 60000;
     const rate = minutes > 0 ? ((last.value - earlier.value) * 100) / minutes : 0;
-    $("#gauge-rate").textContent = `Now ${last.value.toFixed(3)} m; rising ${rate.toFixed(2)} cm/min` +
-      ` over the last ${Math.round(minutes)} min`;
+    $("#gauge-rate").textContent = t("water.now", { level: last.value.toFixed(3),
+      rate: rate.toFixed(2), minutes: Math.round(minutes) });
   } else {
-    $("#gauge-rate").textContent = "No readings in the last 2 hours.";
+    $("#gauge-rate").textContent = t("water.none");
   }
 }
 
@@ -293,16 +363,16 @@ function bars(svg, rows, unit = "", max = null) {
       height: H - 8 }));
     svg.append(svgEl("text", { x: labelW + w + 4, y: i * H + 15 }, `${value}${unit}`));
   });
-  if (!rows.length) svg.append(svgEl("text", { x: 4, y: 15 }, "nothing yet"));
+  if (!rows.length) svg.append(svgEl("text", { x: 4, y: 15 }, t("stats.none")));
 }
 
 async function renderStats() {
   const lighting = await api("/statistics/lighting?by=road");
-  bars($("#chart-lighting"), lighting.map((r) => [r.group || "(none)",
+  bars($("#chart-lighting"), lighting.map((r) => [r.group || t("stats.no_group"),
     Math.round(100 * (r.rate ?? 0))]), "%", 100);
   const city = await api("/statistics/lighting?by=city");
   $("#city-rate").textContent = city.length && city[0].rate !== null
-    ? `— city ${(100 * city[0].rate).toFixed(1)} %` : "";
+    ? t("stats.city_rate", { rate: (100 * city[0].rate).toFixed(1) }) : "";
   const end = new Date();
   const daily = await api("/statistics/faults?" + new URLSearchParams({ period: "day", by: "kind",
     start: new Date(end - 14 * 86400e3).toISOString(), end: end.toISOString() }));
@@ -322,28 +392,30 @@ async function renderStats() {
 // -- cases ------------------------------------------------------------------------------------
 
 const COLUMNS = [
-  ["New", ["awaiting_acceptance", "accepted", "filed"]],
-  ["Dispatched", ["dispatched", "returned"]],
-  ["In disposal", ["in_disposal"]],
-  ["Verifying", ["disposal_reported", "under_verification"]],
-  ["Closed", ["closed", "evaluated"]],
-  ["Rejected", ["rejected"]],
+  ["cases.col_new", ["awaiting_acceptance", "accepted", "filed"]],
+  ["cases.col_dispatched", ["dispatched", "returned"]],
+  ["cases.col_disposal", ["in_disposal"]],
+  ["cases.col_verifying", ["disposal_reported", "under_verification"]],
+  ["cases.col_closed", ["closed", "evaluated"]],
+  ["cases.col_rejected", ["rejected"]],
 ];
 
 function timeLeft(c) {
   if (c.due_at === null || ["closed", "evaluated", "rejected"].includes(c.stage)) {
-    return c.evaluation ? c.evaluation.replace("_", " ") : "";
+    return c.evaluation ? term("evaluation", c.evaluation) : "";
   }
   const minutes = Math.round((c.due_at * 1000 - Date.now()) / 60000);
-  const text = (m) => (m >= 120 ? `${Math.round(m / 60)} h` : `${m} min`);
-  return minutes < 0 || c.overdue ? `OVERDUE ${text(Math.abs(minutes))}` : `${text(minutes)} left`;
+  const text = (m) => (m >= 120 ? t("cases.hours", { n: Math.round(m / 60) }) : t("cases.minutes", { n: m }));
+  return minutes < 0 || c.overdue ? t("cases.overdue", { t: text(Math.abs(minutes)) })
+    : t("cases.left", { t: text(minutes) });
 }
 
 async function renderCases() {
   const cases = await api("/cases?limit=300");
   const board = $("#case-board");
   board.replaceChildren();
-  for (const [title, stages] of COLUMNS) {
+  for (const [titleKey, stages] of COLUMNS) {
+    const title = t(titleKey);
     const column = el("div", { class: "column", "data-stage": stages[0] });
     const members = cases.filter((c) => stages.includes(c.stage));
     column.append(el("h4", {}, `${title} (${members.length})`));
@@ -351,9 +423,11 @@ async function renderCases() {
       const late = c.overdue || (c.due_at !== null && c.due_at * 1000 < Date.now() &&
         !["closed", "evaluated", "rejected"].includes(c.stage));
       const card = el("div", { class: `case${late ? " overdue" : ""}`, "data-id": c.id });
-      card.append(el("div", {}, `#${c.id} ${c.title}`),
-        el("div", {}, `${c.department || "—"} · ${c.severity}`),
-        el("div", { class: "left" }, timeLeft(c)));
+      const heading = el("div", {}, `#${c.id} `);
+      heading.append(data(c.title));
+      const who = el("div");
+      who.append(data(c.department || "—"), ` · ${term("severity", c.severity)}`);
+      card.append(heading, who, el("div", { class: "left" }, timeLeft(c)));
       column.append(card);
     }
     board.append(column);
@@ -391,9 +465,13 @@ function commandRequest() {
   const action = $("#ctl-action").value;
   const body = { action, targets };
   if (action === "dim") body.level = +$("#ctl-level").value;
+  const verb = action === "dim" ? t("control.verb_dim", { level: body.level })
+    : t(action === "on" ? "control.verb_on" : "control.verb_off");
+  const scopeWord = t(`control.scope_word_${scope}`);
   const what = kind === "circuits"
-    ? `${action === "on" ? "Switch ON" : "Switch OFF"} ${targets.circuits ? `circuit ${targets.circuits.join(", ")} of ` : "all circuits of "}${scope} ${target}`
-    : `${action === "dim" ? `Dim to ${body.level} %` : action === "on" ? "Switch ON" : "Switch OFF"} the lamps of ${scope} ${target}`;
+    ? t("control.what_circuits", { verb, scope: scopeWord, target, which: targets.circuits
+      ? t("control.which_circuits", { list: targets.circuits.join(", ") }) : t("control.which_all") })
+    : t("control.what_lamps", { verb, scope: scopeWord, target });
   return { path: kind === "circuits" ? "/control/circuits" : "/control/lamps", body, what };
 }
 
@@ -409,17 +487,17 @@ function ask(text) {
 $("#control-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const { path, body, what } = commandRequest();
-  if (!(await ask(`${what}?`))) return;
+  if (!(await ask(t("control.ask", { what })))) return;
   const status = $("#ctl-status");
   status.className = "status";
   let command;
   try {
     command = await api(path, { method: "POST", json: body });
   } catch (error) {
-    if (error.status === 428 && (await ask(`${error.message}. Confirm this large switch-off?`))) {
+    if (error.status === 428 && (await ask(t("control.ask_large", { reason: error.message })))) {
       command = await api(path, { method: "POST", json: { ...body, confirm: true } });
     } else {
-      status.textContent = `Refused: ${error.message}`;
+      status.textContent = t("control.refused", { reason: error.message });
       status.className = "status failed";
       return;
     }
@@ -431,16 +509,19 @@ async function followCommand(command) {
   const status = $("#ctl-status");
   state.command = command.id;
   while (["pending", "sent"].includes(command.status)) {
-    status.textContent = `Command #${command.id}: ${command.status}… ` +
-      `${command.counts.confirmed} of ${command.results.length} confirmed`;
+    status.textContent = t("control.progress", { id: command.id,
+      status: term("command_status", command.status), confirmed: command.counts.confirmed,
+      total: command.results.length });
     command = await api(`/commands/${command.id}?wait=2`);
   }
-  status.textContent = `Command #${command.id}: ${command.status} — ` +
-    `${command.counts.confirmed} confirmed, ${command.counts.failed} failed`;
+  status.textContent = t("control.done", { id: command.id,
+    status: term("command_status", command.status), confirmed: command.counts.confirmed,
+    failed: command.counts.failed });
   status.className = `status ${command.status}`;
   const list = $("#ctl-results");
   list.replaceChildren(...command.results.map((r) =>
-    el("li", {}, `${r.target}: ${r.status}${r.reason ? ` (${r.reason})` : ""}`)));
+    el("li", {}, t(r.reason ? "control.result_reason" : "control.result",
+      { target: r.target, status: term("command_status", r.status), reason: r.reason }))));
   renderRecent();
   renderMap();
 }
@@ -448,7 +529,8 @@ async function followCommand(command) {
 async function renderRecent() {
   const recent = await api("/commands?limit=8");
   $("#ctl-recent").replaceChildren(...recent.map((c) =>
-    el("li", {}, `#${c.id} ${c.action} ${c.targets} by ${c.by}: ${c.status}`)));
+    el("li", { translate: "no" }, t("control.recent_row", { id: c.id, action: term("command_action", c.action),
+      targets: c.targets, by: c.by, status: term("command_status", c.status) }))));
 }
 
 // -- live updates -----------------------------------------------------------------------------
@@ -505,6 +587,8 @@ for (const link of document.querySelectorAll("nav.reports a")) {
 }
 
 async function start() {
+  MESSAGES = await (await fetch("messages.json")).json();
+  applyLanguage();
   if (state.key) await login(state.key);
   else applyPermissions();
   await loadAll();

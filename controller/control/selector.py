@@ -43,7 +43,7 @@ class GroupSelector(BaseModel):
     def describe(self) -> str:
         """Short human text for logs and the audit log."""
         parts = [
-            f"{key}={value}"
+            f"{key}={','.join(map(str, value)) if isinstance(value, list) else value}"
             for key, value in self.model_dump(exclude_none=True, exclude_defaults=True).items()
         ]
         return ", ".join(parts) or "all"
