@@ -6,13 +6,14 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
 from api.auth import AuthThrottle, TicketSigner
 from api.body_limits import BodyLimits
+from api.errors import COMMON, declared, http_refusal, invalid_request
 from api.events import EventHub
 from api.keys import ApiKeyStore
 from api.rate_limit import RateLimiter
@@ -61,6 +62,7 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
         # Served by the system router from local files: no CDN at run time.
         docs_url=None,
         redoc_url=None,
+        responses=declared(COMMON),
     )
     app.state.controller = controller
     app.state.public_views = frozenset(controller.loaded.config.api.public)
@@ -78,7 +80,8 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
         max_bytes=controller.loaded.config.api.max_body_bytes,
         larger={"/assets/import": MAX_IMPORT_BYTES},
     )
-    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(HTTPException, http_refusal)
     app.include_router(devices.router)
     app.include_router(links.router)
     app.include_router(telemetry.router)
@@ -96,17 +99,6 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
     app.mount("/dashboard", StaticFiles(directory=dashboard.STATIC, html=True), name="dashboard")
 
     return app
-
-
-async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
-    """422 with where and why, never echoing the input (it may be huge, or NaN,
-    which JSON cannot carry)."""
-    assert isinstance(exc, RequestValidationError)
-    detail = [
-        {"loc": list(error.get("loc", ())), "msg": str(error.get("msg", ""))[:300]}
-        for error in exc.errors()[:20]
-    ]
-    return JSONResponse({"detail": detail}, status_code=422)
 
 
 def _live_events(controller: Controller) -> EventHub:

@@ -21,7 +21,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPBearer
 
 from api.keys import ApiKeyStore, Principal, Role
 
@@ -95,10 +96,22 @@ def _store(request: Request) -> ApiKeyStore:
     return store
 
 
+# Declared as security schemes (so OpenAPI says how to authenticate); the headers are
+# read here, not by FastAPI, so that a malformed one gets a reason instead of silence.
+BEARER = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer ssk_...`")
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key")
+TICKET = APIKeyQuery(
+    name="ticket",
+    auto_error=False,
+    description="GET only: a short-lived ticket from POST /session/ticket (live events, reports)",
+)
+
+
 def current_principal(
     request: Request,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
+    _bearer: Annotated[object, Security(BEARER)] = None,
+    _key: Annotated[object, Security(API_KEY)] = None,
+    _ticket: Annotated[object, Security(TICKET)] = None,
 ) -> Principal:
     """The caller, from the bearer token, X-API-Key or a ticket; 401 if none or unknown.
 
@@ -107,7 +120,9 @@ def current_principal(
     known: Principal | None = getattr(request.state, "principal", None)
     if known is not None:
         return known
-    principal = _authenticate(request, authorization, x_api_key)
+    principal = _authenticate(
+        request, request.headers.get("authorization"), request.headers.get("x-api-key")
+    )
     request.state.principal = principal
     return principal
 
@@ -202,14 +217,15 @@ def read_guard(view: str) -> Callable[..., None]:
 
     def check(
         request: Request,
-        authorization: Annotated[str | None, Header()] = None,
-        x_api_key: Annotated[str | None, Header()] = None,
+        _bearer: Annotated[object, Security(BEARER)] = None,
+        _key: Annotated[object, Security(API_KEY)] = None,
+        _ticket: Annotated[object, Security(TICKET)] = None,
     ) -> None:
         if request.method not in ("GET", "HEAD"):
             return
         if view in request.app.state.public_views:
             return
-        principal = current_principal(request, authorization, x_api_key)
+        principal = current_principal(request)
         if principal.role not in READERS:
             raise HTTPException(403, f"a {principal.role.value} key may not read {view}")
 

@@ -13,6 +13,8 @@ import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from api.errors import OPEN311_PREFIX
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -88,7 +90,7 @@ class BodyLimits:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            await _refuse(send, 413, f"request body over {limit} bytes")
+            await _refuse(scope, send, 413, f"request body over {limit} bytes")
             return
         chunks: list[bytes] = []
         size = 0
@@ -99,14 +101,14 @@ class BodyLimits:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await _refuse(send, 413, f"request body over {limit} bytes")
+                await _refuse(scope, send, 413, f"request body over {limit} bytes")
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
         if "json" in headers.get("content-type", "") and (problem := json_problem(body)):
-            await _refuse(send, 422, problem)
+            await _refuse(scope, send, 400 if _open311(scope) else 422, problem)
             return
         replayed = False
 
@@ -120,8 +122,16 @@ class BodyLimits:
         await self.app(scope, replay, send)
 
 
-async def _refuse(send: Send, status: int, reason: str) -> None:
-    payload = json.dumps({"detail": reason}).encode()
+def _open311(scope: Scope) -> bool:
+    return str(scope["path"]).startswith(OPEN311_PREFIX)
+
+
+async def _refuse(scope: Scope, send: Send, status: int, reason: str) -> None:
+    """The refusal in the error shape of the path (GeoReport's under /open311/)."""
+    body: object = {"detail": reason}
+    if _open311(scope):
+        body = [{"code": status, "description": reason}]
+    payload = json.dumps(body).encode()
     await send(
         {
             "type": "http.response.start",

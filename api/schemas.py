@@ -465,9 +465,10 @@ class OverrideOut(BaseModel):
 
 
 class CaseDetailOut(CaseRecord):
-    """A case with its history."""
+    """A case with its history; the reporter's contact details for the command centre only."""
 
     transitions: list[TransitionRecord]
+    contact: dict[str, str] | None = None
 
 
 class CaseIn(BaseModel):

@@ -6,8 +6,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 from api.keys import ApiKeyStore, Role
+from controller.assets.model import PoleAsset
 from controller.cases.exchange import CaseExport, json_schema
 from controller.config import LoadedConfig
 from controller.runtime import Controller
@@ -147,3 +149,138 @@ async def test_cases_and_open311_through_the_api(tmp_path: Path, write_config: W
             document = CaseExport.model_validate(export.json())
             assert [c.id for c in document.cases] == [int(request_id), second]
             assert export.json()["$schema"].endswith("case-exchange/1.json")
+
+
+def xml_items(text: str, root: str, item: str) -> list[dict[str, str]]:
+    """GeoReport XML read with the standard library: one mapping per item element."""
+    tree = ElementTree.fromstring(text)
+    assert tree.tag == root
+    return [{child.tag: child.text or "" for child in node} for node in tree.findall(item)]
+
+
+async def test_open311_walk_in_both_formats_with_every_filter(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    loaded = write_config(
+        {"api": {"keys_path": str(tmp_path / "keys.db")}, "cases": {"routing": ROUTING}}
+    )
+    keys = ApiKeyStore(tmp_path / "keys.db")
+    app_key = keys.create("12345 hotline app", Role.REPORTER)
+    centre = {"X-API-Key": keys.create("Huang (command centre)", Role.DISPATCHER)}
+    viewer = {"X-API-Key": keys.create("Zhou", Role.VIEWER)}
+    keys.close()
+    base = "/open311/v2"
+    async with Controller(loaded) as controller:
+        await controller.open_stores()
+        await controller.assets.put(
+            [PoleAsset(pole_id="DF-0042", lat=21.8601, lon=111.9812, rated_w=120, road="东风路")]
+        )
+        async with api_client(controller) as client:
+            # Services and their definitions, JSON and XML with the spec's element names.
+            services = xml_items(
+                (await client.get(f"{base}/services.xml")).text, "services", "service"
+            )
+            assert {s["service_code"] for s in services} == {
+                "streetlight",
+                "control_cabinet",
+                "waterlogging",
+            }
+            assert {"service_name", "metadata", "type", "keywords", "group"} <= services[0].keys()
+            definition = (await client.get(f"{base}/services/streetlight.json")).json()
+            assert definition == {"service_code": "streetlight", "attributes": []}
+            xml = ElementTree.fromstring(
+                (await client.get(f"{base}/services/streetlight.xml")).text
+            )
+            assert xml.tag == "service_definition" and xml.findtext("service_code") == "streetlight"
+            missing = await client.get(f"{base}/services/potholes.xml")
+            assert missing.status_code == 404
+            assert xml_items(missing.text, "errors", "error")[0]["code"] == "404"
+
+            # A report by form with api_key in the query and a pole number for the position;
+            # one in JSON with api_key in the body and contact details.
+            by_pole = await client.post(
+                f"{base}/requests.json",
+                params={"api_key": app_key, "jurisdiction_id": "streetsense"},
+                data={
+                    "service_code": "streetlight",
+                    "address_id": "DF-0042",
+                    "description": "lamp out",
+                },
+            )
+            assert by_pole.status_code == 201, by_pole.text
+            pole_case = by_pole.json()[0]["service_request_id"]
+            with_contact = await client.post(
+                f"{base}/requests.xml",
+                json={
+                    "api_key": app_key,
+                    "service_code": "waterlogging",
+                    "address_string": "东风路下穿隧道",
+                    "first_name": "Chen",
+                    "phone": "13800000000",
+                    "email": "chen@example.cn",
+                    "account_id": "acc-7",
+                },
+            )
+            assert with_contact.status_code == 201
+            [receipt] = xml_items(with_contact.text, "service_requests", "request")
+            water_case, account = receipt["service_request_id"], receipt["account_id"]
+            assert account == "acc-7"
+
+            [placed] = (await client.get(f"{base}/requests/{pole_case}.json")).json()
+            assert (placed["lat"], placed["long"]) == (21.8601, 111.9812)  # from the register
+            [unplaced] = (await client.get(f"{base}/requests/{water_case}.json")).json()
+            assert unplaced["lat"] is None and unplaced["long"] is None  # not 0.0
+            # Contact data: never in GeoReport reads or records, only for the centre.
+            assert "13800000000" not in str(unplaced)
+            assert (await client.get(f"/cases/{water_case}", headers=viewer)).json()[
+                "contact"
+            ] is None
+            shown = (await client.get(f"/cases/{water_case}", headers=centre)).json()["contact"]
+            assert shown["phone"] == "13800000000" and shown["name"] == "Chen"
+            listed = (await client.get("/cases", headers=viewer)).text
+            assert "13800000000" not in listed and "chen@example.cn" not in listed
+
+            # Filters: comma lists, status in the query, the 90-day window, jurisdiction.
+            both = await client.get(
+                f"{base}/requests.json", params={"service_code": "streetlight,waterlogging"}
+            )
+            assert {r["service_request_id"] for r in both.json()} == {pole_case, water_case}
+            ids = await client.get(
+                f"{base}/requests.xml", params={"service_request_id": f"{pole_case},{water_case}"}
+            )
+            assert len(xml_items(ids.text, "service_requests", "request")) == 2
+            await client.post(f"/cases/{pole_case}/reject", headers=centre, json={"note": "dup"})
+            closed = (await client.get(f"{base}/requests.json", params={"status": "closed"})).json()
+            assert [r["service_request_id"] for r in closed] == [pole_case]
+            opened = (await client.get(f"{base}/requests.json", params={"status": "open"})).json()
+            assert [r["service_request_id"] for r in opened] == [water_case]
+            assert (
+                await client.get(f"{base}/requests.json", params={"status": "lost"})
+            ).status_code == 400
+            long_ago = datetime.now(UTC) - timedelta(days=200)
+            old = await client.get(
+                f"{base}/requests.json",
+                params={
+                    "start_date": long_ago.isoformat(),
+                    "end_date": (long_ago + timedelta(days=1)).isoformat(),
+                },
+            )
+            assert old.json() == []
+            for path in (
+                "services.json",
+                "requests.json",
+                f"requests/{pole_case}.json",
+                "services/streetlight.json",
+            ):
+                elsewhere = await client.get(
+                    f"{base}/{path}", params={"jurisdiction_id": "guangzhou"}
+                )
+                assert elsewhere.status_code == 404, path
+                assert "jurisdiction" in elsewhere.json()[0]["description"]
+
+            # FastAPI's own refusals on these paths come in GeoReport's shape too.
+            anonymous = await client.get(f"{base}/requests.xml", headers={"X-Anonymous": "1"})
+            assert anonymous.status_code == 401
+            assert xml_items(anonymous.text, "errors", "error")[0]["code"] == "401"
+            huge = await client.get(f"{base}/requests.json", params={"limit": 10**6})
+            assert huge.status_code == 400 and huge.json()[0]["code"] == 400

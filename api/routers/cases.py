@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from api.auth import DUTIES, Supervisor, may, read_guard, require
+from api.auth import DUTIES, Reader, Supervisor, may, read_guard, require
 from api.bounds import Offset, RowId
 from api.deps import ControllerDep
 from api.keys import Principal
@@ -172,8 +172,8 @@ def webhook_status(controller: ControllerDep, _principal: Supervisor) -> Webhook
 
 
 @router.get("/{case_id}", response_model=CaseDetailOut)
-async def get_case(case_id: RowId, controller: ControllerDep) -> CaseDetailOut:
-    """A case with every transition."""
+async def get_case(case_id: RowId, controller: ControllerDep, reader: Reader) -> CaseDetailOut:
+    """A case with every transition (and, for dispatchers and admins, who to call back)."""
     try:
         row = await controller.cases.get(case_id)
     except CaseError as exc:
@@ -182,6 +182,7 @@ async def get_case(case_id: RowId, controller: ControllerDep) -> CaseDetailOut:
     return CaseDetailOut(
         **CaseRecord.from_row(row).model_dump(),
         transitions=[TransitionRecord.from_row(t) for t in history],
+        contact=(row.contact or {}) if may(reader.role, "cases_centre") else None,
     )
 
 

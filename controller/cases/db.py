@@ -9,7 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, event
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    event,
+    inspect,
+    text,
+)
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -62,6 +73,9 @@ class CaseRow(Base):
     department: Mapped[str] = mapped_column(String(100), default="", index=True)
     assignee: Mapped[str] = mapped_column(String(100), default="")
     reporter: Mapped[str] = mapped_column(String(100), default="")
+    #: A citizen's contact details (name, email, phone, device and account ids): personal
+    #: data, shown only to the command centre, never in records, exports or Open311 reads.
+    contact: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=dict, nullable=True)
     reported_at: Mapped[float] = mapped_column(index=True)
     accepted_at: Mapped[float | None] = mapped_column(default=None)
     filed_at: Mapped[float | None] = mapped_column(default=None)
@@ -141,6 +155,7 @@ class CaseDatabase:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         async with self.engine.begin() as conn:
             await conn.run_sync(Base.metadata.create_all)
+            await conn.run_sync(_add_columns_of_this_release)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     def session(self) -> AsyncSession:
@@ -155,6 +170,13 @@ class CaseDatabase:
             await self.engine.dispose()
             self.engine = None
             self.sessions = None
+
+
+def _add_columns_of_this_release(conn: Connection) -> None:
+    """Columns added since a database was created (create_all only makes missing tables)."""
+    present = {c["name"] for c in inspect(conn).get_columns("cases")}
+    if "contact" not in present:
+        conn.execute(text("ALTER TABLE cases ADD COLUMN contact JSON"))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -17,6 +17,11 @@ from controller.cases.db import CaseRow, TransitionRow
 from controller.cases.stages import Stage
 
 _CLOSED = {Stage.CLOSED.value, Stage.EVALUATED.value, Stage.REJECTED.value}
+#: The stages behind each GeoReport status, so a status filter runs in the query.
+STAGES_OF_STATUS = {
+    "closed": frozenset(_CLOSED),
+    "open": frozenset(s.value for s in Stage) - _CLOSED,
+}
 
 
 def _iso(ts: float | None, tz: ZoneInfo) -> str | None:
@@ -29,7 +34,8 @@ def service(category: CaseCategory) -> dict[str, Any]:
         "service_code": category.id,
         "service_name": category.name,
         "description": f"{category.name} ({category.kind} {category.code}/{category.subcode})",
-        "metadata": False,
+        # Each service's definition (services/{code}) lists its attributes; none so far.
+        "metadata": True,
         "type": "realtime",
         "keywords": category.kind,
         "group": "部件" if category.kind == "component" else "事件",
@@ -67,7 +73,13 @@ def service_request(
         "address": row.address,
         "address_id": row.component_id,
         "zipcode": None,
-        "lat": row.lat,
-        "long": row.lon,
+        # 0/0 is how an unknown position is stored: the spec leaves it out instead.
+        "lat": row.lat if (row.lat or row.lon) else None,
+        "long": row.lon if (row.lat or row.lon) else None,
         "media_url": row.media[0] if row.media else None,
     }
+
+
+def definition(category: CaseCategory) -> dict[str, Any]:
+    """A service definition: the extra attributes a request for it can carry (none yet)."""
+    return {"service_code": category.id, "attributes": []}

@@ -20,7 +20,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,8 @@ class NewCase:
     community_code: str = ""
     media: list[str] = field(default_factory=list)
     reporter: str = ""
+    #: Personal contact details of the citizen who reported it (see CaseRow.contact).
+    contact: dict[str, str] = field(default_factory=dict)
     alarm_ids: list[int] = field(default_factory=list)
     evidence: dict[str, Any] = field(default_factory=dict)
     department: str = ""
@@ -224,9 +226,15 @@ class CaseService:
         until: float | None = None,
         limit: int = 100,
         offset: int = 0,
+        stages: Collection[str] | None = None,
+        categories: Collection[str] | None = None,
     ) -> list[CaseRow]:
-        """Cases matching every given filter, newest first."""
+        """Cases matching every given filter, newest first (``stages``/``categories``: any of)."""
         query = select(CaseRow)
+        if stages is not None:
+            query = query.where(CaseRow.stage.in_(list(stages)))
+        if categories is not None:
+            query = query.where(CaseRow.category.in_(list(categories)))
         for column, value in (
             (CaseRow.stage, stage),
             (CaseRow.category, category),
@@ -302,6 +310,7 @@ class CaseService:
             evidence=new.evidence,
             department=new.department,
             reporter=new.reporter,
+            contact=new.contact,
             reported_at=now,
             due_at=now + self.time_limit(category.id, new.severity),
             updated_at=now,

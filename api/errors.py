@@ -1,0 +1,97 @@
+"""One error shape for every refusal, declared in OpenAPI.
+
+Everywhere: ``{"detail": "why"}``, or for a request that does not validate
+``{"detail": [{"loc": [...], "msg": "..."}]}``. Under ``/open311/`` GeoReport's
+own shape instead: ``[{"code": 404, "description": "why"}]``, whoever raised it
+(a route, the read guard, the validator). Input is never echoed back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
+from api.open311_format import error, format_of
+
+OPEN311_PREFIX = "/open311/"
+
+
+class ValidationIssue(BaseModel):
+    """Where a request is wrong and why."""
+
+    loc: list[str | int]
+    msg: str
+
+
+class ErrorOut(BaseModel):
+    """Why a request was refused."""
+
+    detail: str | list[ValidationIssue]
+
+
+class GeoReportError(BaseModel):
+    """An Open311 GeoReport v2 error."""
+
+    code: int
+    description: str
+
+
+_WHY = {
+    400: "the request is malformed",
+    401: "no key, or an unknown or revoked one",
+    403: "the key's role may not do this",
+    404: "no such thing",
+    409: "the current state does not allow it",
+    413: "the body is too large",
+    415: "the body's content type is not accepted here",
+    422: "a parameter or the body is not valid",
+    428: "needs confirm: true",
+    429: "too many requests: see Retry-After",
+}
+
+
+def declared(codes: tuple[int, ...], model: Any = ErrorOut) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these refusals, all in ``model``'s shape."""
+    return {code: {"model": model, "description": _WHY[code]} for code in codes}
+
+
+#: What any route may answer besides success (auth, limits, validation).
+COMMON = (401, 403, 404, 409, 413, 415, 422, 428, 429)
+
+
+def _open311(request: Request) -> bool:
+    return request.url.path.startswith(OPEN311_PREFIX)
+
+
+async def http_refusal(request: Request, exc: Exception) -> Response:
+    """An HTTPException in the shape of the path it happened on."""
+    assert isinstance(exc, HTTPException)
+    headers = getattr(exc, "headers", None)
+    text = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if _open311(request):
+        refusal = error(format_of(request.url.path), exc.status_code, text)
+        refusal.headers.update(headers or {})
+        return refusal
+    return JSONResponse({"detail": text[:1000]}, status_code=exc.status_code, headers=headers)
+
+
+async def invalid_request(request: Request, exc: Exception) -> Response:
+    """422 with where and why, never echoing the input (it may be huge, or NaN,
+    which JSON cannot carry)."""
+    assert isinstance(exc, RequestValidationError)
+    issues = [
+        {
+            "loc": [str(p) if not isinstance(p, int) else p for p in error.get("loc", ())][:10],
+            "msg": str(error.get("msg", ""))[:300],
+        }
+        for error in exc.errors()[:20]
+    ]
+    if _open311(request):
+        text = "; ".join(f"{'.'.join(map(str, i['loc']))}: {i['msg']}" for i in issues)
+        return error(format_of(request.url.path), 400, text)
+    return JSONResponse({"detail": issues}, status_code=422)
