@@ -66,7 +66,7 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
     )
     app.state.controller = controller
     app.state.public_views = frozenset(controller.loaded.config.api.public)
-    app.state.auth_throttle = AuthThrottle()
+    app.state.auth_throttle = AuthThrottle(controller.loaded.config.api.auth_failures_allowed)
     # Tickets die with the process: a restart only asks browsers for new ones.
     app.state.tickets = TicketSigner(secrets.token_bytes(32))
     app.state.keys = ApiKeyStore(

@@ -6,8 +6,8 @@ a reporter key may only submit reports), except the views a config opens in
 key gives 401, a key of another role 403. A browser that cannot set headers
 (the live events, a report opened in a new tab) passes a short-lived signed
 ``ticket`` from ``POST /session/ticket`` instead. Failed keys are logged (key
-id and address, never the secret) and an address that keeps failing is
-refused with 429 for a while.
+id and address, never the secret) and an address that keeps failing gets
+429 instead of 401 for a while (a valid key from it is still admitted).
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ FAILURE_WINDOW = 60.0
 class AuthThrottle:
     """Failed authentications per client address, and who is refused for now."""
 
-    def __init__(self) -> None:
+    def __init__(self, allowed: int = FAILURES_ALLOWED) -> None:
+        self.allowed = allowed
         self.failures_total = 0
         self._recent: dict[str, deque[float]] = {}
 
@@ -50,14 +51,14 @@ class AuthThrottle:
             return 0.0
         while recent and now - recent[0] > FAILURE_WINDOW:
             recent.popleft()
-        if len(recent) < FAILURES_ALLOWED:
+        if len(recent) < self.allowed:
             return 0.0
         return FAILURE_WINDOW - (now - recent[0])
 
     def failed(self, address: str, now: float) -> None:
         """Count one failed authentication."""
         self.failures_total += 1
-        self._recent.setdefault(address, deque(maxlen=FAILURES_ALLOWED * 2)).append(now)
+        self._recent.setdefault(address, deque(maxlen=self.allowed * 2)).append(now)
 
 
 class TicketSigner:
@@ -131,13 +132,15 @@ def _authenticate(request: Request, authorization: str | None, x_api_key: str | 
     address = request.client.host if request.client else "?"
     throttle: AuthThrottle = request.app.state.auth_throttle
     now = time.monotonic()
-    wait = throttle.refused_for(address, now)
-    if wait > 0:
-        raise HTTPException(
-            429,
-            "too many failed authentications from this address: try again later",
-            headers={"Retry-After": str(max(int(wait), 1))},
-        )
+    ticket = request.query_params.get("ticket")
+    given = [c for c in (authorization, x_api_key, ticket) if c]
+    if len(given) > 1 and not (
+        authorization and x_api_key and authorization.endswith(" " + x_api_key)
+    ):
+        # Two different credentials: which one is meant is a guess, and a guess is not
+        # authentication.
+        _failed(throttle, address, now, "conflicting")
+        raise HTTPException(401, "give one credential: a bearer key, X-API-Key or a ticket")
     token = x_api_key
     if authorization:
         scheme, _, value = authorization.partition(" ")
@@ -146,7 +149,6 @@ def _authenticate(request: Request, authorization: str | None, x_api_key: str | 
                 401, "use Authorization: Bearer <api key>", headers={"WWW-Authenticate": "Bearer"}
             )
         token = value
-    ticket = request.query_params.get("ticket")
     if not token and ticket and request.method == "GET":
         signer: TicketSigner = request.app.state.tickets
         principal = signer.verify(ticket, time.time())
@@ -169,7 +171,19 @@ def _authenticate(request: Request, authorization: str | None, x_api_key: str | 
 
 
 def _failed(throttle: AuthThrottle, address: str, now: float, key_id: str) -> None:
+    """Count a failed authentication; 429 once the address has failed too often.
+
+    Only failures are refused: a valid key from the same address (a command centre
+    behind one NAT) still gets in while someone there keeps mistyping theirs.
+    """
+    wait = throttle.refused_for(address, now)
     throttle.failed(address, now)
+    if wait > 0:
+        raise HTTPException(
+            429,
+            "too many failed authentications from this address: try again later",
+            headers={"Retry-After": str(max(int(wait), 1))},
+        )
     # The key id only: the secret part never reaches a log.
     log.warning("failed authentication from %s (key id %s)", address, key_id[:16])
 

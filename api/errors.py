@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from api.open311_format import error, format_of
 
@@ -42,10 +43,11 @@ class GeoReportError(BaseModel):
 
 
 _WHY = {
-    400: "the request is malformed",
+    400: "the request is malformed (a body that cannot be parsed)",
     401: "no key, or an unknown or revoked one",
     403: "the key's role may not do this",
     404: "no such thing",
+    405: "the path does not take this method (see Allow)",
     409: "the current state does not allow it",
     413: "the body is too large",
     415: "the body's content type is not accepted here",
@@ -55,13 +57,26 @@ _WHY = {
 }
 
 
-def declared(codes: tuple[int, ...], model: Any = ErrorOut) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for these refusals, all in ``model``'s shape."""
-    return {code: {"model": model, "description": _WHY[code]} for code in codes}
+def declared(
+    codes: tuple[int, ...], model: Any = ErrorOut, also: tuple[str, ...] = ()
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these refusals in ``model``'s shape (JSON, and ``also``)."""
+    extra: dict[str, Any] = {"content": {media: {} for media in also}} if also else {}
+    return {code: {"model": model, "description": _WHY[code], **extra} for code in codes}
 
 
 #: What any route may answer besides success (auth, limits, validation).
-COMMON = (401, 403, 404, 409, 413, 415, 422, 428, 429)
+COMMON = (400, 401, 403, 404, 405, 409, 413, 415, 422, 428, 429)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes on this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def _open311(request: Request) -> bool:
@@ -71,7 +86,9 @@ def _open311(request: Request) -> bool:
 async def http_refusal(request: Request, exc: Exception) -> Response:
     """An HTTPException in the shape of the path it happened on."""
     assert isinstance(exc, HTTPException)
-    headers = getattr(exc, "headers", None)
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request))
     text = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if _open311(request):
         refusal = error(format_of(request.url.path), exc.status_code, text)

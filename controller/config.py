@@ -370,6 +370,8 @@ class ApiConfig(_Strict):
     public: list[
         Literal["map", "devices", "telemetry", "alarms", "statistics", "schedules", "assets"]
     ] = []
+    #: Failed authentications one address may make in a minute before it gets 429.
+    auth_failures_allowed: int = Field(default=10, ge=1, le=1_000_000)
 
 
 class AssetsConfig(_Strict):

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -35,6 +37,13 @@ class Demo:
         """GET from the demo's API with the key it printed for ``role`` (reads need one)."""
         headers = {"X-API-Key": self.keys[role], **kw.pop("headers", {})}
         return httpx.get(url, headers=headers, **kw)
+
+
+def _drain(stream: IO[str] | None, into: collections.deque[str]) -> None:
+    if stream is None:
+        return
+    for line in stream:
+        into.append(line)
 
 
 @contextmanager
@@ -71,6 +80,11 @@ def run_demo(config: Path | None = None, duration: int = 300) -> Iterator[Demo]:
             found = re.match(r"demo API key (\w+)\s+(ssk_\S+)", line)
             if found:
                 demo.keys[found[1]] = found[2]
+        # Read the rest of its output all along: a pipe nobody reads fills up, and the
+        # demo would then block on its next log line.
+        lines: collections.deque[str] = collections.deque(maxlen=200)
+        for stream in (proc.stdout, proc.stderr):
+            threading.Thread(target=_drain, args=(stream, lines), daemon=True).start()
         while True:
             try:
                 health = httpx.get(f"{demo.api}/health", timeout=1).json()
@@ -79,9 +93,8 @@ def run_demo(config: Path | None = None, duration: int = 300) -> Iterator[Demo]:
             except httpx.HTTPError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(
-                    f"demo did not come up: {proc.stderr.read() if proc.stderr else ''}"
-                )
+                time.sleep(0.2)
+                raise AssertionError("demo did not come up: " + "".join(lines))
             time.sleep(0.3)
         yield demo
     finally:

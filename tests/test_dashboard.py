@@ -41,7 +41,7 @@ def running_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """The demo on a copy of config.yaml with free ports, its files in a temporary folder."""
     folder = tmp_path_factory.mktemp("demo")
     doc = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
-    for link in doc["links"]:
+    for link in [*doc["links"], *doc.get("listeners", [])]:
         link["port"] = free_port()
     doc["simulator"]["scenario"] = str(ROOT / doc["simulator"]["scenario"])
     doc["site"]["grid_cells"] = str(ROOT / doc["site"]["grid_cells"])

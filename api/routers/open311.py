@@ -37,7 +37,7 @@ router = APIRouter(
     prefix="/open311/v2",
     tags=["open311"],
     dependencies=[Depends(read_guard("open311"))],
-    responses=declared((400, 401, 403, 404, 413, 429), list[GeoReportError]),
+    responses=declared((400, 401, 403, 404, 405, 413, 429), list[GeoReportError], ("text/xml",)),
 )
 
 #: Without start_date and end_date, GeoReport answers the last 90 days.

@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse
 from api.auth import read_guard
 from api.bounds import check_day
 from api.deps import ControllerDep
+from api.errors import COMMON, declared
 from api.svg import bar_chart
 from controller.cases.statistics import figures
 from controller.config import GaugeLevels
@@ -33,7 +34,17 @@ _FLOOD_HEADER = (
 _MAX_FLOOD_SAMPLES = 1_500_000
 
 router = APIRouter(
-    prefix="/reports", tags=["reports"], dependencies=[Depends(read_guard("reports"))]
+    prefix="/reports",
+    tags=["reports"],
+    dependencies=[Depends(read_guard("reports"))],
+    # The reports are HTML; their refusals are JSON like everywhere else.
+    responses={
+        code: {
+            "description": answer["description"],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+        }
+        for code, answer in declared(COMMON).items()
+    },
 )
 
 _STYLE = """
