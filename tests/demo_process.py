@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import yaml
 
 from tests.conftest import free_port
 
@@ -100,3 +101,17 @@ def run_demo(config: Path | None = None, duration: int = 300) -> Iterator[Demo]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def demo_config(folder: Path, api: dict[str, Any] | None = None) -> Path:
+    """A copy of config.yaml in ``folder`` with free ports (links and listeners), its
+    resources found from there, and ``api`` settings merged in."""
+    doc = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+    for link in [*doc["links"], *doc.get("listeners", [])]:
+        link["port"] = free_port()
+    doc["simulator"]["scenario"] = str(ROOT / doc["simulator"]["scenario"])
+    doc["site"]["grid_cells"] = str(ROOT / doc["site"]["grid_cells"])
+    doc["api"].update(api or {})
+    config = folder / "config.yaml"
+    config.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    return config

@@ -16,26 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import free_port
-from tests.demo_process import ROOT, Demo, run_demo
+from tests.demo_process import ROOT, Demo, demo_config, run_demo
 
 ARTIFACTS = ROOT / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    folder = tmp_path_factory.mktemp("demo")
-    doc = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
-    for link in [*doc["links"], *doc.get("listeners", [])]:
-        link["port"] = free_port()
-    doc["simulator"]["scenario"] = str(ROOT / doc["simulator"]["scenario"])
-    doc["site"]["grid_cells"] = str(ROOT / doc["site"]["grid_cells"])
     # Schemathesis sends hundreds of bad keys on purpose: the lockout would answer 429.
-    doc["api"]["auth_failures_allowed"] = 1_000_000
-    config = folder / "config.yaml"
-    config.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    config = demo_config(tmp_path_factory.mktemp("demo"), api={"auth_failures_allowed": 1_000_000})
     with run_demo(config) as running:
         yield running
 

@@ -15,11 +15,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-import yaml
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from tests.conftest import free_port
-from tests.demo_process import ROOT, SIM_TOKEN, Demo, run_demo
+from tests.demo_process import ROOT, SIM_TOKEN, Demo, demo_config, run_demo
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -39,14 +37,7 @@ CHROMIUM_ARGS = [
 @pytest.fixture(scope="module")
 def running_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """The demo on a copy of config.yaml with free ports, its files in a temporary folder."""
-    folder = tmp_path_factory.mktemp("demo")
-    doc = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
-    for link in [*doc["links"], *doc.get("listeners", [])]:
-        link["port"] = free_port()
-    doc["simulator"]["scenario"] = str(ROOT / doc["simulator"]["scenario"])
-    doc["site"]["grid_cells"] = str(ROOT / doc["site"]["grid_cells"])
-    config = folder / "config.yaml"
-    config.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    config = demo_config(tmp_path_factory.mktemp("demo"))
     with run_demo(config) as demo:
         yield demo
 
