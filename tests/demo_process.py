@@ -33,6 +33,16 @@ class Demo:
     keys: dict[str, str] = field(default_factory=dict)
     #: The demo's process, for tests about signals and exit codes.
     proc: subprocess.Popen[str] | None = None
+    #: What it printed after its keys (stdout and stderr), the last lines.
+    lines: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=2000))
+    readers: list[threading.Thread] = field(default_factory=list)
+
+    def output(self) -> str:
+        """Everything printed so far; after the process ended, all of it."""
+        if self.proc is not None and self.proc.poll() is not None:
+            for reader in self.readers:
+                reader.join(timeout=10)
+        return "".join(self.lines)
 
     def get(self, url: str, role: str = "admin", **kw: Any) -> httpx.Response:
         """GET from the demo's API with the key it printed for ``role`` (reads need one)."""
@@ -83,9 +93,10 @@ def run_demo(config: Path | None = None, duration: int = 300) -> Iterator[Demo]:
                 demo.keys[found[1]] = found[2]
         # Read the rest of its output all along: a pipe nobody reads fills up, and the
         # demo would then block on its next log line.
-        lines: collections.deque[str] = collections.deque(maxlen=200)
         for stream in (proc.stdout, proc.stderr):
-            threading.Thread(target=_drain, args=(stream, lines), daemon=True).start()
+            reader = threading.Thread(target=_drain, args=(stream, demo.lines), daemon=True)
+            reader.start()
+            demo.readers.append(reader)
         while True:
             try:
                 health = httpx.get(f"{demo.api}/health", timeout=1).json()
@@ -95,7 +106,7 @@ def run_demo(config: Path | None = None, duration: int = 300) -> Iterator[Demo]:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 time.sleep(0.2)
-                raise AssertionError("demo did not come up: " + "".join(lines))
+                raise AssertionError("demo did not come up: " + demo.output())
             time.sleep(0.3)
         yield demo
     finally:

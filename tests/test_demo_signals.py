@@ -16,7 +16,8 @@ def test_demo_stops_on_ctrl_c_with_its_summary() -> None:
     with run_demo(duration=120) as demo:
         assert demo.proc is not None
         demo.proc.send_signal(signal.SIGINT)
-        out, err = demo.proc.communicate(timeout=30)
-        assert demo.proc.returncode == 0, err
-        assert re.search(r"demo stopped: \d+ polls, \d+ failed, \d+ readings", out), out
-        assert "Traceback" not in err
+        demo.proc.wait(timeout=30)
+        printed = demo.output()
+        assert demo.proc.returncode == 0, printed
+        assert re.search(r"demo stopped: \d+ polls, \d+ failed, \d+ readings", printed), printed
+        assert "Traceback" not in printed
