@@ -13,7 +13,7 @@ import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from api.errors import OPEN311_PREFIX
+from api.errors import open311_path
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -108,7 +108,7 @@ class BodyLimits:
                 break
         body = b"".join(chunks)
         if "json" in headers.get("content-type", "") and (problem := json_problem(body)):
-            await _refuse(scope, send, 400 if _open311(scope) else 422, problem)
+            await _refuse(scope, send, 400 if open311_path(str(scope["path"])) else 422, problem)
             return
         replayed = False
 
@@ -122,14 +122,10 @@ class BodyLimits:
         await self.app(scope, replay, send)
 
 
-def _open311(scope: Scope) -> bool:
-    return str(scope["path"]).startswith(OPEN311_PREFIX)
-
-
 async def _refuse(scope: Scope, send: Send, status: int, reason: str) -> None:
     """The refusal in the error shape of the path (GeoReport's under /open311/)."""
     body: object = {"detail": reason}
-    if _open311(scope):
+    if open311_path(str(scope["path"])):
         body = [{"code": status, "description": reason}]
     payload = json.dumps(body).encode()
     await send(

@@ -79,8 +79,13 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+def open311_path(path: str) -> bool:
+    """Whether refusals on this path take GeoReport's shape."""
+    return path.startswith(OPEN311_PREFIX)
+
+
 def _open311(request: Request) -> bool:
-    return request.url.path.startswith(OPEN311_PREFIX)
+    return open311_path(request.url.path)
 
 
 async def http_refusal(request: Request, exc: Exception) -> Response:

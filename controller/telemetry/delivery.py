@@ -171,12 +171,7 @@ class SpooledDelivery:
         try:
             await self.transport.send(payload)
         except RejectedPayload as exc:
-            if len(records) > 1:
-                # One of them is bad: send them one by one to set aside only that one.
-                self._single_until = records[-1].seq
-                return
-            self.stats.rejected += 1
-            await self.spool.set_aside(records, f"{self.transport.name} refused it: {exc}")
+            await self._give_up(records, f"{self.transport.name} refused it: {exc}")
             return
         except DeliveryError as exc:
             await self._failed(str(exc))
@@ -202,11 +197,16 @@ class SpooledDelivery:
             await self._failed(f"{type(exc).__name__}: {exc}")
             return
         del self._unexpected[seq]
+        await self._give_up(records, f"sending raised {type(exc).__name__}: {exc}")
+
+    async def _give_up(self, records: list[SpoolRecord], reason: str) -> None:
+        """Set a record aside for good; of several sent together, find which one first."""
         if len(records) > 1:
+            # Send them one by one, so that only the bad one is set aside.
             self._single_until = records[-1].seq
             return
         self.stats.rejected += 1
-        await self.spool.set_aside(records, f"sending raised {type(exc).__name__}: {exc}")
+        await self.spool.set_aside(records, reason)
 
     def _delivered(self, records: list[SpoolRecord], payload: bytes) -> None:
         if not self.stats.server_up:

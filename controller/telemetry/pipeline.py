@@ -38,7 +38,7 @@ from controller.telemetry.mqtt import (
 from controller.telemetry.query import TelemetryReader
 from controller.telemetry.schema import schema_for_registry
 from controller.telemetry.spool import DiskSpool, SpoolItem
-from controller.telemetry.store_sink import StoreHealth, StoreSink
+from controller.telemetry.store_sink import StoreSink
 
 log = logging.getLogger(__name__)
 
@@ -162,11 +162,6 @@ class TelemetryPipeline:
     def _spool(self, sink: str) -> DiskSpool:
         cfg = self._spool_cfg
         return DiskSpool(self._spool_root / sink, cfg.max_bytes, sink, cfg.when_full)
-
-    @property
-    def embedded_health(self) -> StoreHealth:
-        """Writes and failures of the embedded store."""
-        return self.store_sink.health if self.store_sink is not None else StoreHealth()
 
     def _setup_influx(self, loaded: LoadedConfig, file: str) -> None:
         influx = loaded.config.storage.influxdb

@@ -317,13 +317,11 @@ class DiskSpool:
         self.stats.full = True
 
     def _dropped(self, drop: list[_Meta]) -> None:
-        gone = {m.seq for m in drop}
-        self._meta = collections.deque(m for m in self._meta if m.seq not in gone)
-        self._forget(drop)
-        self.stats.dropped_records += len(drop)
-        self.stats.dropped_points += sum(m.points for m in drop)
         # Being sent right now: if the send succeeds after all, they were not lost.
         self._dropped_in_flight.update({m.seq: m.points for m in drop if m.seq in self._in_flight})
+        self._remove([m.seq for m in drop])
+        self.stats.dropped_records += len(drop)
+        self.stats.dropped_points += sum(m.points for m in drop)
         self._episode_starts("the OLDEST data is being deleted to keep the newest (drop_oldest)")
 
     def _episode_starts(self, what: str) -> None:
@@ -372,13 +370,13 @@ class DiskSpool:
                 points += meta.points
             cached = [self._cache.get(m.seq) for m in take]
             if all(c is not None for c in cached):
-                self._dropped_in_flight.clear()
-                self._in_flight = {m.seq for m in take}
-                return [
-                    SpoolRecord(m.seq, m.created, m.points, c)
-                    for m, c in zip(take, cached, strict=True)
-                    if c is not None
-                ]
+                return self._sending(
+                    [
+                        SpoolRecord(m.seq, m.created, m.points, c)
+                        for m, c in zip(take, cached, strict=True)
+                        if c is not None
+                    ]
+                )
             records, corrupt, missing = await self._call(self._read, [m.seq for m in take])
             if missing:
                 log.error(
@@ -387,13 +385,16 @@ class DiskSpool:
                 self._remove(missing)
             for seq, reason, payload in corrupt:
                 await self._set_aside([seq], payload, reason)
-                self.stats.rejected_records += 1
             if records:
-                # The previous send has ended without an ack: what was dropped meanwhile is lost.
-                self._dropped_in_flight.clear()
-                self._in_flight = {r.seq for r in records}
-                return records
+                return self._sending(records)
         return []
+
+    def _sending(self, records: list[SpoolRecord]) -> list[SpoolRecord]:
+        """Mark ``records`` as the ones being sent, and hand them out."""
+        # The previous send has ended without an ack: what was dropped meanwhile is lost.
+        self._dropped_in_flight.clear()
+        self._in_flight = {r.seq for r in records}
+        return records
 
     def _read(
         self, seqs: list[int]
@@ -451,7 +452,6 @@ class DiskSpool:
 
     async def set_aside(self, records: Sequence[SpoolRecord], reason: str) -> Path:
         """Move records the server refused for good to ``rejected/`` with the reason."""
-        self.stats.rejected_records += len(records)
         return await self._set_aside(
             [r.seq for r in records], b"".join(r.payload for r in records), reason
         )
@@ -459,6 +459,7 @@ class DiskSpool:
     async def _set_aside(self, seqs: list[int], payload: bytes, reason: str) -> Path:
         path = await self._call(self._write_rejected, seqs, payload, reason)
         self._remove(seqs)
+        self.stats.rejected_records += len(seqs)
         log.error("%s spool: %s; set aside in %s, not sent", self.name, reason, path)
         return path
 

@@ -31,6 +31,19 @@ class StoreHealth:
     last_error: str = ""
     last_write: float | None = None
 
+    def failed(self, exc: BaseException) -> bool:
+        """Count a failed write; True if it is the first of a run of failures."""
+        self.failures += 1
+        self.consecutive_failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        return self.consecutive_failures == 1
+
+    def wrote(self) -> None:
+        """Count a write that went in."""
+        self.writes += 1
+        self.consecutive_failures = 0
+        self.last_write = time.time()
+
 
 class EmbeddedStoreTransport:
     """Writes spooled batches into the store (the retry path of :class:`StoreSink`)."""
@@ -51,23 +64,9 @@ class EmbeddedStoreTransport:
         try:
             await self.store.write(batch)
         except Exception as exc:
-            _failed(self.health, exc)
+            self.health.failed(exc)
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
-        _wrote(self.health)
-
-
-def _failed(health: StoreHealth, exc: BaseException) -> bool:
-    """Count a failed write; True if it is the first of a run of failures."""
-    health.failures += 1
-    health.consecutive_failures += 1
-    health.last_error = f"{type(exc).__name__}: {exc}"
-    return health.consecutive_failures == 1
-
-
-def _wrote(health: StoreHealth) -> None:
-    health.writes += 1
-    health.consecutive_failures = 0
-    health.last_write = time.time()
+        self.health.wrote()
 
 
 class StoreSink:
@@ -94,7 +93,7 @@ class StoreSink:
             try:
                 await self.store.write(batch)
             except Exception as exc:
-                if _failed(self.health, exc):
+                if self.health.failed(exc):
                     log.error(
                         "embedded store write failed (%s: %s): batches wait in %s until it "
                         "takes writes again",
@@ -104,7 +103,7 @@ class StoreSink:
                         extra={"sink": "embedded"},
                     )
             else:
-                _wrote(self.health)
+                self.health.wrote()
                 return
         await self.delivery.submit([SpoolItem(encode_batch(batch, self.layout), len(batch))])
 
