@@ -19,10 +19,24 @@ def main() -> int:
     """Run the named benchmark and print its figures as one JSON line."""
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("name", choices=sorted(BENCHMARKS))
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument(
+        "--size",
+        type=float,
+        default=1.0,
+        help="fraction of the full size (1.0: a Yangjiang-sized city); run two to see scaling",
+    )
+    parser.add_argument("--quick", action="store_true", help="same as --size 0.1, a smoke run")
+    parser.add_argument(
+        "--field", action="store_true", help="poll only: over emulated 9600-baud lines and 4G DTUs"
+    )
     args = parser.parse_args()
+    if args.field and args.name != "poll":
+        parser.error("--field applies to the poll benchmark only")
+    if args.size <= 0:
+        parser.error("--size must be positive")
+    size = 0.1 if args.quick else args.size
     module = importlib.import_module(BENCHMARKS[args.name])
-    figures = module.run(quick=args.quick)
+    figures = module.run(size=size, field=True) if args.field else module.run(size=size)
     print(json.dumps(figures, ensure_ascii=False))
     return 0
 

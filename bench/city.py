@@ -14,9 +14,14 @@ from typing import Any
 import yaml
 
 from controller.config import LoadedConfig, load_config
-from simulators.city_generator import generate_city
+from simulators.city_generator import (
+    SHANTOU_GAUGES,
+    YANGJIANG_CABINETS,
+    YANGJIANG_SINGLE_LAMP_CONTROLLERS,
+    generate_city,
+)
 
-Measure = Callable[[LoadedConfig, bool], Coroutine[Any, Any, dict[str, Any]]]
+Measure = Callable[[LoadedConfig, float], Coroutine[Any, Any, dict[str, Any]]]
 
 
 def pin_to_cpu(cpu: int) -> None:
@@ -44,28 +49,42 @@ def start_simulator(config: Path) -> subprocess.Popen[str]:
     return proc
 
 
+def city_of_size(size: float, base_port: int) -> dict[str, Any]:
+    """The generated city scaled to ``size`` (1.0: Yangjiang's cabinets and lamps)."""
+    return generate_city(
+        cabinets=max(1, round(YANGJIANG_CABINETS * size)),
+        lamps=round(YANGJIANG_SINGLE_LAMP_CONTROLLERS * size),
+        gauges=max(1, round(SHANTOU_GAUGES * size)),
+        base_port=base_port,
+    )
+
+
 def run_against_city(
-    base_port: int, quick: bool, extra: dict[str, Any], measure: Measure
+    base_port: int, size: float, extra: dict[str, Any], measure: Measure
 ) -> dict[str, Any]:
-    """Generate a Yangjiang-sized city (small with ``quick``), serve it, run ``measure``.
+    """Generate a city of ``size`` (1.0: Yangjiang), serve it, run ``measure``.
 
     ``extra`` config sections are added to the generated city; a ``{folder}`` in a
     string value is the temporary folder the city's files live in.
     """
-    sizes = {"cabinets": 60, "lamps": 320, "gauges": 10} if quick else {}
-    doc = generate_city(base_port=base_port, **sizes)
+    doc = city_of_size(size, base_port)
     with tempfile.TemporaryDirectory() as folder:
         for key, section in extra.items():
-            doc[key] = {
-                k: v.format(folder=folder) if isinstance(v, str) else v for k, v in section.items()
-            }
+            doc[key] = (
+                section.format(folder=folder)
+                if isinstance(section, str)
+                else {
+                    k: v.format(folder=folder) if isinstance(v, str) else v
+                    for k, v in section.items()
+                }
+            )
         config = Path(folder) / "city.yaml"
         config.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
         loaded = load_config(config)
         simulator = start_simulator(config)
         try:
             pin_to_cpu(0)
-            return asyncio.run(measure(loaded, quick))
+            return asyncio.run(measure(loaded, size))
         finally:
             simulator.terminate()
             simulator.wait(timeout=30)

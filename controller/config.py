@@ -338,6 +338,22 @@ class SiteConfig(_Strict):
         return ZoneInfo(self.timezone)
 
 
+class WireConfig(_Strict):
+    """The wire a simulated link emulates: an RS-485 line, behind a 4G DTU on RTU-over-TCP links."""
+
+    baudrate: int = Field(default=9600, ge=300, le=921600)
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "E"
+    stopbits: Literal[1, 2] = 1
+    #: Time a device takes between the end of a request and the start of its answer.
+    turnaround_ms: float = Field(default=5.0, ge=0, le=1000)
+    #: Round trip through a 4G DTU and the mobile network, with up to ``dtu_jitter_ms`` more.
+    dtu_rtt_ms: float = Field(default=150.0, ge=0, le=10000)
+    dtu_jitter_ms: float = Field(default=30.0, ge=0, le=10000)
+    #: Fraction of requests a DTU loses (the centre then times out).
+    dtu_loss: float = Field(default=0.0, ge=0, le=1)
+
+
 class SimulatorConfig(_Strict):
     """Simulated hardware for the demo and CI."""
 
@@ -348,6 +364,20 @@ class SimulatorConfig(_Strict):
     #: How lamps are at start: all ``lit`` (a bench's fixed state), or ``by_sun``: lit
     #: between sunset and sunrise at their place, as a city on schedule is found.
     lamps_at_start: Literal["lit", "by_sun"] = "lit"
+    #: ``physics`` serves every request through pymodbus (faults, garbling, for tests);
+    #: ``fast`` answers TCP links from pre-encoded images at a few µs a request (benchmarks).
+    responder: Literal["physics", "fast"] = "physics"
+    #: Emulate the wire's timing on the fast responder's links (none: loopback speed).
+    wire: WireConfig | None = None
+    #: A contactor follows its command after between these many milliseconds.
+    contactor_delay_ms: tuple[float, float] = (0.0, 0.0)
+
+    @model_validator(mode="after")
+    def _delay_in_order(self) -> SimulatorConfig:
+        low, high = self.contactor_delay_ms
+        if not 0 <= low <= high <= 60_000:
+            raise ValueError("contactor_delay_ms must be [min, max] with 0 <= min <= max <= 60000")
+        return self
 
 
 class LoggingConfig(_Strict):

@@ -89,6 +89,10 @@ class Poller:
         for target in registry.targets:
             self._by_link.setdefault(target.link, []).append(target)
 
+    def targets_by_link(self) -> dict[str, list[PollTarget]]:
+        """The poll targets of each link, in poll order."""
+        return {link: list(targets) for link, targets in self._by_link.items()}
+
     def subscribe(self, handler: BatchHandler) -> None:
         """Call ``handler`` with every batch of readings."""
         self._handlers.append(handler)
@@ -143,7 +147,7 @@ class Poller:
         started = time.perf_counter()
         for k, request in enumerate(plan.plan.requests):
             try:
-                words = await link.read(
+                words = await link.read_words(
                     target.unit,
                     request.table,
                     request.address,
@@ -176,13 +180,15 @@ class Poller:
     def _log_change(self, target: PollTarget, error: LinkError | None) -> None:
         """Once when a device goes offline and once when it is back, not once per poll."""
         health = self.health[target.device]
-        device = self.registry.devices[target.device].id
-        context = {"device": device, "link": target.link}
         if error is not None and health.consecutive_failures == self.polling.offline_after:
             self._offline_logged.add(target.device)
+            device = self.registry.devices[target.device].id
+            context = {"device": device, "link": target.link}
             log.warning("%s on %s is offline: %s", device, target.link, error, extra=context)
         elif error is None and target.device in self._offline_logged:
             self._offline_logged.discard(target.device)
+            device = self.registry.devices[target.device].id
+            context = {"device": device, "link": target.link}
             log.info("%s on %s is back online", device, target.link, extra=context)
 
     @staticmethod

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
 from drivers.profile import DataType, Order, PointSpec
 
@@ -130,31 +131,63 @@ def decode_fields(
     Returns the engineering values and a mask of readings that are valid (not the
     device's invalid marker, not a NaN/inf float).
     """
-    if len(fields) == 0:
-        return np.empty(0, dtype=np.float64), np.empty(0, dtype=bool)
-    words = buffer.astype(np.uint32)
-    first = words[fields.index]
-    # A 16-bit field at the very end has no second word; clamp and ignore it.
-    second = words[np.minimum(fields.index + 1, len(words) - 1)]
-    swap_b = fields.swap_bytes
-    first = np.where(swap_b, ((first & 0xFF) << 8) | (first >> 8), first)
-    second = np.where(swap_b, ((second & 0xFF) << 8) | (second >> 8), second)
-    high = np.where(fields.swap_words, second, first)
-    low = np.where(fields.swap_words, first, second)
-    u32 = (high << 16) | low
-    code = fields.type_code
-    raw_unsigned = np.where(code >= 3, u32, first).astype(np.int64)
-
-    raw = np.empty(len(fields), dtype=np.float64)
-    is_u = (code == 0) | (code == 1) | (code == 3)
-    raw[is_u] = raw_unsigned[is_u]
-    is_i16 = code == 2
-    raw[is_i16] = first[is_i16].astype(np.uint16).view(np.int16)
-    is_i32 = code == 4
-    raw[is_i32] = u32[is_i32].astype(np.uint32).view(np.int32)
-    is_f32 = code == 5
-    raw[is_f32] = u32[is_f32].astype(np.uint32).view(np.float32)
-
-    values = raw * fields.scale + fields.offset
-    valid = np.isfinite(values) & (raw_unsigned != fields.invalid_raw)
+    count = len(fields)
+    values = np.empty(count, dtype=np.float64)
+    valid = np.empty(count, dtype=np.bool_)
+    if count:
+        _decode_kernel(
+            buffer,
+            fields.index,
+            fields.type_code,
+            fields.swap_words,
+            fields.swap_bytes,
+            fields.scale,
+            fields.offset,
+            fields.invalid_raw,
+            values,
+            valid,
+        )
     return values, valid
+
+
+# One compiled loop instead of some thirty numpy passes: a poll of a cabinet with
+# its lamps has a few hundred fields, where numpy's per-call overhead dominated
+# (75 µs per poll, more than all of the poll's requests on the wire).
+@njit(cache=True, nogil=True)
+def _decode_kernel(
+    buffer: npt.NDArray[np.uint16],
+    index: npt.NDArray[np.int64],
+    type_code: npt.NDArray[np.uint8],
+    swap_words: npt.NDArray[np.bool_],
+    swap_bytes: npt.NDArray[np.bool_],
+    scale: npt.NDArray[np.float64],
+    offset: npt.NDArray[np.float64],
+    invalid_raw: npt.NDArray[np.int64],
+    values: npt.NDArray[np.float64],
+    valid: npt.NDArray[np.bool_],
+) -> None:  # pragma: no cover - compiled
+    last = buffer.shape[0] - 1
+    scratch = np.empty(1, dtype=np.uint32)
+    as_float = scratch.view(np.float32)
+    for i in range(index.shape[0]):
+        k = index[i]
+        first = np.int64(buffer[k])
+        second = np.int64(buffer[min(k + 1, last)])
+        if swap_bytes[i]:
+            first = ((first & 0xFF) << 8) | (first >> 8)
+            second = ((second & 0xFF) << 8) | (second >> 8)
+        u32 = (second << 16) | first if swap_words[i] else (first << 16) | second
+        code = type_code[i]
+        raw_unsigned = u32 if code >= 3 else first
+        if code == 2:
+            raw = float(first - 65536 if first >= 32768 else first)
+        elif code == 4:
+            raw = float(u32 - 4294967296 if u32 >= 2147483648 else u32)
+        elif code == 5:
+            scratch[0] = u32
+            raw = float(as_float[0])
+        else:
+            raw = float(raw_unsigned)
+        value = raw * scale[i] + offset[i]
+        values[i] = value
+        valid[i] = np.isfinite(value) and raw_unsigned != invalid_raw[i]

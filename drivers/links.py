@@ -4,11 +4,11 @@ An RS-485 line (and the serial server or 4G DTU in front of one) is half-duplex:
 a second request before the first is answered garbles both. So every request
 on a link goes through one lock; many links run concurrently.
 
-pymodbus does the framing. Its own retries and auto-reconnect are switched off
-because the policy here differs: a device that is already offline gets one try
-(its neighbours should not pay for its retries), reconnects back off
-exponentially with jitter, and a timeout is told apart from a garbled frame by
-whether any bytes came back.
+The wire is :mod:`drivers.modbus_wire` (pymodbus builds the frames; the
+exchange is ours, see there why). The policy is here: a device that is already
+offline gets one try (its neighbours should not pay for its retries),
+reconnects back off exponentially with jitter, and a timeout is told apart from
+a garbled frame by whether any bytes came back.
 """
 
 from __future__ import annotations
@@ -17,23 +17,25 @@ import asyncio
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
-from pymodbus import FramerType
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusIOException
+import numpy as np
+import numpy.typing as npt
+from pymodbus.transport.serialtransport import create_serial_connection
 
 from drivers.errors import DeviceException, LinkDown, LinkError, LinkGarbled, LinkTimeout
 from drivers.health import LinkHealth
+from drivers.modbus_wire import (
+    ConversationTimeout,
+    MbapFramer,
+    ModbusConversation,
+    ModbusFramer,
+    RtuFramer,
+    read_pdu,
+    write_pdu,
+)
 from drivers.priority_lock import Priority, PriorityLock
 from drivers.profile import Table
-
-# pymodbus closes a TCP connection after a few unanswered requests in a row. On a
-# serial server one dead device would then cut off its live neighbours, so that
-# decision is taken here (``reset_after_timeouts``) with the whole link in view.
-_PYMODBUS_NEVER_DISCONNECT = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,6 @@ class LinkTiming:
     reset_after_timeouts: int = 20
 
 
-Client = Any  # a pymodbus async client; pymodbus ships no precise stubs for the mixin
-
-
 class ModbusLink(ABC):
     """A serialized Modbus conversation over one transport."""
 
@@ -64,43 +63,32 @@ class ModbusLink(ABC):
         self.timing = timing
         self.health = LinkHealth()
         self._lock = PriorityLock()
-        self._client: Client | None = None
+        self._conversation: ModbusConversation | None = None
         self._next_connect_at = 0.0
         self._failed_connects = 0
         self._last_request_end = 0.0
-        self._rx_bytes = 0
 
     @abstractmethod
-    def _make_client(self) -> Client:
-        """Create the pymodbus client (must run inside the event loop)."""
+    async def _open(self) -> ModbusConversation:
+        """Open the transport with a conversation on it (inside the event loop)."""
 
     @property
     def describe(self) -> str:
         """Where the link goes, for tables and logs."""
         return self.id
 
-    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
-        if not sending:
-            self._rx_bytes += len(data)
-        return data
-
-    async def _ensure_connected(self) -> Client:
-        if self._client is not None and self._client.connected:
-            return self._client
+    async def _ensure_connected(self) -> ModbusConversation:
+        if self._conversation is not None and self._conversation.connected:
+            return self._conversation
         now = time.monotonic()
         if now < self._next_connect_at:
             raise LinkDown(
                 f"{self.id}: not connected, next attempt in {self._next_connect_at - now:.1f}s"
             )
-        if self._client is None:
-            self._client = self._make_client()
-            self._client.set_max_no_responses(_PYMODBUS_NEVER_DISCONNECT)
         try:
-            ok = await asyncio.wait_for(self._client.connect(), self.timing.timeout * 2)
-        except (TimeoutError, OSError, ConnectionException):
-            ok = False
-        if not ok:
-            self._client.close()
+            self._conversation = await asyncio.wait_for(self._open(), self.timing.timeout * 2)
+        except (TimeoutError, OSError):
+            self._conversation = None
             self._failed_connects += 1
             self.health.connected = False
             self.health.connect_failures += 1
@@ -111,80 +99,89 @@ class ModbusLink(ABC):
             # Jitter keeps hundreds of DTUs that dropped together from reconnecting in step.
             self._next_connect_at = time.monotonic() + delay * random.uniform(0.5, 1.0)
             self.health.last_error = f"connect failed to {self.describe}"
-            raise LinkDown(f"{self.id}: cannot connect to {self.describe}")
+            raise LinkDown(f"{self.id}: cannot connect to {self.describe}") from None
         self._failed_connects = 0
         self.health.connected = True
         self.health.connects += 1
-        return self._client
+        return self._conversation
 
     def _drop_connection(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        if self._conversation is not None:
+            self._conversation.close()
+            self._conversation = None
         if self.health.connected:
             self.health.disconnects += 1
         self.health.connected = False
 
     async def _execute(
-        self, call: Callable[[Client], Awaitable[Any]], retries: int | None, priority: Priority
-    ) -> Any:
-        """Run one request under the link lock, with this link's retry policy."""
+        self, unit: int, pdu: bytes, retries: int | None, priority: Priority
+    ) -> bytes:
+        """Send one request under the link lock, with this link's retry policy; the answer PDU."""
         attempts = 1 + (self.timing.retries if retries is None else retries)
-        async with self._lock.hold(priority):
+        health = self.health
+        # acquire/release rather than ``async with hold()``: the context manager's
+        # generator cost as much as the lock itself on the poll path.
+        await self._lock.acquire(priority)
+        try:
             last_error: LinkError = LinkTimeout("no attempt made")
             for _ in range(attempts):
                 try:
-                    client = await self._ensure_connected()
+                    conversation = await self._ensure_connected()
                 except LinkDown as exc:
-                    self.health.errors[exc.kind] += 1
+                    health.errors[exc.kind] += 1
                     raise
                 if self.timing.turnaround > 0:
                     wait = self._last_request_end + self.timing.turnaround - time.monotonic()
                     if wait > 0:
                         await asyncio.sleep(wait)
-                self._rx_bytes = 0
-                self.health.requests += 1
+                health.requests += 1
                 try:
-                    response = await call(client)
-                except ModbusIOException as exc:
-                    last_error = self._classify_failure(exc)
+                    answer = await conversation.exchange(unit, pdu, self.timing.timeout)
+                except ConversationTimeout as exc:
+                    last_error = self._classify_failure(exc.received)
                     if isinstance(last_error, LinkTimeout):
                         break
                     continue
-                except (ConnectionException, OSError) as exc:
+                except LinkGarbled as exc:
+                    last_error = self._garbled(str(exc))
+                    continue
+                except (ConnectionError, OSError) as exc:
                     self._drop_connection()
                     last_error = LinkDown(f"{self.id}: connection lost: {exc}")
-                    self.health.errors[last_error.kind] += 1
+                    health.errors[last_error.kind] += 1
                     continue
                 finally:
                     self._last_request_end = time.monotonic()
-                if response.isError():
-                    error = DeviceException(int(response.exception_code))
-                    self.health.errors[error.kind] += 1
+                health.consecutive_timeouts = 0
+                health.last_success = time.time()
+                if answer[0] & 0x80:
                     # The device answered: the link itself is healthy.
-                    self._note_success()
+                    error = DeviceException(answer[1] if len(answer) > 1 else 0)
+                    health.errors[error.kind] += 1
                     raise error
-                self._note_success()
-                return response
+                return answer
             raise last_error
+        finally:
+            self._lock.release()
 
-    def _classify_failure(self, exc: ModbusIOException) -> LinkError:
-        error: LinkError
-        if self._rx_bytes:
-            error = LinkGarbled(f"{self.id}: no valid frame in {self._rx_bytes} bytes ({exc})")
+    def _classify_failure(self, received: int) -> LinkError:
+        if received:
+            return self._garbled(f"no valid frame in {received} bytes")
+        error = LinkTimeout(f"{self.id}: no answer within {self.timing.timeout}s")
+        self.health.consecutive_timeouts += 1
+        if self.health.consecutive_timeouts >= self.timing.reset_after_timeouts:
             self.health.consecutive_timeouts = 0
-        else:
-            error = LinkTimeout(f"{self.id}: no answer within {self.timing.timeout}s")
-            self.health.consecutive_timeouts += 1
-            if self.health.consecutive_timeouts >= self.timing.reset_after_timeouts:
-                self.health.consecutive_timeouts = 0
-                self._drop_connection()
+            self._drop_connection()
         self.health.errors[error.kind] += 1
         self.health.last_error = str(error)
         return error
 
-    def _note_success(self) -> None:
+    def _garbled(self, reason: str) -> LinkError:
+        error = LinkGarbled(f"{self.id}: {reason}")
         self.health.consecutive_timeouts = 0
-        self.health.last_success = time.time()
+        self.health.errors[error.kind] += 1
+        self.health.last_error = str(error)
+        return error
 
     async def read(
         self,
@@ -196,26 +193,32 @@ class ModbusLink(ABC):
         priority: Priority = Priority.POLL,
     ) -> list[int]:
         """Read ``count`` registers (or bits, as 0/1) from a unit."""
+        words = await self.read_words(unit, table, address, count, retries, priority)
+        return [int(w) for w in words]
 
-        async def call(client: Client) -> Any:
-            if table is Table.HOLDING_REGISTER:
-                return await client.read_holding_registers(address, count=count, device_id=unit)
-            if table is Table.INPUT_REGISTER:
-                return await client.read_input_registers(address, count=count, device_id=unit)
-            if table is Table.COIL:
-                return await client.read_coils(address, count=count, device_id=unit)
-            return await client.read_discrete_inputs(address, count=count, device_id=unit)
-
-        response = await self._execute(call, retries, priority)
+    async def read_words(
+        self,
+        unit: int,
+        table: Table,
+        address: int,
+        count: int,
+        retries: int | None = None,
+        priority: Priority = Priority.POLL,
+    ) -> npt.NDArray[np.uint16]:
+        """:meth:`read` as an array (no Python int per register: the poller's path)."""
+        pdu = read_pdu(table, address, count)
+        answer = await self._execute(unit, pdu, retries, priority)
+        if answer[0] != pdu[0] or len(answer) < 2:
+            raise LinkGarbled(f"{self.id}: answer to function {answer[0]}, asked {pdu[0]}")
+        data = answer[2 : 2 + answer[1]]
         if table.is_bit:
-            bits = list(response.bits)[:count]
-            if len(bits) < count:
-                raise LinkGarbled(f"{self.id}: asked {count} bits, got {len(bits)}")
-            return [1 if b else 0 for b in bits]
-        registers = list(response.registers)
-        if len(registers) != count:
-            raise LinkGarbled(f"{self.id}: asked {count} registers, got {len(registers)}")
-        return registers
+            if len(data) * 8 < count:
+                raise LinkGarbled(f"{self.id}: asked {count} bits, got {8 * len(data)}")
+            bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
+            return bits[:count].astype(np.uint16)
+        if len(data) != 2 * count:
+            raise LinkGarbled(f"{self.id}: asked {count} registers, got {len(data) // 2}")
+        return np.frombuffer(data, dtype=">u2").astype(np.uint16)
 
     async def write(
         self,
@@ -227,27 +230,21 @@ class ModbusLink(ABC):
         priority: Priority = Priority.COMMAND,
     ) -> None:
         """Write coils (0/1) or holding registers starting at ``address``."""
-
-        async def call(client: Client) -> Any:
-            if table is Table.COIL:
-                if len(values) == 1:
-                    return await client.write_coil(address, bool(values[0]), device_id=unit)
-                return await client.write_coils(address, [bool(v) for v in values], device_id=unit)
-            if table is Table.HOLDING_REGISTER:
-                if len(values) == 1:
-                    return await client.write_register(address, values[0], device_id=unit)
-                return await client.write_registers(address, values, device_id=unit)
-            raise ValueError(f"table {table.value} is read-only")
-
-        await self._execute(call, retries, priority)
+        await self._execute(unit, write_pdu(table, address, values), retries, priority)
 
     async def close(self) -> None:
         """Close the connection; the link can be used again later."""
         async with self._lock.hold(Priority.COMMAND):
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+            if self._conversation is not None:
+                self._conversation.close()
+                self._conversation = None
             self.health.connected = False
+
+
+async def _open_tcp(host: str, port: int, framer: ModbusFramer) -> ModbusConversation:
+    loop = asyncio.get_running_loop()
+    _, conversation = await loop.create_connection(lambda: ModbusConversation(framer), host, port)
+    return conversation
 
 
 class ModbusTcpLink(ModbusLink):
@@ -262,16 +259,8 @@ class ModbusTcpLink(ModbusLink):
     def describe(self) -> str:
         return f"modbus-tcp://{self.host}:{self.port}"
 
-    def _make_client(self) -> Client:
-        return AsyncModbusTcpClient(
-            self.host,
-            port=self.port,
-            framer=FramerType.SOCKET,
-            timeout=self.timing.timeout,
-            retries=0,
-            reconnect_delay=0,
-            trace_packet=self._trace_packet,
-        )
+    async def _open(self) -> ModbusConversation:
+        return await _open_tcp(self.host, self.port, MbapFramer())
 
 
 class ModbusRtuOverTcpLink(ModbusTcpLink):
@@ -281,16 +270,8 @@ class ModbusRtuOverTcpLink(ModbusTcpLink):
     def describe(self) -> str:
         return f"rtu-over-tcp://{self.host}:{self.port}"
 
-    def _make_client(self) -> Client:
-        return AsyncModbusTcpClient(
-            self.host,
-            port=self.port,
-            framer=FramerType.RTU,
-            timeout=self.timing.timeout,
-            retries=0,
-            reconnect_delay=0,
-            trace_packet=self._trace_packet,
-        )
+    async def _open(self) -> ModbusConversation:
+        return await _open_tcp(self.host, self.port, RtuFramer())
 
 
 class ModbusRtuSerialLink(ModbusLink):
@@ -317,16 +298,18 @@ class ModbusRtuSerialLink(ModbusLink):
     def describe(self) -> str:
         return f"serial://{self.port}?{self.baudrate}-{self.bytesize}{self.parity}{self.stopbits}"
 
-    def _make_client(self) -> Client:
-        return AsyncModbusSerialClient(
+    async def _open(self) -> ModbusConversation:
+        loop = asyncio.get_running_loop()
+        conversation = ModbusConversation(RtuFramer())
+        # pyserial opens the port here (an OSError for a missing or busy device).
+        await create_serial_connection(
+            loop,
+            lambda: conversation,
             self.port,
-            framer=FramerType.RTU,
             baudrate=self.baudrate,
+            bytesize=self.bytesize,
             parity=self.parity,
             stopbits=self.stopbits,
-            bytesize=self.bytesize,
-            timeout=self.timing.timeout,
-            retries=0,
-            reconnect_delay=0,
-            trace_packet=self._trace_packet,
         )
+        await conversation.made
+        return conversation

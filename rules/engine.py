@@ -25,6 +25,9 @@ from rules.compile import CompiledRules
 
 # numba dispatchers take their types from the call; to mypy they are plain callables.
 _run_part: Any = K.run_part
+_partition_groups: Any = K.partition_groups
+#: ``starts`` meaning: every group of the batch, in order.
+_EVERY_GROUP = np.empty(0, np.int64)
 
 #: Events a kernel call may write; a pass stops early and resumes when full.
 EVENT_CAPACITY = 1 << 16
@@ -201,16 +204,18 @@ class RuleEngine:
         self.day_held[devices] = False
         self._sun_for = -math.inf
 
-    def _run(self, part: int, parts: int, columns: tuple[object, ...]) -> list[RuleEvents]:
-        """All groups of one partition, emptying the event arrays whenever they fill."""
+    def _run(self, starts: npt.NDArray[np.int64], columns: tuple[object, ...]) -> list[RuleEvents]:
+        """The groups at ``starts`` (every group if empty), emptying the event arrays
+        whenever they fill."""
         out = []
-        first, n = 0, len(columns[0])  # type: ignore[arg-type]
+        first = 0
+        end = len(starts) if len(starts) else len(columns[0])  # type: ignore[arg-type]
         rv = np.full(K.N_ROLES, np.nan)  # scratch of this thread
         ev_int = np.zeros((EVENT_CAPACITY, 5), np.int64)
         ev_flt = np.zeros((EVENT_CAPACITY, 3), np.float64)
-        while first < n:
+        while first < end:
             first, count = _run_part(
-                part, parts, first, *columns, *self._arrays(rv), ev_int, ev_flt, _RESERVE
+                first, starts, *columns, *self._arrays(rv), ev_int, ev_flt, _RESERVE
             )
             out.append(_from_buffers(ev_int, ev_flt, count))
         return out
@@ -220,12 +225,14 @@ class RuleEngine:
         if len(batch):
             self._update_sun(float(batch.ts[0]))
         columns = (batch.device, batch.point, batch.ts, batch.value, batch.quality)
-        if parts <= 1:
-            return RuleEvents.concat(self._run(0, 1, columns))
+        if parts <= 1 or len(batch) == 0:
+            return RuleEvents.concat(self._run(_EVERY_GROUP, columns))
         if self._pool is None or self._pool_size != parts:
             self._pool = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="rules")
             self._pool_size = parts
-        results = list(self._pool.map(lambda p: self._run(p, parts, columns), range(parts)))
+        starts, offsets = _partition_groups(batch.device, batch.ts, parts)
+        own = [starts[offsets[p] : offsets[p + 1]] for p in range(parts)]
+        results = list(self._pool.map(lambda s: self._run(s, columns), [s for s in own if len(s)]))
         return RuleEvents.concat([e for part in results for e in part]).order_by_time()
 
     def start_grace(self, devices: npt.NDArray[np.int64], at: float) -> None:

@@ -26,6 +26,7 @@ from pymodbus.simulator import SimData, SimDevice
 from controller.config import LinkConfig, LoadedConfig, Located
 from rules.astro import sun_times
 from simulators.datastore import SimulatedUnit, UnitStore
+from simulators.fast_responder import FastResponder
 from simulators.faults import FaultBoard, FaultKind, FaultSpec, Scenario, load_scenario
 from simulators.physics import CabinetModel, GaugeModel, LampModel, SimClock
 from simulators.sl651_station import Sl651Station
@@ -88,6 +89,8 @@ class SimulatedCity:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         cfg = loaded.config
+        self.config = cfg
+        self.fast: FastResponder | None = None
         if scenario is None and cfg.simulator.scenario:
             scenario = load_scenario(loaded.resolve(cfg.simulator.scenario))
         self.scenario = scenario or Scenario()
@@ -139,6 +142,10 @@ class SimulatedCity:
                 wall=wall_clock,
                 tz=cfg.site.tz,
                 circuit_cmd=[lit] * cab.circuits,
+                contactor_delay=(
+                    cfg.simulator.contactor_delay_ms[0] / 1000,
+                    cfg.simulator.contactor_delay_ms[1] / 1000,
+                ),
             )
             self.cabinets[cab.id] = cabinet
             units[cab.link][cab.unit] = SimulatedUnit(
@@ -202,9 +209,19 @@ class SimulatedCity:
 
     async def start(self) -> None:
         """Start one server per link, and the SL651 stations' reporting."""
+        sim = self.config.simulator
         try:
+            fast = {
+                link_id: store
+                for link_id, store in self.stores.items()
+                if sim.responder == "fast" and self.links[link_id].kind != "rtu_serial"
+            }
+            if fast:
+                self.fast = FastResponder(self.links, fast, wire=sim.wire, seed=sim.seed)
+                await self.fast.start()
             for link_id, store in self.stores.items():
-                await self._start_link(self.links[link_id], store)
+                if link_id not in fast:
+                    await self._start_link(self.links[link_id], store)
         except BaseException:
             await self.stop()
             raise
@@ -277,6 +294,9 @@ class SimulatedCity:
         for station, *_ in self.stations:
             with contextlib.suppress(Exception):
                 await station.close()
+        if self.fast is not None:
+            await self.fast.stop()
+            self.fast = None
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await server.shutdown()

@@ -137,10 +137,30 @@ class CabinetModel:
     tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
     time_table: list[TimeTableEntry] = field(default_factory=list)
     _table_checked: float | None = None
+    #: Seconds a contactor takes to follow its command (drawn between the two).
+    contactor_delay: tuple[float, float] = (0.0, 0.0)
+    _closed: list[bool] = field(default_factory=list)
+    _follows_at: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.circuit_cmd:
             self.circuit_cmd = [True] * self.circuits
+        self._closed = list(self.circuit_cmd)
+        self._follows_at = [0.0] * self.circuits
+
+    def command_circuit(self, circuit: int, state: bool) -> None:
+        """Command a contactor; it follows after its delay (a real one takes 50-200 ms)."""
+        if self.circuit_cmd[circuit - 1] != state:
+            self._follows_at[circuit - 1] = self.wall() + self.noise.uniform(*self.contactor_delay)
+        self.circuit_cmd[circuit - 1] = state
+
+    def settling(self) -> bool:
+        """Whether a contactor had yet to follow its command at the last snapshot.
+
+        Judged by state, not by the clock: a snapshot just before a contactor's
+        follow time must be followed by another one, however late it is asked.
+        """
+        return self._closed != self.circuit_cmd
 
     def load_time_table(self, words: list[int]) -> None:
         """The centre wrote the table: [minute, circuit mask, state, dim] per entry."""
@@ -171,14 +191,16 @@ class CabinetModel:
         for _, entry in sorted(due, key=lambda pair: pair[0]):
             for c in range(1, self.circuits + 1):
                 if entry.circuits & (1 << (c - 1)):
-                    self.circuit_cmd[c - 1] = bool(entry.state)
+                    self.command_circuit(c, bool(entry.state))
                     for lamp in self.lamps:
                         if lamp.circuit == c and entry.state and entry.dim:
                             lamp.switch_cmd, lamp.dim_cmd = 1, entry.dim
 
     def contactor_closed(self, circuit: int, board: FaultBoard, now: float) -> bool:
         """Actual contactor state (a failed contactor does not follow its command)."""
-        commanded = self.circuit_cmd[circuit - 1]
+        if self.wall() >= self._follows_at[circuit - 1]:
+            self._closed[circuit - 1] = self.circuit_cmd[circuit - 1]
+        commanded = self._closed[circuit - 1]
         if circuit in board.circuits_with(self.id, FaultKind.CONTACTOR_FAIL, now):
             return not commanded
         return commanded
@@ -252,7 +274,7 @@ class CabinetModel:
         if point.startswith("circuit") and point.endswith("_cmd"):
             circuit = int(point.removeprefix("circuit").removesuffix("_cmd"))
             if 1 <= circuit <= self.circuits:
-                self.circuit_cmd[circuit - 1] = bool(value)
+                self.command_circuit(circuit, bool(value))
 
 
 @dataclass
