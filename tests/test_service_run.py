@@ -21,6 +21,7 @@ import httpx
 import pytest
 import yaml
 
+from controller.telemetry.embedded import stored_polls
 from tests.conftest import free_port
 from tests.field import create_key, field_config, simulated_field, streetsense, wait_for_port
 
@@ -70,11 +71,9 @@ def test_run_serves_real_links_switches_and_stops_on_sigterm_losing_nothing(
     assert re.search(r"streetsense stopped: \d+ polls", out), out
     assert "Traceback" not in err
 
-    with sqlite3.connect(tmp_path / "var" / "streetsense.db") as db:
-        (newest,) = db.execute(
-            "SELECT max(r.ts) FROM reading r JOIN device d ON d.key = r.device "
-            "WHERE d.name = 'WL-1'"
-        ).fetchone()
+    newest = max(
+        ts for name, ts in stored_polls(tmp_path / "var" / "streetsense.db") if name == "WL-1"
+    )
     # The gauge is polled every 0.1 s: its last reading before SIGTERM was stored.
     assert newest / 1000.0 > stopped_at - 0.3, (newest / 1000.0, stopped_at)
 

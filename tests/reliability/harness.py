@@ -25,6 +25,7 @@ import httpx
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from controller.telemetry.embedded import stored_polls
 from simulators.servers import Influxd, Mosquitto
 from tests.conftest import free_port
 from tests.field import create_key, field_config, simulated_field, wait_for_port
@@ -172,11 +173,7 @@ class Rig:
 
     def embedded_points(self) -> set[Point]:
         """(device, ms) of every poll the controller stored in its embedded store."""
-        with contextlib.closing(sqlite3.connect(self.data / "streetsense.db")) as db:
-            rows = db.execute(
-                "SELECT DISTINCT d.name, r.ts FROM reading r JOIN device d ON d.key = r.device"
-            ).fetchall()
-        return {(name, int(ts)) for name, ts in rows}
+        return stored_polls(self.data / "streetsense.db")
 
     def influx_points(self) -> list[Point]:
         """(device, ms) of every point in InfluxDB (a list: duplicates would show)."""
