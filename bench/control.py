@@ -34,6 +34,7 @@ CONFIRM_INTERVAL_S = 0.1
 CONTACTOR_DELAY_MS = (50.0, 200.0)
 TARGET_RATIO_TO_FLOOR = 1.2
 TARGET_S = 5.0
+ROUNDS = 3
 BENCH = Actor("bench", "", "engineer")
 
 
@@ -133,20 +134,31 @@ async def _measure(loaded: LoadedConfig, size: float) -> dict[str, Any]:
         await controller.open_stores()
         await controller.poller.poll_all_once()  # connects every link; not measured
         await _group(controller, Action.CIRCUIT_ON)  # warm-up (they are on already)
-        cpu = time.process_time()
-        off_confirmed, off_s, confirmed, failed = await _group(controller, Action.CIRCUIT_OFF)
-        on_confirmed, on_s, _, _ = await _group(controller, Action.CIRCUIT_ON)
-        group_cpu = (time.process_time() - cpu) / 2
-        floor_off = await _floor(controller, False)
-        floor_on = await _floor(controller, True)
+        # Command and floor in turns, best of each: the machine is shared.
+        off: list[tuple[float, float, int, int]] = []
+        on: list[tuple[float, float, int, int]] = []
+        floor_off: list[float] = []
+        floor_on: list[float] = []
+        cpu = 0.0
+        for _ in range(ROUNDS):
+            started_cpu = time.process_time()
+            off.append(await _group(controller, Action.CIRCUIT_OFF))
+            on.append(await _group(controller, Action.CIRCUIT_ON))
+            cpu += time.process_time() - started_cpu
+            floor_off.append(await _floor(controller, False))
+            floor_on.append(await _floor(controller, True))
+        group_cpu = cpu / (2 * ROUNDS)
+        confirmed, failed = off[0][2], max(r[3] for r in off + on)
         peer_off, peer_n = await _per_circuit_concurrent(controller, Action.CIRCUIT_OFF)
         await _group(controller, Action.CIRCUIT_ON)
     finally:
         await controller.stop()
     counts = controller.registry.count_by_class()
+    off_confirmed, on_confirmed = min(r[0] for r in off), min(r[0] for r in on)
+    off_s, on_s = min(r[1] for r in off), min(r[1] for r in on)
     confirmed_s = max(off_confirmed, on_confirmed)
-    # The faster floor against the slower command: the ratio is not flattered.
-    floor_s = min(floor_off, floor_on)
+    # Each direction against its own floor; the worse of the two is the ratio.
+    ratio = max(off_confirmed / min(floor_off), on_confirmed / min(floor_on))
     return {
         "bench": "control",
         "size": size,
@@ -161,17 +173,18 @@ async def _measure(loaded: LoadedConfig, size: float) -> dict[str, Any]:
         "failed": failed,
         "circuits_per_s": round(confirmed / confirmed_s),
         "floor_raw_write_and_read_back": {
-            "off_s": round(floor_off, 3),
-            "on_s": round(floor_on, 3),
+            "off_s": round(min(floor_off), 3),
+            "on_s": round(min(floor_on), 3),
         },
-        "ratio_confirmed_to_floor": round(confirmed_s / floor_s, 2),
+        "rounds": ROUNDS,
+        "ratio_confirmed_to_floor": round(ratio, 2),
         "peer_per_circuit_commands_concurrently": {
             "commands": peer_n,
             "seconds": round(peer_off, 3),
         },
         "speedup_vs_peer": round(peer_off / confirmed_s, 1),
         "target_ratio_to_floor": TARGET_RATIO_TO_FLOOR,
-        "target_met": confirmed_s / floor_s <= TARGET_RATIO_TO_FLOOR,
+        "target_met": ratio <= TARGET_RATIO_TO_FLOOR,
     }
 
 

@@ -40,6 +40,7 @@ from rules.reference import ReferenceEngine
 CABINETS_PER_TILE = 25
 GAUGES_PER_TILE = 16
 TIMED_POLLS = 3
+ROUNDS = 3
 TILES = 625  # 625 x 25 x 64 = 1,000,000 lamps; 625 x 16 = 10,000 gauges
 T0 = 1_800_000_000.0  # 2027-01-15 08:00 UTC, 16:00 in China: lit lamps burn by day
 
@@ -296,8 +297,13 @@ def run(size: float = 1.0) -> dict[str, Any]:
                 steady.device, steady.point, steady.ts, steady.value, steady.quality
             )
         )
-        one_core_s, one_core_events = timed(1)
-        all_cores_s, all_cores_events = timed(cores)
+        # One core and all cores in turns, best of each: the machine is shared.
+        rounds = [(timed(1), timed(cores)) for _ in range(ROUNDS)]
+        one_core_s = min(one[0] for one, _ in rounds)
+        all_cores_s = min(every[0] for _, every in rounds)
+        one_core_events = rounds[0][0][1]
+        all_cores_events = rounds[0][1][1]
+        all_cores_split = warm.last_split
         cold = RuleEngine(compiled, n_devices, registry.max_points, clock=lambda: T0)
         started = time.perf_counter()
         first_events = cold.evaluate(first)
@@ -357,10 +363,12 @@ def run(size: float = 1.0) -> dict[str, Any]:
             "readings_per_batch": readings,
         },
         "timed_polls": TIMED_POLLS,
+        "rounds": ROUNDS,
         "events_per_timed_poll": round(one_core_events / TIMED_POLLS),
         "one_core_readings_per_s": round(readings / one_core_s),
         "all_cores_readings_per_s": round(readings / all_cores_s),
         "all_cores_events_identical_count": all_cores_events == one_core_events,
+        "all_cores_split": all_cores_split,
         "cores": cores,
         "ratio_all_cores_to_one": round(one_core_s / all_cores_s, 2),
         "memory_roof_fastmath_readings_per_s": round(readings / roof_s),

@@ -10,6 +10,7 @@ a new vendor's device means writing a YAML file, not code.
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -225,12 +226,16 @@ class DeviceProfile(_Strict):
                 occupied[key] = point.name
         return self
 
+    @cached_property
+    def _point_indexes(self) -> dict[str, int]:
+        return {point.name: i for i, point in enumerate(self.points)}
+
     def point_index(self, name: str) -> int:
         """Index of the named point (its column in readings)."""
-        for i, point in enumerate(self.points):
-            if point.name == name:
-                return i
-        raise KeyError(f"profile {self.name} has no point {name!r}")
+        index = self._point_indexes.get(name)
+        if index is None:
+            raise KeyError(f"profile {self.name} has no point {name!r}")
+        return index
 
     def point(self, name: str) -> PointSpec:
         """The named point."""

@@ -26,6 +26,9 @@ from rules.compile import CompiledRules
 # numba dispatchers take their types from the call; to mypy they are plain callables.
 _run_part: Any = K.run_part
 _partition_groups: Any = K.partition_groups
+_range_bounds: Any = K.range_bounds
+_claim_devices: Any = K.claim_devices
+_owns_devices: Any = K.owns_devices
 #: ``starts`` meaning: every group of the batch, in order.
 _EVERY_GROUP = np.empty(0, np.int64)
 
@@ -136,6 +139,11 @@ class RuleEngine:
         self.comm_state = np.zeros(n_devices, np.int8)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0
+        # Which range of a parallel pass owns each device; marks grow by pass.
+        self._owner = np.full(n_devices, -1, np.int64)
+        self._passes = 0
+        #: How the last parallel pass split the batch: "ranges" or "groups".
+        self.last_split = ""
         self.sunrise = np.zeros(n_devices)
         self.sunset = np.zeros(n_devices)
         self._sun_for = -math.inf
@@ -230,10 +238,38 @@ class RuleEngine:
         if self._pool is None or self._pool_size != parts:
             self._pool = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="rules")
             self._pool_size = parts
-        starts, offsets = _partition_groups(batch.device, batch.ts, parts)
-        own = [starts[offsets[p] : offsets[p + 1]] for p in range(parts)]
-        results = list(self._pool.map(lambda s: self._run(s, columns), [s for s in own if len(s)]))
+        pool = self._pool
+        ranges = self._device_ranges(columns, parts, pool)
+        if ranges is not None:
+            self.last_split = "ranges"
+            results = list(pool.map(lambda part: self._run(_EVERY_GROUP, part), ranges))
+        else:
+            # A device in several runs (readings of many polls interleaved): split by device.
+            self.last_split = "groups"
+            starts, offsets = _partition_groups(batch.device, batch.ts, parts)
+            own = [starts[offsets[p] : offsets[p + 1]] for p in range(parts)]
+            results = list(pool.map(lambda s: self._run(s, columns), [s for s in own if len(s)]))
         return RuleEvents.concat([e for part in results for e in part]).order_by_time()
+
+    def _device_ranges(
+        self, columns: tuple[npt.NDArray[Any], ...], parts: int, pool: ThreadPoolExecutor
+    ) -> list[tuple[npt.NDArray[Any], ...]] | None:
+        """The batch cut into contiguous ranges that share no device, or None if it cannot be.
+
+        Every range marks its devices, then checks that each still carries its mark:
+        a device in two ranges carries only one of their marks, so one check fails.
+        """
+        bounds = _range_bounds(columns[0], parts)
+        ranges = [
+            tuple(c[bounds[p] : bounds[p + 1]] for c in columns)
+            for p in range(parts)
+            if bounds[p] < bounds[p + 1]
+        ]
+        self._passes += 1
+        marks = [self._passes * parts + p for p in range(len(ranges))]
+        list(pool.map(lambda r, m: _claim_devices(r[0], self._owner, m), ranges, marks))
+        owned = pool.map(lambda r, m: _owns_devices(r[0], self._owner, m), ranges, marks)
+        return ranges if all(owned) else None
 
     def start_grace(self, devices: npt.NDArray[np.int64], at: float) -> None:
         """The devices were first polled (answered or not) at ``at``: their comm-loss

@@ -12,11 +12,14 @@ A pass can stop early when the event arrays are full; it returns where it
 stopped, the caller empties the events and calls again from there. The state
 is consistent at every group boundary, so a stopped pass loses nothing.
 
-Groups can be split into partitions by ``device % parts``: a device's groups
-stay in one partition and in order, and devices share no state, so the
-partitions run on parallel threads (the kernel releases the GIL) with
-identical results. :func:`partition_groups` lists each partition's group
-starts in one pass, so a thread reads only its own readings.
+Devices share no state, so a batch can be split into partitions that run on
+parallel threads (the kernel releases the GIL) with identical results, as
+long as each device's groups stay in one partition and in order. A batch as
+the poller sends it holds each device in one run, so it splits into
+contiguous ranges at device boundaries (:func:`range_bounds`), checked by
+:func:`claim_devices` and :func:`owns_devices`; any other batch is split by
+``device % parts`` (:func:`partition_groups` lists each partition's group
+starts in one pass, so a thread reads only its own readings).
 """
 
 from __future__ import annotations
@@ -489,6 +492,45 @@ def partition_groups(dev, ts, parts):
             starts[fill[p]] = i
             fill[p] += 1
     return starts, offsets
+
+
+@numba.njit(cache=True, nogil=True)
+def range_bounds(dev, parts):
+    """Where to cut a batch into ``parts`` ranges of about equal size, at device changes."""
+    n = dev.shape[0]
+    bounds = np.empty(parts + 1, np.int64)
+    bounds[0] = 0
+    for k in range(1, parts):
+        i = max(k * n // parts, bounds[k - 1])
+        while 0 < i < n and dev[i] == dev[i - 1]:
+            i += 1
+        bounds[k] = i
+    bounds[parts] = n
+    return bounds
+
+
+@numba.njit(cache=True, nogil=True)
+def claim_devices(dev, owner, mark):
+    """Mark every device of a range of readings as owned by ``mark``."""
+    prev = -1
+    for i in range(dev.shape[0]):
+        d = dev[i]
+        if d != prev:  # once per run of a device, not per reading
+            owner[d] = mark
+            prev = d
+
+
+@numba.njit(cache=True, nogil=True)
+def owns_devices(dev, owner, mark):
+    """True when no other range claimed a device of this range (run after every claim)."""
+    prev = -1
+    foreign = False
+    for i in range(dev.shape[0]):
+        d = dev[i]
+        if d != prev:
+            foreign |= owner[d] != mark  # no early exit: the loop stays branch-light
+            prev = d
+    return not foreign
 
 
 run_part = _run_part

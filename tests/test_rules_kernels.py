@@ -269,6 +269,31 @@ def test_parallel_partitions_give_the_same_events_as_one_pass(write_config: Writ
     assert sorted(one, key=key) == sorted(many, key=key)
 
 
+def test_a_batch_grouped_by_device_runs_in_ranges_with_the_same_events(
+    write_config: WriteConfig,
+) -> None:
+    serial, parallel = Bench(write_config, ALL_KINDS), Bench(write_config, ALL_KINDS)
+    mixed = random_city_batch(serial, 200, seed=4)
+    # As the poller sends a cycle: each device's polls together, in time order.
+    order = np.argsort(mixed.device, kind="stable")
+    batch = ReadingBatch(
+        mixed.device[order],
+        mixed.point[order],
+        mixed.ts[order],
+        mixed.value[order],
+        mixed.quality[order],
+    )
+    one = serial.named(serial.engine.evaluate(batch))
+    many = parallel.named(parallel.engine.evaluate(batch, parts=2))
+    assert parallel.engine.last_split == "ranges"
+    assert len(one) > 50
+    key = lambda e: (e.ts, e.rule, e.device, e.sub, e.kind)  # noqa: E731
+    assert sorted(one, key=key) == sorted(many, key=key)
+    # Interleaved polls cannot be cut into ranges without sharing a device.
+    parallel.engine.evaluate(mixed, parts=2)
+    assert parallel.engine.last_split == "groups"
+
+
 def test_a_pass_that_fills_its_event_buffer_resumes_without_loss(
     write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
