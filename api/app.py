@@ -28,6 +28,7 @@ from api.routers import (
     open311,
     reports,
     schedules,
+    stations,
     statistics,
     system,
     telemetry,
@@ -84,6 +85,7 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
     app.add_exception_handler(HTTPException, http_refusal)
     app.include_router(devices.router)
     app.include_router(links.router)
+    app.include_router(stations.router)
     app.include_router(telemetry.router)
     app.include_router(alarms.router)
     app.include_router(statistics.router)

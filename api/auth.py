@@ -196,6 +196,9 @@ DUTIES: dict[str, frozenset[Role]] = {
     "cases_centre": frozenset({Role.DISPATCHER}),
     "cases_work": frozenset({Role.DISPATCHER, Role.ENGINEER, Role.FLOOD_DUTY}),
     "assets": frozenset({Role.ENGINEER}),
+    # Asking a gauge for its level now is flood duty's; setting its clock is maintenance.
+    "station_query": frozenset({Role.ENGINEER, Role.FLOOD_DUTY}),
+    "station_clock": frozenset({Role.ENGINEER}),
 }
 
 

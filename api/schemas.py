@@ -86,6 +86,58 @@ class LinkOut(BaseModel):
     devices_online: int
 
 
+class StationOut(BaseModel):
+    """An SL651 station that dials in: whether it is reachable, its clock, its counters."""
+
+    id: str
+    listener: str
+    station: str
+    connected: bool
+    #: Online for commands (after an ESC confirm or a keep-alive) until then.
+    online_until: datetime | None
+    last_report: datetime | None
+    reports: int
+    duplicates: int
+    keep_alives: int
+    wrong_password: int
+    bad_body: int
+    #: The station's clock minus the centre's at its last report, in seconds.
+    clock_offset_s: float | None
+    #: More than 5 minutes off: set its clock.
+    clock_drift: bool
+    pending_commands: int
+    commands_sent: int
+    commands_answered: int
+    commands_failed: int
+
+
+class StationCommandIn(BaseModel):
+    """A command for a station: ``set_clock`` (to the centre's clock) or ``query``
+    (its real-time data now)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: Literal["set_clock", "query"]
+
+
+class StationCommandOut(BaseModel):
+    """A station command: pending delivery until the station next calls, then its outcome."""
+
+    id: int
+    station: str
+    command: str
+    by: str
+    role: str
+    status: str
+    queued_at: datetime
+    sent_at: datetime | None
+    finished_at: datetime | None
+    sends: int
+    reason: str
+    #: What the station answered a query with: point name -> value.
+    readings: dict[str, float | None]
+
+
 class SystemHealth(BaseModel):
     """Whether the controller does its job (ok, degraded, failing), why, and the fleet."""
 

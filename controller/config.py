@@ -191,6 +191,8 @@ class ListenerConfig(_Strict):
     encoding: Literal["hex"] = "hex"
     #: A station silent this long is disconnected (about 3 keep-alives after an ESC).
     idle_timeout: float = Field(default=900.0, gt=0)
+    #: How long a command waits for its station to come online before it fails.
+    command_expiry: float = Field(default=86400.0, gt=0)
 
 
 class Sl651StationConfig(GaugeLevels):

@@ -20,6 +20,7 @@ from controller.schedules.clocks import ScheduleClock, WallClock
 from controller.schedules.overrides import OverrideStore
 from controller.schedules.runner import ScheduleRunner
 from controller.startup import opening
+from controller.station_commands import StationCommands
 from controller.station_reports import StationReports
 from controller.telemetry.pipeline import TelemetryPipeline
 from drivers.sl651.listener import Sl651Listener, StationKey
@@ -58,6 +59,12 @@ class Controller:
             )
             for cfg in loaded.config.listeners
         ]
+        self.station_commands = StationCommands(
+            self.registry,
+            self.listeners,
+            self.audit,
+            {cfg.id: cfg.command_expiry for cfg in loaded.config.listeners},
+        )
         schedules = loaded.config.schedules
         self.overrides = OverrideStore(loaded.data_path(schedules.db_path))
         self.schedules = ScheduleRunner(
@@ -160,6 +167,7 @@ class Controller:
         await self.commands.stop()
         for listener in self.listeners:
             await listener.stop()
+        await self.station_commands.stop()
         await self.poller.stop()
         if self._stores_open:
             if self.webhook is not None:

@@ -26,17 +26,29 @@ class StationReports:
         self.poller = poller
 
     def batch(self, key: StationKey, report: Report) -> ReadingBatch:
-        """The readings of the elements the station's profile knows ("no data" as bad)."""
+        """The readings of the elements the station's profile knows ("no data" as bad).
+
+        A word element feeds the points of its bits as 0/1 besides its own value.
+        """
         profile = self.registry.devices[key.device].profile
         assert isinstance(profile, Sl651Profile)
-        points = profile.point_of()
-        known = [o for o in report.observations if o.element in points]
-        n = len(known)
-        values = np.array([np.nan if o.value is None else o.value for o in known], np.float64)
+        feeds = profile.points_of()
+        point: list[int] = []
+        at: list[float] = []
+        value: list[float] = []
+        for o in report.observations:
+            for index, bit in feeds.get(o.element, ()):
+                point.append(index)
+                at.append(o.at)
+                if o.value is None:
+                    value.append(np.nan)
+                else:
+                    value.append(o.value if bit is None else float((int(o.value) >> bit) & 1))
+        values = np.array(value, np.float64)
         return ReadingBatch(
-            device=np.full(n, key.device, np.int32),
-            point=np.array([points[o.element] for o in known], np.int16),
-            ts=np.array([o.at for o in known], np.float64),
+            device=np.full(len(point), key.device, np.int32),
+            point=np.array(point, np.int16),
+            ts=np.array(at, np.float64),
             value=values,
             quality=np.where(np.isnan(values), Quality.BAD, Quality.GOOD).astype(np.uint8),
         )

@@ -24,6 +24,7 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import SimData, SimDevice
 
 from controller.config import LinkConfig, LoadedConfig, Located
+from drivers.sl651 import frame as fr
 from rules.astro import sun_times
 from simulators.datastore import SimulatedUnit, UnitStore
 from simulators.fast_responder import FastResponder
@@ -241,8 +242,12 @@ class SimulatedCity:
                 await station.connect(host, port)
                 while True:
                     level = max(gauge.true_level(self.clock.now()), 0.0)
-                    await station.send(station.report(time.time(), round(level, 3)))
-                    await asyncio.sleep(every)
+                    confirm = await station.send(station.report(station.clock(), round(level, 3)))
+                    if confirm is not None and confirm.end is fr.End.ESC:
+                        # Kept online: take the centre's commands until the next report.
+                        await station.stay_online(every, keep_alive=min(40.0, every / 2))
+                    else:
+                        await asyncio.sleep(every)
             except (OSError, asyncio.IncompleteReadError):
                 await station.close()
                 await asyncio.sleep(1.0)

@@ -2,19 +2,26 @@
 
 It connects over TCP, sends a timed report (32H) with the level of its gauge
 model, waits for the confirm and resends twice with the same serial when none
-comes, as the standard asks [STD 6.3.2.3].
+comes, as the standard asks [STD 6.3.2.3]. Confirmed with ESC, it stays
+online (:meth:`Sl651Station.stay_online`), sends keep-alives and answers the
+centre's commands: 37H with its real-time data, 4AH by setting its clock to
+the command's send time. Its clock may be off the centre's (``clock_offset``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from datetime import tzinfo
 
 from drivers.sl651 import frame as fr
-from drivers.sl651.body import encode_report
+from drivers.sl651.body import bcd_time, encode_report, encode_time
 
 TIMED_REPORT = 0x32
+KEEP_ALIVE = 0x2F
+QUERY_REALTIME = 0x37
+SET_CLOCK = 0x4A
 RIVER = 0x48  # station type H
 LEVEL, VOLTAGE, RAIN_TODAY = (0x39, 0x23), (0x38, 0x12), (0x20, 0x19)
 
@@ -28,7 +35,13 @@ class Sl651Station:
     centre: int
     tz: tzinfo
     serial: int = 0
+    #: The station's clock minus true time (a drifting RTU clock).
+    clock_offset: float = 0.0
+    #: The level it reports when the centre asks for real-time data.
+    level: float = 0.0
     confirms: list[fr.Frame] = field(default_factory=list)
+    #: Commands the centre sent it (downlink frames), in order.
+    commands: list[fr.Frame] = field(default_factory=list)
     _reader: asyncio.StreamReader | None = None
     _writer: asyncio.StreamWriter | None = None
 
@@ -43,14 +56,66 @@ class Sl651Station:
             await self._writer.wait_closed()
             self._writer = None
 
-    def report(self, at: float, level: float, voltage: float = 12.6, rain: float = 0.0) -> bytes:
-        """The next timed report's frame (a new serial)."""
+    def clock(self) -> float:
+        """What the station's own clock reads now."""
+        return time.time() + self.clock_offset
+
+    def report(
+        self,
+        at: float,
+        level: float,
+        voltage: float = 12.6,
+        rain: float = 0.0,
+        function: int = TIMED_REPORT,
+    ) -> bytes:
+        """The next report's frame (a new serial), sent and observed at ``at``."""
         self.serial = self.serial % 65535 + 1
+        self.level = level
         elements = [(*LEVEL, level), (*RAIN_TODAY, rain), (*VOLTAGE, voltage)]
         body = encode_report(self.serial, at, self.station, RIVER, at, elements, self.tz)
         return fr.build(
-            self.station, self.centre, self.password, TIMED_REPORT, body, fr.End.ETX, uplink=True
+            self.station, self.centre, self.password, function, body, fr.End.ETX, uplink=True
         )
+
+    def _uplink(self, function: int, body: bytes) -> bytes:
+        return fr.build(
+            self.station, self.centre, self.password, function, body, fr.End.ETX, uplink=True
+        )
+
+    def answer(self, command: fr.Frame) -> bytes | None:
+        """The station's answer to a centre command (None for one it does not know)."""
+        if command.function == QUERY_REALTIME:
+            return self.report(self.clock(), self.level, function=QUERY_REALTIME)
+        if command.function == SET_CLOCK:
+            # The command's send time is the new clock [STD 6.6.4.x, 4AH].
+            self.clock_offset = bcd_time(command.body[2:8], self.tz) - time.time()
+            body = self.serial.to_bytes(2, "big") + encode_time(self.clock(), self.tz)
+            return self._uplink(SET_CLOCK, body + b"\xf1\xf1" + bytes.fromhex(self.station))
+        return None
+
+    async def stay_online(self, seconds: float, keep_alive: float = 40.0) -> None:
+        """After an ESC confirm: answer the centre's commands for ``seconds``, with a
+        keep-alive every ``keep_alive`` seconds, as a station kept online does."""
+        assert self._writer is not None
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        next_alive = loop.time() + keep_alive
+        while (left := end - loop.time()) > 0:
+            try:
+                frame = await asyncio.wait_for(
+                    self._read_frame(), min(left, max(next_alive - loop.time(), 0.01))
+                )
+            except TimeoutError:
+                if loop.time() >= next_alive:
+                    body = self.serial.to_bytes(2, "big") + encode_time(self.clock(), self.tz)
+                    self._writer.write(self._uplink(KEEP_ALIVE, body))
+                    next_alive = loop.time() + keep_alive
+                continue
+            self.commands.append(frame)
+            reply = self.answer(frame)
+            if reply is not None:
+                self._writer.write(reply)
+                await self._writer.drain()
 
     async def send(self, frame: bytes, wait: float = 2.0, resends: int = 2) -> fr.Frame | None:
         """Send a frame and wait for the confirm, resending it as the standard says."""

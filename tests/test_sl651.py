@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 
 from controller.config import LoadedConfig
@@ -17,6 +18,7 @@ from controller.runtime import Controller
 from drivers.sl651 import frame as fr
 from drivers.sl651.body import parse_report
 from drivers.sl651.crc import crc16
+from drivers.sl651.listener import StationKey
 from simulators.faults import RainEvent, Scenario
 from simulators.fleet import SimulatedCity
 from simulators.sl651_station import Sl651Station
@@ -246,3 +248,55 @@ async def test_a_storm_reported_by_simulated_stations_becomes_an_urgent_flood_ca
         assert case.department == "市排水管理处" and case.title.endswith("积水 红色预警")
         station = city.stations[0][0]
         assert station.confirms and all(c.end is fr.End.EOT for c in station.confirms)
+
+
+def test_an_hourly_report_gives_twelve_five_minute_readings_and_status_bits(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    from controller.registry import Registry
+    from controller.station_reports import StationReports
+    from drivers.sl651.body import encode_time
+
+    observed = datetime(2026, 7, 1, 10, 0, tzinfo=TZ).timestamp()
+    rain = bytes([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0xFF])  # 0.1 mm each; FF: no data
+    levels = b"".join(v.to_bytes(2, "big") for v in [*range(120, 131), 0xFFFF])  # 0.01 m
+    status = (1 << 0 | 1 << 2 | 1 << 7).to_bytes(4, "big")  # mains out, level alarm, door shut
+    body = (
+        (7).to_bytes(2, "big")
+        + encode_time(observed + 20, TZ)
+        + bytes.fromhex("F1F1 0012345678 48 F0F0")
+        + encode_time(observed, TZ, seconds=False)
+        + b"\xf4\x60"
+        + rain
+        + b"\xf5\xc0"
+        + levels
+        + b"\x45\x20"
+        + status
+    )
+    report = parse_report(0x34, body, TZ)
+    drp = [o for o in report.observations if o.element == 0xF4]
+    drz = [o for o in report.observations if o.element == 0xF5]
+    # The hour that ends at the observation time: 09:05, 09:10, ... 10:00.
+    assert [o.at for o in drp] == [observed - 3300 + 300 * k for k in range(12)]
+    assert [o.value for o in drp[:3]] == pytest.approx([0.0, 0.1, 0.2])
+    assert drp[-1].value is None and drz[-1].value is None
+    assert drz[0].value == pytest.approx(1.20) and drz[10].value == pytest.approx(1.30)
+
+    registry = Registry(write_config(station_city(tmp_path, free_port())))
+    [(device, _, _)] = registry.sl651_stations["sl651-centre"]
+    batch = StationReports(registry, None).batch(  # type: ignore[arg-type]
+        StationKey(device, "0012345678", 0x1234), report
+    )
+    names = [p.name for p in registry.devices[device].points]
+    got = {
+        (names[p], t): v
+        for p, t, v in zip(
+            batch.point.tolist(), batch.ts.tolist(), batch.value.tolist(), strict=True
+        )
+    }
+    assert got["mains_lost", observed] == 1 and got["battery_low", observed] == 0
+    assert got["level_alarm", observed] == 1 and got["door_closed", observed] == 1
+    assert got["status_word", observed] == 0x85
+    assert got["level_5min", observed - 3300] == pytest.approx(1.20)
+    assert sum(1 for (name, _) in got if name == "rain_5min") == 12
+    assert np.isnan(got["rain_5min", observed])  # "no data" is a bad reading

@@ -16,6 +16,10 @@ from datetime import datetime, tzinfo
 HEX_ELEMENTS = frozenset({0x45})
 #: 12 x 1-byte 5-minute rain (F4) and 12 x 2-byte 5-minute levels (F5..FC).
 FIXED_LENGTH = {0xF4: 12, **{k: 24 for k in range(0xF5, 0xFD)}}
+#: Scale of one array slot: F4 counts 0.1 mm of rain, F5..FC 0.01 m of relative level.
+ARRAY_SCALE = {0xF4: 0.1, **{k: 0.01 for k in range(0xF5, 0xFD)}}
+ARRAY_SLOTS = 12
+ARRAY_STEP_S = 300.0
 #: Manual data and pictures run to the end of the body.
 REST_OF_BODY = frozenset({0xF2, 0xF3})
 TIME_STEP = 0x04
@@ -73,6 +77,24 @@ def decode_value(element: int, definition: int, data: bytes) -> float | None:
     return -value if negative else value
 
 
+def decode_array(element: int, data: bytes, observed: float) -> list[Observation]:
+    """The twelve 5-minute slots of an hourly array (F4 rain, F5..FC levels).
+
+    The slots are the hour that ends at the observation time: slot k is the
+    five minutes ending at ``observed - 55 min + 5k min``; an all-FF slot is
+    "no data".
+    """
+    width = len(data) // ARRAY_SLOTS
+    scale = ARRAY_SCALE[element]
+    out = []
+    for k in range(ARRAY_SLOTS):
+        raw = int.from_bytes(data[k * width : (k + 1) * width], "big")
+        at = observed - (ARRAY_SLOTS - 1 - k) * ARRAY_STEP_S
+        missing = raw == (1 << (8 * width)) - 1
+        out.append(Observation(element, at, None if missing else raw * scale))
+    return out
+
+
 def parse_report(function: int, body: bytes, tz: tzinfo) -> Report:
     """Decode an uplink body; ValueError for a body that does not follow the standard."""
     if len(body) < 8:
@@ -100,8 +122,11 @@ def parse_report(function: int, body: bytes, tz: tzinfo) -> Report:
             report.skipped.append(element)
             break
         if element in FIXED_LENGTH:
-            report.skipped.append(element)
-            i += 2 + FIXED_LENGTH[element]
+            size = FIXED_LENGTH[element]
+            if i + 2 + size > len(body):
+                raise ValueError(f"array {element:02X} needs {size} bytes, body ends first")
+            report.observations += decode_array(element, body[i + 2 : i + 2 + size], observed)
+            i += 2 + size
             continue
         if element == 0xFF:  # a 2-byte user identifier
             i += 1

@@ -6,6 +6,11 @@ with the right password is handed on and confirmed as M2 says (ETX -> EOT,
 ETB -> ACK); the link keep-alive 2F gets no answer; an invalid frame gets no
 answer either [STD 6.3.1.2 b]. Resent reports (the station resends twice
 when no confirm arrives) are confirmed again but handed on once.
+
+Commands for a station wait in its queue (:mod:`drivers.sl651.downlink`):
+its next report is confirmed with ESC, which keeps it online, and the queue
+is sent then, one command and its answer at a time. Every report's send
+time is compared with the centre's clock.
 """
 
 from __future__ import annotations
@@ -20,6 +25,16 @@ from datetime import tzinfo
 
 from drivers.sl651 import frame as fr
 from drivers.sl651.body import Report, parse_report
+from drivers.sl651.downlink import (
+    ANSWER_TIMEOUT_S,
+    CLOCK_DRIFT_LIMIT_S,
+    ONLINE_WINDOW_S,
+    RESENDS,
+    Downlink,
+    DownlinkCommand,
+    DownlinkState,
+    downlink_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +67,15 @@ class StationStats:
     bad_body: int = 0
     last_frame: float | None = None
     last_report: float | None = None
+    #: The station's clock minus the centre's, from its last report's send time.
+    clock_offset_s: float | None = None
+    #: The clock is more than CLOCK_DRIFT_LIMIT_S off.
+    clock_drift: bool = False
+    commands_sent: int = 0
+    commands_answered: int = 0
+    commands_failed: int = 0
+    #: Until when the station is online for commands (after ESC or a keep-alive).
+    online_until: float = 0.0
 
 
 @dataclass
@@ -96,19 +120,142 @@ class Sl651Listener:
         self._seen: dict[str, collections.deque[tuple[int, int, float]]] = {}
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        # Downlink: the live socket and centre address of each station (a 4G station
+        # comes back on a new socket), its queue and the command awaiting an answer.
+        self._writers: dict[str, asyncio.StreamWriter] = {}
+        self._centres: dict[str, int] = {}
+        self._queues: dict[str, collections.deque[DownlinkCommand]] = {}
+        self._outstanding: dict[str, DownlinkCommand] = {}
+        self._waits: set[asyncio.Task[None]] = set()
+        self._expiries: dict[DownlinkCommand, asyncio.TimerHandle] = {}
 
     async def start(self) -> None:
         """Open the listening socket."""
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
 
     async def stop(self) -> None:
-        """Close the socket and every station connection."""
+        """Close the socket and every station connection; open commands fail."""
         if self._server is not None:
             self._server.close()
             self._server = None
-        for task in list(self._connections):
+        for task in [*self._connections, *self._waits]:
             task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        await asyncio.gather(*self._connections, *self._waits, return_exceptions=True)
+        now = time.time()
+        for handle in self._expiries.values():
+            handle.cancel()
+        self._expiries.clear()
+        for command in [
+            *self._outstanding.values(),
+            *(c for q in self._queues.values() for c in q),
+        ]:
+            command.finish(DownlinkState.FAILED, now, "the controller stopped")
+        self._outstanding.clear()
+        self._queues.clear()
+
+    def queue(self, station: str, function: Downlink, expire_after: float) -> DownlinkCommand:
+        """Queue a command for a station; it is sent when the station is next online.
+
+        KeyError for a station this listener does not serve.
+        """
+        if station not in self.stations:
+            raise KeyError(station)
+        now = time.time()
+        command = DownlinkCommand(station, function, now, now + expire_after)
+        self._queues.setdefault(station, collections.deque()).append(command)
+        loop = asyncio.get_running_loop()
+        self._expiries[command] = loop.call_later(expire_after, self._expire, command)
+        self._pump(station)
+        return command
+
+    def connected(self, station: str) -> bool:
+        """Whether the station has a connection open now."""
+        writer = self._writers.get(station)
+        return writer is not None and not writer.is_closing()
+
+    def pending(self, station: str) -> list[DownlinkCommand]:
+        """The station's command awaiting an answer, then its queue."""
+        out = [self._outstanding[station]] if station in self._outstanding else []
+        return out + list(self._queues.get(station, ()))
+
+    def _expire(self, command: DownlinkCommand) -> None:
+        self._expiries.pop(command, None)
+        queue = self._queues.get(command.station)
+        if command.state is DownlinkState.QUEUED and queue is not None and command in queue:
+            queue.remove(command)
+            self._failed(command, "the station did not come online before the command expired")
+
+    def _failed(self, command: DownlinkCommand, reason: str) -> None:
+        self.stats.stations[command.station].commands_failed += 1
+        command.finish(DownlinkState.FAILED, time.time(), reason)
+        log.warning(
+            "%s: station %s: command %02X failed: %s",
+            self.id,
+            command.station,
+            command.function,
+            reason,
+            extra={"link": self.id, "device": command.station},
+        )
+
+    def _pump(self, station: str) -> None:
+        """Send the station's next command if it is online and none awaits an answer."""
+        queue = self._queues.get(station)
+        writer = self._writers.get(station)
+        if not queue or station in self._outstanding or writer is None or writer.is_closing():
+            return
+        if self.stats.stations[station].online_until < time.time():
+            return
+        command = queue.popleft()
+        handle = self._expiries.pop(command, None)
+        if handle is not None:
+            handle.cancel()
+        self._outstanding[station] = command
+        self._send(command, writer)
+        wait = asyncio.create_task(self._await_answer(command), name=f"sl651:{station}:answer")
+        self._waits.add(wait)
+        wait.add_done_callback(self._waits.discard)
+
+    def _send(self, command: DownlinkCommand, writer: asyncio.StreamWriter) -> None:
+        key = self.stations[command.station]
+        now = time.time()
+        centre = self._centres.get(command.station, 1)
+        writer.write(downlink_frame(command, centre, key.password, now, self.tz))
+        command.sends += 1
+        command.state = DownlinkState.SENT
+        command.sent_at = now
+        self.stats.stations[command.station].commands_sent += 1
+
+    async def _await_answer(self, command: DownlinkCommand) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(command.done.wait(), ANSWER_TIMEOUT_S)
+                break
+            except TimeoutError:
+                writer = self._writers.get(command.station)
+                if command.sends > RESENDS or writer is None or writer.is_closing():
+                    self._failed(command, f"no answer after {command.sends} sends")
+                    break
+                self._send(command, writer)
+        if self._outstanding.get(command.station) is command:
+            del self._outstanding[command.station]
+        self._pump(command.station)
+
+    def _answered(self, command: DownlinkCommand, report: Report) -> bool:
+        """Take a station's answer to ``command``; False if the command is sent again."""
+        if (
+            command.function is Downlink.SET_CLOCK
+            and abs(report.sent_at - time.time()) > CLOCK_DRIFT_LIMIT_S
+            and command.sends <= RESENDS
+        ):
+            # The standard sets a clock that was far off twice.
+            writer = self._writers.get(command.station)
+            if writer is not None and not writer.is_closing():
+                self._send(command, writer)
+                return False
+        command.answer = report
+        self.stats.stations[command.station].commands_answered += 1
+        command.finish(DownlinkState.ANSWERED, time.time())
+        return True
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -118,6 +265,7 @@ class Sl651Listener:
         self.stats.open_connections += 1
         peer = writer.get_extra_info("peername")
         buffer = bytearray()
+        heard: set[str] = set()
         try:
             while True:
                 try:
@@ -131,11 +279,14 @@ class Sl651Listener:
                 for problem in problems:
                     self._count_problem(problem, peer)
                 for frame in frames:
-                    answer = await self._handle(frame)
+                    answer = await self._handle(frame, writer)
                     if answer:
                         writer.write(answer)
-                        await writer.drain()
                         self.stats.confirms += 1
+                    if frame.station in self.stations:
+                        heard.add(frame.station)
+                        self._pump(frame.station)
+                    await writer.drain()
         except (ConnectionError, OSError) as exc:
             log.info("%s: station at %s went away: %s", self.id, peer, exc)
         except asyncio.CancelledError:
@@ -145,7 +296,24 @@ class Sl651Listener:
         finally:
             self.stats.open_connections -= 1
             self._connections.discard(task)
+            for station in heard:
+                if self._writers.get(station) is writer:
+                    del self._writers[station]
+                    self.stats.stations[station].online_until = 0.0
             writer.close()
+
+    def _check_clock(self, station: str, stats: StationStats, report: Report, now: float) -> None:
+        stats.clock_offset_s = report.sent_at - now
+        drift = abs(stats.clock_offset_s) > CLOCK_DRIFT_LIMIT_S
+        if drift and not stats.clock_drift:
+            log.warning(
+                "%s: station %s: its clock is %+.0f s off the centre's",
+                self.id,
+                station,
+                stats.clock_offset_s,
+                extra={"link": self.id, "device": station},
+            )
+        stats.clock_drift = drift
 
     def _count_problem(self, problem: fr.Problem, peer: object) -> None:
         if problem.kind == "bad_crc":
@@ -162,7 +330,7 @@ class Sl651Listener:
             extra={"link": self.id},
         )
 
-    async def _handle(self, frame: fr.Frame) -> bytes | None:
+    async def _handle(self, frame: fr.Frame, writer: asyncio.StreamWriter) -> bytes | None:
         """Count, check and hand on one frame; the bytes to answer with, if any."""
         self.stats.frames += 1
         if not frame.uplink:
@@ -186,8 +354,12 @@ class Sl651Listener:
                 extra={"link": self.id, "device": frame.station},
             )
             return None
+        now = time.time()
+        self._writers[frame.station] = writer
+        self._centres[frame.station] = frame.centre
         if frame.function == KEEP_ALIVE:
             stats.keep_alives += 1
+            stats.online_until = now + ONLINE_WINDOW_S
             return None
         try:
             report = parse_report(frame.function, frame.body, self.tz)
@@ -196,7 +368,20 @@ class Sl651Listener:
             self.stats.bad_frames += 1
             log.info("%s: station %s: body not understood: %s", self.id, frame.station, exc)
             return None
-        answer = fr.confirm(frame) if frame.function in CONFIRMED else None
+        self._check_clock(frame.station, stats, report, now)
+        outstanding = self._outstanding.get(frame.station)
+        if outstanding is not None and frame.function == outstanding.function:
+            # The answer to the centre's command (M4): not confirmed.
+            stats.online_until = now + ONLINE_WINDOW_S
+            if self._answered(outstanding, report) and report.observations:
+                await self.on_report(key, report)
+            return None
+        answer = None
+        if frame.function in CONFIRMED:
+            keep_online = bool(self._queues.get(frame.station))
+            answer = fr.confirm(frame, keep_online=keep_online)
+            if keep_online and frame.end is not fr.End.ETB:
+                stats.online_until = now + ONLINE_WINDOW_S
         seen = self._seen.setdefault(frame.station, collections.deque(maxlen=DEDUP_DEPTH))
         fingerprint = (frame.function, report.serial, report.sent_at)
         if fingerprint in seen:

@@ -15,6 +15,8 @@ class Sl651PointSpec(BaseModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     #: The element identifier (guide byte) in hex, "39" for the water level Z.
     element: int
+    #: One bit of a HEX word element (the 45H status and alarm word): the point is 0/1.
+    bit: int | None = Field(default=None, ge=0, le=31)
     unit: str = ""
     description: str = ""
 
@@ -43,10 +45,17 @@ class Sl651Profile(BaseModel):
     @model_validator(mode="after")
     def _unique(self) -> Sl651Profile:
         for i, point in enumerate(self.points):
-            if any(p.element == point.element for p in self.points[:i]):
-                raise ValueError(f"points[{i}] element {point.element:02X} is already a point")
+            if any(p.name == point.name for p in self.points[:i]):
+                raise ValueError(f"points[{i}] name {point.name!r} is already a point")
+            if any((p.element, p.bit) == (point.element, point.bit) for p in self.points[:i]):
+                what = f"element {point.element:02X}"
+                what += "" if point.bit is None else f" bit {point.bit}"
+                raise ValueError(f"points[{i}] {what} is already a point")
         return self
 
-    def point_of(self) -> dict[int, int]:
-        """Element identifier -> point index."""
-        return {p.element: i for i, p in enumerate(self.points)}
+    def points_of(self) -> dict[int, list[tuple[int, int | None]]]:
+        """Element identifier -> the points it feeds: (point index, bit or None for the value)."""
+        out: dict[int, list[tuple[int, int | None]]] = {}
+        for i, p in enumerate(self.points):
+            out.setdefault(p.element, []).append((i, p.bit))
+        return out

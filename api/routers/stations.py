@@ -1,0 +1,144 @@
+"""SL651 stations: their reachability and clocks, and commands that wait for them to call."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Response
+
+from api.auth import Reader, current_principal, may, read_guard
+from api.bounds import RowId
+from api.deps import ControllerDep
+from api.keys import Principal
+from api.schemas import StationCommandIn, StationCommandOut, StationOut, utc
+from controller.control.audit import Actor
+from controller.runtime import Controller
+from controller.station_commands import StationCommand, UnknownStation
+from drivers.sl651.downlink import Downlink
+from drivers.sl651.profile import Sl651Profile
+
+router = APIRouter(
+    prefix="/stations", tags=["stations"], dependencies=[Depends(read_guard("stations"))]
+)
+
+Caller = Annotated[Principal, Depends(current_principal)]
+_COMMANDS = {"set_clock": Downlink.SET_CLOCK, "query": Downlink.QUERY_REALTIME}
+_DUTY = {"set_clock": "station_clock", "query": "station_query"}
+
+
+def _station(controller: Controller, station_id: str) -> str:
+    try:
+        controller.station_commands.station(station_id)
+    except UnknownStation:
+        raise HTTPException(404, f"no SL651 station {station_id!r}") from None
+    return station_id
+
+
+def station_out(controller: Controller, device_id: str) -> StationOut:
+    """The API form of a station's state."""
+    listener, station = controller.station_commands.station(device_id)
+    stats = listener.stats.stations[station]
+    return StationOut(
+        id=device_id,
+        listener=listener.id,
+        station=station,
+        connected=listener.connected(station),
+        online_until=utc(stats.online_until or None),
+        last_report=utc(stats.last_report),
+        reports=stats.reports,
+        duplicates=stats.duplicates,
+        keep_alives=stats.keep_alives,
+        wrong_password=stats.wrong_password,
+        bad_body=stats.bad_body,
+        clock_offset_s=None if stats.clock_offset_s is None else round(stats.clock_offset_s, 1),
+        clock_drift=stats.clock_drift,
+        pending_commands=len(listener.pending(station)),
+        commands_sent=stats.commands_sent,
+        commands_answered=stats.commands_answered,
+        commands_failed=stats.commands_failed,
+    )
+
+
+def command_out(controller: Controller, command: StationCommand) -> StationCommandOut:
+    """The API form of a station command."""
+    d = command.downlink
+    readings: dict[str, float | None] = {}
+    if d.answer is not None:
+        profile = controller.registry.by_id[command.device].profile
+        assert isinstance(profile, Sl651Profile)
+        feeds = profile.points_of()
+        for o in d.answer.observations:
+            for index, bit in feeds.get(o.element, ()):
+                if bit is None:
+                    readings[profile.points[index].name] = o.value
+    name = next(k for k, v in _COMMANDS.items() if v is d.function)
+    return StationCommandOut(
+        id=command.id,
+        station=command.device,
+        command=name,
+        by=command.actor.name,
+        role=command.actor.role,
+        status=d.state.value,
+        queued_at=utc(d.queued_at) or datetime.min,
+        sent_at=utc(d.sent_at),
+        finished_at=utc(d.finished_at),
+        sends=d.sends,
+        reason=d.reason,
+        readings=readings,
+    )
+
+
+@router.get("", response_model=list[StationOut])
+def list_stations(controller: ControllerDep) -> list[StationOut]:
+    """Every SL651 station: connected, online for commands, its clock and counters."""
+    return [station_out(controller, s) for s in controller.station_commands.stations()]
+
+
+@router.get("/{station_id}", response_model=StationOut)
+def get_station(station_id: str, controller: ControllerDep) -> StationOut:
+    """One station's state."""
+    return station_out(controller, _station(controller, station_id))
+
+
+@router.post("/{station_id}/commands", status_code=202, response_model=StationCommandOut)
+async def send_command(
+    station_id: str,
+    body: StationCommandIn,
+    controller: ControllerDep,
+    principal: Caller,
+    response: Response,
+) -> StationCommandOut:
+    """Queue a command; the station gets it when it next calls (its report is then
+    confirmed with ESC to keep it online). Follow it at ``.../commands/{id}``."""
+    station_id = _station(controller, station_id)
+    actor = Actor(principal.name, principal.key_id, principal.role.value)
+    action = f"sl651_{body.command}"
+    if not may(principal.role, _DUTY[body.command]):
+        reason = f"role {principal.role.value} may not send {body.command} to a station"
+        await controller.commands.record_refusal("api", actor, action, station_id, reason)
+        raise HTTPException(403, reason)
+    command = await controller.station_commands.submit(
+        station_id, _COMMANDS[body.command], actor, "api"
+    )
+    response.headers["Location"] = f"/stations/{station_id}/commands/{command.id}"
+    return command_out(controller, command)
+
+
+@router.get("/{station_id}/commands", response_model=list[StationCommandOut])
+def list_commands(
+    station_id: str, controller: ControllerDep, _principal: Reader
+) -> list[StationCommandOut]:
+    """The station's recent commands, newest first (the audit log keeps all)."""
+    station_id = _station(controller, station_id)
+    return [command_out(controller, c) for c in controller.station_commands.recent(station_id)]
+
+
+@router.get("/{station_id}/commands/{command_id}", response_model=StationCommandOut)
+def get_command(station_id: str, command_id: RowId, controller: ControllerDep) -> StationCommandOut:
+    """One recent command of the station."""
+    station_id = _station(controller, station_id)
+    command = controller.station_commands.get(command_id)
+    if command is None or command.device != station_id:
+        raise HTTPException(404, f"no recent command {command_id} for station {station_id}")
+    return command_out(controller, command)

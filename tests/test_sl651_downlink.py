@@ -1,0 +1,196 @@
+"""SL651 downlink: commands queued for a sleeping station go out after an ESC confirm."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from api.keys import ApiKeyStore, Role
+from controller.config import LoadedConfig
+from controller.runtime import Controller
+from drivers.sl651 import frame as fr
+from drivers.sl651 import listener as listener_module
+from drivers.sl651.body import Report, encode_report, parse_report
+from drivers.sl651.downlink import Downlink, DownlinkState
+from drivers.sl651.listener import Sl651Listener, StationKey
+from simulators.sl651_station import Sl651Station
+from tests.conftest import free_port
+from tests.helpers import api_client
+from tests.test_sl651 import station_city
+
+WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
+
+TZ = ZoneInfo("Asia/Shanghai")
+STATION = "0012345678"
+
+
+async def started_listener(port: int, reports: list[Report]) -> Sl651Listener:
+    async def collect(key: StationKey, report: Report) -> None:
+        reports.append(report)
+
+    listener = Sl651Listener(
+        "centre", "127.0.0.1", port, [StationKey(0, STATION, 0x1234)], TZ, collect
+    )
+    await listener.start()
+    return listener
+
+
+async def test_commands_wait_for_the_station_and_go_out_after_an_esc_confirm() -> None:
+    port, reports = free_port(), list[Report]()
+    listener = await started_listener(port, reports)
+    station = Sl651Station(STATION, 0x1234, 1, TZ, clock_offset=900.0)  # 15 min fast
+    try:
+        set_clock = listener.queue(STATION, Downlink.SET_CLOCK, expire_after=60)
+        query = listener.queue(STATION, Downlink.QUERY_REALTIME, expire_after=60)
+        assert [c.state for c in listener.pending(STATION)] == [DownlinkState.QUEUED] * 2
+
+        await station.connect("127.0.0.1", port)
+        confirm = await station.send(station.report(station.clock(), 0.31))
+        # Something is queued: the confirm keeps the station online.
+        assert confirm is not None and confirm.end is fr.End.ESC
+        stats = listener.stats.stations[STATION]
+        assert stats.clock_drift and stats.clock_offset_s == pytest.approx(900, abs=5)
+
+        online = asyncio.create_task(station.stay_online(5.0, keep_alive=0.5))
+        await asyncio.wait_for(set_clock.done.wait(), 5)
+        await asyncio.wait_for(query.done.wait(), 5)
+        assert (set_clock.state, query.state) == (DownlinkState.ANSWERED, DownlinkState.ANSWERED)
+        # The station's clock now follows the centre's.
+        assert abs(station.clock_offset) < 5 and set_clock.sends == 1
+        sent = station.commands
+        assert [(c.function, c.end, c.uplink) for c in sent] == [
+            (0x4A, fr.End.ENQ, False),
+            (0x37, fr.End.ENQ, False),
+        ]
+        assert sent[0].body[:2] == b"\x00\x00"  # a centre-started exchange has serial 0
+        assert sent[0].body[8:15] == b"\xf1\xf1" + bytes.fromhex(STATION)
+        # The answer to the query is real-time data, handed on as readings.
+        assert query.answer is not None
+        assert [o.value for o in query.answer.observations if o.element == 0x39] == [0.31]
+        assert len(reports) == 2  # the timed report and the query's answer
+        await online
+
+        # Nothing queued any more: the next report is confirmed with EOT, clock in step.
+        confirm = await station.send(station.report(station.clock(), 0.2))
+        assert confirm is not None and confirm.end is fr.End.EOT
+        assert not stats.clock_drift and abs(stats.clock_offset_s or 99) < 5
+        assert (stats.commands_sent, stats.commands_answered) == (2, 2)
+    finally:
+        await station.close()
+        await listener.stop()
+
+
+async def test_a_command_for_a_station_that_never_calls_expires() -> None:
+    listener = await started_listener(free_port(), [])
+    try:
+        command = listener.queue(STATION, Downlink.QUERY_REALTIME, expire_after=0.2)
+        await asyncio.wait_for(command.done.wait(), 3)
+        assert command.state is DownlinkState.FAILED and "expired" in command.reason
+        assert listener.pending(STATION) == []
+        with pytest.raises(KeyError):
+            listener.queue("0099999999", Downlink.QUERY_REALTIME, expire_after=1)
+    finally:
+        await listener.stop()
+
+
+async def test_a_station_that_does_not_answer_is_asked_three_times_then_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(listener_module, "ANSWER_TIMEOUT_S", 0.2)
+    port = free_port()
+    listener = await started_listener(port, [])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        command = listener.queue(STATION, Downlink.QUERY_REALTIME, expire_after=60)
+        body = encode_report(1, time.time(), STATION, 0x48, time.time(), [(0x39, 0x23, 0.1)], TZ)
+        writer.write(fr.build(STATION, 1, 0x1234, 0x32, body, fr.End.ETX, uplink=True))
+        await asyncio.wait_for(command.done.wait(), 5)
+        assert command.state is DownlinkState.FAILED and command.sends == 3
+        assert "no answer after 3 sends" in command.reason
+        received, frames = bytearray(), list[fr.Frame]()
+        while len(frames) < 4:
+            received += await asyncio.wait_for(reader.read(4096), 2)
+            more, problems = fr.split(received)
+            assert problems == []
+            frames += more
+        assert [(f.function, f.end) for f in frames] == [(0x32, fr.End.ESC)] + [
+            (0x37, fr.End.ENQ)
+        ] * 3
+        assert parse_report(0x37, frames[1].body, TZ).serial == 0
+    finally:
+        writer.close()
+        await listener.stop()
+
+
+async def test_people_queue_station_commands_through_the_api_and_the_audit_log_keeps_them(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    port = free_port()
+    doc = station_city(tmp_path, port)
+    doc["api"] = {"keys_path": str(tmp_path / "keys.db")}
+    loaded = write_config(doc)
+    keys = ApiKeyStore(tmp_path / "keys.db")
+    viewer = {"X-API-Key": keys.create("Zhou", Role.VIEWER)}
+    duty = {"X-API-Key": keys.create("Huang (flood duty)", Role.FLOOD_DUTY)}
+    engineer = {"X-API-Key": keys.create("Chen Gong", Role.ENGINEER)}
+    keys.close()
+    station = Sl651Station(STATION, 0x1234, 1, TZ, clock_offset=-600.0)
+    async with Controller(loaded) as controller:
+        await controller.start()
+        async with api_client(controller) as client:
+            url = "/stations/WL-TUNNEL/commands"
+            assert (await client.get("/stations", headers={"X-Anonymous": "1"})).status_code == 401
+            [before] = (await client.get("/stations", headers=viewer)).json()
+            assert (before["connected"], before["last_report"]) == (False, None)
+
+            refused = await client.post(url, json={"command": "query"}, headers=viewer)
+            assert refused.status_code == 403
+            refused = await client.post(url, json={"command": "set_clock"}, headers=duty)
+            assert refused.status_code == 403 and "set_clock" in refused.json()["detail"]
+            bad = await client.post(url, json={"command": "reboot"}, headers=engineer)
+            assert bad.status_code == 422
+            nowhere = await client.post(
+                "/stations/NO-SUCH/commands", json={"command": "query"}, headers=engineer
+            )
+            assert nowhere.status_code == 404
+
+            query = await client.post(url, json={"command": "query"}, headers=duty)
+            clock = await client.post(url, json={"command": "set_clock"}, headers=engineer)
+            assert (query.status_code, clock.status_code) == (202, 202)
+            assert query.json()["status"] == "pending_delivery"
+            assert clock.headers["Location"] == f"{url}/{clock.json()['id']}"
+
+            # The station calls: its report is confirmed with ESC and the commands go out.
+            await station.connect("127.0.0.1", port)
+            try:
+                confirm = await station.send(station.report(station.clock(), 0.27))
+                assert confirm is not None and confirm.end is fr.End.ESC
+                [now] = (await client.get("/stations", headers=viewer)).json()
+                assert now["connected"] and now["clock_drift"]
+                assert now["clock_offset_s"] == pytest.approx(-600, abs=5)
+                online = asyncio.create_task(station.stay_online(3.0, keep_alive=1.0))
+                for _ in range(50):
+                    done = (await client.get(url, headers=viewer)).json()
+                    if all(c["status"] in ("answered", "failed") for c in done):
+                        break
+                    await asyncio.sleep(0.1)
+                await online
+            finally:
+                await station.close()
+            answered = (await client.get(f"{url}/{query.json()['id']}", headers=viewer)).json()
+            assert answered["status"] == "answered"
+            assert answered["readings"]["water_level"] == pytest.approx(0.27)
+            assert abs(station.clock_offset) < 5
+
+            audit = (await client.get("/audit")).json()  # as the test's admin
+            rows = {(r["action"], r["by"], r["outcome"]) for r in audit}
+            assert ("sl651_query", "Huang (flood duty)", "confirmed") in rows
+            assert ("sl651_set_clock", "Chen Gong", "confirmed") in rows
+            assert ("sl651_set_clock", "Huang (flood duty)", "refused") in rows
+            assert ("sl651_query", "Zhou", "refused") in rows
