@@ -100,7 +100,7 @@ class LampConfig(Located):
 
     id: Identifier
     pole: str = ""
-    circuit: int = Field(default=1, ge=1, le=16)
+    circuit: int = Field(default=1, ge=1, le=32)
     phase: Literal["A", "B", "C"] = "A"
     rated_w: float = Field(default=150.0, gt=0, le=5000)
 
@@ -108,7 +108,7 @@ class LampConfig(Located):
 class LampRunConfig(_Strict):
     """A row of identical lamps on one circuit, numbered ``{cabinet}-L001`` onward."""
 
-    circuit: int = Field(ge=1, le=16)
+    circuit: int = Field(ge=1, le=32)
     count: int = Field(ge=1, le=1024)
     rated_w: float = Field(default=150.0, gt=0, le=5000)
     road: str = ""
@@ -121,7 +121,7 @@ class CabinetConfig(Located):
     link: str
     unit: int = Field(ge=1, le=247)
     profile: str = "sl-cabinet-4c"
-    circuits: int = Field(default=4, ge=1, le=16)
+    circuits: int = Field(default=4, ge=1, le=32)
     lamps: list[LampConfig] = []
     lamp_runs: list[LampRunConfig] = []
 

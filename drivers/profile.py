@@ -67,6 +67,16 @@ class Order(StrEnum):
     LITTLE = "little"
 
 
+#: The usual names of a 32-bit value's byte layout, as (word order, byte order):
+#: A is the most significant byte.
+ORDER_NAMES: dict[str, tuple[Order, Order]] = {
+    "ABCD": (Order.BIG, Order.BIG),
+    "CDAB": (Order.LITTLE, Order.BIG),
+    "BADC": (Order.BIG, Order.LITTLE),
+    "DCBA": (Order.LITTLE, Order.LITTLE),
+}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -80,6 +90,8 @@ class PointSpec(_Strict):
     type: DataType = DataType.U16
     word_order: Order = Order.BIG
     byte_order: Order = Order.BIG
+    #: The byte layout by its usual name (ABCD, CDAB, BADC, DCBA), instead of the two orders.
+    order: Literal["ABCD", "CDAB", "BADC", "DCBA"] | None = None
     scale: float = 1.0
     offset: float = 0.0
     unit: str = ""
@@ -87,6 +99,21 @@ class PointSpec(_Strict):
     description: str = ""
     #: A raw register value the device uses to say "no valid reading" (often 0xFFFF).
     invalid_raw: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named_order(cls, data: object) -> object:
+        if not isinstance(data, dict) or data.get("order") is None:
+            return data
+        name = data["order"]
+        if name not in ORDER_NAMES:
+            return data  # the field's own check names the choices
+        word, byte = ORDER_NAMES[name]
+        for key, implied in (("word_order", word), ("byte_order", byte)):
+            given = data.get(key)
+            if given is not None and Order(given) is not implied:
+                raise ValueError(f"order {name} means {key} {implied.value}, not {given}")
+        return {**data, "word_order": word, "byte_order": byte}
 
     @model_validator(mode="after")
     def _check_consistency(self) -> PointSpec:

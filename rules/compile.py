@@ -10,6 +10,7 @@ profile is its switch command, its power, its circuit 2 current, and so on.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,7 +56,7 @@ _LAMP_SLOT = {
     "day_burning": K.L_DAY,
 }
 _CAB_SLOT = {"circuit_break": 0, "contactor": 1}
-_ROLE_POINTS = {
+_LAMP_ROLE_POINTS = {
     K.R_SWITCH_CMD: "switch_cmd",
     K.R_DIM_CMD: "dim_cmd",
     K.R_LAMP_ON: "lamp_on",
@@ -63,10 +64,29 @@ _ROLE_POINTS = {
     K.R_VOLTAGE: "voltage",
     K.R_POWER: "power",
 }
-for _c in range(K.MAX_CIRCUITS):
-    _ROLE_POINTS[K.R_CIRCUIT_CMD + _c] = f"circuit{_c + 1}_cmd"
-    _ROLE_POINTS[K.R_CIRCUIT_ON + _c] = f"circuit{_c + 1}_on"
-    _ROLE_POINTS[K.R_CIRCUIT_CURRENT + _c] = f"circuit{_c + 1}_current"
+_CIRCUIT_CMD = re.compile(r"^circuit(\d+)_cmd$")
+
+
+def role_points(circuits: int) -> dict[int, str]:
+    """The point name of each role, for cabinets of up to ``circuits`` circuits."""
+    names = dict(_LAMP_ROLE_POINTS)
+    for c in range(circuits):
+        cmd, on, current = K.circuit_roles(c, circuits)
+        names[cmd] = f"circuit{c + 1}_cmd"
+        names[on] = f"circuit{c + 1}_on"
+        names[current] = f"circuit{c + 1}_current"
+    return names
+
+
+def site_circuits(registry: Registry) -> int:
+    """The most circuits any device's profile has (``circuitN_cmd`` points), at least 1."""
+    most = 1
+    for d in registry.devices:
+        for p in d.points:
+            match = _CIRCUIT_CMD.match(p.name)
+            if match:
+                most = max(most, int(match.group(1)))
+    return most
 
 
 def selects(selector: Selector, device: Device) -> bool:
@@ -99,8 +119,10 @@ class CompiledRules:
     bind_ring: npt.NDArray[np.int64]
     ring_rows: int
     role_pt: npt.NDArray[np.int16]
-    #: Role of each point of each profile (-1: none); profile of each device.
-    point_role: npt.NDArray[np.int8]
+    #: Point of each role in each profile (one past the last point: none), points of
+    #: each profile, and the profile of each device.
+    role_point: npt.NDArray[np.int16]
+    prof_points: npt.NDArray[np.int16]
     dev_profile: npt.NDArray[np.int32]
     #: 1 where a device has single-point rule bindings.
     dev_binds: npt.NDArray[np.uint8]
@@ -113,6 +135,8 @@ class CompiledRules:
     comm_rule: npt.NDArray[np.int32]
     comm_limit: npt.NDArray[np.float64]
     day_devices: npt.NDArray[np.int64]
+    #: Circuits per cabinet the state is sized for (the most any profile has).
+    circuits: int = 4
     binding_of: dict[tuple[int, int], int] = field(default_factory=dict)
 
     def rule_index(self, rule_id: str) -> int:
@@ -191,10 +215,16 @@ def compile_rules(loaded: LoadedConfig, registry: Registry) -> CompiledRules:
         chan_base[d.index] = total
         total += len(d.points)
     bindings: list[tuple[int, int, int, int, list[float]]] = []  # channel, rule, dev, point, limits
-    role_pt = np.full((n_dev, K.N_ROLES), -1, dtype=np.int16)
+    circuits = site_circuits(registry)
+    if circuits > K.MAX_CIRCUITS:
+        raise ConfigError(
+            file, "profiles", f"a profile has {circuits} circuits; at most {K.MAX_CIRCUITS}"
+        )
+    roles = role_points(circuits)
+    role_pt = np.full((n_dev, K.role_count(circuits)), -1, dtype=np.int16)
     for d in registry.devices:
         names = {p.name: i for i, p in enumerate(d.points)}
-        for role, point in _ROLE_POINTS.items():
+        for role, point in roles.items():
             if point in names:
                 role_pt[d.index, role] = names[point]
     dev_lamp_rule = np.full((n_dev, 4), -1, dtype=np.int32)
@@ -241,7 +271,7 @@ def compile_rules(loaded: LoadedConfig, registry: Registry) -> CompiledRules:
                     matched += 1
         else:
             for d in chosen:
-                if role_pt[d.index, K.R_CIRCUIT_CMD] >= 0:
+                if role_pt[d.index, K.circuit_roles(0, circuits)[0]] >= 0:
                     slot = _CAB_SLOT[rule.kind]
                     if dev_cab_rule[d.index, slot] < 0:
                         dev_cab_rule[d.index, slot] = r
@@ -262,23 +292,27 @@ def compile_rules(loaded: LoadedConfig, registry: Registry) -> CompiledRules:
     dev_profile = np.zeros(n_dev, dtype=np.int32)
     for d in registry.devices:
         dev_profile[d.index] = profile_ids.setdefault(d.profile.name, len(profile_ids))
-    point_role = np.full((max(len(profile_ids), 1), max(registry.max_points, 1)), -1, np.int8)
+    n_prof = max(len(profile_ids), 1)
+    # A role the profile lacks points at the slot past every point: always NaN.
+    nan_slot = max(registry.max_points, 1)
+    role_point = np.full((n_prof, K.role_count(circuits)), nan_slot, np.int16)
+    prof_points = np.zeros(n_prof, np.int16)
     for d in registry.devices:
-        for role in range(K.N_ROLES):
-            if role_pt[d.index, role] >= 0:
-                point_role[dev_profile[d.index], role_pt[d.index, role]] = role
+        own = role_pt[d.index]
+        role_point[dev_profile[d.index]] = np.where(own >= 0, own, nan_slot)
+        prof_points[dev_profile[d.index]] = len(d.points)
     dev_binds = np.zeros(n_dev, dtype=np.uint8)
     dev_binds[np.asarray([b[2] for b in bindings], dtype=np.int64)] = 1
 
     rated = np.zeros(n_dev)
-    circuit_lamps = np.zeros((n_dev, K.MAX_CIRCUITS), dtype=np.int32)
+    circuit_lamps = np.zeros((n_dev, circuits), dtype=np.int32)
     lat = np.zeros(n_dev)
     lon = np.zeros(n_dev)
     for d in registry.devices:
         lat[d.index], lon[d.index] = d.location.lat, d.location.lon
         if d.rated_w is not None:
             rated[d.index] = d.rated_w
-        if d.parent is not None and d.circuit is not None and d.circuit <= K.MAX_CIRCUITS:
+        if d.parent is not None and d.circuit is not None and d.circuit <= circuits:
             circuit_lamps[d.parent, d.circuit - 1] += 1
     compiled = CompiledRules(
         rules=list(rules),
@@ -294,7 +328,8 @@ def compile_rules(loaded: LoadedConfig, registry: Registry) -> CompiledRules:
         bind_ring=bind_ring,
         ring_rows=int(rate.sum()),
         role_pt=role_pt,
-        point_role=point_role,
+        role_point=role_point,
+        prof_points=prof_points,
         dev_profile=dev_profile,
         dev_binds=dev_binds,
         dev_lamp_rule=dev_lamp_rule,
@@ -306,6 +341,7 @@ def compile_rules(loaded: LoadedConfig, registry: Registry) -> CompiledRules:
         comm_rule=comm_rule,
         comm_limit=comm_limit,
         day_devices=np.flatnonzero(dev_lamp_rule[:, K.L_DAY] >= 0).astype(np.int64),
+        circuits=circuits,
     )
     compiled.binding_of = {
         (int(r), int(d)): k

@@ -134,8 +134,10 @@ class RuleEngine:
         self.cyc_ring = np.zeros((n_devices, K.CYCLE_RING))
         self.cyc_n = np.zeros(n_devices, np.int64)
         self.last_on = np.full(n_devices, -1, np.int64)
-        self.cab_state = np.zeros((n_devices, K.MAX_CIRCUITS, 2), np.int8)
-        self.cab_since = np.full((n_devices, K.MAX_CIRCUITS), np.nan)
+        self.cab_state = np.zeros((n_devices, compiled.circuits, 2), np.int8)
+        self.cab_since = np.full((n_devices, compiled.circuits), np.nan)
+        # The kernel's scratch holds a poll's values by point, and one slot that stays NaN.
+        self._scratch = max(max_points, int(compiled.role_point.max(initial=0))) + 1
         self.comm_state = np.zeros(n_devices, np.int8)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0
@@ -176,7 +178,8 @@ class RuleEngine:
             self.ring_n,
             rv,
             self.last_good,
-            c.point_role,
+            c.role_point,
+            c.prof_points,
             c.dev_profile,
             c.dev_binds,
             c.dev_lamp_rule,
@@ -218,7 +221,7 @@ class RuleEngine:
         out = []
         first = 0
         end = len(starts) if len(starts) else len(columns[0])  # type: ignore[arg-type]
-        rv = np.full(K.N_ROLES, np.nan)  # scratch of this thread
+        rv = np.full(self._scratch, np.nan)  # this thread's own
         ev_int = np.zeros((EVENT_CAPACITY, 5), np.int64)
         ev_flt = np.zeros((EVENT_CAPACITY, 3), np.float64)
         while first < end:
@@ -322,7 +325,7 @@ class RuleEngine:
                 K.K_DAY_BURNING: K.L_DAY,
             }[rkind]
             self.lamp_state[device, slot] = level
-        elif rkind in (K.K_CIRCUIT_BREAK, K.K_CONTACTOR) and 1 <= sub <= K.MAX_CIRCUITS:
+        elif rkind in (K.K_CIRCUIT_BREAK, K.K_CONTACTOR) and 1 <= sub <= self.c.circuits:
             self.cab_state[device, sub - 1, 0 if rkind == K.K_CIRCUIT_BREAK else 1] = 1
         elif rkind == 0:
             self.comm_state[device] = 1

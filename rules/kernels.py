@@ -52,18 +52,33 @@ P_B = 7  # rate: window; stuck: tolerance; lamp power: tolerance; cycling: windo
 P_C = 8  # stuck: min value; lamp power: driver loss
 N_PARAMS = 9
 
-# Point roles of device-level rules (column of the role table; -1 when absent).
+# Point roles of device-level rules (columns of the role tables; -1 when absent): the
+# lamp's, then per circuit its command, its feedback and its current. A site's role
+# tables have ``role_count(circuits)`` columns, ``circuits`` sized from its profiles.
 R_SWITCH_CMD = 0
 R_DIM_CMD = 1
 R_LAMP_ON = 2
 R_DIM_LEVEL = 3
 R_VOLTAGE = 4
 R_POWER = 5
-R_CIRCUIT_CMD = 6  # + circuit - 1, circuits 1..4
-R_CIRCUIT_ON = 10
-R_CIRCUIT_CURRENT = 14
-N_ROLES = 18
-MAX_CIRCUITS = 4
+N_LAMP_ROLES = 6
+#: The most circuits a cabinet profile may have.
+MAX_CIRCUITS = 32
+
+
+def role_count(circuits: int) -> int:
+    """Columns of the role tables for cabinets of up to ``circuits`` circuits."""
+    return N_LAMP_ROLES + 3 * circuits
+
+
+def circuit_roles(circuit: int, circuits: int) -> tuple[int, int, int]:
+    """The command, feedback and current roles of a circuit (0-based)."""
+    return (
+        N_LAMP_ROLES + circuit,
+        N_LAMP_ROLES + circuits + circuit,
+        N_LAMP_ROLES + 2 * circuits + circuit,
+    )
+
 
 # Lamp rule slots (columns of dev_lamp_rule / lamp_state).
 L_FAILURE = 0
@@ -91,6 +106,13 @@ def _emit(ev_i, ev_int, ev_flt, rule, dev, sub, kind, level, ts, val, lim):
     ev_flt[ev_i, 1] = val
     ev_flt[ev_i, 2] = lim
     return ev_i + 1
+
+
+@numba.njit(cache=True, inline="always")
+def _role_value(rv, role_point, prof, role):
+    """This poll's value of a role: NaN when it was bad or missing, or when the profile
+    lacks the role (its point is then the scratch's last slot, which is always NaN)."""
+    return rv[role_point[prof, role]]
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -143,7 +165,8 @@ def _run_part(
     ring_n,
     rv,
     last_good,
-    point_role,
+    role_point,
+    prof_points,
     dev_profile,
     dev_binds,
     dev_lamp_rule,
@@ -183,9 +206,10 @@ def _run_part(
         t0 = ts[g_start]
         if ev_i + reserve > capacity:
             return cursor, ev_i
-        # This poll's values of the points device-level rules read (by role).
-        rv[:] = np.nan
+        # This poll's values by point, for the device-level rules; a point the poll
+        # lacks or read bad stays NaN.
         prof = dev_profile[d]
+        rv[: prof_points[prof]] = np.nan
         binds = dev_binds[d]
         any_good = False
         t = t0  # a group is one poll: every reading in it has the same time
@@ -198,9 +222,7 @@ def _run_part(
             v = val[xi]
             bad = q[xi] >= BAD or math.isnan(v)
             if not bad:
-                role = point_role[prof, p]
-                if role >= 0:
-                    rv[role] = v
+                rv[p] = v
                 any_good = True
             if binds == 0:
                 continue  # most lamps: no single-point rule to look up
@@ -347,12 +369,12 @@ def _run_part(
             or dev_lamp_rule[d, L_CYCLING] >= 0
             or dev_lamp_rule[d, L_DAY] >= 0
         ):
-            switch = rv[R_SWITCH_CMD]
-            lit = rv[R_LAMP_ON]
-            dim = rv[R_DIM_LEVEL]
-            dim_cmd = rv[R_DIM_CMD]
-            volts = rv[R_VOLTAGE]
-            power = rv[R_POWER]
+            switch = _role_value(rv, role_point, prof, R_SWITCH_CMD)
+            lit = _role_value(rv, role_point, prof, R_LAMP_ON)
+            dim = _role_value(rv, role_point, prof, R_DIM_LEVEL)
+            dim_cmd = _role_value(rv, role_point, prof, R_DIM_CMD)
+            volts = _role_value(rv, role_point, prof, R_VOLTAGE)
+            power = _role_value(rv, role_point, prof, R_POWER)
             level = dim_cmd if not math.isnan(dim_cmd) else dim
             nominal = rated_w[d] * max(level, 10.0) * 0.01  # rated power at this dim level
             for slot in range(4):
@@ -418,14 +440,15 @@ def _run_part(
                         limit,
                     )
         # Device-level circuit rules of a cabinet.
+        circuits = cab_state.shape[1]
         for slot in range(2):
             r = dev_cab_rule[d, slot]
             if r < 0:
                 continue
-            for c in range(MAX_CIRCUITS):
-                cmd = rv[R_CIRCUIT_CMD + c]
-                closed = rv[R_CIRCUIT_ON + c]
-                amps = rv[R_CIRCUIT_CURRENT + c]
+            for c in range(circuits):
+                cmd = _role_value(rv, role_point, prof, N_LAMP_ROLES + c)
+                closed = _role_value(rv, role_point, prof, N_LAMP_ROLES + circuits + c)
+                amps = _role_value(rv, role_point, prof, N_LAMP_ROLES + 2 * circuits + c)
                 if math.isnan(cmd) or math.isnan(closed):
                     continue
                 active = cab_state[d, c, slot]

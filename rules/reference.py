@@ -190,14 +190,15 @@ class ReferenceEngine:
             r = int(c.dev_cab_rule[d, slot])
             if r < 0:
                 continue
-            for circuit in range(K.MAX_CIRCUITS):
-                cmd = value(K.R_CIRCUIT_CMD + circuit)
-                closed = value(K.R_CIRCUIT_ON + circuit)
+            for circuit in range(c.circuits):
+                cmd_role, on_role, current_role = K.circuit_roles(circuit, c.circuits)
+                cmd = value(cmd_role)
+                closed = value(on_role)
                 if math.isnan(cmd) or math.isnan(closed):
                     continue
                 active = self.cab[d, circuit, slot]
                 if slot == 0:
-                    amps = value(K.R_CIRCUIT_CURRENT + circuit)
+                    amps = value(current_role)
                     if c.circuit_lamps[d, circuit] == 0 or math.isnan(amps):
                         continue
                     active = int(cmd >= 0.5 and closed >= 0.5 and amps < c.rp[r][K.P_A])

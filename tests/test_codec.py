@@ -102,3 +102,38 @@ def test_invalid_marker_flags_reading() -> None:
     )
     assert list(valid) == [False, True]
     assert values[1] == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("ABCD", [0x1234, 0x5678]),
+        ("CDAB", [0x5678, 0x1234]),
+        ("BADC", [0x3412, 0x7856]),
+        ("DCBA", [0x7856, 0x3412]),
+    ],
+)
+def test_a_byte_layout_by_its_usual_name(name: str, words: list[int]) -> None:
+    spec = PointSpec.model_validate(
+        {"name": "p", "table": "holding_register", "address": 0, "type": "u32", "order": name}
+    )
+    assert encode_value(spec, 0x12345678) == words
+    assert decode_value(spec, words) == 0x12345678
+
+
+def test_a_named_layout_that_contradicts_the_orders_is_refused() -> None:
+    with pytest.raises(ValueError, match="order CDAB means word_order little, not big"):
+        PointSpec.model_validate(
+            {
+                "name": "p",
+                "table": "holding_register",
+                "address": 0,
+                "type": "u32",
+                "order": "CDAB",
+                "word_order": "big",
+            }
+        )
+    with pytest.raises(ValueError, match="ABCD"):
+        PointSpec.model_validate(
+            {"name": "p", "table": "holding_register", "address": 0, "order": "ACBD"}
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,8 +11,11 @@ import pytest
 
 from controller.config import LoadedConfig
 from controller.readings import ReadingBatch
+from controller.registry import Registry
 from rules import engine as engine_module
 from rules.astro import sun_times
+from rules.compile import compile_rules
+from rules.engine import RuleEngine
 from rules.kernels import EV_SENSOR
 from tests.rules_helpers import T0, Bench, cabinet_poll, lamp_poll
 
@@ -350,3 +354,97 @@ def test_a_held_lamp_is_not_judged_for_day_burning_until_its_schedule_applies(
     assert b.feed(lamp_poll("SLC", noon)) == []  # lit at noon, but its schedule has not run
     b.engine.judge_day_burning([slc])
     assert [(e.rule, e.level) for e in b.feed(lamp_poll("SLC", noon + 60))] == [("day", 1)]
+
+
+def test_an_eight_circuit_cabinet_is_watched_on_every_circuit(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    import yaml
+
+    points: list[dict[str, Any]] = []
+    for n in range(1, 9):
+        points += [
+            {
+                "name": f"circuit{n}_cmd",
+                "table": "coil",
+                "address": n,
+                "type": "bool",
+                "access": "rw",
+            },
+            {"name": f"circuit{n}_on", "table": "discrete_input", "address": n, "type": "bool"},
+            {
+                "name": f"circuit{n}_current",
+                "table": "input_register",
+                "address": n,
+                "scale": 0.01,
+                "unit": "A",
+            },
+        ]
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    profile = {
+        "name": "cabinet-8c",
+        "device_class": "cabinet",
+        "points": points,
+        "controls": {"circuit": {"command": "circuit{n}_cmd", "feedback": "circuit{n}_on"}},
+        "blocks": [
+            {
+                "name": "lamps",
+                "profile": "slc-lamp",
+                "count_max": 16,
+                "base": {"holding_register": 2000, "input_register": 1000},
+                "stride": {"holding_register": 2, "input_register": 10},
+            }
+        ],
+    }
+    (folder / "cabinet-8c.yaml").write_text(yaml.safe_dump(profile), encoding="utf-8")
+    loaded = write_config(
+        {
+            "profile_dirs": [str(folder)],
+            "links": [{"id": "l", "kind": "modbus_tcp", "host": "127.0.0.1", "port": 1502}],
+            "cabinets": [
+                {
+                    "id": "CAB8",
+                    "link": "l",
+                    "unit": 1,
+                    "profile": "cabinet-8c",
+                    "circuits": 8,
+                    "lamp_runs": [{"circuit": 6, "count": 2, "rated_w": 100}],
+                }
+            ],
+            "rules": [
+                {"id": "cut", "kind": "circuit_break", "select": {"device_class": "cabinet"}},
+                {
+                    "id": "k",
+                    "kind": "contactor",
+                    "select": {"device_class": "cabinet"},
+                    "on_delay": 0,
+                },
+            ],
+        }
+    )
+    registry = Registry(loaded)
+    compiled = compile_rules(loaded, registry)
+    assert compiled.circuits == 8
+    engine = RuleEngine(compiled, len(registry), registry.max_points, clock=lambda: T0)
+    cab = registry.by_id["CAB8"]
+    names = [p.name for p in cab.points]
+    values = {f"circuit{n}_cmd": 1.0 for n in range(1, 9)}
+    values |= {f"circuit{n}_on": 1.0 for n in range(1, 9)}
+    values |= {f"circuit{n}_current": 2.0 for n in range(1, 9)}
+    values["circuit6_current"] = 0.0  # circuit 6 feeds its lamps nothing: cut
+    values["circuit7_on"] = 0.0  # circuit 7's contactor did not pull in
+    batch = ReadingBatch(
+        np.full(len(values), cab.index, np.int32),
+        np.asarray([names.index(k) for k in values], np.int16),
+        np.full(len(values), T0),
+        np.asarray(list(values.values())),
+        np.zeros(len(values), np.uint8),
+    )
+    events = engine.evaluate(batch)
+    raised = {
+        (compiled.rules[int(r)].id, int(s))
+        for r, s, lv in zip(events.rule, events.sub, events.level, strict=True)
+        if lv
+    }
+    assert raised == {("cut", 6), ("k", 7)}
