@@ -36,6 +36,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Validate the config, the profiles and the scenario it names."""
     from controller.schedules.runner import resolve_groups
     from rules.compile import compile_rules
+    from rules.profile_gaps import profile_gaps
 
     loaded = _load(args.config)
     registry = Registry(loaded)
@@ -50,6 +51,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{len(groups)} schedule groups; "
         f"profiles: {', '.join(loaded.profiles.names())}"
     )
+    for gap in profile_gaps(loaded, registry):
+        print(f"{args.config}: warning: {gap}", file=sys.stderr)
     return 0
 
 

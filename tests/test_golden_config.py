@@ -108,3 +108,78 @@ def test_check_reports_every_problem_of_a_file_not_only_the_first(
     assert "more problem" not in err
     assert "polling.cabinet_interval" in err and "polling.lamp_intervl: unknown key" in err
     assert "site.timezone" in err
+
+
+def test_check_warns_when_a_profile_lacks_what_a_rule_or_duty_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    # A third-party lamp controller that reports power but not whether it is lit.
+    basic = {
+        "name": "slc-basic",
+        "device_class": "lamp",
+        "controls": {"switch": {"command": "switch_cmd", "feedback": "switch_cmd"}},
+        "points": [
+            {"name": "switch_cmd", "table": "holding_register", "address": 0, "access": "rw"},
+            {"name": "voltage", "table": "input_register", "address": 2, "scale": 0.1},
+            {"name": "power", "table": "input_register", "address": 4, "scale": 0.1},
+        ],
+    }
+    (profiles / "slc-basic.yaml").write_text(yaml.safe_dump(basic), encoding="utf-8")
+    lamp = {"link": "l", "lat": 21.86, "lon": 111.98}
+    doc = {
+        "profile_dirs": ["profiles"],
+        "links": [{"id": "l", "kind": "modbus_tcp", "host": "127.0.0.1", "port": 1502}],
+        "lamps": [
+            {"id": "SLC-1", "unit": 1, **lamp},
+            {"id": "OTHER-1", "unit": 2, "profile": "slc-basic", **lamp},
+            {"id": "OTHER-2", "unit": 3, "profile": "slc-basic", **lamp},
+        ],
+        "rules": [
+            {"id": "fail", "kind": "lamp_failure", "select": {"device_class": "lamp"}},
+            {"id": "cycle", "kind": "lamp_cycling", "select": {"device_class": "lamp"}},
+        ],
+    }
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    assert main(["check", "-c", str(config)]) == 0
+    warnings = capsys.readouterr().err.splitlines()
+    assert warnings == [
+        f"{config}: warning: rules[0] (fail): 2 device(s) of profile slc-basic lack lamp_on: "
+        "not watched",
+        f"{config}: warning: rules[1] (cycle): 2 device(s) of profile slc-basic lack lamp_on: "
+        "not watched",
+        f"{config}: warning: lighting rate: 2 device(s) of profile slc-basic lack lamp_on: "
+        "not counted",
+    ]
+
+
+def test_profile_json_schema_matches_the_models() -> None:
+    from drivers.profile_schema import render
+
+    schema = Path(__file__).parent.parent / "docs" / "profile.schema.json"
+    assert schema.read_text(encoding="utf-8") == render(), (
+        "docs/profile.schema.json is stale: run python -m drivers.profile_schema > "
+        "docs/profile.schema.json"
+    )
+
+
+def test_every_shipped_profile_validates_against_the_json_schema() -> None:
+    import json
+
+    import jsonschema
+    import yaml
+
+    root = Path(__file__).parent.parent
+    schema = json.loads((root / "docs" / "profile.schema.json").read_text(encoding="utf-8"))
+    files = sorted((root / "drivers" / "profiles").glob("*.yaml"))
+    assert len(files) >= 5
+    for file in files:
+        jsonschema.validate(yaml.safe_load(file.read_text(encoding="utf-8")), schema)
+    broken = yaml.safe_load((root / "drivers" / "profiles" / "slc-lamp.yaml").read_text("utf-8"))
+    broken["points"][0]["table"] = "register"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)

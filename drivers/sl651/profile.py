@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+#: How a profile file writes an element identifier: two hex digits ("39"), or a number.
+_ELEMENT_SCHEMA = WithJsonSchema(
+    {
+        "anyOf": [
+            {"type": "string", "pattern": "^[0-9A-Fa-f]{2}$"},
+            {"type": "integer", "minimum": 0, "maximum": 255},
+        ],
+        "description": 'element identifier (guide byte), "39" for the water level Z',
+    }
+)
 
 
 class Sl651PointSpec(BaseModel):
@@ -14,7 +32,7 @@ class Sl651PointSpec(BaseModel):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     #: The element identifier (guide byte) in hex, "39" for the water level Z.
-    element: int
+    element: Annotated[int, _ELEMENT_SCHEMA]
     #: One bit of a HEX word element (the 45H status and alarm word): the point is 0/1.
     bit: int | None = Field(default=None, ge=0, le=31)
     unit: str = ""
