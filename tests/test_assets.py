@@ -143,3 +143,71 @@ async def test_bulk_import_reports_each_rejected_row_and_keeps_the_good_ones(
                 Actor("Chen Gong", "k", "engineer"),
             )
         assert "puts out 22 lamps" in refused.value.reason
+
+
+async def test_lamps_without_controllers_count_in_the_lighting_rate_by_circuit_current(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    import numpy as np
+
+    from controller.assets.model import PoleAsset
+    from controller.assets.store import AssetStore
+    from controller.latest import LatestValues
+    from controller.readings import ReadingBatch
+    from controller.registry import Registry
+    from rules.statistics import lighting_rates
+
+    # Most of a city: a cabinet whose lamps have no controller, only poles in the register.
+    loaded = write_config(
+        {
+            "links": [{"id": "l", "kind": "modbus_tcp", "host": "127.0.0.1", "port": 1502}],
+            "cabinets": [{"id": "CAB-P", "link": "l", "unit": 1, "road": "人民路", "grid": "G7"}],
+        }
+    )
+    registry = Registry(loaded)
+    assets = AssetStore(tmp_path / "assets.db")
+    await assets.open()
+    try:
+        pole = {"lat": 21.85, "lon": 111.97, "cabinet": "CAB-P", "rated_w": 150.0}
+        await assets.put(
+            [PoleAsset(pole_id=f"RM-{i:03d}", circuit=1, **pole) for i in range(10)]
+            + [PoleAsset(pole_id=f"RM-{i:03d}", circuit=2, **pole) for i in range(10, 15)]
+            + [PoleAsset(pole_id=f"RM-{i:03d}", circuit=3, **pole) for i in range(15, 19)]
+        )
+        assert assets.circuit_load("CAB-P", 1) == (10, 1500.0)
+        cabinet = registry.by_id["CAB-P"]
+        names = [p.name for p in cabinet.points]
+        one_lamp_amps = 150.0 / (230.0 * 0.95)
+        readings = {
+            "voltage_a": 230.0,
+            "circuit1_cmd": 1.0,  # on, contactor closed, 8 of 10 lamps' current
+            "circuit1_on": 1.0,
+            "circuit1_current": 8 * one_lamp_amps,
+            "circuit2_cmd": 1.0,  # on, but the contactor did not close: all 5 dark
+            "circuit2_on": 0.0,
+            "circuit2_current": 0.0,
+            "circuit3_cmd": 0.0,  # switched off by schedule: not expected lit
+            "circuit3_on": 0.0,
+        }
+        latest = LatestValues(len(registry), registry.max_points)
+        latest.update(
+            ReadingBatch(
+                np.full(len(readings), cabinet.index, np.int32),
+                np.asarray([names.index(k) for k in readings], np.int16),
+                np.full(len(readings), 1.8e9),
+                np.asarray(list(readings.values())),
+                np.zeros(len(readings), np.uint8),
+            )
+        )
+        [city] = lighting_rates(registry, latest, "city", assets.circuit_load)
+        assert (city.should_be_lit, city.lit) == (15, 8)
+        [road] = lighting_rates(registry, latest, "road", assets.circuit_load)
+        assert road.group == "人民路"
+        assert lighting_rates(registry, latest, "city") == []  # without the register: none
+
+        # A pole that gets a controller leaves the circuit's count of uncontrolled lamps.
+        await assets.put([PoleAsset(pole_id="RM-000", circuit=1, controller="SLC-9", **pole)])
+        assert assets.circuit_load("CAB-P", 1) == (9, 1350.0)
+        assert assets.poles_on("CAB-P", 1) == 10
+    finally:
+        await assets.close()

@@ -126,8 +126,12 @@ async def report(
         "month": "Monthly report 月报",
     }
 
-    lighting = lighting_rates(controller.registry, controller.latest, "road")
-    city_rate = lighting_rates(controller.registry, controller.latest, "city")
+    lighting = lighting_rates(
+        controller.registry, controller.latest, "road", controller.assets.circuit_load
+    )
+    city_rate = lighting_rates(
+        controller.registry, controller.latest, "city", controller.assets.circuit_load
+    )
     alarms = await controller.rules.manager.store.history(t0, t1)
     raised = [a for a in alarms if t0 <= a.raised_at < t1]
     by_kind = Counter(a.kind for a in raised)

@@ -26,7 +26,9 @@ def lighting(
     """Lighting rate (lamps lit / lamps that should be lit) now, per group."""
     return [
         LightingRateOut(group=r.group, should_be_lit=r.should_be_lit, lit=r.lit, rate=r.rate)
-        for r in lighting_rates(controller.registry, controller.latest, by)
+        for r in lighting_rates(
+            controller.registry, controller.latest, by, controller.assets.circuit_load
+        )
     ]
 
 

@@ -33,7 +33,7 @@ class PoleAsset(BaseModel):
     #: Device id of the single-lamp controller on this pole, if it has one.
     controller: str | None = None
     cabinet: str | None = None
-    circuit: int | None = Field(default=None, ge=1, le=16)
+    circuit: int | None = Field(default=None, ge=1, le=32)
     phase: Literal["A", "B", "C"] | None = None
     road: str = ""
     grid: str = ""

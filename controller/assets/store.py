@@ -1,7 +1,9 @@
-"""The asset register in SQLite, with a per-circuit lamp count kept in memory.
+"""The asset register in SQLite, with per-circuit lamp counts kept in memory.
 
-The count answers "how many lamps go dark if this circuit is switched off"
-for the confirm rule, including poles that have no controller.
+The counts answer "how many lamps go dark if this circuit is switched off"
+for the confirm rule, including poles that have no controller, and give the
+lighting rate of circuits whose lamps have no controller (most of a city):
+how many such lamps a circuit feeds and their rated power.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from controller.assets.model import PoleAsset
 from controller.sqlite_worker import SqliteWorker
+from rules.statistics import CircuitLoad
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS pole (
@@ -29,6 +32,14 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS pole_grid ON pole (grid)",
     "CREATE INDEX IF NOT EXISTS pole_cabinet ON pole (cabinet, circuit)",
 ]
+#: Poles per circuit, and those without a controller with their rated power.
+_CIRCUIT_LOADS = (
+    "SELECT cabinet, circuit, count(*), "
+    "sum(json_extract(body, '$.controller') IS NULL), "
+    "total(CASE WHEN json_extract(body, '$.controller') IS NULL "
+    "THEN json_extract(body, '$.rated_w') END) "
+    "FROM pole WHERE cabinet IS NOT NULL AND circuit IS NOT NULL"
+)
 
 
 @dataclass(frozen=True)
@@ -61,17 +72,24 @@ class AssetStore:
     def __init__(self, path: Path) -> None:
         self._db = SqliteWorker(path, _SCHEMA, "assets-db")
         self._per_circuit: Counter[tuple[str, int]] = Counter()
+        self._loads: dict[tuple[str, int], CircuitLoad] = {}
 
     async def open(self) -> None:
         """Open the register and count the poles per circuit."""
         await self._db.open()
         rows = await self._db.run(
-            lambda db: db.execute(
-                "SELECT cabinet, circuit, count(*) FROM pole "
-                "WHERE cabinet IS NOT NULL GROUP BY cabinet, circuit"
-            ).fetchall()
+            lambda db: db.execute(_CIRCUIT_LOADS + " GROUP BY cabinet, circuit").fetchall()
         )
-        self._per_circuit = Counter({(cab, circuit): n for cab, circuit, n in rows})
+        self._count(rows)
+
+    def _count(self, rows: list[tuple[Any, ...]]) -> None:
+        for cab, circuit, poles, uncontrolled, watts in rows:
+            self._per_circuit[cab, circuit] = poles
+            self._loads[cab, circuit] = CircuitLoad(int(uncontrolled or 0), float(watts or 0.0))
+
+    def circuit_load(self, cabinet: str, circuit: int) -> CircuitLoad:
+        """The lamps without a controller on one circuit, and their rated power."""
+        return self._loads.get((cabinet, circuit), CircuitLoad(0, 0.0))
 
     async def close(self) -> None:
         """Close the register."""
@@ -108,11 +126,29 @@ class AssetStore:
             return old
 
         replaced = await self._db.run(write)
-        for cabinet, circuit in replaced:
-            self._per_circuit[cabinet, circuit] -= 1
-        for a in assets:
-            if a.cabinet is not None and a.circuit is not None:
-                self._per_circuit[a.cabinet, a.circuit] += 1
+        touched = set(replaced) | {
+            (a.cabinet, a.circuit)
+            for a in assets
+            if a.cabinet is not None and a.circuit is not None
+        }
+        await self._recount(touched)
+
+    async def _recount(self, circuits: set[tuple[str, int]]) -> None:
+        """Count these circuits' poles again from the register."""
+
+        def count(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            rows = []
+            for cabinet, circuit in circuits:
+                row = db.execute(
+                    _CIRCUIT_LOADS + " AND cabinet = ? AND circuit = ?", (cabinet, circuit)
+                ).fetchone()
+                rows.append((cabinet, circuit, *row[2:]) if row[0] is not None else None)
+            return [r for r in rows if r is not None]
+
+        for key in circuits:
+            self._per_circuit.pop(key, None)
+            self._loads.pop(key, None)
+        self._count(await self._db.run(count))
 
     async def exists(self, pole_ids: list[str]) -> set[str]:
         """Which of these pole ids are already registered."""
