@@ -170,6 +170,9 @@ class ProfileControls(_Strict):
     circuit: ControlSpec | None = None
     switch: ControlSpec | None = None
     dim: ControlSpec | None = None
+    #: The circuit feedback is the output coil itself (no auxiliary contact): a
+    #: confirmation means the output latched, not that the contactor closed.
+    circuit_feedback_is_coil: bool = False
 
 
 #: Words per time-table entry: minute of day, circuit bitmask, state (0/1), dim (%).
@@ -207,6 +210,14 @@ class DeviceProfile(_Strict):
     blocks: list[BlockSpec] = []
     controls: ProfileControls = ProfileControls()
     time_table: TimeTableSpec | None = None
+
+    @property
+    def coil_feedback(self) -> bool:
+        """Whether the circuit feedback is the output coil (the contactor is not seen)."""
+        circuit = self.controls.circuit
+        return circuit is not None and (
+            self.controls.circuit_feedback_is_coil or circuit.feedback == circuit.command
+        )
 
     @model_validator(mode="after")
     def _check_controls(self) -> DeviceProfile:

@@ -19,6 +19,7 @@ import numpy.typing as npt
 from controller.config import GaugeLevels, LoadedConfig
 from controller.registry import Device, Registry
 from drivers.errors import ConfigError
+from drivers.profile import DeviceProfile
 from rules import kernels as K
 from rules.config import (
     LEVEL_NAMES,
@@ -180,6 +181,7 @@ def _rule_params(rule: RuleConfig) -> npt.NDArray[np.float64]:
         params[K.P_A] = rule.min_current
     elif isinstance(rule, ContactorRule):
         params[K.P_ON_DELAY] = rule.on_delay
+        params[K.P_A] = rule.min_current
     return params
 
 
@@ -227,6 +229,10 @@ def compile_rules(loaded: LoadedConfig, registry: Registry) -> CompiledRules:
         for role, point in roles.items():
             if point in names:
                 role_pt[d.index, role] = names[point]
+        if isinstance(d.profile, DeviceProfile) and d.profile.coil_feedback:
+            # Its "feedback" is the coil it was told to set: no contactor state to judge.
+            for c in range(circuits):
+                role_pt[d.index, K.circuit_roles(c, circuits)[1]] = -1
     dev_lamp_rule = np.full((n_dev, 4), -1, dtype=np.int32)
     dev_cab_rule = np.full((n_dev, 2), -1, dtype=np.int32)
     comm_rule = np.full(n_dev, -1, dtype=np.int32)

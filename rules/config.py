@@ -156,10 +156,16 @@ class CircuitBreakRule(_RuleBase):
 
 
 class ContactorRule(_RuleBase):
-    """Commanded and actual contactor state of a circuit differ."""
+    """Commanded and actual contactor state of a circuit differ.
+
+    A cabinet whose circuit feedback is its own coil (no auxiliary contact) has
+    no actual state to read: there the circuit counts as closed while its
+    current is at least ``min_current``.
+    """
 
     kind: Literal["contactor"]
     on_delay: float = Field(default=0.0, ge=0)
+    min_current: float = Field(default=0.2, gt=0)
 
 
 RuleConfig = Annotated[

@@ -449,6 +449,9 @@ def _run_part(
                 cmd = _role_value(rv, role_point, prof, N_LAMP_ROLES + c)
                 closed = _role_value(rv, role_point, prof, N_LAMP_ROLES + circuits + c)
                 amps = _role_value(rv, role_point, prof, N_LAMP_ROLES + 2 * circuits + c)
+                if math.isnan(closed) and slot == 1 and not math.isnan(amps):
+                    # No contactor feedback (the coil is read back): current tells.
+                    closed = 1.0 if amps >= rp[r, P_A] else 0.0
                 if math.isnan(cmd) or math.isnan(closed):
                     continue
                 active = cab_state[d, c, slot]

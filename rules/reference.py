@@ -194,6 +194,9 @@ class ReferenceEngine:
                 cmd_role, on_role, current_role = K.circuit_roles(circuit, c.circuits)
                 cmd = value(cmd_role)
                 closed = value(on_role)
+                amps_now = value(current_role)
+                if math.isnan(closed) and slot == 1 and not math.isnan(amps_now):
+                    closed = 1.0 if amps_now >= c.rp[r][K.P_A] else 0.0
                 if math.isnan(cmd) or math.isnan(closed):
                     continue
                 active = self.cab[d, circuit, slot]

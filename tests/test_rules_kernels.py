@@ -12,9 +12,10 @@ import pytest
 from controller.config import LoadedConfig
 from controller.readings import ReadingBatch
 from controller.registry import Registry
+from drivers.profile import DeviceProfile
 from rules import engine as engine_module
 from rules.astro import sun_times
-from rules.compile import compile_rules
+from rules.compile import CompiledRules, compile_rules
 from rules.engine import RuleEngine
 from rules.kernels import EV_SENSOR
 from tests.rules_helpers import T0, Bench, cabinet_poll, lamp_poll
@@ -356,37 +357,30 @@ def test_a_held_lamp_is_not_judged_for_day_burning_until_its_schedule_applies(
     assert [(e.rule, e.level) for e in b.feed(lamp_poll("SLC", noon + 60))] == [("day", 1)]
 
 
-def test_an_eight_circuit_cabinet_is_watched_on_every_circuit(
-    tmp_path: Path, write_config: WriteConfig
-) -> None:
+def write_cabinet_profile(folder: Path, name: str, circuits: int, coil_feedback: bool) -> None:
+    """A third-party cabinet profile: ``circuits`` outputs, feedback contacts or not."""
     import yaml
 
     points: list[dict[str, Any]] = []
-    for n in range(1, 9):
-        points += [
-            {
-                "name": f"circuit{n}_cmd",
-                "table": "coil",
-                "address": n,
-                "type": "bool",
-                "access": "rw",
-            },
-            {"name": f"circuit{n}_on", "table": "discrete_input", "address": n, "type": "bool"},
-            {
-                "name": f"circuit{n}_current",
-                "table": "input_register",
-                "address": n,
-                "scale": 0.01,
-                "unit": "A",
-            },
-        ]
-    folder = tmp_path / "profiles"
-    folder.mkdir()
+    for n in range(1, circuits + 1):
+        points.append(
+            {"name": f"circuit{n}_cmd", "table": "coil", "address": n, "type": "bool"}
+            | {"access": "rw"}
+        )
+        if not coil_feedback:
+            points.append(
+                {"name": f"circuit{n}_on", "table": "discrete_input", "address": n, "type": "bool"}
+            )
+        points.append(
+            {"name": f"circuit{n}_current", "table": "input_register", "address": n}
+            | {"scale": 0.01, "unit": "A"}
+        )
+    feedback = "circuit{n}_cmd" if coil_feedback else "circuit{n}_on"
     profile = {
-        "name": "cabinet-8c",
+        "name": name,
         "device_class": "cabinet",
         "points": points,
-        "controls": {"circuit": {"command": "circuit{n}_cmd", "feedback": "circuit{n}_on"}},
+        "controls": {"circuit": {"command": "circuit{n}_cmd", "feedback": feedback}},
         "blocks": [
             {
                 "name": "lamps",
@@ -397,43 +391,44 @@ def test_an_eight_circuit_cabinet_is_watched_on_every_circuit(
             }
         ],
     }
-    (folder / "cabinet-8c.yaml").write_text(yaml.safe_dump(profile), encoding="utf-8")
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(profile), encoding="utf-8")
+
+
+def cabinet_site(
+    write_config: WriteConfig, folder: Path, profile: str, circuits: int
+) -> tuple[Registry, CompiledRules, RuleEngine]:
     loaded = write_config(
         {
             "profile_dirs": [str(folder)],
             "links": [{"id": "l", "kind": "modbus_tcp", "host": "127.0.0.1", "port": 1502}],
             "cabinets": [
                 {
-                    "id": "CAB8",
+                    "id": "CAB",
                     "link": "l",
                     "unit": 1,
-                    "profile": "cabinet-8c",
-                    "circuits": 8,
-                    "lamp_runs": [{"circuit": 6, "count": 2, "rated_w": 100}],
+                    "profile": profile,
+                    "circuits": circuits,
+                    "lamp_runs": [{"circuit": min(6, circuits), "count": 2, "rated_w": 100}],
                 }
             ],
             "rules": [
                 {"id": "cut", "kind": "circuit_break", "select": {"device_class": "cabinet"}},
-                {
-                    "id": "k",
-                    "kind": "contactor",
-                    "select": {"device_class": "cabinet"},
-                    "on_delay": 0,
-                },
+                {"id": "k", "kind": "contactor", "select": {"device_class": "cabinet"}},
             ],
         }
     )
     registry = Registry(loaded)
     compiled = compile_rules(loaded, registry)
-    assert compiled.circuits == 8
     engine = RuleEngine(compiled, len(registry), registry.max_points, clock=lambda: T0)
-    cab = registry.by_id["CAB8"]
+    return registry, compiled, engine
+
+
+def raised_by(
+    registry: Registry, compiled: CompiledRules, engine: RuleEngine, values: dict[str, float]
+) -> set[tuple[str, int]]:
+    cab = registry.by_id["CAB"]
     names = [p.name for p in cab.points]
-    values = {f"circuit{n}_cmd": 1.0 for n in range(1, 9)}
-    values |= {f"circuit{n}_on": 1.0 for n in range(1, 9)}
-    values |= {f"circuit{n}_current": 2.0 for n in range(1, 9)}
-    values["circuit6_current"] = 0.0  # circuit 6 feeds its lamps nothing: cut
-    values["circuit7_on"] = 0.0  # circuit 7's contactor did not pull in
     batch = ReadingBatch(
         np.full(len(values), cab.index, np.int32),
         np.asarray([names.index(k) for k in values], np.int16),
@@ -442,9 +437,44 @@ def test_an_eight_circuit_cabinet_is_watched_on_every_circuit(
         np.zeros(len(values), np.uint8),
     )
     events = engine.evaluate(batch)
-    raised = {
+    return {
         (compiled.rules[int(r)].id, int(s))
         for r, s, lv in zip(events.rule, events.sub, events.level, strict=True)
         if lv
     }
-    assert raised == {("cut", 6), ("k", 7)}
+
+
+def test_an_eight_circuit_cabinet_is_watched_on_every_circuit(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    write_cabinet_profile(tmp_path / "profiles", "cabinet-8c", 8, coil_feedback=False)
+    registry, compiled, engine = cabinet_site(write_config, tmp_path / "profiles", "cabinet-8c", 8)
+    assert compiled.circuits == 8
+    values = {f"circuit{n}_cmd": 1.0 for n in range(1, 9)}
+    values |= {f"circuit{n}_on": 1.0 for n in range(1, 9)}
+    values |= {f"circuit{n}_current": 2.0 for n in range(1, 9)}
+    values["circuit6_current"] = 0.0  # circuit 6 feeds its lamps nothing: cut
+    values["circuit7_on"] = 0.0  # circuit 7's contactor did not pull in
+    assert raised_by(registry, compiled, engine, values) == {("cut", 6), ("k", 7)}
+
+
+def test_a_cabinet_that_reads_back_its_coils_is_judged_by_circuit_current(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    write_cabinet_profile(tmp_path / "profiles", "cabinet-coil", 4, coil_feedback=True)
+    registry, compiled, engine = cabinet_site(
+        write_config, tmp_path / "profiles", "cabinet-coil", 4
+    )
+    profile = registry.by_id["CAB"].profile
+    assert isinstance(profile, DeviceProfile) and profile.coil_feedback
+    values = {
+        "circuit1_cmd": 1.0,  # on, current flows: fine
+        "circuit1_current": 5.0,
+        "circuit2_cmd": 1.0,  # on, no current: the contactor did not close (or a cut)
+        "circuit2_current": 0.0,
+        "circuit3_cmd": 0.0,  # off, yet current flows: a welded contactor
+        "circuit3_current": 4.0,
+        "circuit4_cmd": 0.0,
+        "circuit4_current": 0.0,
+    }
+    assert raised_by(registry, compiled, engine, values) == {("k", 2), ("k", 3)}
