@@ -28,7 +28,9 @@ from controller.cases.config import CasesConfig
 from controller.control.config import ControlConfig
 from controller.schedules.config import SchedulesConfig
 from drivers.errors import ConfigError, invalid_file
-from drivers.profile import ProfileLibrary
+from drivers.mqtt_profile import MqttDeviceProfile
+from drivers.profile import DeviceProfile, ProfileLibrary
+from drivers.sl651.profile import Sl651Profile
 from rules.config import AlarmsConfig, FloodWatchConfig, RuleConfig
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=64)]
@@ -93,6 +95,8 @@ class Located(_Strict):
     admin_code: str = ""
     street_code: str = ""
     community_code: str = ""
+    #: Values of the parameters its profile's derived points read (mounting height, ...).
+    params: dict[str, float] = {}
 
 
 class LampConfig(Located):
@@ -635,7 +639,45 @@ def _check_references(config: StreetsenseConfig, profiles: ProfileLibrary, file:
                 f"{key}.{watch.area_by}",
                 f"flood_watch.area_by is {watch.area_by!r} but this gauge has no {watch.area_by}",
             )
+    _check_params(config, profiles, problems)
     problems.raise_any()
+
+
+def _check_params(config: StreetsenseConfig, profiles: ProfileLibrary, problems: _Problems) -> None:
+    """Each device gives the parameters its profile's derived points need, and no others."""
+
+    devices: list[tuple[str, Located, str, DeviceProfile | MqttDeviceProfile | Sl651Profile | None]]
+    devices = [
+        (f"cabinets[{i}] ({c.id})", c, c.profile, profiles.get(c.profile))
+        for i, c in enumerate(config.cabinets)
+    ]
+    devices += [
+        (f"lamps[{i}] ({x.id})", x, x.profile, profiles.get(x.profile))
+        for i, x in enumerate(config.lamps)
+    ]
+    devices += [
+        (f"gauges[{i}] ({g.id})", g, g.profile, profiles.get(g.profile))
+        for i, g in enumerate(config.gauges)
+    ]
+    devices += [
+        (f"mqtt_devices[{i}] ({m.id})", m, m.profile, profiles.mqtt.get(m.profile))
+        for i, m in enumerate(config.mqtt_devices)
+    ]
+    devices += [
+        (f"sl651_stations[{i}] ({s.id})", s, s.profile, profiles.sl651.get(s.profile))
+        for i, s in enumerate(config.sl651_stations)
+    ]
+    for key, device, name, profile in devices:
+        if profile is None:
+            continue  # reported as an unknown profile
+        declared = profile.params
+        for param in sorted(set(device.params) - set(declared)):
+            problems.add(f"{key}.params.{param}", f"profile {name} has no parameter {param!r}")
+        for param, default in declared.items():
+            if default is None and param not in device.params:
+                problems.add(
+                    f"{key}.params", f"profile {name} needs parameter {param!r} (no default)"
+                )
 
 
 def _check_stations(

@@ -85,6 +85,8 @@ class Poller:
         self._tasks: list[asyncio.Task[None]] = []
         self._override: dict[int, float] = {}
         self._offline_logged: set[int] = set()
+        #: Applied to every batch before it is handed on (the derived points).
+        self.transform: Callable[[ReadingBatch], ReadingBatch] | None = None
         self._by_link: dict[str, list[PollTarget]] = {}
         for target in registry.targets:
             self._by_link.setdefault(target.link, []).append(target)
@@ -273,6 +275,8 @@ class Poller:
             return
         batch = ReadingBatch.concat(self._pending)
         self._pending = []
+        if self.transform is not None:
+            batch = self.transform(batch)
         for handler in self._handlers:
             try:
                 await handler(batch)

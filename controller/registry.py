@@ -55,8 +55,11 @@ class Device:
 
     @property
     def points(self) -> Sequence[PointLike]:
-        """The device's points (their index is the ``point`` column of readings)."""
-        return self.profile.points
+        """The device's points, then its derived points (the index of each is the
+        ``point`` column of readings)."""
+        if not self.profile.derived:
+            return self.profile.points
+        return [*self.profile.points, *self.profile.derived]
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ class Registry:
         for d in self.devices:
             if d.parent is not None:
                 self._children.setdefault(d.parent, []).append(d)
-        self.max_points = max((len(d.profile.points) for d in self.devices), default=0)
+        self.max_points = max((len(d.points) for d in self.devices), default=0)
 
     @staticmethod
     def _lamp(

@@ -12,6 +12,7 @@ from controller.cases.webhook import WebhookSender
 from controller.config import LoadedConfig, secret
 from controller.control.audit import AuditLog
 from controller.control.dispatcher import CommandDispatcher
+from controller.derived_points import DerivedPoints
 from controller.latest import LatestValues
 from controller.link_factory import build_link
 from controller.poller import Poller
@@ -35,6 +36,9 @@ class Controller:
         self.registry = Registry(loaded)
         self.links = {cfg.id: build_link(cfg) for cfg in loaded.config.links}
         self.poller = Poller(self.registry, self.links, loaded.config.polling)
+        derived = DerivedPoints(self.registry)
+        if derived.active:
+            self.poller.transform = derived.apply
         self.latest = LatestValues(len(self.registry), self.registry.max_points)
         self.poller.subscribe(self.latest.on_batch)
         self.telemetry = TelemetryPipeline(loaded, self.registry, self.poller)

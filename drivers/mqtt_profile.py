@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from drivers.derived import DerivedPointSpec, check_derived
+
 
 class MqttPointSpec(BaseModel):
     """One value in the payload: ``path`` is dotted (``sensor.level``)."""
@@ -45,6 +47,16 @@ class MqttDeviceProfile(BaseModel):
     #: Without it the time of arrival is used.
     timestamp_path: str | None = None
     points: list[MqttPointSpec] = Field(min_length=1)
+    #: Per-device parameters derived points read (a gauge's mounting height): a default,
+    #: or null when every device must give its own in config (``params``).
+    params: dict[str, float | None] = {}
+    #: Points computed from this device's points in the same poll.
+    derived: list[DerivedPointSpec] = []
+
+    @model_validator(mode="after")
+    def _check_derived(self) -> MqttDeviceProfile:
+        check_derived(self.derived, [p.name for p in self.points], self.params)
+        return self
 
     @model_validator(mode="after")
     def _unique(self) -> MqttDeviceProfile:

@@ -17,6 +17,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from drivers.derived import DerivedPointSpec, check_derived
 from drivers.errors import ConfigError, invalid_file
 from drivers.mqtt_profile import MqttDeviceProfile
 from drivers.sl651.profile import Sl651Profile
@@ -210,6 +211,16 @@ class DeviceProfile(_Strict):
     blocks: list[BlockSpec] = []
     controls: ProfileControls = ProfileControls()
     time_table: TimeTableSpec | None = None
+    #: Per-device parameters derived points read (a gauge's mounting height): a default,
+    #: or null when every device must give its own in config (``params``).
+    params: dict[str, float | None] = {}
+    #: Points computed from this device's points in the same poll.
+    derived: list[DerivedPointSpec] = []
+
+    @model_validator(mode="after")
+    def _check_derived(self) -> DeviceProfile:
+        check_derived(self.derived, [p.name for p in self.points], self.params)
+        return self
 
     @property
     def coil_feedback(self) -> bool:
@@ -367,6 +378,11 @@ class ProfileLibrary:
 
     def __getitem__(self, name: str) -> DeviceProfile:
         return self._profiles[name][0]
+
+    def get(self, name: str) -> DeviceProfile | None:
+        """The named Modbus profile, or None."""
+        entry = self._profiles.get(name)
+        return None if entry is None else entry[0]
 
     def path_of(self, name: str) -> Path:
         """File the named profile was loaded from."""

@@ -29,10 +29,12 @@ def device_tags(registry: Registry, device: Device) -> dict[str, str]:
 
 def _fields(device: Device) -> list[tuple[str, int]]:
     profile = device.profile
+    # Values pushed as JSON, and derived values, carry no register type: print them
+    # with full precision.
+    derived = [(d.name, -F32_SIGNIFICANT_DIGITS) for d in profile.derived]
     if isinstance(profile, DeviceProfile):
-        return [(p.name, point_decimals(p)) for p in profile.points]
-    # Values pushed as JSON carry no register type: print them with full precision.
-    return [(p.name, -F32_SIGNIFICANT_DIGITS) for p in profile.points]
+        return [(p.name, point_decimals(p)) for p in profile.points] + derived
+    return [(p.name, -F32_SIGNIFICANT_DIGITS) for p in profile.points] + derived
 
 
 def schema_for_registry(registry: Registry) -> LineSchema:

@@ -13,6 +13,8 @@ from pydantic import (
     model_validator,
 )
 
+from drivers.derived import DerivedPointSpec, check_derived
+
 #: How a profile file writes an element identifier: two hex digits ("39"), or a number.
 _ELEMENT_SCHEMA = WithJsonSchema(
     {
@@ -59,6 +61,16 @@ class Sl651Profile(BaseModel):
     device_class: Literal["gauge"] = "gauge"
     description: str = ""
     points: list[Sl651PointSpec] = Field(min_length=1)
+    #: Per-device parameters derived points read (a gauge's mounting height): a default,
+    #: or null when every device must give its own in config (``params``).
+    params: dict[str, float | None] = {}
+    #: Points computed from this device's points in the same poll.
+    derived: list[DerivedPointSpec] = []
+
+    @model_validator(mode="after")
+    def _check_derived(self) -> Sl651Profile:
+        check_derived(self.derived, [p.name for p in self.points], self.params)
+        return self
 
     @model_validator(mode="after")
     def _unique(self) -> Sl651Profile:
