@@ -191,8 +191,8 @@ class ListenerConfig(_Strict):
     protocol: Literal["sl651"]
     host: str = "0.0.0.0"
     port: int = Field(ge=1, le=65535)
-    #: HEX/BCD frames (7E7E); ASCII frames (SOH) are not decoded yet and are counted bad.
-    encoding: Literal["hex"] = "hex"
+    #: HEX/BCD frames (7E7E) or ASCII frames (SOH); one listener serves one encoding.
+    encoding: Literal["hex", "ascii"] = "hex"
     #: A station silent this long is disconnected (about 3 keep-alives after an ESC).
     idle_timeout: float = Field(default=900.0, gt=0)
     #: How long a command waits for its station to come online before it fails.

@@ -24,6 +24,7 @@ from controller.startup import opening
 from controller.station_commands import StationCommands
 from controller.station_reports import StationReports
 from controller.telemetry.pipeline import TelemetryPipeline
+from drivers.sl651.encoding import ENCODINGS
 from drivers.sl651.listener import Sl651Listener, StationKey
 from rules.service import RuleService
 
@@ -60,6 +61,7 @@ class Controller:
                 loaded.config.site.tz,
                 self.station_reports.on_report,
                 cfg.idle_timeout,
+                ENCODINGS[cfg.encoding],
             )
             for cfg in loaded.config.listeners
         ]

@@ -300,3 +300,77 @@ def test_an_hourly_report_gives_twelve_five_minute_readings_and_status_bits(
     assert got["level_5min", observed - 3300] == pytest.approx(1.20)
     assert sum(1 for (name, _) in got if name == "rain_5min") == 12
     assert np.isnan(got["rain_5min", observed])  # "no data" is a bad reading
+
+
+# protocols.md 1.14 C3/C4: ASCII frames built to the standard's text (no real one found).
+C3 = (
+    b"\x01"
+    + b"0100123456781234320040"
+    + b"\x02"
+    + b"0003230601100000ST 0012345678 H TT 2306011000 Z 12.345 VT 12.60 "
+    + b"\x03"
+    + b"A55A"
+)
+C4 = b"\x01" + b"0012345678011234328010" + b"\x02" + b"0003230601100005" + b"\x1b" + b"1DB9"
+
+
+def test_an_ascii_report_decodes_and_is_confirmed_byte_exact() -> None:
+    from drivers.sl651.ascii import confirm_ascii, parse_ascii_report, split_ascii
+
+    buffer = bytearray(b"junk" + C3 + C3[:40])
+    frames, problems = split_ascii(buffer)
+    assert [p.kind for p in problems] == ["bad_start"] and bytes(buffer) == C3[:40]
+    [frame] = frames
+    assert (frame.uplink, frame.centre, frame.station, frame.password, frame.function) == (
+        True,
+        1,
+        "0012345678",
+        0x1234,
+        0x32,
+    )
+    report = parse_ascii_report(frame.function, frame.body, TZ)
+    assert report.serial == 3 and report.station == "0012345678"
+    assert report.station_type == ord("H")
+    observed = datetime(2023, 6, 1, 10, 0, tzinfo=TZ).timestamp()
+    assert [(o.element, o.at, o.value) for o in report.observations] == [
+        (0x39, observed, 12.345),
+        (0x38, observed, 12.60),
+    ]
+    # The confirm of the notes (sent 5 s later, ESC: keep online) is C4 byte for byte.
+    sent = datetime(2023, 6, 1, 10, 0, 5, tzinfo=TZ).timestamp()
+    from drivers.sl651.ascii import ascii_head, build_ascii
+
+    rebuilt = build_ascii("0012345678", 1, 0x1234, 0x32, ascii_head(3, sent, TZ), fr.End.ESC)
+    assert rebuilt == C4
+    assert confirm_ascii(frame, keep_online=False)[-5] == fr.End.EOT
+    garbled = bytearray(C3[:-1] + b"B")
+    frames, problems = split_ascii(garbled)
+    assert frames == [] and [p.kind for p in problems] == ["bad_crc"]
+
+
+async def test_an_ascii_listener_confirms_and_stores_a_station_report(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    port = free_port()
+    doc = station_city(tmp_path, port)
+    doc["listeners"][0]["encoding"] = "ascii"
+    loaded = write_config(doc)
+    async with Controller(loaded) as controller:
+        await controller.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(C3)
+            answer = await asyncio.wait_for(reader.read(100), 3)
+            assert answer[0] == 0x01 and answer[24:40] == b"0003230601100000"
+            assert answer[40] == fr.End.EOT
+            device = controller.registry.by_id["WL-TUNNEL"]
+            names = [p.name for p in device.points]
+            for _ in range(30):
+                await controller.poller.flush()
+                level = controller.latest.value[device.index, names.index("water_level")]
+                if level == level:  # not NaN
+                    break
+                await asyncio.sleep(0.1)
+            assert level == pytest.approx(12.345)
+        finally:
+            writer.close()

@@ -17,7 +17,8 @@ from datetime import tzinfo
 from enum import IntEnum, StrEnum
 
 from drivers.sl651 import frame as fr
-from drivers.sl651.body import Report, encode_time
+from drivers.sl651.body import Report
+from drivers.sl651.encoding import HEX, Encoding
 
 #: How long a station stays online after an ESC confirm or a keep-alive [STD 6.3.2.4].
 ONLINE_WINDOW_S = 600.0
@@ -72,11 +73,16 @@ class DownlinkCommand:
 
 
 def downlink_frame(
-    command: DownlinkCommand, centre: int, password: int, now: float, tz: tzinfo
+    command: DownlinkCommand,
+    centre: int,
+    password: int,
+    now: float,
+    tz: tzinfo,
+    encoding: Encoding = HEX,
 ) -> bytes:
     """The frame that carries a command: serial 0 (the centre starts it), the send
     time (for 4A the station's new clock), then the function's own items, ENQ."""
-    body = (0).to_bytes(2, "big") + encode_time(now, tz)
+    body = encoding.head(0, now, tz)
     if command.function is Downlink.SET_CLOCK:
-        body += b"\xf1\xf1" + bytes.fromhex(command.station)
-    return fr.build(command.station, centre, password, command.function, body, fr.End.ENQ)
+        body += encoding.station_item(command.station)
+    return encoding.build(command.station, centre, password, command.function, body, fr.End.ENQ)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 
 from drivers.sl651 import frame as fr
-from drivers.sl651.body import Report, parse_report
+from drivers.sl651.body import Report
 from drivers.sl651.downlink import (
     ANSWER_TIMEOUT_S,
     CLOCK_DRIFT_LIMIT_S,
@@ -35,6 +35,7 @@ from drivers.sl651.downlink import (
     DownlinkState,
     downlink_frame,
 )
+from drivers.sl651.encoding import HEX, Encoding
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,10 @@ class Sl651Listener:
         tz: tzinfo,
         on_report: ReportHandler,
         idle_timeout: float = 900.0,
+        encoding: Encoding = HEX,
     ) -> None:
         self.id = listener_id
+        self.encoding = encoding
         self.host = host
         self.port = port
         self.stations = {s.station: s for s in stations}
@@ -219,7 +222,7 @@ class Sl651Listener:
         key = self.stations[command.station]
         now = time.time()
         centre = self._centres.get(command.station, 1)
-        writer.write(downlink_frame(command, centre, key.password, now, self.tz))
+        writer.write(downlink_frame(command, centre, key.password, now, self.tz, self.encoding))
         command.sends += 1
         command.state = DownlinkState.SENT
         command.sent_at = now
@@ -275,7 +278,7 @@ class Sl651Listener:
                 if not chunk:
                     break
                 buffer += chunk
-                frames, problems = fr.split(buffer)
+                frames, problems = self.encoding.split(buffer)
                 for problem in problems:
                     self._count_problem(problem, peer)
                 for frame in frames:
@@ -362,7 +365,7 @@ class Sl651Listener:
             stats.online_until = now + ONLINE_WINDOW_S
             return None
         try:
-            report = parse_report(frame.function, frame.body, self.tz)
+            report = self.encoding.parse_report(frame.function, frame.body, self.tz)
         except (ValueError, IndexError) as exc:
             stats.bad_body += 1
             self.stats.bad_frames += 1
@@ -379,7 +382,7 @@ class Sl651Listener:
         answer = None
         if frame.function in CONFIRMED:
             keep_online = bool(self._queues.get(frame.station))
-            answer = fr.confirm(frame, keep_online=keep_online)
+            answer = self.encoding.confirm(frame, keep_online)
             if keep_online and frame.end is not fr.End.ETB:
                 stats.online_until = now + ONLINE_WINDOW_S
         seen = self._seen.setdefault(frame.station, collections.deque(maxlen=DEDUP_DEPTH))
