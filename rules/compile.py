@@ -194,6 +194,18 @@ def _limits(rule: ThresholdRule, device: Device) -> list[float] | None:
     return [loc.levels.get(name, math.nan) for name in LEVEL_NAMES]  # type: ignore[call-overload]
 
 
+def _where(registry: Registry, device: Device) -> tuple[float, float]:
+    """A device's position for its sun times: its own, else its cabinet's.
+
+    A lamp listed without coordinates would otherwise sit at 0, 0, where the
+    sun is up while it is night in China, and burn by day every evening.
+    """
+    loc = device.location
+    if (loc.lat, loc.lon) == (0.0, 0.0) and device.parent is not None:
+        loc = registry.devices[device.parent].location
+    return loc.lat, loc.lon
+
+
 def compile_rules(loaded: LoadedConfig, registry: Registry) -> CompiledRules:
     """Tables for every rule of the config; a rule that selects nothing is an error."""
     file = str(loaded.path)
@@ -315,7 +327,7 @@ def compile_rules(loaded: LoadedConfig, registry: Registry) -> CompiledRules:
     lat = np.zeros(n_dev)
     lon = np.zeros(n_dev)
     for d in registry.devices:
-        lat[d.index], lon[d.index] = d.location.lat, d.location.lon
+        lat[d.index], lon[d.index] = _where(registry, d)
         if d.rated_w is not None:
             rated[d.index] = d.rated_w
         if d.parent is not None and d.circuit is not None and d.circuit <= circuits:

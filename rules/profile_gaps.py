@@ -48,6 +48,13 @@ class ProfileGap:
         )
 
 
+def _unplaced(registry: Registry, device: Device) -> bool:
+    place = device.location
+    if device.parent is not None and (place.lat, place.lon) == (0.0, 0.0):
+        place = registry.devices[device.parent].location
+    return (place.lat, place.lon) == (0.0, 0.0)
+
+
 def _needed(rule: RuleConfig, device: Device) -> tuple[str, ...]:
     if rule.kind in _LAMP_RULE_POINTS:
         return _LAMP_RULE_POINTS[rule.kind] if device.device_class == "lamp" else ()
@@ -64,12 +71,17 @@ def _needed(rule: RuleConfig, device: Device) -> tuple[str, ...]:
 
 
 def profile_gaps(loaded: LoadedConfig, registry: Registry) -> list[ProfileGap]:
-    """Every rule, control and statistic that skips devices for want of a point."""
+    """Every rule, control and statistic that skips devices for want of a point, and
+    every lamp day-burning would judge by the sun at 0°N 0°E for want of a position."""
     found: dict[tuple[str, str, tuple[str, ...], str], int] = defaultdict(int)
     for i, rule in enumerate(loaded.config.rules):
         for device in registry.devices:
             if not selects(rule.select, device):
                 continue
+            lamp = device.device_class == "lamp"
+            if rule.kind == "day_burning" and lamp and _unplaced(registry, device):
+                where = (f"rules[{i}] ({rule.id})", device.profile.name, ("lat", "lon"))
+                found[(*where, "its sun times are those of 0°N 0°E")] += 1
             names = {p.name for p in device.points}
             missing = tuple(n for n in _needed(rule, device) if n not in names)
             if missing:

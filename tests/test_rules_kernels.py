@@ -478,3 +478,30 @@ def test_a_cabinet_that_reads_back_its_coils_is_judged_by_circuit_current(
         "circuit4_current": 0.0,
     }
     assert raised_by(registry, compiled, engine, values) == {("k", 2), ("k", 3)}
+
+
+def test_a_lamp_listed_without_coordinates_takes_its_cabinets_sun(
+    write_config: WriteConfig,
+) -> None:
+    from tests.rules_helpers import site
+
+    doc = site([{"id": "day", "kind": "day_burning", "select": {"device_class": "lamp"}}])
+    doc["cabinets"][0]["lamps"] = [{"id": "CAB-P01", "circuit": 1}]  # no lat, lon given
+    loaded = write_config(doc)
+    registry = Registry(loaded)
+    compiled = compile_rules(loaded, registry)
+    lamp, cabinet = registry.by_id["CAB-P01"], registry.by_id["CAB"]
+    assert (compiled.lat[lamp.index], compiled.lon[lamp.index]) == (21.86, 111.98)
+    assert (cabinet.location.lat, lamp.location.lat) == (21.86, 0.0)
+    # 20:00 in Yangjiang, noon at 0°N 0°E: a lamp lit now is not burning by day.
+    engine = RuleEngine(compiled, len(registry), registry.max_points, clock=lambda: T0)
+    evening = T0 + 4 * 3600
+    names = [p.name for p in lamp.points]
+    batch = ReadingBatch(
+        np.full(2, lamp.index, np.int32),
+        np.asarray([names.index("lamp_on"), names.index("switch_cmd")], np.int16),
+        np.full(2, evening),
+        np.ones(2),
+        np.zeros(2, np.uint8),
+    )
+    assert len(engine.evaluate(batch)) == 0

@@ -277,8 +277,10 @@ function renderAlarms(alarms) {
 function alarmTitle(a) {
   const what = a.kind === "threshold" && a.point ? term("point", a.point) : term("kind", a.kind);
   const numbered = /^level (\d+)$/.exec(a.level_name || "");
+  // Rules without levels are simply active or not: the title says no level then.
+  const plain = ["active", "normal"].includes(a.level_name);
   const level = numbered ? ` ${t("level.numbered", { n: numbered[1] })}`
-    : a.level_name ? ` ${term("level", a.level_name)}` : "";
+    : a.level_name && !plain ? ` ${term("level", a.level_name)}` : "";
   const circuit = a.sub && a.kind === "circuit_break" ? t("alarms.circuit", { n: a.sub }) : "";
   return `${what}${level}${circuit}`;
 }
