@@ -12,6 +12,7 @@ BENCHMARKS = {
     "ingest": "bench.ingest",
     "rules": "bench.rules",
     "control": "bench.control",
+    "sl651": "bench.sl651",
 }
 
 

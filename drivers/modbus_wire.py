@@ -25,8 +25,6 @@ from abc import ABC, abstractmethod
 from functools import lru_cache
 
 import numpy as np
-import numpy.typing as npt
-from numba import njit
 from pymodbus.framer import FramerRTU
 from pymodbus.pdu import DecodePDU, ModbusPDU
 from pymodbus.pdu.bit_message import (
@@ -42,6 +40,7 @@ from pymodbus.pdu.register_message import (
     WriteSingleRegisterRequest,
 )
 
+from drivers.crc16 import crc16_modbus
 from drivers.errors import LinkGarbled
 from drivers.profile import Table
 
@@ -145,30 +144,6 @@ class RtuFramer(ModbusFramer):
         if frame[0] != unit:
             raise LinkGarbled(f"answer from unit {frame[0]}, asked unit {unit}")
         return frame[1:-2]
-
-
-def _crc_table() -> npt.NDArray[np.uint16]:
-    table = np.zeros(256, dtype=np.uint16)
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-        table[byte] = crc
-    return table
-
-
-_CRC_TABLE = _crc_table()
-
-
-# Compiled: every answer's CRC is checked, and pymodbus's pure-Python loop took
-# 10 µs for a 130-byte answer, a quarter of a whole request's budget.
-@njit(cache=True, nogil=True)
-def crc16_modbus(data: npt.NDArray[np.uint8], length: int) -> int:  # pragma: no cover
-    """CRC-16/MODBUS of the first ``length`` bytes (as an int, low byte sent first)."""
-    crc = 0xFFFF
-    for i in range(length):
-        crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ data[i]) & 0xFF]
-    return crc
 
 
 @lru_cache(maxsize=65536)

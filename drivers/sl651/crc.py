@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
+from drivers.crc16 import crc16_of
+
 
 def crc16(data: bytes) -> int:
     """CRC-16/MODBUS of ``data`` (check value of b"123456789" is 0x4B37)."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return crc
+    return crc16_of(data)
