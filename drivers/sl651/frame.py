@@ -144,23 +144,46 @@ def build(
     body: bytes,
     end: End,
     uplink: bool = False,
+    packet: tuple[int, int] | None = None,
 ) -> bytes:
-    """A complete frame (downlink unless ``uplink``), CRC included."""
+    """A complete frame (downlink unless ``uplink``), CRC included; with ``packet``
+    (total, sequence) an M3 packet, SYN and the packet count before the body."""
     address = bytes.fromhex(station)
     if len(address) != 5:
         raise ValueError("a station address is 5 bytes (10 hex digits)")
     head = START + (bytes([centre]) + address if uplink else address + bytes([centre]))
     flag = 0x0000 if uplink else 0x8000
+    start = bytes([STX])
+    if packet is not None:
+        total, seq = packet
+        start = bytes([SYN]) + ((total << 12) | seq).to_bytes(3, "big")
+        body = start[1:] + body
+        start = start[:1]
     frame = (
         head
         + password.to_bytes(2, "big")
         + bytes([function])
         + (flag | len(body)).to_bytes(2, "big")
-        + bytes([STX])
+        + start
         + body
         + bytes([end])
     )
     return frame + crc16(frame).to_bytes(2, "big")
+
+
+def packet_answer(frame: Frame, first: bytes, end: End, seq: int) -> bytes:
+    """The centre's answer to an M3 packet: NAK with the packet to send again, or
+    EOT/ESC with the last sequence; serial and send time are packet 1's."""
+    assert frame.packet is not None
+    return build(
+        frame.station,
+        frame.centre,
+        frame.password,
+        frame.function,
+        first[:8],
+        end,
+        packet=(frame.packet[0], seq),
+    )
 
 
 def confirm(frame: Frame, keep_online: bool = False) -> bytes:

@@ -36,6 +36,7 @@ from drivers.sl651.downlink import (
     downlink_frame,
 )
 from drivers.sl651.encoding import HEX, Encoding
+from drivers.sl651.packets import PacketAssembler
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class StationStats:
     commands_failed: int = 0
     #: Until when the station is online for commands (after ESC or a keep-alive).
     online_until: float = 0.0
+    #: M3 packets asked for again (NAK) because they were lost or garbled.
+    packets_asked_again: int = 0
 
 
 @dataclass
@@ -120,6 +123,7 @@ class Sl651Listener:
         self.on_report = on_report
         self.idle_timeout = idle_timeout
         self.stats = ListenerStats(stations={s.station: StationStats() for s in stations})
+        self.packets = PacketAssembler()
         self._seen: dict[str, collections.deque[tuple[int, int, float]]] = {}
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -364,8 +368,18 @@ class Sl651Listener:
             stats.keep_alives += 1
             stats.online_until = now + ONLINE_WINDOW_S
             return None
+        body = frame.body
+        if frame.packet is not None:
+            assembled = self.packets.add(frame)
+            if assembled.missing is not None:
+                stats.packets_asked_again += 1
+                first = self.packets.first_packet(frame.station, frame.function) or body
+                return fr.packet_answer(frame, first, fr.End.NAK, assembled.missing)
+            if assembled.body is None:
+                return None  # more packets follow; the message is confirmed once, whole
+            body = assembled.body
         try:
-            report = self.encoding.parse_report(frame.function, frame.body, self.tz)
+            report = self.encoding.parse_report(frame.function, body, self.tz)
         except (ValueError, IndexError) as exc:
             stats.bad_body += 1
             self.stats.bad_frames += 1
@@ -382,7 +396,11 @@ class Sl651Listener:
         answer = None
         if frame.function in CONFIRMED:
             keep_online = bool(self._queues.get(frame.station))
-            answer = self.encoding.confirm(frame, keep_online)
+            if frame.packet is not None:
+                end = fr.End.ESC if keep_online else fr.End.EOT
+                answer = fr.packet_answer(frame, body, end, frame.packet[0])
+            else:
+                answer = self.encoding.confirm(frame, keep_online)
             if keep_online and frame.end is not fr.End.ETB:
                 stats.online_until = now + ONLINE_WINDOW_S
         seen = self._seen.setdefault(frame.station, collections.deque(maxlen=DEDUP_DEPTH))
