@@ -26,6 +26,13 @@ class FaultKind(StrEnum):
     SLOW = "slow"
     GAUGE_STUCK = "gauge_stuck"
     GAUGE_SPIKE = "gauge_spike"
+    # SL651 stations that dial in (device_silent applies too: the station stops reporting).
+    BAD_CRC = "bad_crc"
+    TRUNCATED = "truncated"
+    WRONG_PASSWORD = "wrong_password"
+    DUPLICATE_RESEND = "duplicate_resend"
+    CLOCK_DRIFT = "clock_drift"
+    RECONNECT_STORM = "reconnect_storm"
 
 
 #: Faults that act on how a unit answers, not on what it measures.
@@ -39,7 +46,7 @@ class FaultSpec(BaseModel):
 
     kind: FaultKind
     device: str
-    circuit: int | None = Field(default=None, ge=1, le=16)
+    circuit: int | None = Field(default=None, ge=1, le=32)
     at: float = Field(default=0.0, ge=0)
     until: float | None = None
     #: leakage_rising: mA per simulated minute.
@@ -48,6 +55,8 @@ class FaultSpec(BaseModel):
     delay: float = Field(default=2.0, ge=0)
     #: gauge_spike: metres added to one sample.
     magnitude: float = 1.5
+    #: clock_drift: seconds the station's clock is ahead (negative: behind).
+    offset: float = 900.0
 
     @model_validator(mode="after")
     def _check(self) -> FaultSpec:

@@ -236,13 +236,16 @@ class SimulatedCity:
     async def _report(
         self, station: Sl651Station, gauge: GaugeModel, host: str, port: int, every: float
     ) -> None:
-        """Dial in (again after a lost connection) and send a timed report every interval."""
+        """Dial in (again after a lost connection) and send a timed report every interval,
+        as the station's faults allow."""
         while True:
             try:
                 await station.connect(host, port)
                 while True:
-                    level = max(gauge.true_level(self.clock.now()), 0.0)
-                    confirm = await station.send(station.report(station.clock(), round(level, 3)))
+                    if not await self._send_report(station, gauge, host, port):
+                        await asyncio.sleep(every)
+                        continue
+                    confirm = station.confirms[-1] if station.confirms else None
                     if confirm is not None and confirm.end is fr.End.ESC:
                         # Kept online: take the centre's commands until the next report.
                         await station.stay_online(every, keep_alive=min(40.0, every / 2))
@@ -251,6 +254,43 @@ class SimulatedCity:
             except (OSError, asyncio.IncompleteReadError):
                 await station.close()
                 await asyncio.sleep(1.0)
+
+    async def _send_report(
+        self, station: Sl651Station, gauge: GaugeModel, host: str, port: int
+    ) -> bool:
+        """One report, through whatever fault the station has; True if it was confirmed."""
+        now = self.clock.now()
+
+        def has(kind: FaultKind) -> FaultSpec | None:
+            return self.board.find(gauge.id, kind, now)
+
+        if has(FaultKind.DEVICE_SILENT):
+            return False
+        drift = has(FaultKind.CLOCK_DRIFT)
+        station.clock_offset = drift.offset if drift is not None else 0.0
+        if has(FaultKind.RECONNECT_STORM):
+            await station.close()
+            await station.connect(host, port)
+        level = round(max(gauge.true_level(now), 0.0), 3)
+        frame = station.report(station.clock(), level)
+        if has(FaultKind.TRUNCATED):
+            # The 4G link drops mid-frame: half a frame, then a new connection.
+            await station.send_raw(frame[: len(frame) // 2])
+            await station.close()
+            await station.connect(host, port)
+            return False
+        if has(FaultKind.BAD_CRC):
+            garbled = bytearray(frame)
+            garbled[-1] ^= 0xFF
+            return await station.send(bytes(garbled), wait=1.0, resends=0) is not None
+        if has(FaultKind.WRONG_PASSWORD):
+            wrong = station.with_password(station.password ^ 0xFFFF)
+            answer = await wrong.send(wrong.report(station.clock(), level), wait=1.0, resends=0)
+            return answer is not None
+        if has(FaultKind.DUPLICATE_RESEND):
+            # The confirm was lost on the way: the same frame goes again.
+            await station.send(frame)
+        return await station.send(frame) is not None
 
     async def _start_link(self, link: LinkConfig, store: UnitStore) -> None:
         placeholder = SimDevice(0, simdata=SimData(0))

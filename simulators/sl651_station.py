@@ -56,6 +56,18 @@ class Sl651Station:
             await self._writer.wait_closed()
             self._writer = None
 
+    def with_password(self, password: int) -> Sl651Station:
+        """The same station on the same connection, sending another password."""
+        other = Sl651Station(self.station, password, self.centre, self.tz, serial=self.serial)
+        other._reader, other._writer = self._reader, self._writer
+        return other
+
+    async def send_raw(self, data: bytes) -> None:
+        """Bytes as they are, no confirm awaited (a frame cut short)."""
+        assert self._writer is not None
+        self._writer.write(data)
+        await self._writer.drain()
+
     def clock(self) -> float:
         """What the station's own clock reads now."""
         return time.time() + self.clock_offset
