@@ -233,3 +233,60 @@ def test_every_catalogue_entry_has_both_languages_and_every_key_the_console_uses
         re.findall(r'data-i18n(?:-[a-z-]+)?="([a-z_.]+)"', (static / "index.html").read_text())
     )
     assert used and not used - catalogue.keys(), used - catalogue.keys()
+
+
+async def test_an_urgent_alarm_demands_attention_and_alarms_sort_group_and_filter(
+    running_demo: Demo, browser: Browser
+) -> None:
+    page = await open_dashboard(browser, running_demo, "engineer")
+    control = httpx.AsyncClient(base_url=running_demo.control)
+    headers = {"Authorization": f"Bearer {SIM_TOKEN}"}
+    try:
+        # Mains loss (urgent) and an open door on one cabinet.
+        for kind in ("mains_loss", "door_open"):
+            fault = {"kind": kind, "device": "JC-XJ-001"}
+            assert (await control.post("/faults", json=fault, headers=headers)).status_code == 201
+        banner = page.locator("#urgent-banner")
+        await expect(banner).to_be_visible(timeout=30_000)
+        await expect(banner).to_contain_text("紧急告警")
+        await expect(banner).to_contain_text("JC-XJ-001")
+        # Severity first: the urgent alarm heads the list whatever came later.
+        await expect(page.locator("#alarms tbody tr").first).to_have_class(re.compile("sev-urgent"))
+        titles = set()
+        for _ in range(6):
+            titles.add(await page.title())
+            await page.wait_for_timeout(400)
+        assert any("紧急告警" in t for t in titles) and len(titles) == 2  # it flashes
+        assert await page.evaluate("window.streetsenseTones") >= 1
+
+        # Grouped by cabinet, the cabinet's alarms are one row that opens.
+        await page.select_option("#alarm-group", "cabinet")
+        group = page.locator("#alarms tr.group", has_text="JC-XJ-001")
+        await expect(group).to_have_count(1)
+        members = page.locator("#alarms tr.member", has_text="JC-XJ-001")
+        await expect(members.first).to_be_hidden()
+        await group.locator("button.expand").click()
+        await expect(members.first).to_be_visible()
+        assert await members.count() >= 2
+        # Filtered to one severity, only that severity shows.
+        await page.select_option("#alarm-group", "none")
+        await page.select_option("#alarm-severity", "urgent")
+        classes = await page.locator("#alarms tbody tr").evaluate_all(
+            "rows => rows.map(r => r.className)"
+        )
+        assert classes and all("sev-urgent" in c for c in classes)
+        await page.select_option("#alarm-severity", "")
+        assert await page.locator("#alarms tbody tr").count() > len(classes)
+
+        # Acknowledged, the banner goes and the title stops flashing.
+        await page.click("#urgent-ack")
+        await expect(banner).to_be_hidden(timeout=15_000)
+        await page.wait_for_timeout(1200)
+        assert "紧急告警" not in await page.title()
+        # Muting is remembered.
+        await page.click("#mute")
+        await expect(page.locator("#mute")).to_have_text("取消静音")
+        assert await page.evaluate("localStorage.getItem('streetsense-mute')") == "1"
+    finally:
+        await control.delete("/faults/JC-XJ-001", headers=headers)
+        await control.aclose()

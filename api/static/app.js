@@ -50,6 +50,7 @@ function applyLanguage() {
   }
   if (state.timezone) $("#timezone").textContent = t("app.timezone", { tz: state.timezone });
   if (state.me) $("#whoami").textContent = t("login.whoami", { name: state.me.name, role: term("role", state.me.role) });
+  if (typeof showMute === "function") showMute();
 }
 
 $("#lang").addEventListener("click", async () => {
@@ -244,33 +245,207 @@ async function refreshAlarms() {
   $("#flood-watch").textContent = t("alarms.storm", { areas: areas.join("、") });
 }
 
+const SEVERITY_RANK = { urgent: 0, high: 1, medium: 2, low: 3 };
+const alarmView = { expanded: new Set(), muted: localStorage.getItem("streetsense-mute") === "1",
+  flashing: null, toning: null, notified: new Set(), title: document.title };
+window.streetsenseTones = 0;
+
+// One fault, one row: lamps muted by a cut circuit or a silent cabinet go with that alarm.
+function groupKey(a, by) {
+  if (by === "none") return `alarm:${a.id}`;
+  if (by === "cabinet") return a.cabinet || a.device;
+  if (by === "district") return a.district || "";
+  if (a.suppressed_by) return a.suppressed_by;
+  if (a.kind === "circuit_break") return `circuit_break:${a.device}/${a.sub}`;
+  if (a.kind === "comm_loss") return `comm_loss:${a.device}`;
+  return `${a.rule}:${a.cabinet || a.device}`;
+}
+
+function passesFilters(a) {
+  const sev = $("#alarm-severity").value, kind = $("#alarm-kind").value;
+  const area = $("#alarm-area").value, st = $("#alarm-state").value;
+  if (sev && a.severity !== sev) return false;
+  if (kind && a.kind !== kind) return false;
+  if (area && a.district !== area) return false;
+  if (st === "unacknowledged" && !a.state.endsWith("unacknowledged")) return false;
+  if (st === "acknowledged" && a.state !== "active_acknowledged") return false;
+  if (st === "shelved" && a.state !== "shelved") return false;
+  return true;
+}
+
+// Options of a filter from the alarms present, keeping the choice made.
+function fillFilter(select, allKey, values, label) {
+  const chosen = select.value;
+  select.replaceChildren(el("option", { value: "" }, t(allKey)));
+  for (const v of [...new Set(values)].filter(Boolean).sort()) {
+    const option = el("option", label ? { value: v } : { value: v, translate: "no" },
+      label ? label(v) : v);
+    select.append(option);
+  }
+  select.value = [...select.options].some((o) => o.value === chosen) ? chosen : "";
+}
+
+function alarmRow(a, extra = "") {
+  const row = el("tr", { "data-id": a.id, class: `sev-${a.severity} ${extra}`.trim() });
+  const device = el("td");
+  device.append(data(a.device));
+  row.append(el("td", {}, term("severity", a.severity)), device,
+    el("td", {}, alarmTitle(a)),
+    el("td", { class: "state" }, term("alarm_state", a.state)),
+    el("td", {}, localTime(a.raised_at)));
+  const actions = el("td");
+  if (state.may.alarms && a.state.endsWith("unacknowledged")) {
+    const ack = el("button", { class: "ack" }, t("alarms.acknowledge"));
+    ack.addEventListener("click", () => alarmAction(a.id, "acknowledge"));
+    actions.append(ack);
+  }
+  if (state.may.alarms && !["shelved", "out_of_service"].includes(a.state)) {
+    const shelve = el("button", { class: "shelve" }, t("alarms.shelve"));
+    shelve.addEventListener("click", () => alarmAction(a.id, "shelve", { minutes: 30 }));
+    actions.append(shelve);
+  }
+  row.append(actions);
+  return row;
+}
+
 function renderAlarms(alarms) {
   const body = $("#alarms tbody");
   body.replaceChildren();
   const active = alarms.filter((a) => a.state !== "normal");
   $("#alarm-count").textContent = active.length ? `(${active.length})` : "";
-  for (const a of active) {
-    const row = el("tr", { "data-id": a.id, class: `sev-${a.severity}` });
-    const device = el("td");
-    device.append(data(a.device));
-    row.append(el("td", {}, term("severity", a.severity)), device,
-      el("td", {}, alarmTitle(a)),
-      el("td", { class: "state" }, term("alarm_state", a.state)),
-      el("td", {}, localTime(a.raised_at)));
-    const actions = el("td");
-    if (state.may.alarms && a.state.endsWith("unacknowledged")) {
-      const ack = el("button", { class: "ack" }, t("alarms.acknowledge"));
-      ack.addEventListener("click", () => alarmAction(a.id, "acknowledge"));
-      actions.append(ack);
+  fillFilter($("#alarm-kind"), "alarms.all_kinds", active.map((a) => a.kind), (k) => term("kind", k));
+  fillFilter($("#alarm-area"), "alarms.all_areas", active.map((a) => a.district));
+  // Severity first, then the newest: the red flood alarm is never row 40.
+  const shown = active.filter(passesFilters).sort((x, y) =>
+    (SEVERITY_RANK[x.severity] ?? 9) - (SEVERITY_RANK[y.severity] ?? 9)
+    || new Date(y.raised_at) - new Date(x.raised_at));
+  const by = $("#alarm-group").value;
+  const groups = new Map();
+  for (const a of shown) {
+    const key = groupKey(a, by);
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(a);
+  }
+  for (const [key, members] of groups) {
+    if (members.length === 1) {
+      body.append(alarmRow(members[0]));
+      continue;
     }
-    if (state.may.alarms && !["shelved", "out_of_service"].includes(a.state)) {
-      const shelve = el("button", { class: "shelve" }, t("alarms.shelve"));
-      shelve.addEventListener("click", () => alarmAction(a.id, "shelve", { minutes: 30 }));
-      actions.append(shelve);
+    const head = members[0];
+    const open = alarmView.expanded.has(key);
+    const row = el("tr", { class: `sev-${head.severity} group`, "data-group": key });
+    const where = el("td");
+    where.append(data(by === "district" ? head.district : head.cabinet || head.device));
+    const unacked = members.filter((a) => a.state.endsWith("unacknowledged"));
+    const toggle = el("button", { class: "expand", "aria-expanded": String(open) },
+      t(open ? "alarms.collapse" : "alarms.expand"));
+    toggle.addEventListener("click", () => {
+      if (alarmView.expanded.has(key)) alarmView.expanded.delete(key);
+      else alarmView.expanded.add(key);
+      renderAlarms(state.alarms || []);
+    });
+    row.append(el("td", {}, term("severity", head.severity)), where,
+      el("td", {}, `${alarmTitle(head)} ${t("alarms.group_count", { n: members.length })}`),
+      el("td", { class: "state" }, t("alarms.unacked_count", { n: unacked.length })),
+      el("td", {}, localTime(head.raised_at)));
+    const actions = el("td");
+    actions.append(toggle);
+    if (state.may.alarms && unacked.length) {
+      const ack = el("button", { class: "ack-group" }, t("alarms.ack_group"));
+      ack.addEventListener("click", () => acknowledgeAll(unacked));
+      actions.append(ack);
     }
     row.append(actions);
     body.append(row);
+    for (const a of members) {
+      const member = alarmRow(a, "member");
+      member.hidden = !open;
+      body.append(member);
+    }
   }
+  alarmView.unacked = shown.filter((a) => a.state.endsWith("unacknowledged"));
+  $("#ack-all").disabled = alarmView.unacked.length === 0;
+  raiseUrgent(active.filter((a) => a.severity === "urgent" && a.state.endsWith("unacknowledged")));
+}
+
+async function acknowledgeAll(alarms) {
+  await Promise.all(alarms.map((a) => api(`/alarms/${a.id}/acknowledge`, { method: "POST" })
+    .catch(() => null)));
+  await refreshAlarms();
+}
+
+// An urgent alarm not yet acknowledged: a banner that stays, the title flashing, a tone
+// (Web Audio, nothing to download; mutable) and a browser notification where allowed.
+function raiseUrgent(urgent) {
+  const banner = $("#urgent-banner");
+  banner.hidden = urgent.length === 0;
+  $("#urgent-ack").hidden = !(state.may.alarms && urgent.length);
+  if (!urgent.length) {
+    clearInterval(alarmView.flashing);
+    clearInterval(alarmView.toning);
+    alarmView.flashing = alarmView.toning = null;
+    document.title = alarmView.title;
+    return;
+  }
+  const first = urgent[0];
+  const text = $("#urgent-text");
+  text.replaceChildren(`${t("alarms.urgent_banner", { n: urgent.length })} `, data(first.device),
+    ` ${alarmTitle(first)}`);
+  alarmView.urgent = urgent;
+  if (!alarmView.flashing) {
+    let on = false;
+    alarmView.flashing = setInterval(() => {
+      on = !on;
+      document.title = on ? `【${t("alarms.urgent_title")}】${alarmView.title}` : alarmView.title;
+    }, 1000);
+  }
+  if (!alarmView.toning) {
+    tone();
+    alarmView.toning = setInterval(tone, 4000);
+  }
+  for (const a of urgent) {
+    if (alarmView.notified.has(a.id)) continue;
+    alarmView.notified.add(a.id);
+    if ("Notification" in window && Notification.permission === "granted") {
+      new Notification(t("alarms.urgent_title"), { body: `${a.device} ${alarmTitle(a)}` });
+    }
+  }
+}
+
+let audio = null;
+function tone() {
+  if (alarmView.muted) return;
+  try {
+    audio = audio || new AudioContext();
+    const osc = audio.createOscillator(), gain = audio.createGain();
+    osc.frequency.value = 880;
+    gain.gain.setValueAtTime(0.2, audio.currentTime);
+    gain.gain.exponentialRampToValueAtTime(0.001, audio.currentTime + 0.6);
+    osc.connect(gain).connect(audio.destination);
+    osc.start();
+    osc.stop(audio.currentTime + 0.6);
+    window.streetsenseTones += 1;
+  } catch (error) {
+    // No audio device: the banner and the title still say it.
+  }
+}
+
+function showMute() {
+  $("#mute").textContent = t(alarmView.muted ? "alarms.unmute" : "alarms.mute");
+  $("#mute").setAttribute("aria-pressed", String(alarmView.muted));
+}
+$("#mute").addEventListener("click", () => {
+  alarmView.muted = !alarmView.muted;
+  localStorage.setItem("streetsense-mute", alarmView.muted ? "1" : "0");
+  showMute();
+  if ("Notification" in window && Notification.permission === "default") {
+    Notification.requestPermission();
+  }
+});
+$("#ack-all").addEventListener("click", () => acknowledgeAll(alarmView.unacked || []));
+$("#urgent-ack").addEventListener("click", () => acknowledgeAll(alarmView.urgent || []));
+for (const id of ["#alarm-group", "#alarm-severity", "#alarm-kind", "#alarm-area", "#alarm-state"]) {
+  $(id).addEventListener("change", () => renderAlarms(state.alarms || []));
 }
 
 // What the alarm is, in words: the point (for limits) or the kind, and the level reached.
