@@ -615,6 +615,25 @@ class MapDeviceOut(BaseModel):
     levels: dict[str, float] | None = None
 
 
+class WaterOut(BaseModel):
+    """A gauge on the flood panel: its level now, band, trend and how old the reading is."""
+
+    id: str
+    name: str
+    district: str
+    road: str
+    level: float | None
+    at: datetime | None
+    #: The band the water stands in, or null below blue (or with no reading).
+    band: Literal["blue", "yellow", "orange", "red"] | None
+    rise_cm_per_min: float | None
+    trend: Literal["rising", "falling", "steady", "unknown"]
+    age_s: float | None
+    #: Its area is in storm mode (polled faster).
+    storm: bool
+    levels: dict[str, float]
+
+
 class GridCellOut(BaseModel):
     """A grid cell outline: lon/lat rings; ``approximate`` when drawn around its devices."""
 

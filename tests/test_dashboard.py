@@ -112,6 +112,16 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
 
     # A gauge's chart with its threshold bands.
     await page.click("[data-tab=water]")
+    # The flood panel: every gauge with its level, band and how old its reading is.
+    water = (await api.get("/telemetry/water")).json()
+    assert {w["id"] for w in water} >= {"WL-DF-UNDERPASS"}
+    panel = page.locator(".gauge-item[data-id='WL-DF-UNDERPASS']")
+    await expect(panel.locator(".level")).to_contain_text("米")
+    await expect(panel.locator(".pill")).to_have_count(1)
+    await expect(panel.locator(".age")).to_contain_text("前")
+    band = next(w["band"] for w in water if w["id"] == "WL-DF-UNDERPASS") or "none"
+    marker = page.locator("#map .device.gauge[data-id='WL-DF-UNDERPASS']")
+    await expect(marker).to_have_class(re.compile(f"band-{band}"))
     await page.click(".gauge-item[data-id='WL-DF-UNDERPASS']")
     await expect(page.locator("#gauge-title")).to_contain_text("WL-DF-UNDERPASS")
     await expect(page.locator("#gauge-chart .band")).to_have_count(4)

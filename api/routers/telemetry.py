@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
@@ -10,10 +11,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from api.auth import read_guard
 from api.bounds import check_finite, check_time
 from api.deps import ControllerDep
-from api.schemas import BucketOut, LatestOut, SampleOut, SeriesOut, SinkOut, utc
+from api.schemas import BucketOut, LatestOut, SampleOut, SeriesOut, SinkOut, WaterOut, utc
 from controller.readings import Quality
 from controller.runtime import Controller
 from controller.telemetry.query import TelemetryReader
+from controller.telemetry.water_now import TREND_WINDOW_S, water_now
 
 router = APIRouter(
     prefix="/telemetry", tags=["telemetry"], dependencies=[Depends(read_guard("telemetry"))]
@@ -168,3 +170,47 @@ def sinks(controller: ControllerDep) -> list[SinkOut]:
         )
         for s in controller.telemetry.sinks()
     ]
+
+
+@router.get("/water", response_model=list[WaterOut])
+async def water(controller: ControllerDep) -> list[WaterOut]:
+    """Every gauge for the flood panel: level, band, rate of rise, age, storm mode.
+
+    Most urgent first: the highest band, then the fastest rise.
+    """
+    reader = _reader(controller)
+    now = time.time()
+    storms = controller.rules.stats.storms
+    area_by = controller.loaded.config.flood_watch
+    out = []
+    for device in controller.registry.devices:
+        if device.device_class != "gauge":
+            continue
+        loc = device.location
+        levels = dict(getattr(loc, "levels", None) or {})
+        stored = await reader.raw(device, "water_level", now - TREND_WINDOW_S, now + 1, 10_000)
+        current = water_now(stored, levels)
+        area = getattr(loc, area_by.area_by) if area_by is not None else loc.district
+        out.append(
+            WaterOut(
+                id=device.id,
+                name=loc.name,
+                district=loc.district,
+                road=loc.road,
+                level=None if current is None else round(current.level, 3),
+                at=None if current is None else utc(current.at),
+                band=None if current is None else current.band,
+                rise_cm_per_min=(
+                    None
+                    if current is None or current.rise_cm_per_min is None
+                    else round(current.rise_cm_per_min, 2)
+                ),
+                trend="unknown" if current is None else current.trend,
+                age_s=None if current is None else round(now - current.at, 1),
+                storm=area in storms,
+                levels=levels,
+            )
+        )
+    bands = {None: 0, "blue": 1, "yellow": 2, "orange": 3, "red": 4}
+    out.sort(key=lambda w: (-bands[w.band], -(w.rise_cm_per_min or 0.0), w.id))
+    return out

@@ -166,6 +166,9 @@ function projection(bounds) {
 async function renderMap() {
   const data = await api("/map");
   state.map = data;
+  // Gauges are coloured by the band their water stands in, not by "any alarm".
+  state.water = await api("/telemetry/water").catch(() => []);
+  const bandOf = new Map(state.water.map((w) => [w.id, w.band || "none"]));
   state.timezone = data.timezone;
   $("#city").textContent = data.city;
   $("#timezone").textContent = t("app.timezone", { tz: data.timezone });
@@ -200,7 +203,8 @@ async function renderMap() {
     } else {
       shape = svgEl("circle", { cx: x, cy: y, r: 4 });
     }
-    shape.setAttribute("class", `device ${d.device_class} ${d.state}` +
+    const band = d.device_class === "gauge" && bandOf.has(d.id) ? ` band-${bandOf.get(d.id)}` : "";
+    shape.setAttribute("class", `device ${d.device_class} ${d.state}${band}` +
       (state.selected === d.id ? " selected" : ""));
     shape.dataset.id = d.id;
     shape.append(svgEl("title", {}, `${d.id} ${d.name || ""} — ${term("device_state", d.state)}`));
@@ -471,14 +475,36 @@ async function alarmAction(id, action, json) {
 
 // -- water levels ---------------------------------------------------------------------------
 
+// The flood panel: every gauge, most urgent first, with its level, band, trend and age.
 function renderGauges() {
   if (!state.map) return;
   const list = $("#gauges");
   list.replaceChildren();
-  for (const g of state.map.devices.filter((d) => d.device_class === "gauge")) {
-    const item = el("li", { class: `gauge-item ${state.gauge === g.id ? "active" : ""}`,
+  const water = state.water && state.water.length ? state.water
+    : state.map.devices.filter((d) => d.device_class === "gauge").map((d) => ({ id: d.id,
+      name: d.name, level: null, band: null, trend: "unknown", rise_cm_per_min: null,
+      age_s: null, storm: false }));
+  for (const g of water) {
+    const item = el("li", { class: `gauge-item band-${g.band || "none"} ${state.gauge === g.id ? "active" : ""}`,
       "data-id": g.id });
-    item.append(data(g.name || g.id), g.state === "alarm" ? " ⚠" : "");
+    const name = el("strong");
+    name.append(data(g.name || g.id));
+    item.append(name);
+    if (g.level === null) {
+      item.append(el("span", { class: "level" }, t("water.no_reading")));
+    } else {
+      item.append(el("span", { class: "level" }, t("water.item_level", { v: g.level.toFixed(3) })));
+      item.append(el("span", { class: `pill band-${g.band || "none"}` },
+        g.band ? term("level", g.band) : t("water.below_blue")));
+      const arrow = { rising: "↑", falling: "↓", steady: "→" }[g.trend] || "";
+      const rate = g.rise_cm_per_min === null ? "" : t("water.rate", {
+        r: `${g.rise_cm_per_min > 0 ? "+" : ""}${g.rise_cm_per_min.toFixed(1)}` });
+      item.append(el("span", { class: `trend ${g.trend}`, "aria-label": t(`water.trend_${g.trend}`) },
+        `${arrow} ${rate}`.trim()));
+      item.append(el("span", { class: "age" }, g.age_s < 120 ? t("water.age_s", { s: Math.round(g.age_s) })
+        : t("water.age_m", { m: Math.round(g.age_s / 60) })));
+    }
+    if (g.storm) item.append(el("span", { class: "storm-mode" }, t("water.storm")));
     item.addEventListener("click", () => showGauge(g.id));
     list.append(item);
   }
