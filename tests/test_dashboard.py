@@ -8,6 +8,7 @@ A screenshot of the main page is saved in ``test-artifacts/``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -21,7 +22,7 @@ from tests.demo_process import ROOT, SIM_TOKEN, Demo, demo_config, run_demo
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ROLE_ZH = {"engineer": "照明工程师", "viewer": "查看员"}
+ROLE_ZH = {"engineer": "照明工程师", "viewer": "查看员", "dispatcher": "派遣员"}
 # As the machine's probe starts it: no sandbox as root, nothing reaching out to the internet.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -199,6 +200,11 @@ async def test_the_console_speaks_chinese_everywhere_and_english_by_the_switch(
     await expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
     await expect(page.locator("[data-tab=alarms] [data-i18n]")).to_have_text("告警")
     await expect(page.locator("#timezone")).to_have_text("时区 Asia/Shanghai")
+    # An alarm to read, whatever the demo's storm has raised by now.
+    async with httpx.AsyncClient(base_url=running_demo.control) as control:
+        fault = {"kind": "door_open", "device": "JC-MY-001"}
+        headers = {"Authorization": f"Bearer {SIM_TOKEN}"}
+        assert (await control.post("/faults", json=fault, headers=headers)).status_code == 201
     await expect(page.locator("#alarms tbody tr").first).to_be_visible(timeout=30_000)
     missing: dict[str, list[str]] = {"alarms": await untranslated(page)}
     await page.locator("#map .device.cabinet").first.click()
@@ -300,3 +306,52 @@ async def test_an_urgent_alarm_demands_attention_and_alarms_sort_group_and_filte
     finally:
         await control.delete("/faults/JC-XJ-001", headers=headers)
         await control.aclose()
+
+
+async def test_a_dispatcher_works_a_case_through_its_loop_in_the_browser(
+    running_demo: Demo, browser: Browser
+) -> None:
+    api = httpx.AsyncClient(
+        base_url=running_demo.api, headers={"X-API-Key": running_demo.keys["admin"]}
+    )
+    reported = await api.post(
+        "/cases",
+        json={
+            "source": "hotline",
+            "category": "streetlight",
+            "title": "东风路 路灯不亮",
+            "lat": 21.86,
+            "lon": 111.98,
+            "grid": "441702002001",
+        },
+    )
+    assert reported.status_code == 201
+    case_id = reported.json()["id"]
+    page = await open_dashboard(browser, running_demo, "dispatcher")
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept("已更换灯具")))
+    await page.click("[data-tab=cases]")
+    card = page.locator(f"#case-board .case[data-id='{case_id}']")
+    for action, stage in [
+        ("accept", "accepted"),
+        ("file", "filed"),
+        ("dispatch", "dispatched"),
+        ("start_disposal", "in_disposal"),
+        ("report_disposal", "disposal_reported"),
+        ("start_verification", "under_verification"),
+        ("pass_verification", "under_verification"),
+        ("close", "evaluated"),  # closing evaluates it at once (on time or not)
+    ]:
+        steps = len((await api.get(f"/cases/{case_id}")).json()["transitions"])
+        await card.locator(f"button[data-action={action}]").click()
+        for _ in range(50):
+            now = (await api.get(f"/cases/{case_id}")).json()
+            if now["stage"] == stage and len(now["transitions"]) > steps:
+                break
+            await asyncio.sleep(0.1)
+        assert (await api.get(f"/cases/{case_id}")).json()["stage"] == stage
+    await expect(card.locator("button")).to_have_count(0)  # closed: nothing left to do
+    history = (await api.get(f"/cases/{case_id}")).json()["transitions"]
+    assert any(h.get("note") == "已更换灯具" for h in history)
+    clicked = [h for h in history if h.get("action") in {"accept", "dispatch", "close"}]
+    assert len(clicked) == 3 and all(h["actor"] == "demo-dispatcher" for h in clicked)
+    await api.aclose()

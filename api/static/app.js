@@ -613,6 +613,44 @@ function timeLeft(c) {
     : t("cases.left", { t: text(minutes) });
 }
 
+// What can be done to a case at its stage, and who may (the API checks again).
+const STAGE_ACTIONS = {
+  awaiting_acceptance: ["accept", "reject"], accepted: ["file"], filed: ["dispatch"],
+  returned: ["dispatch"], dispatched: ["start_disposal", "return"],
+  in_disposal: ["report_disposal"], disposal_reported: ["start_verification"],
+  under_verification: ["pass_verification", "fail_verification", "close"],
+};
+const CENTRE_ACTIONS = new Set(["accept", "reject", "file", "dispatch", "close",
+  "start_verification", "pass_verification", "fail_verification"]);
+const NOTE_NEEDED = new Set(["reject", "return"]);
+
+function caseActions(c) {
+  const box = el("div", { class: "case-actions" });
+  for (const action of STAGE_ACTIONS[c.stage] || []) {
+    const allowed = CENTRE_ACTIONS.has(action) ? state.may.cases_centre : state.may.cases_work;
+    if (!allowed) continue;
+    const button = el("button", { "data-action": action }, t(`case_action.${action}`));
+    button.addEventListener("click", () => caseAction(c, action));
+    box.append(button);
+  }
+  return box;
+}
+
+async function caseAction(c, action) {
+  let note = "";
+  if (NOTE_NEEDED.has(action) || action === "report_disposal" || action === "fail_verification") {
+    note = window.prompt(t("cases.note_prompt", { action: t(`case_action.${action}`) })) ?? null;
+    if (note === null) return;
+    if (NOTE_NEEDED.has(action) && !note.trim()) return;
+  }
+  try {
+    await api(`/cases/${c.id}/${action}`, { method: "POST", json: { note } });
+  } catch (error) {
+    alert(error.message);
+  }
+  await renderCases();
+}
+
 async function renderCases() {
   const cases = await api("/cases?limit=300");
   const board = $("#case-board");
@@ -631,6 +669,8 @@ async function renderCases() {
       const who = el("div");
       who.append(data(c.department || "—"), ` · ${term("severity", c.severity)}`);
       card.append(heading, who, el("div", { class: "left" }, timeLeft(c)));
+      const actions = caseActions(c);
+      if (actions.childElementCount) card.append(actions);
       column.append(card);
     }
     board.append(column);
