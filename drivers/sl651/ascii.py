@@ -16,7 +16,7 @@ from datetime import tzinfo
 
 from drivers.sl651.body import Observation, Report, bcd_time, encode_time
 from drivers.sl651.crc import crc16
-from drivers.sl651.frame import STX, End, Frame, Problem
+from drivers.sl651.frame import STX, End, Frame, Problem, split_frames
 
 SOH = 0x01
 HEADER = 23  # SOH and 22 characters
@@ -99,40 +99,7 @@ def parse_ascii(raw: bytes) -> Frame:
 
 def split_ascii(buffer: bytearray) -> tuple[list[Frame], list[Problem]]:
     """Take every complete ASCII frame out of ``buffer`` (an incomplete tail stays)."""
-    frames: list[Frame] = []
-    problems: list[Problem] = []
-    while buffer:
-        if buffer[0] != SOH:
-            skipped = _resync(buffer)
-            problems.append(Problem("bad_start", "bytes before a frame start", skipped))
-            continue
-        if len(buffer) < HEADER:
-            break
-        try:
-            total = _length(buffer)
-        except ValueError:
-            del buffer[:1]
-            problems.append(Problem("bad_frame", "length is not hex", _resync(buffer) + 1))
-            continue
-        if len(buffer) < total:
-            break
-        raw = bytes(buffer[:total])
-        try:
-            frames.append(parse_ascii(raw))
-        except ValueError as exc:
-            kind = "bad_crc" if str(exc).startswith("CRC") else "bad_frame"
-            del buffer[:1]
-            problems.append(Problem(kind, str(exc), _resync(buffer) + 1))
-            continue
-        del buffer[:total]
-    return frames, problems
-
-
-def _resync(buffer: bytearray) -> int:
-    at = buffer.find(bytes([SOH]))
-    at = len(buffer) if at < 0 else at
-    del buffer[:at]
-    return at
+    return split_frames(buffer, bytes([SOH]), HEADER, _length, parse_ascii)
 
 
 def build_ascii(

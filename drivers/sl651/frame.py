@@ -10,6 +10,7 @@ feeds bytes in and gets frames and problems out.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -103,35 +104,56 @@ def parse(raw: bytes) -> Frame:
 
 def split(buffer: bytearray) -> tuple[list[Frame], list[Problem]]:
     """Take every complete frame out of ``buffer`` (an incomplete tail stays in it)."""
+    return split_frames(
+        buffer, START, HEADER, lambda b: (((b[11] & 0x0F) << 8) | b[12]) + 17, parse
+    )
+
+
+def split_frames(
+    buffer: bytearray,
+    start: bytes,
+    header: int,
+    total_of: Callable[[bytearray], int],
+    parse_one: Callable[[bytes], Frame],
+) -> tuple[list[Frame], list[Problem]]:
+    """Frames of either encoding out of a stream: by the length in the header (read by
+    ``total_of`` once ``header`` bytes are in), resynchronising on ``start`` after a bad one."""
     frames: list[Frame] = []
     problems: list[Problem] = []
     while buffer:
-        if buffer[:2] != START[: len(buffer[:2])]:
-            skipped = _resync(buffer)
+        if buffer[: len(start)] != start[: len(buffer[: len(start)])]:
+            skipped = _resync(buffer, start)
             problems.append(Problem("bad_start", "bytes before a frame start", skipped))
             continue
-        if len(buffer) < HEADER:
+        if len(buffer) < header:
             break
-        total = (((buffer[11] & 0x0F) << 8) | buffer[12]) + 17
+        try:
+            total = total_of(buffer)
+        except ValueError:
+            del buffer[: len(start)]
+            skipped = _resync(buffer, start) + len(start)
+            problems.append(Problem("bad_frame", "length field not readable", skipped))
+            continue
         if len(buffer) < total:
             break
         raw = bytes(buffer[:total])
         try:
-            frames.append(parse(raw))
+            frames.append(parse_one(raw))
         except ValueError as exc:
             kind = "bad_crc" if str(exc).startswith("CRC") else "bad_frame"
-            del buffer[:2]
-            problems.append(Problem(kind, str(exc), _resync(buffer) + 2))
+            del buffer[: len(start)]
+            problems.append(Problem(kind, str(exc), _resync(buffer, start) + len(start)))
             continue
         del buffer[:total]
     return frames, problems
 
 
-def _resync(buffer: bytearray) -> int:
-    """Drop bytes up to the next 7E7E (or all but a trailing 7E); returns how many."""
-    at = buffer.find(START)
+def _resync(buffer: bytearray, start: bytes) -> int:
+    """Drop bytes up to the next frame start (keeping a trailing part of one)."""
+    at = buffer.find(start)
     if at < 0:
-        at = len(buffer) - 1 if buffer.endswith(b"\x7e") else len(buffer)
+        partial = len(start) > 1 and buffer.endswith(start[:1])
+        at = len(buffer) - 1 if partial else len(buffer)
     del buffer[:at]
     return at
 
