@@ -47,16 +47,30 @@ class Subscriber:
         while True:
             try:
                 async with aiomqtt.Client(
-                    "127.0.0.1", self.port, identifier="test-sub", clean_session=False
+                    "127.0.0.1",
+                    self.port,
+                    identifier="test-sub",
+                    clean_session=False,
+                    queue_type=self._recorder(),
                 ) as client:
                     await client.subscribe(self.topic, qos=1)
                     self.connected.set()
-                    async for m in client.messages:
-                        payload = json.loads(m.payload)
-                        self.messages.append((str(m.topic), payload, bool(m.retain)))
+                    async for _ in client.messages:
+                        pass
             except aiomqtt.MqttError:
                 self.connected.clear()
                 await asyncio.sleep(0.2)
+
+    def _recorder(self) -> type[asyncio.Queue[aiomqtt.Message]]:
+        """Messages are kept as they arrive: aiomqtt drops those still queued at a disconnect."""
+        messages = self.messages
+
+        class Recorder(asyncio.Queue[aiomqtt.Message]):
+            def put_nowait(self, m: aiomqtt.Message) -> None:
+                assert isinstance(m.payload, bytes)
+                messages.append((str(m.topic), json.loads(m.payload), bool(m.retain)))
+
+        return Recorder
 
     async def __aenter__(self) -> Subscriber:
         self._task = asyncio.create_task(self._run())

@@ -64,9 +64,34 @@ def _tls(cfg: MqttConfig) -> aiomqtt.TLSParameters | None:
 PUBLISH_WINDOW = 100
 
 
-def make_client(cfg: MqttConfig, identifier: str, creds: MqttCredentials) -> aiomqtt.Client:
-    """An aiomqtt client with a persistent session (clean_session off, fixed id)."""
+def kept_inbox(inbox: asyncio.Queue[aiomqtt.Message]) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """A queue type for aiomqtt that hands every received message to ``inbox``.
+
+    aiomqtt's message iterator raises on a disconnect while messages it has
+    already acknowledged to the broker still sit in the client's own queue, and
+    the next client starts with an empty one: at QoS 1 those messages would be
+    lost. Kept in a queue that outlives the client, they are handled after all.
+    """
+
+    class Inbox(asyncio.Queue[aiomqtt.Message]):
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            inbox.put_nowait(item)
+
+    return Inbox
+
+
+def make_client(
+    cfg: MqttConfig,
+    identifier: str,
+    creds: MqttCredentials,
+    inbox: asyncio.Queue[aiomqtt.Message] | None = None,
+) -> aiomqtt.Client:
+    """An aiomqtt client with a persistent session (clean_session off, fixed id).
+
+    With ``inbox``, received messages go there (see :func:`kept_inbox`).
+    """
     return aiomqtt.Client(
+        queue_type=kept_inbox(inbox) if inbox is not None else asyncio.Queue,
         max_inflight_messages=PUBLISH_WINDOW,
         hostname=cfg.host,
         port=cfg.port,
@@ -287,23 +312,35 @@ class MqttDeviceListener:
         self.received = 0
         self.rejected = 0
         self.subscribed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
         """Start listening (reconnecting with backoff while the broker is away)."""
-        self._task = asyncio.create_task(self._run(), name="mqtt:devices")
+        self._tasks = [
+            asyncio.create_task(self._connect(), name="mqtt:devices"),
+            asyncio.create_task(self._consume(), name="mqtt:devices:handle"),
+        ]
 
-    async def _run(self) -> None:
+    async def _consume(self) -> None:
+        while True:
+            message = await self._inbox.get()
+            await self.handle(str(message.topic), message.payload)
+
+    async def _connect(self) -> None:
         delay = 0.5
         while True:
             try:
-                async with make_client(self.cfg, self.identifier, self.creds) as client:
+                async with make_client(
+                    self.cfg, self.identifier, self.creds, self._inbox
+                ) as client:
                     for topic in self.topics:
                         await client.subscribe(topic, qos=1)
                     self.subscribed.set()
                     delay = 0.5
-                    async for message in client.messages:
-                        await self.handle(str(message.topic), message.payload)
+                    # Messages arrive in the inbox; this only waits for the disconnect.
+                    async for _ in client.messages:
+                        pass
             except aiomqtt.MqttError as exc:
                 self.subscribed.clear()
                 log.warning("MQTT device listener disconnected (%s); retrying in %.1fs", exc, delay)
@@ -347,7 +384,7 @@ class MqttDeviceListener:
 
     async def stop(self) -> None:
         """Stop listening."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
