@@ -33,7 +33,7 @@ from bench.raw_client import RawPoller
 from controller.config import LoadedConfig, WireConfig
 from controller.registry import PollTarget
 from controller.runtime import Controller
-from drivers.device_plan import block_point_address
+from drivers.device_plan import DevicePlan, block_point_address
 from drivers.profile import DeviceProfile, Table
 from simulators.fast_responder import WireModel
 
@@ -224,6 +224,7 @@ async def _measure(loaded: LoadedConfig, size: float) -> dict[str, Any]:
 def _wire_time(target: PollTarget, wire: WireModel) -> float:
     """The least time a poll of ``target`` takes on its wire: its requests back to back."""
     total = 0.0
+    assert isinstance(target.plan, DevicePlan)
     for request in target.plan.plan.requests:
         total += (
             wire.rtt_s + wire.jitter_s / 2 + wire.rtu_read_time(request.count, request.table.is_bit)

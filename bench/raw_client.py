@@ -16,6 +16,7 @@ import numpy as np
 from pymodbus.framer.rtu import FramerRTU
 
 from controller.registry import PollTarget
+from drivers.device_plan import DevicePlan
 
 _FUNCTION = {"coil": 1, "discrete_input": 2, "holding_register": 3, "input_register": 4}
 
@@ -80,6 +81,7 @@ class RawPoller:
         connection = self.connections[link_id]
         rtu = connection.rtu
         for target in targets:
+            assert isinstance(target.plan, DevicePlan), "the raw client speaks Modbus only"
             plan = target.plan.plan
             buffer = np.zeros(plan.buffer_size, dtype=np.uint16)
             for request in plan.requests:

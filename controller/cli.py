@@ -47,7 +47,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(
         f"{args.config}: OK: city {cfg.site.city}, {len(cfg.links)} links, "
         f"{counts.get('cabinet', 0)} cabinets, {counts.get('lamp', 0)} lamps, "
-        f"{counts.get('gauge', 0)} gauges, {len(compiled.rules)} rules, "
+        f"{counts.get('gauge', 0)} gauges, {counts.get('meter', 0)} meters, "
+        f"{len(compiled.rules)} rules, "
         f"{len(groups)} schedule groups; "
         f"profiles: {', '.join(loaded.profiles.names())}"
     )

@@ -22,7 +22,11 @@ from controller.config import PollingConfig
 from controller.readings import Quality, ReadingBatch
 from controller.registry import PollTarget, Registry
 from drivers.codec import decode_fields
-from drivers.errors import LinkError
+from drivers.device_plan import DevicePlan
+from drivers.dlt645.codec import FrameError, decode_value
+from drivers.dlt645.profile import MeterPlan
+from drivers.dlt645.reader import MeterRefused, read_di
+from drivers.errors import LinkError, LinkGarbled
 from drivers.health import DeviceHealth
 from drivers.links import ModbusLink
 from drivers.priority_lock import Priority
@@ -120,6 +124,7 @@ class Poller:
             "cabinet": self.polling.cabinet_interval,
             "lamp": self.polling.lamp_interval,
             "gauge": self.polling.gauge_interval,
+            "meter": self.polling.meter_interval,
         }
         return intervals[target.device_class]
 
@@ -137,8 +142,10 @@ class Poller:
         self, target: PollTarget, priority: Priority = Priority.POLL
     ) -> PollOutcome:
         """Poll one unit: send its planned reads, decode what came back."""
-        link = self.links[target.link]
         plan = target.plan
+        if isinstance(plan, MeterPlan):
+            return await self._poll_meter(target, plan, priority)
+        link = self.links[target.link]
         health = self.health[target.device]
         # Only a device known to answer gets retries: a dead one would make its
         # neighbours on the bus pay for every retry. So a dead device costs one timeout.
@@ -168,6 +175,65 @@ class Poller:
                 continue
             buffer[request.buffer_start : request.buffer_start + request.count] = words
             answered[k] = True
+        latency, ts = self._record(target, started, error)
+        batch = self._decode(target, plan, buffer, answered, ts)
+        return PollOutcome(batch, int(answered.sum()), len(plan.plan.requests), latency, error)
+
+    async def _poll_meter(
+        self, target: PollTarget, plan: MeterPlan, priority: Priority
+    ) -> PollOutcome:
+        """Poll a DL/T 645 meter: one read per data identifier or block."""
+        link = self.links[target.link]
+        retries = None if self.health[target.device].online else 0
+        values = np.full(len(target.field_device), np.nan)
+        answered = sent = 0
+        error: LinkError | None = None
+        started = time.perf_counter()
+        queue = list(plan.requests)
+        while queue:
+            request = queue.pop(0)
+            sent += 1
+            try:
+                data = await read_di(link, target.address, request.di, retries, priority)
+            except MeterRefused as exc:
+                error = exc
+                # A meter that does not know a block is asked for its members one by one.
+                queue[:0] = request.singles
+                continue
+            except LinkError as exc:
+                error = exc
+                if exc.kind in ("timeout", "link_down", "garbled"):
+                    break
+                continue
+            try:
+                for item in request.items:
+                    raw = data[item.offset : item.offset + item.size]
+                    if len(raw) < item.size:
+                        raise LinkGarbled(f"DI {request.di}: {len(data)} bytes, too short")
+                    values[item.point] = decode_value(raw, item.decimals, item.signed)
+            except (LinkGarbled, FrameError) as exc:
+                error = LinkGarbled(f"meter {target.address}: {exc}")
+                break
+            answered += 1
+        if answered and isinstance(error, MeterRefused):
+            error = None  # the meter answered: an identifier it lacks is not a failure
+        latency, ts = self._record(target, started, error)
+        keep = ~np.isnan(values)
+        n = int(keep.sum())
+        batch = ReadingBatch(
+            device=target.field_device[keep],
+            point=np.flatnonzero(keep).astype(np.int16),
+            ts=np.full(n, ts, dtype=np.float64),
+            value=values[keep],
+            quality=np.zeros(n, dtype=np.uint8),
+        )
+        return PollOutcome(batch, answered, sent, latency, error)
+
+    def _record(
+        self, target: PollTarget, started: float, error: LinkError | None
+    ) -> tuple[float, float]:
+        """Health after a poll: its latency and the readings' time."""
+        health = self.health[target.device]
         latency = time.perf_counter() - started
         health.last_latency = latency
         ts = self.clock()
@@ -176,8 +242,7 @@ class Poller:
         else:
             health.record_failure(error.kind, str(error), self.polling.offline_after)
         self._log_change(target, error)
-        batch = self._decode(target, buffer, answered, ts)
-        return PollOutcome(batch, int(answered.sum()), len(plan.plan.requests), latency, error)
+        return latency, ts
 
     def _log_change(self, target: PollTarget, error: LinkError | None) -> None:
         """Once when a device goes offline and once when it is back, not once per poll."""
@@ -195,9 +260,8 @@ class Poller:
 
     @staticmethod
     def _decode(
-        target: PollTarget, buffer: np.ndarray, answered: np.ndarray, ts: float
+        target: PollTarget, plan: DevicePlan, buffer: np.ndarray, answered: np.ndarray, ts: float
     ) -> ReadingBatch:
-        plan = target.plan
         if not answered.any():
             return ReadingBatch.empty()
         values, valid = decode_fields(buffer, plan.fields)

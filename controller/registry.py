@@ -18,9 +18,8 @@ import numpy.typing as npt
 
 from controller.config import LampConfig, LoadedConfig, Located
 from drivers.device_plan import SELF, DevicePlan, SubDevice, plan_device
-from drivers.mqtt_profile import MqttDeviceProfile
-from drivers.profile import DeviceProfile
-from drivers.sl651.profile import Sl651Profile
+from drivers.dlt645.profile import MeterPlan, plan_meter
+from drivers.profile import AnyProfile, DeviceProfile
 
 
 class PointLike(Protocol):
@@ -40,7 +39,7 @@ class Device:
     index: int
     id: str
     device_class: str
-    profile: DeviceProfile | MqttDeviceProfile | Sl651Profile
+    profile: AnyProfile
     location: Located
     #: Link and unit the device answers on (for lamps in a block: the cabinet's).
     link: str
@@ -52,6 +51,10 @@ class Device:
     circuit: int | None = None
     phase: str | None = None
     rated_w: float | None = None
+    #: A meter's 12-digit DL/T 645 address.
+    address: str = ""
+    #: Index of the cabinet a meter measures.
+    measures: int | None = None
 
     @property
     def points(self) -> Sequence[PointLike]:
@@ -70,9 +73,11 @@ class PollTarget:
     link: str
     unit: int
     device_class: str
-    plan: DevicePlan
+    plan: DevicePlan | MeterPlan
     #: Device index of every decoded field.
     field_device: npt.NDArray[np.int32]
+    #: A meter's DL/T 645 address (Modbus units go by ``unit``).
+    address: str = ""
 
 
 class Registry:
@@ -110,6 +115,35 @@ class Registry:
                 Device(0, gauge.id, "gauge", gauge_profile, gauge, gauge.link, gauge.unit)
             )
             self._add_target(gauge_dev, plan_device(gauge_profile, library, []), [])
+        for meter in cfg.meters:
+            meter_profile = library.dlt645[meter.profile]
+            measures = None
+            if meter.cabinet is not None:
+                measures = next(d.index for d in self.devices if d.id == meter.cabinet)
+            meter_dev = self._add(
+                Device(
+                    0,
+                    meter.id,
+                    "meter",
+                    meter_profile,
+                    meter,
+                    meter.link,
+                    0,
+                    address=meter.address,
+                    measures=measures,
+                )
+            )
+            self.targets.append(
+                PollTarget(
+                    meter_dev.index,
+                    meter.link,
+                    0,
+                    "meter",
+                    plan_meter(meter_profile),
+                    np.full(len(meter_profile.points), meter_dev.index, dtype=np.int32),
+                    meter.address,
+                )
+            )
         #: Topic of each MQTT device -> its device index.
         self.mqtt_topics: dict[str, int] = {}
         for mdev in cfg.mqtt_devices:

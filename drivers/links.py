@@ -4,8 +4,11 @@ An RS-485 line (and the serial server or 4G DTU in front of one) is half-duplex:
 a second request before the first is answered garbles both. So every request
 on a link goes through one lock; many links run concurrently.
 
-The wire is :mod:`drivers.modbus_wire` (pymodbus builds the frames; the
-exchange is ours, see there why). The policy is here: a device that is already
+The wire is :mod:`drivers.wire` (one neutral conversation per connection);
+a line frames Modbus by default (:mod:`drivers.modbus_wire`: pymodbus builds
+the frames, the exchange is ours, see there why), and a DL/T 645 meter on the
+same RS-485 line brings its own framer to :meth:`ModbusLink.exchange`. The
+policy is here: a device that is already
 offline gets one try (its neighbours should not pay for its retries),
 reconnects back off exponentially with jitter, and a timeout is told apart from
 a garbled frame by whether any bytes came back.
@@ -25,17 +28,10 @@ from pymodbus.transport.serialtransport import create_serial_connection
 
 from drivers.errors import DeviceException, LinkDown, LinkError, LinkGarbled, LinkTimeout
 from drivers.health import LinkHealth
-from drivers.modbus_wire import (
-    ConversationTimeout,
-    MbapFramer,
-    ModbusConversation,
-    ModbusFramer,
-    RtuFramer,
-    read_pdu,
-    write_pdu,
-)
+from drivers.modbus_wire import MbapFramer, RtuFramer, read_pdu, write_pdu
 from drivers.priority_lock import Priority, PriorityLock
 from drivers.profile import Table
+from drivers.wire import Conversation, ConversationTimeout, Framer
 
 
 @dataclass(frozen=True)
@@ -63,13 +59,13 @@ class ModbusLink(ABC):
         self.timing = timing
         self.health = LinkHealth()
         self._lock = PriorityLock()
-        self._conversation: ModbusConversation | None = None
+        self._conversation: Conversation | None = None
         self._next_connect_at = 0.0
         self._failed_connects = 0
         self._last_request_end = 0.0
 
     @abstractmethod
-    async def _open(self) -> ModbusConversation:
+    async def _open(self) -> Conversation:
         """Open the transport with a conversation on it (inside the event loop)."""
 
     @property
@@ -77,7 +73,7 @@ class ModbusLink(ABC):
         """Where the link goes, for tables and logs."""
         return self.id
 
-    async def _ensure_connected(self) -> ModbusConversation:
+    async def _ensure_connected(self) -> Conversation:
         if self._conversation is not None and self._conversation.connected:
             return self._conversation
         now = time.monotonic()
@@ -113,10 +109,19 @@ class ModbusLink(ABC):
             self.health.disconnects += 1
         self.health.connected = False
 
-    async def _execute(
-        self, unit: int, pdu: bytes, retries: int | None, priority: Priority
+    async def exchange(
+        self,
+        unit: int,
+        pdu: bytes,
+        retries: int | None = None,
+        priority: Priority = Priority.POLL,
+        framer: Framer | None = None,
     ) -> bytes:
-        """Send one request under the link lock, with this link's retry policy; the answer PDU."""
+        """Send one request under the link lock, with this link's retry policy; the answer.
+
+        ``framer`` frames a request of another protocol on this line (a DL/T 645
+        meter beside Modbus units on one RS-485 bus); by default the line's own.
+        """
         attempts = 1 + (self.timing.retries if retries is None else retries)
         health = self.health
         # acquire/release rather than ``async with hold()``: the context manager's
@@ -136,7 +141,7 @@ class ModbusLink(ABC):
                         await asyncio.sleep(wait)
                 health.requests += 1
                 try:
-                    answer = await conversation.exchange(unit, pdu, self.timing.timeout)
+                    answer = await conversation.exchange(unit, pdu, self.timing.timeout, framer)
                 except ConversationTimeout as exc:
                     last_error = self._classify_failure(exc.received)
                     if isinstance(last_error, LinkTimeout):
@@ -154,15 +159,21 @@ class ModbusLink(ABC):
                     self._last_request_end = time.monotonic()
                 health.consecutive_timeouts = 0
                 health.last_success = time.time()
-                if answer[0] & 0x80:
-                    # The device answered: the link itself is healthy.
-                    error = DeviceException(answer[1] if len(answer) > 1 else 0)
-                    health.errors[error.kind] += 1
-                    raise error
                 return answer
             raise last_error
         finally:
             self._lock.release()
+
+    async def _modbus(
+        self, unit: int, pdu: bytes, retries: int | None, priority: Priority
+    ) -> bytes:
+        answer = await self.exchange(unit, pdu, retries, priority)
+        if answer[0] & 0x80:
+            # The device answered: the link itself is healthy.
+            error = DeviceException(answer[1] if len(answer) > 1 else 0)
+            self.health.errors[error.kind] += 1
+            raise error
+        return answer
 
     def _classify_failure(self, received: int) -> LinkError:
         if received:
@@ -207,7 +218,7 @@ class ModbusLink(ABC):
     ) -> npt.NDArray[np.uint16]:
         """:meth:`read` as an array (no Python int per register: the poller's path)."""
         pdu = read_pdu(table, address, count)
-        answer = await self._execute(unit, pdu, retries, priority)
+        answer = await self._modbus(unit, pdu, retries, priority)
         if answer[0] != pdu[0] or len(answer) < 2:
             raise LinkGarbled(f"{self.id}: answer to function {answer[0]}, asked {pdu[0]}")
         data = answer[2 : 2 + answer[1]]
@@ -230,7 +241,7 @@ class ModbusLink(ABC):
         priority: Priority = Priority.COMMAND,
     ) -> None:
         """Write coils (0/1) or holding registers starting at ``address``."""
-        await self._execute(unit, write_pdu(table, address, values), retries, priority)
+        await self._modbus(unit, write_pdu(table, address, values), retries, priority)
 
     async def close(self) -> None:
         """Close the connection; the link can be used again later."""
@@ -241,9 +252,9 @@ class ModbusLink(ABC):
             self.health.connected = False
 
 
-async def _open_tcp(host: str, port: int, framer: ModbusFramer) -> ModbusConversation:
+async def _open_tcp(host: str, port: int, framer: Framer) -> Conversation:
     loop = asyncio.get_running_loop()
-    _, conversation = await loop.create_connection(lambda: ModbusConversation(framer), host, port)
+    _, conversation = await loop.create_connection(lambda: Conversation(framer), host, port)
     return conversation
 
 
@@ -259,7 +270,7 @@ class ModbusTcpLink(ModbusLink):
     def describe(self) -> str:
         return f"modbus-tcp://{self.host}:{self.port}"
 
-    async def _open(self) -> ModbusConversation:
+    async def _open(self) -> Conversation:
         return await _open_tcp(self.host, self.port, MbapFramer())
 
 
@@ -270,7 +281,7 @@ class ModbusRtuOverTcpLink(ModbusTcpLink):
     def describe(self) -> str:
         return f"rtu-over-tcp://{self.host}:{self.port}"
 
-    async def _open(self) -> ModbusConversation:
+    async def _open(self) -> Conversation:
         return await _open_tcp(self.host, self.port, RtuFramer())
 
 
@@ -298,9 +309,9 @@ class ModbusRtuSerialLink(ModbusLink):
     def describe(self) -> str:
         return f"serial://{self.port}?{self.baudrate}-{self.bytesize}{self.parity}{self.stopbits}"
 
-    async def _open(self) -> ModbusConversation:
+    async def _open(self) -> Conversation:
         loop = asyncio.get_running_loop()
-        conversation = ModbusConversation(RtuFramer())
+        conversation = Conversation(RtuFramer())
         # pyserial opens the port here (an OSError for a missing or busy device).
         await create_serial_connection(
             loop,

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from drivers.derived import DerivedPointSpec, check_derived
+from drivers.dlt645.profile import Dlt645Profile
 from drivers.errors import ConfigError, invalid_file
 from drivers.mqtt_profile import MqttDeviceProfile
 from drivers.sl651.profile import Sl651Profile
@@ -296,11 +297,16 @@ def shipped_profiles_dir() -> Path:
     return Path(__file__).parent / "profiles"
 
 
-def load_profile(path: Path) -> DeviceProfile | MqttDeviceProfile | Sl651Profile:
+#: A profile of any protocol.
+AnyProfile = DeviceProfile | MqttDeviceProfile | Sl651Profile | Dlt645Profile
+
+
+def load_profile(path: Path) -> AnyProfile:
     """Load and validate one profile file; errors name the file, the point and the field.
 
     A file with ``protocol: mqtt`` is an MQTT JSON profile, ``protocol: sl651`` an SL651
-    station profile, any other a Modbus profile.
+    station profile, ``protocol: dlt645`` a DL/T 645 meter profile, any other a Modbus
+    profile.
     """
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -315,6 +321,8 @@ def load_profile(path: Path) -> DeviceProfile | MqttDeviceProfile | Sl651Profile
             return MqttDeviceProfile.model_validate(raw)
         if raw.get("protocol") == "sl651":
             return Sl651Profile.model_validate(raw)
+        if raw.get("protocol") == "dlt645":
+            return Dlt645Profile.model_validate(raw)
         return DeviceProfile.model_validate(raw)
     except ValidationError as exc:
         raise invalid_file(str(path), exc, raw) from exc
@@ -328,10 +336,12 @@ class ProfileLibrary:
         profiles: dict[str, tuple[DeviceProfile, Path]],
         mqtt: dict[str, tuple[MqttDeviceProfile, Path]] | None = None,
         sl651: dict[str, Sl651Profile] | None = None,
+        dlt645: dict[str, Dlt645Profile] | None = None,
     ) -> None:
         self._profiles = profiles
         self.mqtt = {name: entry[0] for name, entry in (mqtt or {}).items()}
         self.sl651 = dict(sl651 or {})
+        self.dlt645 = dict(dlt645 or {})
 
     @classmethod
     def load(cls, extra_dirs: list[Path] | None = None) -> ProfileLibrary:
@@ -339,6 +349,7 @@ class ProfileLibrary:
         found: dict[str, tuple[DeviceProfile, Path]] = {}
         mqtt: dict[str, tuple[MqttDeviceProfile, Path]] = {}
         sl651: dict[str, Sl651Profile] = {}
+        dlt645: dict[str, Dlt645Profile] = {}
         for folder in [shipped_profiles_dir(), *(extra_dirs or [])]:
             if not folder.is_dir():
                 raise ConfigError(str(folder), "", "profile folder does not exist")
@@ -348,9 +359,11 @@ class ProfileLibrary:
                     mqtt[profile.name] = (profile, path)
                 elif isinstance(profile, Sl651Profile):
                     sl651[profile.name] = profile
+                elif isinstance(profile, Dlt645Profile):
+                    dlt645[profile.name] = profile
                 else:
                     found[profile.name] = (profile, path)
-        library = cls(found, mqtt, sl651)
+        library = cls(found, mqtt, sl651, dlt645)
         library._check_blocks()
         return library
 

@@ -12,12 +12,13 @@ import sys
 
 from pydantic import TypeAdapter
 
+from drivers.dlt645.profile import Dlt645Profile
 from drivers.mqtt_profile import MqttDeviceProfile
 from drivers.profile import DeviceProfile
 from drivers.sl651.profile import Sl651Profile
 
 #: A profile file is one of these, told apart by ``protocol`` (Modbus when absent).
-ProfileFile = DeviceProfile | Sl651Profile | MqttDeviceProfile
+ProfileFile = DeviceProfile | Sl651Profile | Dlt645Profile | MqttDeviceProfile
 
 
 def render() -> str:
@@ -26,7 +27,9 @@ def render() -> str:
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "streetsense device profile",
-        "description": "One file per device type: Modbus (default), SL651-2014 or MQTT JSON.",
+        "description": (
+            "One file per device type: Modbus (default), SL651-2014, DL/T 645-2007 or MQTT JSON."
+        ),
         **schema,
     }
     return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"

@@ -216,6 +216,7 @@ def compile_rules(loaded: LoadedConfig, registry: Registry) -> CompiledRules:
         "cabinet": polling.cabinet_interval,
         "lamp": polling.lamp_interval,
         "gauge": polling.gauge_interval,
+        "meter": polling.meter_interval,
     }
     seen: set[str] = set()
     for i, rule in enumerate(rules):

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from drivers.device_class import DeviceClass
+
 Severity = Literal["low", "medium", "high", "urgent"]
 LEVEL_NAMES = ("blue", "yellow", "orange", "red")
 
@@ -21,7 +23,7 @@ class _Strict(BaseModel):
 class Selector(_Strict):
     """Which devices a rule watches; every given key must match."""
 
-    device_class: Literal["cabinet", "lamp", "gauge"] | None = None
+    device_class: DeviceClass | None = None
     devices: list[str] | None = None
     profile: str | None = None
     grid: str | None = None

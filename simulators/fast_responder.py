@@ -5,7 +5,9 @@ each request, so a poll benchmark against it measures the simulator, not the
 poller. This responder answers from images pre-encoded as bytes, refreshed from
 the same physics models (at most every ``refresh_period``), at a few µs per
 request; writes go to the models as on the full simulator. It serves Modbus TCP
-and RTU-over-TCP links; serial lines stay with the full simulator.
+and RTU-over-TCP links, and the serial lines that carry DL/T 645 meters (which
+answer on the same line as its Modbus units, told apart by the FE preamble
+the centre sends before every DL/T 645 request).
 
 With a :class:`WireModel` it also plays the wire: each answer is held back by
 the time the request and answer take on an RS-485 line at the configured
@@ -25,10 +27,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from pymodbus.framer.rtu import FramerRTU
+from pymodbus.transport.serialtransport import create_serial_connection
 
 from controller.config import LinkConfig, WireConfig
 from drivers.profile import Table
 from simulators.datastore import SimulatedUnit, UnitStore
+from simulators.dlt645_meter import SimulatedMeter, take_meter_frame
 from simulators.faults import FaultKind
 
 _READ_TABLES = {
@@ -144,10 +148,13 @@ class FastLine:
         refresh_period: float,
         wire: WireModel | None,
         rng: random.Random,
+        meters: dict[str, SimulatedMeter] | None = None,
     ) -> None:
         self.link = link
         self.store = store
-        self.rtu = link.kind == "rtu_over_tcp"
+        self.rtu = link.kind in ("rtu_over_tcp", "rtu_serial")
+        #: DL/T 645 meters on this line by address.
+        self.meters = meters or {}
         self.refresh_period = refresh_period
         self.wire = wire
         self.rng = rng
@@ -156,17 +163,35 @@ class FastLine:
         self.conversations: set[_LineProtocol] = set()
         self._bus_free_at = 0.0
         self._server: asyncio.Server | None = None
+        self._serial: asyncio.BaseTransport | None = None
 
     async def start(self) -> None:
-        """Listen on the link's host and port."""
+        """Listen on the link's host and port, or open the far end of its serial line."""
         loop = asyncio.get_running_loop()
-        assert isinstance(self.link.port, int)
+        link = self.link
+        if link.kind == "rtu_serial":
+            assert link.sim_port is not None
+            transport, _ = await create_serial_connection(
+                loop,
+                lambda: _LineProtocol(self),
+                link.sim_port,
+                baudrate=link.baudrate,
+                bytesize=link.bytesize,
+                parity=link.parity,
+                stopbits=link.stopbits,
+            )
+            self._serial = transport
+            return
+        assert isinstance(link.port, int)
         self._server = await loop.create_server(
-            lambda: _LineProtocol(self), self.link.host or "127.0.0.1", self.link.port
+            lambda: _LineProtocol(self), link.host or "127.0.0.1", link.port
         )
 
     async def stop(self) -> None:
         """Close the listening socket and every connection."""
+        if self._serial is not None:
+            self._serial.close()
+            self._serial = None
         if self._server is not None:
             self._server.close()
             for conversation in list(self.conversations):
@@ -176,6 +201,8 @@ class FastLine:
 
     def take_frame(self, buffer: bytes) -> tuple[int, bytes | None, int] | None:
         """The next whole request in ``buffer``: (bytes used, answer or None, request size)."""
+        if self.meters and buffer[:1] == b"\xfe":
+            return self._meter_frame(buffer)
         if self.rtu:
             if len(buffer) < 8:
                 return None
@@ -200,6 +227,24 @@ class FastLine:
         if pdu is None:
             return size, None, size
         return size, _MBAP.pack(tid, 0, len(pdu) + 1, unit) + pdu, size
+
+    def _meter_frame(self, buffer: bytes) -> tuple[int, bytes | None, int] | None:
+        now = self.store.clock.now()
+        board = self.store.board
+        for meter_id, meter in self.meter_ids.items():
+            meter.silent = board.find(meter_id, FaultKind.DEVICE_SILENT, now) is not None
+            meter.bad_checksum = board.find(meter_id, FaultKind.GARBLED, now) is not None
+        taken = take_meter_frame(buffer, self.meters)
+        if taken is None:
+            return None
+        used, answer = taken
+        self.requests += 1
+        return used, answer, used
+
+    @property
+    def meter_ids(self) -> dict[str, SimulatedMeter]:
+        """The line's meters by device id (faults are placed by device id)."""
+        return {meter.device_id: meter for meter in self.meters.values()}
 
     def answer(self, unit_id: int, pdu: bytes) -> bytes | None:
         """The answer PDU to a request PDU, or None for a unit that does not answer."""
@@ -283,16 +328,27 @@ class FastResponder:
         refresh_period: float = 5.0,
         wire: WireConfig | None = None,
         seed: int = 1,
+        meters: dict[str, dict[str, SimulatedMeter]] | None = None,
     ) -> None:
         rng = random.Random(seed)
         self.lines: list[FastLine] = []
+        meters = meters or {}
         for link_id, store in stores.items():
             link = links[link_id]
-            if link.kind == "rtu_serial":
-                raise ValueError(f"link {link_id}: the fast responder serves TCP links only")
+            if link.kind == "rtu_serial" and not meters.get(link_id):
+                raise ValueError(
+                    f"link {link_id}: the fast responder serves serial lines of meters"
+                )
             model = WireModel.of(wire, link) if wire is not None else None
             self.lines.append(
-                FastLine(link, store, refresh_period, model, random.Random(rng.random()))
+                FastLine(
+                    link,
+                    store,
+                    refresh_period,
+                    model,
+                    random.Random(rng.random()),
+                    meters.get(link_id),
+                )
             )
 
     async def start(self) -> None:

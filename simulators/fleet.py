@@ -27,6 +27,7 @@ from controller.config import LinkConfig, LoadedConfig, Located
 from drivers.sl651 import frame as fr
 from rules.astro import sun_times
 from simulators.datastore import SimulatedUnit, UnitStore
+from simulators.dlt645_meter import SimulatedMeter
 from simulators.fast_responder import FastResponder
 from simulators.faults import FaultBoard, FaultKind, FaultSpec, Scenario, load_scenario
 from simulators.physics import CabinetModel, GaugeModel, LampModel, SimClock
@@ -172,6 +173,20 @@ class SimulatedCity:
             )
         for link_id, link_units in units.items():
             self.stores[link_id] = UnitStore(link_units, self.board, self.clock)
+        #: DL/T 645 meters by link and address; a cabinet's meter measures its supply.
+        self.meters: dict[str, dict[str, SimulatedMeter]] = {}
+        for i, meter_cfg in enumerate(cfg.meters):
+            supply = self.cabinets.get(meter_cfg.cabinet or "") or CabinetModel(
+                meter_cfg.id, 1, [], noise=random.Random(rng.random()), wall=wall_clock
+            )
+            self.meters.setdefault(meter_cfg.link, {})[meter_cfg.address] = SimulatedMeter(
+                meter_cfg.address,
+                library.dlt645[meter_cfg.profile],
+                partial(self._supply, supply),
+                device_id=meter_cfg.id,
+                # Some meters prefix their answers with FE: every other one here does.
+                fe_prefix=i % 2 == 0,
+            )
         # SL651 stations dial in to the centre's listener with their gauge's level.
         listeners = {listener.id: listener for listener in cfg.listeners}
         self.stations: list[tuple[Sl651Station, GaugeModel, str, int, float]] = []
@@ -184,6 +199,9 @@ class SimulatedCity:
             )
             self.stations.append((station, gauge, host, listener.port, station_cfg.report_interval))
         self._station_tasks: list[asyncio.Task[None]] = []
+
+    def _supply(self, cabinet: CabinetModel) -> dict[str, float]:
+        return cabinet.snapshot(self.board, self.clock.now())[0]
 
     def inject(self, fault: FaultSpec) -> FaultSpec:
         """Put a fault in force now (``at`` and ``until`` count from now)."""
@@ -212,13 +230,26 @@ class SimulatedCity:
         """Start one server per link, and the SL651 stations' reporting."""
         sim = self.config.simulator
         try:
+            # Lines with meters need the fast responder: pymodbus's server cannot share
+            # a line with DL/T 645.
             fast = {
                 link_id: store
                 for link_id, store in self.stores.items()
-                if sim.responder == "fast" and self.links[link_id].kind != "rtu_serial"
+                if link_id in self.meters
+                or (sim.responder == "fast" and self.links[link_id].kind != "rtu_serial")
             }
             if fast:
-                self.fast = FastResponder(self.links, fast, wire=sim.wire, seed=sim.seed)
+                for link_id in fast:
+                    await self._serial_pair(self.links[link_id])
+                self.fast = FastResponder(
+                    self.links,
+                    fast,
+                    # With the physics responder every answer is fresh, meters' lines too.
+                    refresh_period=5.0 if sim.responder == "fast" else 0.0,
+                    wire=sim.wire,
+                    seed=sim.seed,
+                    meters=self.meters,
+                )
                 await self.fast.start()
             for link_id, store in self.stores.items():
                 if link_id not in fast:
@@ -296,13 +327,8 @@ class SimulatedCity:
         placeholder = SimDevice(0, simdata=SimData(0))
         server: Any
         if link.kind == "rtu_serial":
-            assert isinstance(link.port, str)
-            if not link.sim_port:
-                raise RuntimeError(f"link {link.id}: rtu_serial needs sim_port to be simulated")
-            if not await _exists(link.sim_port):
-                pty = PtyPair(link.port, link.sim_port)
-                await pty.start()
-                self._ptys.append(pty)
+            assert link.sim_port is not None
+            await self._serial_pair(link)
             server = ModbusSerialServer(
                 placeholder,
                 framer=FramerType.RTU,
@@ -329,6 +355,18 @@ class SimulatedCity:
         server.context = store
         await server.serve_forever(background=True)
         self._servers.append(server)
+
+    async def _serial_pair(self, link: LinkConfig) -> None:
+        """Join a serial link's two ends with a PTY pair unless they exist."""
+        if link.kind != "rtu_serial":
+            return
+        assert isinstance(link.port, str)
+        if not link.sim_port:
+            raise RuntimeError(f"link {link.id}: rtu_serial needs sim_port to be simulated")
+        if not await _exists(link.sim_port):
+            pty = PtyPair(link.port, link.sim_port)
+            await pty.start()
+            self._ptys.append(pty)
 
     async def stop(self) -> None:
         """Stop every server and PTY pair, and the stations."""

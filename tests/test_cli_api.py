@@ -83,7 +83,7 @@ def demo() -> Iterator[Demo]:
 def test_demo_serves_the_simulated_city(demo: Demo) -> None:
     base = demo.api
     health = httpx.get(f"{base}/health").json()
-    assert health["devices"] == {"cabinet": 5, "lamp": 178, "gauge": 4}
+    assert health["devices"] == {"cabinet": 5, "lamp": 178, "gauge": 4, "meter": 3}
     gauges = demo.get(f"{base}/devices", params={"device_class": "gauge"}).json()
     assert {g["id"] for g in gauges} == {
         "WL-DF-UNDERPASS",
@@ -106,6 +106,12 @@ def test_demo_serves_the_simulated_city(demo: Demo) -> None:
     readings = {r["point"]: r for r in cabinet["readings"]}
     assert 200 < readings["voltage_a"]["value"] < 250 and readings["voltage_a"]["unit"] == "V"
     assert readings["lamp_count"]["value"] == 42
+    # The cabinet's DL/T 645 meter, read through the same DTU, sees the same supply.
+    meter = demo.get(f"{base}/devices/DB-DF-001").json()
+    assert meter["health"]["online"] is True and meter["device_class"] == "meter"
+    metered = {r["point"]: r for r in meter["readings"]}
+    assert abs(metered["voltage_a"]["value"] - readings["voltage_a"]["value"]) < 10
+    assert metered["energy"]["unit"] == "kWh" and metered["energy"]["value"] >= 0
     lamp = demo.get(f"{base}/devices/JC-DF-001-L001").json()
     assert lamp["parent"] == "JC-DF-001" and lamp["online"] is True
     links = demo.get(f"{base}/links").json()
@@ -186,7 +192,7 @@ def test_demo_serves_stored_telemetry_from_the_embedded_store(demo: Demo) -> Non
     assert down["buckets"][0]["count"] >= 1
     assert down["buckets"][0]["min"] <= down["buckets"][0]["mean"] <= down["buckets"][0]["max"]
     area = demo.get(f"{demo.api}/telemetry/latest", params={"road": "漠阳路"}).json()
-    assert {a["device_class"] for a in area} == {"cabinet", "lamp", "gauge"}
+    assert {a["device_class"] for a in area} == {"cabinet", "lamp", "gauge", "meter"}
     (sink,) = demo.get(f"{demo.api}/telemetry/sinks").json()  # the demo keeps no InfluxDB
     assert sink["name"] == "embedded" and sink["up"] and sink["task_alive"]
     assert sink["pending_points"] == 0 and sink["refused_points"] == 0

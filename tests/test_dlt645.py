@@ -5,10 +5,6 @@ from __future__ import annotations
 import pytest
 
 from drivers.dlt645 import codec
-from drivers.dlt645.client import Dlt645Client
-from drivers.errors import LinkGarbled, LinkTimeout
-from simulators.dlt645_meter import MeterBus, SimulatedMeter
-from tests.conftest import free_port
 
 
 def hexbytes(text: str) -> bytes:
@@ -85,28 +81,3 @@ def test_bad_frames_and_abnormal_replies_say_what_is_wrong() -> None:
         codec.reply_value(abnormal, "02010100")
     negative = codec.encode_value(-12.345, 3, 3, signed=True)
     assert codec.decode_value(negative, 3, signed=True) == -12.345
-
-
-async def test_meters_read_over_a_transparent_dtu_with_their_faults() -> None:
-    port = free_port()
-    ok = SimulatedMeter("000000000161", {"02010100": (229.7, "XXX.X", False)}, fe_prefix=True)
-    silent = SimulatedMeter("000000000162", {"02010100": (230.0, "XXX.X", False)}, silent=True)
-    broken = SimulatedMeter(
-        "000000000163", {"02010100": (230.0, "XXX.X", False)}, bad_checksum=True
-    )
-    bus = MeterBus({m.address: m for m in (ok, silent, broken)})
-    await bus.start("127.0.0.1", port)
-    client = Dlt645Client("127.0.0.1", port, timeout=0.3)
-    try:
-        assert await client.read_value("000000000161", "02010100", "XXX.X") == 229.7
-        with pytest.raises(LinkTimeout):
-            await client.read_value("000000000162", "02010100", "XXX.X")
-        with pytest.raises(LinkGarbled, match="checksum"):
-            await client.read_value("000000000163", "02010100", "XXX.X")
-        with pytest.raises(LinkGarbled, match="no requested data"):
-            await client.read_value("000000000161", "02020100", "XXX.XXX", signed=True)
-        # The bus still works after each of them.
-        assert await client.read_value("000000000161", "02010100", "XXX.X") == 229.7
-    finally:
-        await client.close()
-        await bus.stop()

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from api.auth import AlarmOperator, read_guard
 from api.deps import ControllerDep
 from api.schemas import AlarmOut, FloodWatchOut, OutOfServiceIn, ShelveIn, utc
+from drivers.device_class import DeviceClass
 from rules.alarms import Alarm, AlarmError, AlarmManager, severity_rank
 
 router = APIRouter(prefix="/alarms", tags=["alarms"], dependencies=[Depends(read_guard("alarms"))])
@@ -59,7 +60,7 @@ def list_alarms(
     min_severity: Literal["low", "medium", "high", "urgent"] | None = None,
     device: str | None = None,
     rule: str | None = None,
-    device_class: Literal["cabinet", "lamp", "gauge"] | None = None,
+    device_class: DeviceClass | None = None,
     grid: str | None = None,
     district: str | None = None,
     include_suppressed: bool = True,

@@ -133,6 +133,8 @@ def city_map(controller: ControllerDep) -> MapOut:
             open_alarms.setdefault(alarm.device, []).append(alarm.severity)
     points: list[MapDeviceOut] = []
     for device in controller.registry.devices:
+        if device.device_class == "meter":
+            continue  # inside its cabinet: its readings are the cabinet's detail, not a place
         loc = device.location
         lat, lon, placed = loc.lat, loc.lon, False
         if device.parent is not None and device.slot is not None:

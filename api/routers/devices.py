@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
@@ -14,6 +13,7 @@ from api.schemas import DeviceDetail, DeviceHealthOut, DeviceSummary, PointValue
 from controller.readings import Quality
 from controller.registry import Device
 from controller.runtime import Controller
+from drivers.device_class import DeviceClass
 
 router = APIRouter(
     prefix="/devices", tags=["devices"], dependencies=[Depends(read_guard("devices"))]
@@ -49,7 +49,7 @@ def _summary(controller: Controller, device: Device) -> DeviceSummary:
 @router.get("", response_model=list[DeviceSummary])
 def list_devices(
     controller: ControllerDep,
-    device_class: Literal["cabinet", "lamp", "gauge"] | None = Query(default=None),
+    device_class: DeviceClass | None = None,
     grid: str | None = None,
     road: str | None = None,
     limit: int = Query(default=1000, ge=1, le=100_000),

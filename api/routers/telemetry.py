@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
@@ -16,6 +16,7 @@ from controller.readings import Quality
 from controller.runtime import Controller
 from controller.telemetry.query import TelemetryReader
 from controller.telemetry.water_now import TREND_WINDOW_S, water_now
+from drivers.device_class import DeviceClass
 
 router = APIRouter(
     prefix="/telemetry", tags=["telemetry"], dependencies=[Depends(read_guard("telemetry"))]
@@ -47,7 +48,10 @@ async def series(
     start: Annotated[datetime | None, Query(description="ISO 8601; default end - 1 h")] = None,
     end: Annotated[datetime | None, Query(description="ISO 8601; default now")] = None,
     every: Annotated[
-        float | None, Query(gt=0, description="seconds per bucket: mean/min/max/count")
+        # At most a year: a bucket wider than that is no downsampling a person asks for, and
+        # a huge one overflows the store's bucket arithmetic.
+        float | None,
+        Query(gt=0, le=366 * 86400, description="seconds per bucket: mean/min/max/count"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> SeriesOut:
@@ -103,7 +107,7 @@ async def series(
 async def latest(
     controller: ControllerDep,
     device: Annotated[list[str] | None, Query(description="device ids (repeatable)")] = None,
-    device_class: Literal["cabinet", "lamp", "gauge"] | None = None,
+    device_class: DeviceClass | None = None,
     grid: str | None = None,
     road: str | None = None,
     district: str | None = None,

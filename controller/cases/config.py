@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from drivers.device_class import DeviceClass
+
 EnvName = str
 Severity = Literal["low", "medium", "high", "urgent"]
 
@@ -31,7 +33,7 @@ class CaseCategory(_Strict):
     code: str = ""
     subcode: str = ""
     #: Alarms of devices of this class (and, if given, of these rule kinds) become this category.
-    device_class: Literal["cabinet", "lamp", "gauge"] | None = None
+    device_class: DeviceClass | None = None
     rule_kinds: list[str] | None = None
 
 

@@ -14,6 +14,8 @@ def device_tags(registry: Registry, device: Device) -> dict[str, str]:
         cabinet = registry.devices[device.parent].id
     elif device.device_class == "cabinet":
         cabinet = device.id
+    elif device.measures is not None:
+        cabinet = registry.devices[device.measures].id
     else:
         cabinet = ""
     return {

@@ -132,7 +132,8 @@ def decode_value(data: bytes, decimals: int, signed: bool = False) -> float:
 
 def encode_value(value: float, size: int, decimals: int, signed: bool = False) -> bytes:
     """The inverse of :func:`decode_value` (for the meter simulator)."""
-    scaled = round(abs(value) * 10**decimals)
+    # A register that overflows rolls over, as a meter's energy counter does.
+    scaled = round(abs(value) * 10**decimals) % 10 ** (size * 2)
     ordered = bytearray(bytes.fromhex(f"{scaled:0{size * 2}d}"))
     if signed and value < 0:
         ordered[0] |= 0x80
