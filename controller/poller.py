@@ -219,12 +219,23 @@ class Poller:
             error = None  # the meter answered: an identifier it lacks is not a failure
         latency, ts = self._record(target, started, error)
         keep = ~np.isnan(values)
-        n = int(keep.sum())
+        point = np.flatnonzero(keep).astype(np.int16)
+        device = target.field_device[keep]
+        if target.feed_point is not None:
+            # The cabinet's copies of what its own terminal does not measure.
+            fed = target.feed_point[point]
+            copied = fed >= 0
+            point = np.concatenate([point, fed[copied]])
+            device = np.concatenate([device, np.full(int(copied.sum()), target.feeds, np.int32)])
+            values = np.concatenate([values[keep], values[keep][copied]])
+        else:
+            values = values[keep]
+        n = len(point)
         batch = ReadingBatch(
-            device=target.field_device[keep],
-            point=np.flatnonzero(keep).astype(np.int16),
+            device=device,
+            point=point,
             ts=np.full(n, ts, dtype=np.float64),
-            value=values[keep],
+            value=values,
             quality=np.zeros(n, dtype=np.uint8),
         )
         return PollOutcome(batch, answered, sent, latency, error)

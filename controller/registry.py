@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -55,14 +55,23 @@ class Device:
     address: str = ""
     #: Index of the cabinet a meter measures.
     measures: int | None = None
+    #: Points a cabinet takes from its meter because its own profile lacks them.
+    borrowed: tuple[PointLike, ...] = ()
 
     @property
     def points(self) -> Sequence[PointLike]:
-        """The device's points, then its derived points (the index of each is the
-        ``point`` column of readings)."""
-        if not self.profile.derived:
+        """The device's points, its derived points, then the points it takes from its
+        meter (the index of each is the ``point`` column of readings)."""
+        if not self.profile.derived and not self.borrowed:
             return self.profile.points
-        return [*self.profile.points, *self.profile.derived]
+        return [*self.profile.points, *self.profile.derived, *self.borrowed]
+
+    @property
+    def point_set(self) -> str:
+        """A name shared by exactly the devices with the same points in the same order."""
+        if not self.borrowed:
+            return self.profile.name
+        return f"{self.profile.name}+{','.join(p.name for p in self.borrowed)}"
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,10 @@ class PollTarget:
     field_device: npt.NDArray[np.int32]
     #: A meter's DL/T 645 address (Modbus units go by ``unit``).
     address: str = ""
+    #: A meter feeding its cabinet: that cabinet, and per meter point the cabinet's
+    #: point that takes a copy of the reading (-1: the cabinet measures it itself).
+    feeds: int = -1
+    feed_point: npt.NDArray[np.int16] | None = None
 
 
 class Registry:
@@ -117,9 +130,10 @@ class Registry:
             self._add_target(gauge_dev, plan_device(gauge_profile, library, []), [])
         for meter in cfg.meters:
             meter_profile = library.dlt645[meter.profile]
-            measures = None
+            measures, feed_point = None, None
             if meter.cabinet is not None:
                 measures = next(d.index for d in self.devices if d.id == meter.cabinet)
+                feed_point = self._borrow(measures, meter_profile.points)
             meter_dev = self._add(
                 Device(
                     0,
@@ -142,6 +156,8 @@ class Registry:
                     plan_meter(meter_profile),
                     np.full(len(meter_profile.points), meter_dev.index, dtype=np.int32),
                     meter.address,
+                    -1 if measures is None else measures,
+                    feed_point,
                 )
             )
         #: Topic of each MQTT device -> its device index.
@@ -168,6 +184,21 @@ class Registry:
             if d.parent is not None:
                 self._children.setdefault(d.parent, []).append(d)
         self.max_points = max((len(d.points) for d in self.devices), default=0)
+
+    def _borrow(
+        self, cabinet: int, meter_points: Sequence[PointLike]
+    ) -> npt.NDArray[np.int16] | None:
+        """Give a cabinet the meter points its profile lacks; where each meter point's
+        copy goes among the cabinet's points (-1: nowhere), or None if nowhere at all."""
+        device = self.devices[cabinet]
+        own = {p.name for p in device.points}
+        taken = [p for p in meter_points if p.name not in own]
+        if not taken:
+            return None
+        base = len(device.points)
+        slot = {p.name: base + k for k, p in enumerate(taken)}
+        self.devices[cabinet] = replace(device, borrowed=(*device.borrowed, *taken))
+        return np.asarray([slot.get(p.name, -1) for p in meter_points], dtype=np.int16)
 
     @staticmethod
     def _lamp(

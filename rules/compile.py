@@ -310,7 +310,7 @@ def compile_rules(loaded: LoadedConfig, registry: Registry) -> CompiledRules:
     profile_ids: dict[str, int] = {}
     dev_profile = np.zeros(n_dev, dtype=np.int32)
     for d in registry.devices:
-        dev_profile[d.index] = profile_ids.setdefault(d.profile.name, len(profile_ids))
+        dev_profile[d.index] = profile_ids.setdefault(d.point_set, len(profile_ids))
     n_prof = max(len(profile_ids), 1)
     # A role the profile lacks points at the slot past every point: always NaN.
     nan_slot = max(registry.max_points, 1)

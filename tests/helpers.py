@@ -87,7 +87,7 @@ def readings_by_device(controller: Controller, batch: ReadingBatch) -> dict[str,
     out: dict[str, dict[str, float]] = {}
     for dev, pt, value in zip(batch.device, batch.point, batch.value, strict=True):
         device = controller.registry.devices[dev]
-        out.setdefault(device.id, {})[device.profile.points[pt].name] = float(value)
+        out.setdefault(device.id, {})[device.points[pt].name] = float(value)
     return out
 
 

@@ -134,6 +134,46 @@ async def test_a_meter_that_refuses_blocks_is_read_point_by_point(
         assert controller.links["rs485"].health.errors["exception"] == 2
 
 
+async def test_a_cabinet_without_metering_takes_its_supply_from_its_meter(
+    tmp_path: Path, write_config: Callable[[dict[str, Any]], LoadedConfig]
+) -> None:
+    doc = meter_city(tmp_path)
+    # A switching terminal without a concentrator: its lamps have no controllers.
+    doc["cabinets"][0].update(profile="sl-cabinet-4c-switching", lamp_runs=[])
+    doc["rules"] = [
+        {
+            "id": "under-voltage-a",
+            "kind": "threshold",
+            "point": "voltage_a",
+            "direction": "low",
+            "select": {"device_class": "cabinet"},
+            "limits": [198],
+        }
+    ]
+    doc["alarms"] = {"path": str(tmp_path / "alarms.db")}
+    loaded = write_config(doc)
+    async with SimulatedCity(loaded) as sim, Controller(loaded) as controller:
+        await controller.open_stores()
+        cabinet = controller.registry.by_id["CAB-1"]
+        # Its terminal measures nothing of the supply: the meter's points become its own.
+        assert "voltage_a" not in {p.name for p in cabinet.profile.points}
+        assert {"voltage_a", "current_b", "active_power", "energy"} <= {
+            p.name for p in cabinet.points
+        }
+        batch = await controller.poller.poll_all_once()
+        got = readings_by_device(controller, batch)
+        for point in ("voltage_a", "current_c", "active_power", "frequency", "energy"):
+            assert got["CAB-1"][point] == got["MTR-1"][point], point
+        assert "circuit1_on" in got["CAB-1"]  # and its own terminal's points as before
+        # The cabinet's voltage rule watches the meter's voltage: mains lost, it alarms.
+        sim.inject(FaultSpec(kind=FaultKind.MAINS_LOSS, device="CAB-1"))
+        for _ in range(3):
+            await controller.poller.push(await controller.poller.poll_all_once())
+            await controller.poller.flush()
+        alarms = [a for a in controller.rules.manager.list() if a.active]
+        assert [(a.rule, a.device) for a in alarms] == [("under-voltage-a", "CAB-1")]
+
+
 def test_meter_config_errors_name_the_key(
     tmp_path: Path, write_config: Callable[[dict[str, Any]], LoadedConfig]
 ) -> None:

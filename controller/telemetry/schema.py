@@ -31,9 +31,9 @@ def device_tags(registry: Registry, device: Device) -> dict[str, str]:
 
 def _fields(device: Device) -> list[tuple[str, int]]:
     profile = device.profile
-    # Values pushed as JSON, and derived values, carry no register type: print them
-    # with full precision.
-    derived = [(d.name, -F32_SIGNIFICANT_DIGITS) for d in profile.derived]
+    # Values pushed as JSON, derived values and a meter's values carry no register
+    # type: print them with full precision.
+    derived = [(d.name, -F32_SIGNIFICANT_DIGITS) for d in (*profile.derived, *device.borrowed)]
     if isinstance(profile, DeviceProfile):
         return [(p.name, point_decimals(p)) for p in profile.points] + derived
     return [(p.name, -F32_SIGNIFICANT_DIGITS) for p in profile.points] + derived
@@ -45,7 +45,7 @@ def schema_for_registry(registry: Registry) -> LineSchema:
     profiles: list[list[tuple[str, int]]] = []
     of_device = []
     for device in registry.devices:
-        name = device.profile.name
+        name = device.point_set
         if name not in profile_index:
             profile_index[name] = len(profiles)
             profiles.append(_fields(device))
