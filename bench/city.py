@@ -49,25 +49,27 @@ def start_simulator(config: Path) -> subprocess.Popen[str]:
     return proc
 
 
-def city_of_size(size: float, base_port: int) -> dict[str, Any]:
-    """The generated city scaled to ``size`` (1.0: Yangjiang's cabinets and lamps)."""
+def city_of_size(size: float, base_port: int, meters: bool = False) -> dict[str, Any]:
+    """The generated city scaled to ``size`` (1.0: Yangjiang's cabinets and lamps);
+    with ``meters``, a DL/T 645 meter beside each cabinet."""
     return generate_city(
         cabinets=max(1, round(YANGJIANG_CABINETS * size)),
         lamps=round(YANGJIANG_SINGLE_LAMP_CONTROLLERS * size),
         gauges=max(1, round(SHANTOU_GAUGES * size)),
         base_port=base_port,
+        meters=meters,
     )
 
 
 def run_against_city(
-    base_port: int, size: float, extra: dict[str, Any], measure: Measure
+    base_port: int, size: float, extra: dict[str, Any], measure: Measure, meters: bool = False
 ) -> dict[str, Any]:
     """Generate a city of ``size`` (1.0: Yangjiang), serve it, run ``measure``.
 
     ``extra`` config sections are added to the generated city; a ``{folder}`` in a
     string value is the temporary folder the city's files live in.
     """
-    doc = city_of_size(size, base_port)
+    doc = city_of_size(size, base_port, meters)
     with tempfile.TemporaryDirectory() as folder:
         for key, section in extra.items():
             doc[key] = (

@@ -13,6 +13,8 @@ request (the steady measure on a shared machine) beside wall times.
 - **production**: the controller as ``streetsense run`` builds it (embedded
   store, rules, cases subscribed) driven by its own scheduler for a few poll
   intervals: CPU per request with every batch subscriber.
+- **mixed city**: a DL/T 645 meter beside each cabinet on its RS-485 line; the
+  whole city, then the meters alone, against the raw client speaking both.
 - ``--field``: the responder emulates 9600-baud 8E1 lines behind 150 ms 4G DTUs;
   per link, bus utilization (wire time of the requests made / wall time) and
   the city cycle against the physical bound (the busiest link's wire time).
@@ -23,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from pymodbus import FramerType
@@ -31,6 +35,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from bench.city import run_against_city
 from bench.raw_client import RawPoller
 from controller.config import LoadedConfig, WireConfig
+from controller.poller import Poller
 from controller.registry import PollTarget
 from controller.runtime import Controller
 from drivers.device_plan import DevicePlan, block_point_address
@@ -113,9 +118,23 @@ async def _naive_peer(
     }
 
 
-async def _poller_against_ceiling(controller: Controller, sample_links: int) -> dict[str, Any]:
-    poller, links = controller.poller, controller.links
-    by_link = poller.targets_by_link()
+async def _poll_targets(poller: Poller, by_link: dict[str, list[PollTarget]]) -> int:
+    """Poll these targets once, links concurrently, each link's in turn; readings."""
+
+    async def one(targets: list[PollTarget]) -> int:
+        return sum([len((await poller.poll_target(t)).batch) for t in targets])
+
+    return sum(await asyncio.gather(*(one(v) for v in by_link.values())))
+
+
+async def _against_ceiling(
+    controller: Controller,
+    by_link: dict[str, list[PollTarget]],
+    poll: Callable[[], Awaitable[int]],
+) -> dict[str, Any]:
+    """CPU per request of ``poll`` (the poller over ``by_link``) against the raw client
+    polling the same targets with the same requests, interleaved round by round."""
+    links = controller.links
     endpoints = {}
     for link in controller.loaded.config.links:
         assert isinstance(link.port, int)  # the fast responder serves TCP links
@@ -130,7 +149,7 @@ async def _poller_against_ceiling(controller: Controller, sample_links: int) -> 
         # Interleaved, so a noisy neighbour on the machine hits both alike.
         before, wall, cpu = _requests(links), time.perf_counter(), time.process_time()
         for _ in range(CYCLES_PER_ROUND):
-            readings = len(await poller.poll_all_once())
+            readings = await poll()
         requests = (_requests(links) - before) // CYCLES_PER_ROUND
         poller_cpu.append((time.process_time() - cpu) / (requests * CYCLES_PER_ROUND))
         poller_wall.append((time.perf_counter() - wall) / CYCLES_PER_ROUND)
@@ -141,17 +160,15 @@ async def _poller_against_ceiling(controller: Controller, sample_links: int) -> 
         raw_cpu.append((time.process_time() - cpu) / raw.requests)
         raw_wall.append((time.perf_counter() - wall) / CYCLES_PER_ROUND)
     raw.close()
-    peer = await _naive_peer(controller, by_link, sample_links)
     ours_us = statistics.median(poller_cpu) * 1e6
     ceiling_us = statistics.median(raw_cpu) * 1e6
-    ours_per_point = statistics.median(poller_cpu) * requests / readings * 1e6
     return {
         "requests_per_cycle": requests,
         "points_per_cycle": readings,
         "cycle_s": round(statistics.median(poller_wall), 3),
         "cpu_us_per_request": round(ours_us, 1),
         "cpu_us_per_request_rounds": [round(c * 1e6, 1) for c in poller_cpu],
-        "cpu_us_per_point": round(ours_per_point, 2),
+        "cpu_us_per_point": round(statistics.median(poller_cpu) * requests / readings * 1e6, 2),
         "ceiling_raw_asyncio": {
             "kind": "raw asyncio client, same coalesced requests, one outstanding per connection",
             "cycle_s": round(statistics.median(raw_wall), 3),
@@ -161,14 +178,58 @@ async def _poller_against_ceiling(controller: Controller, sample_links: int) -> 
         "ratio_cpu_to_ceiling": round(ours_us / ceiling_us, 2),
         "target_ratio_to_ceiling": TARGET_RATIO_TO_CEILING,
         "target_met": ours_us / ceiling_us <= TARGET_RATIO_TO_CEILING,
-        "peer_pymodbus_per_point": {
-            "kind": "pymodbus client, one request per point, links concurrently (sample)",
-            "links": peer["links"],
-            "points": peer["points"],
-            "cpu_us_per_point": round(peer["cpu_us_per_point"], 1),
-            "city_cpu_s_per_cycle": round(peer["cpu_us_per_point"] * readings / 1e6, 2),
-        },
-        "cpu_per_point_vs_peer": round(peer["cpu_us_per_point"] / ours_per_point, 1),
+    }
+
+
+async def _poller_against_ceiling(controller: Controller, sample_links: int) -> dict[str, Any]:
+    poller = controller.poller
+    by_link = poller.targets_by_link()
+
+    async def poll_all() -> int:
+        return len(await poller.poll_all_once())
+
+    figures = await _against_ceiling(controller, by_link, poll_all)
+    peer = await _naive_peer(controller, by_link, sample_links)
+    figures["peer_pymodbus_per_point"] = {
+        "kind": "pymodbus client, one request per point, links concurrently (sample)",
+        "links": peer["links"],
+        "points": peer["points"],
+        "cpu_us_per_point": round(peer["cpu_us_per_point"], 1),
+        "city_cpu_s_per_cycle": round(
+            peer["cpu_us_per_point"] * figures["points_per_cycle"] / 1e6, 2
+        ),
+    }
+    figures["cpu_per_point_vs_peer"] = round(
+        peer["cpu_us_per_point"] / figures["cpu_us_per_point"], 1
+    )
+    return figures
+
+
+async def _measure_mixed(loaded: LoadedConfig, size: float) -> dict[str, Any]:
+    """A DL/T 645 meter beside each cabinet on its line: the whole city, then the
+    meters alone, each against the raw client speaking both protocols."""
+    controller = Controller(loaded)
+    poller = controller.poller
+    try:
+        await poller.poll_all_once()  # connects every link; not measured
+        by_link = poller.targets_by_link()
+
+        async def poll_all() -> int:
+            return len(await poller.poll_all_once())
+
+        city = await _against_ceiling(controller, by_link, poll_all)
+        meters = {
+            k: m for k, v in by_link.items() if (m := [t for t in v if t.device_class == "meter"])
+        }
+        alone = await _against_ceiling(controller, meters, partial(_poll_targets, poller, meters))
+        failed = poller.stats.failed_polls
+    finally:
+        await controller.stop()
+    return {
+        "meters": sum(len(v) for v in meters.values()),
+        "failed_polls": failed,
+        "city": city,
+        "meters_alone": alone,
     }
 
 
@@ -325,4 +386,8 @@ def run(size: float = 1.0, field: bool = False) -> dict[str, Any]:
             "gauge_interval": PRODUCTION_INTERVAL_S,
         },
     }
-    return run_against_city(21000, size, extra, _measure)
+    figures = run_against_city(21000, size, extra, _measure)
+    figures["mixed_city"] = run_against_city(
+        24000, size, {"simulator": simulator}, _measure_mixed, meters=True
+    )
+    return figures

@@ -1,9 +1,10 @@
-"""The ceiling for polling: a minimal raw asyncio Modbus client, no policy at all.
+"""The ceiling for polling: a minimal raw asyncio Modbus and DL/T 645 client, no policy.
 
 One connection per link, one outstanding request per connection, the same
 coalesced requests as the poller's plans; the answer's words go into a numpy
-buffer per target. No retries, health, priorities, decoding or batches: what a
-competent ~60-line client costs per request is the floor the poller is held to.
+buffer per target (a meter's answer: checked, and its BCD values decoded). No
+retries, health, priorities, scaling or batches: what a competent ~80-line
+client costs per request is the floor the poller is held to.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import numpy as np
 from pymodbus.framer.rtu import FramerRTU
 
 from controller.registry import PollTarget
-from drivers.device_plan import DevicePlan
+from drivers.dlt645 import codec
+from drivers.dlt645.profile import MeterPlan
 
 _FUNCTION = {"coil": 1, "discrete_input": 2, "holding_register": 3, "input_register": 4}
 
@@ -26,6 +28,8 @@ class _RawConnection(asyncio.Protocol):
         self.rtu = rtu
         self.buffer = b""
         self.expected = 0
+        #: Whether the awaited answer is a DL/T 645 frame (else Modbus).
+        self.meter = False
         self.answer: asyncio.Future[bytes] | None = None
         self.transport: asyncio.Transport | None = None
 
@@ -37,7 +41,9 @@ class _RawConnection(asyncio.Protocol):
         self.buffer += data
         if self.answer is None:
             return
-        if self.rtu and len(self.buffer) >= 5 and self.buffer[1] & 0x80:
+        if self.meter:  # a DL/T 645 answer: its length is in its header
+            self.expected = codec.frame_length(self.buffer) or 0
+        elif self.rtu and len(self.buffer) >= 5 and self.buffer[1] & 0x80:
             self.expected = 5
         elif not self.rtu and len(self.buffer) >= 6:
             self.expected = 6 + int.from_bytes(self.buffer[4:6], "big")
@@ -47,6 +53,7 @@ class _RawConnection(asyncio.Protocol):
             self.answer = None
 
     async def read(self, unit: int, function: int, address: int, count: int, tid: int) -> bytes:
+        self.meter = False
         pdu = struct.pack(">BHH", function, address, count)
         if self.rtu:
             body = bytes([unit]) + pdu
@@ -61,6 +68,14 @@ class _RawConnection(asyncio.Protocol):
         self.transport.write(frame)
         return await self.answer
 
+    async def exchange_dlt645(self, frame: bytes) -> bytes:
+        """Send a prepared DL/T 645 request, wait for its whole answer."""
+        self.meter, self.expected = True, 0
+        self.answer = asyncio.get_running_loop().create_future()
+        assert self.transport is not None
+        self.transport.write(frame)
+        return await self.answer
+
 
 class RawPoller:
     """Polls targets link by link with :class:`_RawConnection`; counts requests."""
@@ -69,6 +84,8 @@ class RawPoller:
         self.endpoints = endpoints
         self.connections: dict[str, _RawConnection] = {}
         self.requests = 0
+        #: DL/T 645 requests built once, as a client that polls the same meters would.
+        self._frames: dict[tuple[str, str], bytes] = {}
 
     async def connect(self) -> None:
         """Open one connection per link."""
@@ -81,7 +98,9 @@ class RawPoller:
         connection = self.connections[link_id]
         rtu = connection.rtu
         for target in targets:
-            assert isinstance(target.plan, DevicePlan), "the raw client speaks Modbus only"
+            if isinstance(target.plan, MeterPlan):
+                await self._read_meter(connection, target, target.plan)
+                continue
             plan = target.plan.plan
             buffer = np.zeros(plan.buffer_size, dtype=np.uint16)
             for request in plan.requests:
@@ -99,6 +118,23 @@ class RawPoller:
                     packed = np.frombuffer(data, dtype=np.uint8)
                     words = np.unpackbits(packed, bitorder="little")[: request.count]
                 buffer[request.buffer_start : request.buffer_start + request.count] = words
+
+    async def _read_meter(
+        self, connection: _RawConnection, target: PollTarget, plan: MeterPlan
+    ) -> None:
+        values = np.full(len(target.field_device), np.nan)
+        for request in plan.requests:
+            self.requests += 1
+            frame = self._frames.get((target.address, request.di))
+            if frame is None:
+                frame = self._frames[target.address, request.di] = codec.read_request(
+                    target.address, request.di
+                )
+            answer = codec.parse(await connection.exchange_dlt645(frame))
+            data = codec.reply_value(answer, request.di)
+            for item in request.items:
+                raw = data[item.offset : item.offset + item.size]
+                values[item.point] = codec.decode_value(raw, item.decimals, item.signed)
 
     async def poll_all_once(self, by_link: dict[str, list[PollTarget]]) -> None:
         """Every target once, links concurrently."""

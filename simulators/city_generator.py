@@ -37,8 +37,10 @@ def generate_city(
     gauges_per_gateway: int = 10,
     timeout: float = 2.0,
     seed: int = 1,
+    meters: bool = False,
 ) -> dict[str, Any]:
-    """A config mapping for a city of the given size on loopback ports from ``base_port``."""
+    """A config mapping for a city of the given size on loopback ports from ``base_port``;
+    with ``meters``, each cabinet has a DL/T 645 meter on its line, as many cities wire it."""
     rng = random.Random(seed)
     links: list[dict[str, Any]] = []
     cabinet_docs: list[dict[str, Any]] = []
@@ -98,9 +100,20 @@ def generate_city(
                 "levels": {"blue": 0.1, "yellow": 0.2, "orange": 0.3, "red": 0.4},
             }
         )
-    return {
+    doc: dict[str, Any] = {
         "site": {"city": "generated"},
         "links": links,
         "cabinets": cabinet_docs,
         "gauges": gauge_docs,
     }
+    if meters:
+        doc["meters"] = [
+            {
+                "id": f"MTR-{i + 1:04d}",
+                "link": c["link"],
+                "address": f"{i + 1:012d}",
+                "cabinet": c["id"],
+            }
+            for i, c in enumerate(cabinet_docs)
+        ]
+    return doc
