@@ -112,12 +112,37 @@ class StationOut(BaseModel):
 
 
 class StationCommandIn(BaseModel):
-    """A command for a station: ``set_clock`` (to the centre's clock) or ``query``
-    (its real-time data now)."""
+    """A command for a station: ``set_clock`` (to the centre's clock), ``query`` (its
+    real-time data now) or ``query_period`` (one point's values the station stored
+    from ``start`` to ``end``, every ``step_minutes``: after an outage, the history
+    it could not send)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    command: Literal["set_clock", "query"]
+    command: Literal["set_clock", "query", "query_period"]
+    #: query_period: the point (``water_level``, ``rain_today``, ...).
+    point: str | None = Field(default=None, max_length=64)
+    #: query_period: whole hours of the station's (the city's) time, with an offset.
+    start: datetime | None = None
+    end: datetime | None = None
+    step_minutes: int = Field(default=60, ge=1, le=1440)
+
+    @model_validator(mode="after")
+    def _period(self) -> StationCommandIn:
+        if self.command != "query_period":
+            if self.point is not None or self.start is not None or self.end is not None:
+                raise ValueError("point, start and end belong to query_period only")
+            return self
+        if self.point is None or self.start is None or self.end is None:
+            raise ValueError("query_period needs point, start and end")
+        return self
+
+
+class PeriodValueOut(BaseModel):
+    """One value a station answered a period query with."""
+
+    at: datetime
+    value: float | None
 
 
 class StationCommandOut(BaseModel):
@@ -136,6 +161,9 @@ class StationCommandOut(BaseModel):
     reason: str
     #: What the station answered a query with: point name -> value.
     readings: dict[str, float | None]
+    #: query_period: the point asked for and its values in time order.
+    point: str | None = None
+    values: list[PeriodValueOut] = []
 
 
 class SystemHealth(BaseModel):

@@ -51,7 +51,7 @@ class Controller:
             self.registry, self.links, self.audit, control, poles_on=self.assets.poles_on
         )
         self.commands.read_back = self.poller.read_now
-        self.station_reports = StationReports(self.registry, self.poller)
+        self.station_reports = StationReports(self.registry, self.poller, self.telemetry.on_batch)
         self.listeners = [
             Sl651Listener(
                 cfg.id,
@@ -62,6 +62,7 @@ class Controller:
                 self.station_reports.on_report,
                 cfg.idle_timeout,
                 ENCODINGS[cfg.encoding],
+                self.station_reports.on_history,
             )
             for cfg in loaded.config.listeners
         ]

@@ -15,14 +15,19 @@ from dataclasses import dataclass
 
 from controller.control.audit import Actor, AuditEntry, AuditLog
 from controller.registry import Registry
-from drivers.sl651.downlink import Downlink, DownlinkCommand, DownlinkState
+from drivers.sl651.downlink import Downlink, DownlinkCommand, DownlinkState, PeriodQuery
+from drivers.sl651.encoding import HEX
 from drivers.sl651.listener import Sl651Listener
 from drivers.tasks import cancel_until_done
 
 log = logging.getLogger(__name__)
 
 #: The audit action of each command.
-ACTIONS = {Downlink.SET_CLOCK: "sl651_set_clock", Downlink.QUERY_REALTIME: "sl651_query"}
+ACTIONS = {
+    Downlink.SET_CLOCK: "sl651_set_clock",
+    Downlink.QUERY_REALTIME: "sl651_query",
+    Downlink.QUERY_PERIOD: "sl651_query_period",
+}
 #: A queued command's audit outcome while it waits, and when it ends.
 OUTCOMES = {
     DownlinkState.QUEUED: "pending_delivery",
@@ -93,9 +98,16 @@ class StationCommands:
         function: Downlink,
         actor: Actor,
         source: str,
+        period: PeriodQuery | None = None,
     ) -> StationCommand:
-        """Accept a command (audited at once); it goes out when the station is next online."""
+        """Accept a command (audited at once); it goes out when the station is next online.
+
+        ValueError (before anything is audited) for a period query its listener
+        cannot send.
+        """
         listener, station = self.station(device_id)
+        if function is Downlink.QUERY_PERIOD and listener.encoding is not HEX:
+            raise ValueError(f"listener {listener.id} speaks ASCII: period queries need HEX")
         entry = AuditEntry(
             id=0,
             at=time.time(),
@@ -113,7 +125,7 @@ class StationCommands:
             device_id,
             actor,
             source,
-            listener.queue(station, function, self.expiry[listener.id]),
+            listener.queue(station, function, self.expiry[listener.id], period),
         )
         self._recent.append(command)
         del self._recent[: -self.keep]

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from controller.poller import Poller
+from controller.poller import BatchHandler, Poller
 from controller.readings import Quality, ReadingBatch
 from controller.registry import Registry
 from drivers.sl651.body import Report
@@ -21,9 +21,13 @@ class StationReports:
     a pushed reading does for an MQTT device.
     """
 
-    def __init__(self, registry: Registry, poller: Poller) -> None:
+    def __init__(
+        self, registry: Registry, poller: Poller, store: BatchHandler | None = None
+    ) -> None:
         self.registry = registry
         self.poller = poller
+        #: Where history a station was asked for goes (the telemetry stores).
+        self.store = store
 
     def batch(self, key: StationKey, report: Report) -> ReadingBatch:
         """The readings of the elements the station's profile knows ("no data" as bad).
@@ -57,3 +61,9 @@ class StationReports:
         """Listener callback: hand the readings on and mark the station as heard."""
         self.poller.health[key.device].record_success(time.time())
         await self.poller.push(self.batch(key, report))
+
+    async def on_history(self, key: StationKey, report: Report) -> None:
+        """Listener callback for a period query's answer: the values go to the stores
+        only (the map, rules and cases stay with what is happening now)."""
+        if self.store is not None:
+            await self.store(self.batch(key, report))

@@ -4,23 +4,27 @@ It connects over TCP, sends a timed report (32H) with the level of its gauge
 model, waits for the confirm and resends twice with the same serial when none
 comes, as the standard asks [STD 6.3.2.3]. Confirmed with ESC, it stays
 online (:meth:`Sl651Station.stay_online`), sends keep-alives and answers the
-centre's commands: 37H with its real-time data, 4AH by setting its clock to
-the command's send time. Its clock may be off the centre's (``clock_offset``).
+centre's commands: 37H with its real-time data, 38H with the levels it
+stored (every report's, as an RTU's memory keeps them), 4AH by setting its
+clock to the command's send time. Its clock may be off the centre's
+(``clock_offset``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from dataclasses import dataclass, field
 from datetime import tzinfo
 
 from drivers.sl651 import frame as fr
-from drivers.sl651.body import bcd_time, encode_report, encode_time
+from drivers.sl651.body import bcd, bcd_time, encode_report, encode_time, encode_value
 
 TIMED_REPORT = 0x32
 KEEP_ALIVE = 0x2F
 QUERY_REALTIME = 0x37
+QUERY_PERIOD = 0x38
 SET_CLOCK = 0x4A
 RIVER = 0x48  # station type H
 LEVEL, VOLTAGE, RAIN_TODAY = (0x39, 0x23), (0x38, 0x12), (0x20, 0x19)
@@ -42,6 +46,8 @@ class Sl651Station:
     confirms: list[fr.Frame] = field(default_factory=list)
     #: Commands the centre sent it (downlink frames), in order.
     commands: list[fr.Frame] = field(default_factory=list)
+    #: The levels it stored: (observation time, level), in time order.
+    memory: list[tuple[float, float]] = field(default_factory=list)
     _reader: asyncio.StreamReader | None = None
     _writer: asyncio.StreamWriter | None = None
 
@@ -83,11 +89,47 @@ class Sl651Station:
         """The next report's frame (a new serial), sent and observed at ``at``."""
         self.serial = self.serial % 65535 + 1
         self.level = level
+        self.remember(at, level)
         elements = [(*LEVEL, level), (*RAIN_TODAY, rain), (*VOLTAGE, voltage)]
         body = encode_report(self.serial, at, self.station, RIVER, at, elements, self.tz)
         return fr.build(
             self.station, self.centre, self.password, function, body, fr.End.ETX, uplink=True
         )
+
+    def remember(self, at: float, level: float) -> None:
+        """Store a level as the RTU's memory does (what a period query reads)."""
+        bisect.insort(self.memory, (at, level))
+
+    def _stored_level(self, at: float, within: float) -> float | None:
+        """The level stored last at or before ``at``, if no older than ``within``."""
+        k = bisect.bisect_right(self.memory, (at, float("inf")))
+        if k and at - self.memory[k - 1][0] < within:
+            return self.memory[k - 1][1]
+        return None
+
+    def _period_answer(self, command: fr.Frame) -> bytes:
+        """38H: the stored values of the asked element from start to end, every step;
+        FF bytes where nothing is stored (the standard's "no data")."""
+        body = command.body
+        start = bcd_time(body[8:12] + b"\x00", self.tz)
+        end = bcd_time(body[12:16] + b"\x00", self.tz)
+        days, hours, minutes = (int(body[18 + k : 19 + k].hex()) for k in range(3))
+        step = (days * 24 + hours) * 3600 + minutes * 60
+        element, definition = body[21], body[22]
+        answer = self.serial.to_bytes(2, "big") + encode_time(self.clock(), self.tz)
+        answer += b"\xf1\xf1" + bytes.fromhex(self.station) + bytes([RIVER])
+        answer += b"\xf0\xf0" + encode_time(start, self.tz, seconds=False)
+        answer += bytes([0x04, 0x18]) + bcd(f"{days:02d}{hours:02d}{minutes:02d}")
+        answer += bytes([element, definition])
+        at = start
+        while at <= end:
+            level = self._stored_level(at, step) if element == LEVEL[0] else None
+            if level is None:
+                answer += b"\xff" * (definition >> 3)
+            else:
+                answer += encode_value(element, definition, level)
+            at += step
+        return self._uplink(QUERY_PERIOD, answer)
 
     def _uplink(self, function: int, body: bytes) -> bytes:
         return fr.build(
@@ -98,6 +140,8 @@ class Sl651Station:
         """The station's answer to a centre command (None for one it does not know)."""
         if command.function == QUERY_REALTIME:
             return self.report(self.clock(), self.level, function=QUERY_REALTIME)
+        if command.function == QUERY_PERIOD:
+            return self._period_answer(command)
         if command.function == SET_CLOCK:
             # The command's send time is the new clock [STD 6.6.4.x, 4AH].
             self.clock_offset = bcd_time(command.body[2:8], self.tz) - time.time()

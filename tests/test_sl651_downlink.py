@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -194,3 +195,81 @@ async def test_people_queue_station_commands_through_the_api_and_the_audit_log_k
             assert ("sl651_set_clock", "Chen Gong", "confirmed") in rows
             assert ("sl651_set_clock", "Huang (flood duty)", "refused") in rows
             assert ("sl651_query", "Zhou", "refused") in rows
+
+
+async def test_a_period_query_fetches_what_a_station_stored_into_history_not_into_alarms(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    port = free_port()
+    doc = station_city(tmp_path, port)
+    doc["api"] = {"keys_path": str(tmp_path / "keys.db")}
+    loaded = write_config(doc)
+    keys = ApiKeyStore(tmp_path / "keys.db")
+    duty = {"X-API-Key": keys.create("Huang (flood duty)", Role.FLOOD_DUTY)}
+    keys.close()
+    # The station kept levels while the centre could not hear it: last night's red water.
+    hour = (int(time.time()) // 3600 - 6) * 3600
+    station = Sl651Station(STATION, 0x1234, 1, TZ)
+    for k, level in ((0, 0.12), (1, 0.58), (3, 0.31)):  # nothing stored for hour 2
+        station.remember(hour + k * 3600, level)
+    start = datetime.fromtimestamp(hour, TZ)
+    url = "/stations/WL-TUNNEL/commands"
+    async with Controller(loaded) as controller:
+        await controller.start()
+        async with api_client(controller) as client:
+            ask = {"command": "query_period", "point": "water_level", "step_minutes": 60}
+            for wrong, reason in (
+                ({"point": "status_word"}, "cannot be queried by period"),
+                ({"start": (start + timedelta(minutes=5)).isoformat()}, "whole hour"),
+                ({"start": start.replace(tzinfo=None).isoformat()}, "time zone"),
+                ({"end": start.isoformat()}, "after start"),
+                ({"start": None}, "needs point, start and end"),
+            ):
+                body = {**ask, "start": start.isoformat()}
+                body["end"] = (start + timedelta(hours=3)).isoformat()
+                refused = await client.post(url, json={**body, **wrong}, headers=duty)
+                assert refused.status_code == 422 and reason in refused.text, refused.text
+            body = {**ask, "start": start.isoformat()}
+            body["end"] = (start + timedelta(hours=3)).isoformat()
+            sent = await client.post(url, json=body, headers=duty)
+            assert sent.status_code == 202 and sent.json()["status"] == "pending_delivery"
+
+            await station.connect("127.0.0.1", port)
+            try:
+                confirm = await station.send(station.report(station.clock(), 0.05))
+                assert confirm is not None and confirm.end is fr.End.ESC
+                online = asyncio.create_task(station.stay_online(2.0, keep_alive=0.5))
+                command_url = f"{url}/{sent.json()['id']}"
+                for _ in range(50):
+                    answered = (await client.get(command_url, headers=duty)).json()
+                    if answered["status"] != "pending_delivery" and answered["status"] != "sent":
+                        break
+                    await asyncio.sleep(0.1)
+                await online
+            finally:
+                await station.close()
+            assert answered["status"] == "answered", answered
+            [query] = [c for c in station.commands if c.function == 0x38]
+            # Start and end YYMMDDHH, a one-hour step, the water level with its definition.
+            assert query.body[8:12] == bytes.fromhex(start.strftime("%y%m%d%H"))
+            assert query.body[16:23] == bytes.fromhex("0418000100" + "3923")
+            values = [(v["at"], v["value"]) for v in answered["values"]]
+            assert answered["point"] == "water_level"
+            assert [v for _, v in values] == [0.12, 0.58, None, 0.31]
+            assert datetime.fromisoformat(values[1][0]).timestamp() == hour + 3600
+            span = {"start": start.isoformat(), "end": (start + timedelta(hours=4)).isoformat()}
+            for _ in range(50):  # stored within a batch interval or two
+                series = await client.get(
+                    "/telemetry/series/WL-TUNNEL/water_level", params=span, headers=duty
+                )
+                stored = [s["value"] for s in series.json()["samples"]]
+                if stored:
+                    break
+                await asyncio.sleep(0.1)
+            assert [v for v in stored if v is not None] == [0.12, 0.58, 0.31]
+            # Old red water is history: no alarm, and the map keeps today's 5 cm.
+            assert (await client.get("/alarms", headers=duty)).json() == []
+            [latest] = (
+                await client.get("/telemetry/latest", params={"device": "WL-TUNNEL"}, headers=duty)
+            ).json()
+            assert latest["values"]["water_level"] == pytest.approx(0.05)

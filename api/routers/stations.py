@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Response
@@ -11,11 +11,11 @@ from api.auth import Reader, current_principal, may, read_guard
 from api.bounds import RowId
 from api.deps import ControllerDep
 from api.keys import Principal
-from api.schemas import StationCommandIn, StationCommandOut, StationOut, utc
+from api.schemas import PeriodValueOut, StationCommandIn, StationCommandOut, StationOut, utc
 from controller.control.audit import Actor
 from controller.runtime import Controller
 from controller.station_commands import StationCommand, UnknownStation
-from drivers.sl651.downlink import Downlink
+from drivers.sl651.downlink import DEFINITIONS, Downlink, PeriodQuery
 from drivers.sl651.profile import Sl651Profile
 
 router = APIRouter(
@@ -23,8 +23,14 @@ router = APIRouter(
 )
 
 Caller = Annotated[Principal, Depends(current_principal)]
-_COMMANDS = {"set_clock": Downlink.SET_CLOCK, "query": Downlink.QUERY_REALTIME}
-_DUTY = {"set_clock": "station_clock", "query": "station_query"}
+_COMMANDS = {
+    "set_clock": Downlink.SET_CLOCK,
+    "query": Downlink.QUERY_REALTIME,
+    "query_period": Downlink.QUERY_PERIOD,
+}
+_DUTY = {"set_clock": "station_clock", "query": "station_query", "query_period": "station_query"}
+#: The longest history one period query asks for (the station answers in one go).
+MAX_PERIOD = timedelta(days=31)
 
 
 def _station(controller: Controller, station_id: str) -> str:
@@ -73,6 +79,15 @@ def command_out(controller: Controller, command: StationCommand) -> StationComma
                 if bit is None:
                     readings[profile.points[index].name] = o.value
     name = next(k for k, v in _COMMANDS.items() if v is d.function)
+    point, values = None, []
+    if d.period is not None:
+        point = _period_point(controller, command.device, d.period.element)
+        if d.answer is not None:
+            values = [
+                PeriodValueOut(at=utc(o.at) or datetime.min, value=o.value)
+                for o in d.answer.observations
+                if o.element == d.period.element
+            ]
     return StationCommandOut(
         id=command.id,
         station=command.device,
@@ -86,7 +101,42 @@ def command_out(controller: Controller, command: StationCommand) -> StationComma
         sends=d.sends,
         reason=d.reason,
         readings=readings,
+        point=point,
+        values=values,
     )
+
+
+def _period_point(controller: Controller, device_id: str, element: int) -> str:
+    profile = controller.registry.by_id[device_id].profile
+    assert isinstance(profile, Sl651Profile)
+    return next(p.name for p in profile.points if p.element == element and p.bit is None)
+
+
+def _period_query(controller: Controller, station_id: str, body: StationCommandIn) -> PeriodQuery:
+    """The 38H query the request asks for; 422 naming what is wrong."""
+    assert body.point is not None and body.start is not None and body.end is not None
+    profile = controller.registry.by_id[station_id].profile
+    assert isinstance(profile, Sl651Profile)
+    spec = next((p for p in profile.points if p.name == body.point and p.bit is None), None)
+    if spec is None or spec.element not in DEFINITIONS:
+        queryable = [p.name for p in profile.points if p.bit is None and p.element in DEFINITIONS]
+        raise HTTPException(
+            422, f"point {body.point!r} cannot be queried by period; one of {queryable}"
+        )
+    start, end = body.start, body.end
+    if start.tzinfo is None or end.tzinfo is None:
+        raise HTTPException(
+            422, "start and end need a time zone (for example 2026-11-22T08:00:00+08:00)"
+        )
+    tz = controller.loaded.config.site.tz
+    for name, t in (("start", start), ("end", end)):
+        if t.astimezone(tz).minute or t.second or t.microsecond:
+            raise HTTPException(422, f"{name} must be a whole hour (the standard sends YYMMDDHH)")
+    if not start < end <= start + MAX_PERIOD:
+        raise HTTPException(422, f"end must be after start and at most {MAX_PERIOD.days} days on")
+    if body.step_minutes * 60 > (end - start).total_seconds():
+        raise HTTPException(422, "step_minutes is longer than the period")
+    return PeriodQuery(start.timestamp(), end.timestamp(), body.step_minutes * 60, spec.element)
 
 
 @router.get("", response_model=list[StationOut])
@@ -118,9 +168,13 @@ async def send_command(
         reason = f"role {principal.role.value} may not send {body.command} to a station"
         await controller.commands.record_refusal("api", actor, action, station_id, reason)
         raise HTTPException(403, reason)
-    command = await controller.station_commands.submit(
-        station_id, _COMMANDS[body.command], actor, "api"
-    )
+    period = _period_query(controller, station_id, body) if body.point is not None else None
+    try:
+        command = await controller.station_commands.submit(
+            station_id, _COMMANDS[body.command], actor, "api", period
+        )
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
     response.headers["Location"] = f"/stations/{station_id}/commands/{command.id}"
     return command_out(controller, command)
 

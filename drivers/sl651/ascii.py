@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import tzinfo
 
-from drivers.sl651.body import Observation, Report, bcd_time, encode_time
+from drivers.sl651.body import UNIFORM, Observation, Report, bcd_time, encode_time
 from drivers.sl651.crc import crc16
 from drivers.sl651.frame import STX, End, Frame, Problem, split_frames
 
@@ -169,7 +169,7 @@ def parse_ascii_report(function: int, body: bytes, tz: tzinfo) -> Report:
         while i < len(tokens) and _is_number(tokens[i]):
             values.append(tokens[i])
             i += 1
-            if not (function == 0x31 and step):
+            if not (function in UNIFORM and step):
                 break
         if element is None:
             report.skipped.append(-1)

@@ -14,6 +14,8 @@ from datetime import datetime, tzinfo
 
 #: Identifiers whose values are unsigned HEX, not BCD.
 HEX_ELEMENTS = frozenset({0x45})
+#: Bodies of one element at evenly spaced times: the 31H report, the answer to a 38H query.
+UNIFORM = frozenset({0x31, 0x38})
 #: 12 x 1-byte 5-minute rain (F4) and 12 x 2-byte 5-minute levels (F5..FC).
 FIXED_LENGTH = {0xF4: 12, **{k: 24 for k in range(0xF5, 0xFD)}}
 #: Scale of one array slot: F4 counts 0.1 mm of rain, F5..FC 0.01 m of relative level.
@@ -142,7 +144,7 @@ def parse_report(function: int, body: bytes, tz: tzinfo) -> Report:
             step = (d * 24 + h) * 3600.0 + m * 60.0
             i = start + size
             continue
-        if function == 0x31 and step:
+        if function in UNIFORM and step:
             # A uniform report: one identifier, then its values at first, +step, ...
             k = 0
             while start + size <= len(body):

@@ -17,7 +17,7 @@ from datetime import tzinfo
 from enum import IntEnum, StrEnum
 
 from drivers.sl651 import frame as fr
-from drivers.sl651.body import Report
+from drivers.sl651.body import TIME_STEP, Report, bcd, encode_time
 from drivers.sl651.encoding import HEX, Encoding
 
 #: How long a station stays online after an ESC confirm or a keep-alive [STD 6.3.2.4].
@@ -33,7 +33,43 @@ class Downlink(IntEnum):
     """The centre's commands the controller sends (function codes, App. B)."""
 
     QUERY_REALTIME = 0x37
+    QUERY_PERIOD = 0x38
     SET_CLOCK = 0x4A
+
+
+#: The usual data definition byte of the elements a period query asks for
+#: (App. C Table C.1): the station answers in its own, this only names the element.
+DEFINITIONS = {
+    0x1A: 0x19,
+    0x1F: 0x19,
+    0x20: 0x19,
+    0x21: 0x19,
+    0x22: 0x19,
+    0x23: 0x19,
+    0x24: 0x19,
+    0x26: 0x19,
+    0x38: 0x12,
+    **{element: 0x23 for element in range(0x39, 0x44)},
+}
+
+
+@dataclass(frozen=True)
+class PeriodQuery:
+    """38H: one element's values from ``start`` to ``end`` (whole local hours) every
+    ``step_s`` seconds; the station answers like an evenly-timed report (31H)."""
+
+    start: float
+    end: float
+    step_s: int
+    element: int
+
+    def items(self, tz: tzinfo) -> bytes:
+        """The query's items (HEX): start and end YYMMDDHH, the time step, the element."""
+        days, rest = divmod(self.step_s, 86400)
+        hours, rest = divmod(rest, 3600)
+        step = bytes([TIME_STEP, 0x18]) + bcd(f"{days:02d}{hours:02d}{rest // 60:02d}")
+        span = encode_time(self.start, tz)[:4] + encode_time(self.end, tz)[:4]
+        return span + step + bytes([self.element, DEFINITIONS[self.element]])
 
 
 class DownlinkState(StrEnum):
@@ -60,6 +96,8 @@ class DownlinkCommand:
     finished_at: float | None = None
     reason: str = ""
     answer: Report | None = None
+    #: What a period query (38H) asks for.
+    period: PeriodQuery | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def finish(self, state: DownlinkState, at: float, reason: str = "") -> None:
@@ -85,4 +123,8 @@ def downlink_frame(
     body = encoding.head(0, now, tz)
     if command.function is Downlink.SET_CLOCK:
         body += encoding.station_item(command.station)
+    elif command.function is Downlink.QUERY_PERIOD:
+        if command.period is None or encoding is not HEX:
+            raise ValueError("a period query needs its period, and a HEX listener")
+        body += command.period.items(tz)
     return encoding.build(command.station, centre, password, command.function, body, fr.End.ENQ)

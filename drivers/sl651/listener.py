@@ -33,6 +33,7 @@ from drivers.sl651.downlink import (
     Downlink,
     DownlinkCommand,
     DownlinkState,
+    PeriodQuery,
     downlink_frame,
 )
 from drivers.sl651.encoding import HEX, Encoding
@@ -113,6 +114,7 @@ class Sl651Listener:
         on_report: ReportHandler,
         idle_timeout: float = 900.0,
         encoding: Encoding = HEX,
+        on_history: ReportHandler | None = None,
     ) -> None:
         self.id = listener_id
         self.encoding = encoding
@@ -121,6 +123,8 @@ class Sl651Listener:
         self.stations = {s.station: s for s in stations}
         self.tz = tz
         self.on_report = on_report
+        #: Where the answers to period queries go: stored history, not news.
+        self.on_history = on_history
         self.idle_timeout = idle_timeout
         self.stats = ListenerStats(stations={s.station: StationStats() for s in stations})
         self.packets = PacketAssembler()
@@ -160,15 +164,24 @@ class Sl651Listener:
         self._outstanding.clear()
         self._queues.clear()
 
-    def queue(self, station: str, function: Downlink, expire_after: float) -> DownlinkCommand:
+    def queue(
+        self,
+        station: str,
+        function: Downlink,
+        expire_after: float,
+        period: PeriodQuery | None = None,
+    ) -> DownlinkCommand:
         """Queue a command for a station; it is sent when the station is next online.
 
-        KeyError for a station this listener does not serve.
+        KeyError for a station this listener does not serve; ValueError for a period
+        query (38H) without its period or on an ASCII listener.
         """
         if station not in self.stations:
             raise KeyError(station)
+        if function is Downlink.QUERY_PERIOD and (period is None or self.encoding is not HEX):
+            raise ValueError("a period query needs its period, and a HEX listener")
         now = time.time()
-        command = DownlinkCommand(station, function, now, now + expire_after)
+        command = DownlinkCommand(station, function, now, now + expire_after, period=period)
         self._queues.setdefault(station, collections.deque()).append(command)
         loop = asyncio.get_running_loop()
         self._expiries[command] = loop.call_later(expire_after, self._expire, command)
@@ -391,7 +404,11 @@ class Sl651Listener:
             # The answer to the centre's command (M4): not confirmed.
             stats.online_until = now + ONLINE_WINDOW_S
             if self._answered(outstanding, report) and report.observations:
-                await self.on_report(key, report)
+                if frame.function != Downlink.QUERY_PERIOD:
+                    await self.on_report(key, report)
+                elif self.on_history is not None:
+                    # Old values asked for: stored, never judged as if they were now.
+                    await self.on_history(key, report)
             return None
         answer = None
         if frame.function in CONFIRMED:
