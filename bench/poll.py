@@ -127,6 +127,11 @@ async def _poll_targets(poller: Poller, by_link: dict[str, list[PollTarget]]) ->
     return sum(await asyncio.gather(*(one(v) for v in by_link.values())))
 
 
+async def _poll_all(poller: Poller) -> int:
+    """Poll every target once the way the scheduler's cycle does; readings."""
+    return len(await poller.poll_all_once())
+
+
 async def _against_ceiling(
     controller: Controller,
     by_link: dict[str, list[PollTarget]],
@@ -184,11 +189,7 @@ async def _against_ceiling(
 async def _poller_against_ceiling(controller: Controller, sample_links: int) -> dict[str, Any]:
     poller = controller.poller
     by_link = poller.targets_by_link()
-
-    async def poll_all() -> int:
-        return len(await poller.poll_all_once())
-
-    figures = await _against_ceiling(controller, by_link, poll_all)
+    figures = await _against_ceiling(controller, by_link, partial(_poll_all, poller))
     peer = await _naive_peer(controller, by_link, sample_links)
     figures["peer_pymodbus_per_point"] = {
         "kind": "pymodbus client, one request per point, links concurrently (sample)",
@@ -213,11 +214,7 @@ async def _measure_mixed(loaded: LoadedConfig, size: float) -> dict[str, Any]:
     try:
         await poller.poll_all_once()  # connects every link; not measured
         by_link = poller.targets_by_link()
-
-        async def poll_all() -> int:
-            return len(await poller.poll_all_once())
-
-        city = await _against_ceiling(controller, by_link, poll_all)
+        city = await _against_ceiling(controller, by_link, partial(_poll_all, poller))
         meters = {
             k: m for k, v in by_link.items() if (m := [t for t in v if t.device_class == "meter"])
         }

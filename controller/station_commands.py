@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from controller.control.audit import Actor, AuditEntry, AuditLog
 from controller.registry import Registry
 from drivers.sl651.downlink import Downlink, DownlinkCommand, DownlinkState, PeriodQuery
-from drivers.sl651.encoding import HEX
 from drivers.sl651.listener import Sl651Listener
 from drivers.tasks import cancel_until_done
 
@@ -106,8 +105,7 @@ class StationCommands:
         cannot send.
         """
         listener, station = self.station(device_id)
-        if function is Downlink.QUERY_PERIOD and listener.encoding is not HEX:
-            raise ValueError(f"listener {listener.id} speaks ASCII: period queries need HEX")
+        listener.check_command(function, period)
         entry = AuditEntry(
             id=0,
             at=time.time(),

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 
 from drivers.sl651 import frame as fr
-from drivers.sl651.body import bcd, bcd_time, encode_report, encode_time, encode_value
+from drivers.sl651.body import (
+    bcd_time,
+    encode_report,
+    encode_time,
+    encode_time_step,
+    encode_value,
+    time_step_seconds,
+)
 
 TIMED_REPORT = 0x32
 KEEP_ALIVE = 0x2F
@@ -113,13 +120,12 @@ class Sl651Station:
         body = command.body
         start = bcd_time(body[8:12] + b"\x00", self.tz)
         end = bcd_time(body[12:16] + b"\x00", self.tz)
-        days, hours, minutes = (int(body[18 + k : 19 + k].hex()) for k in range(3))
-        step = (days * 24 + hours) * 3600 + minutes * 60
+        step = int(time_step_seconds(body[18:21]))
         element, definition = body[21], body[22]
         answer = self.serial.to_bytes(2, "big") + encode_time(self.clock(), self.tz)
         answer += b"\xf1\xf1" + bytes.fromhex(self.station) + bytes([RIVER])
         answer += b"\xf0\xf0" + encode_time(start, self.tz, seconds=False)
-        answer += bytes([0x04, 0x18]) + bcd(f"{days:02d}{hours:02d}{minutes:02d}")
+        answer += encode_time_step(step)
         answer += bytes([element, definition])
         at = start
         while at <= end:

@@ -42,6 +42,16 @@ async def started_listener(port: int, reports: list[Report]) -> Sl651Listener:
     return listener
 
 
+def api_station_city(
+    tmp_path: Path, write_config: WriteConfig
+) -> tuple[int, LoadedConfig, ApiKeyStore]:
+    """The one-station city with an API key store: its listener port, config, keys."""
+    port = free_port()
+    doc = station_city(tmp_path, port)
+    doc["api"] = {"keys_path": str(tmp_path / "keys.db")}
+    return port, write_config(doc), ApiKeyStore(tmp_path / "keys.db")
+
+
 async def test_commands_wait_for_the_station_and_go_out_after_an_esc_confirm() -> None:
     port, reports = free_port(), list[Report]()
     listener = await started_listener(port, reports)
@@ -132,11 +142,7 @@ async def test_a_station_that_does_not_answer_is_asked_three_times_then_fails(
 async def test_people_queue_station_commands_through_the_api_and_the_audit_log_keeps_them(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
-    port = free_port()
-    doc = station_city(tmp_path, port)
-    doc["api"] = {"keys_path": str(tmp_path / "keys.db")}
-    loaded = write_config(doc)
-    keys = ApiKeyStore(tmp_path / "keys.db")
+    port, loaded, keys = api_station_city(tmp_path, write_config)
     viewer = {"X-API-Key": keys.create("Zhou", Role.VIEWER)}
     duty = {"X-API-Key": keys.create("Huang (flood duty)", Role.FLOOD_DUTY)}
     engineer = {"X-API-Key": keys.create("Chen Gong", Role.ENGINEER)}
@@ -200,11 +206,7 @@ async def test_people_queue_station_commands_through_the_api_and_the_audit_log_k
 async def test_a_period_query_fetches_what_a_station_stored_into_history_not_into_alarms(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
-    port = free_port()
-    doc = station_city(tmp_path, port)
-    doc["api"] = {"keys_path": str(tmp_path / "keys.db")}
-    loaded = write_config(doc)
-    keys = ApiKeyStore(tmp_path / "keys.db")
+    port, loaded, keys = api_station_city(tmp_path, write_config)
     duty = {"X-API-Key": keys.create("Huang (flood duty)", Role.FLOOD_DUTY)}
     keys.close()
     # The station kept levels while the centre could not hear it: last night's red water.

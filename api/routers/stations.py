@@ -71,8 +71,7 @@ def command_out(controller: Controller, command: StationCommand) -> StationComma
     d = command.downlink
     readings: dict[str, float | None] = {}
     if d.answer is not None:
-        profile = controller.registry.by_id[command.device].profile
-        assert isinstance(profile, Sl651Profile)
+        profile = _profile(controller, command.device)
         feeds = profile.points_of()
         for o in d.answer.observations:
             for index, bit in feeds.get(o.element, ()):
@@ -106,17 +105,21 @@ def command_out(controller: Controller, command: StationCommand) -> StationComma
     )
 
 
-def _period_point(controller: Controller, device_id: str, element: int) -> str:
+def _profile(controller: Controller, device_id: str) -> Sl651Profile:
     profile = controller.registry.by_id[device_id].profile
-    assert isinstance(profile, Sl651Profile)
+    assert isinstance(profile, Sl651Profile)  # every station is an SL651 gauge
+    return profile
+
+
+def _period_point(controller: Controller, device_id: str, element: int) -> str:
+    profile = _profile(controller, device_id)
     return next(p.name for p in profile.points if p.element == element and p.bit is None)
 
 
 def _period_query(controller: Controller, station_id: str, body: StationCommandIn) -> PeriodQuery:
     """The 38H query the request asks for; 422 naming what is wrong."""
     assert body.point is not None and body.start is not None and body.end is not None
-    profile = controller.registry.by_id[station_id].profile
-    assert isinstance(profile, Sl651Profile)
+    profile = _profile(controller, station_id)
     spec = next((p for p in profile.points if p.name == body.point and p.bit is None), None)
     if spec is None or spec.element not in DEFINITIONS:
         queryable = [p.name for p in profile.points if p.bit is None and p.element in DEFINITIONS]
@@ -168,7 +171,9 @@ async def send_command(
         reason = f"role {principal.role.value} may not send {body.command} to a station"
         await controller.commands.record_refusal("api", actor, action, station_id, reason)
         raise HTTPException(403, reason)
-    period = _period_query(controller, station_id, body) if body.point is not None else None
+    period = None
+    if body.command == "query_period":
+        period = _period_query(controller, station_id, body)
     try:
         command = await controller.station_commands.submit(
             station_id, _COMMANDS[body.command], actor, "api", period

@@ -140,8 +140,7 @@ def parse_report(function: int, body: bytes, tz: tzinfo) -> Report:
         if start + size > len(body):
             raise ValueError(f"element {element:02X} needs {size} bytes, body ends first")
         if element == TIME_STEP:
-            d, h, m = (int(body[start + k : start + k + 1].hex()) for k in range(3))
-            step = (d * 24 + h) * 3600.0 + m * 60.0
+            step = time_step_seconds(body[start : start + 3])
             i = start + size
             continue
         if function in UNIFORM and step:
@@ -160,6 +159,19 @@ def parse_report(function: int, body: bytes, tz: tzinfo) -> Report:
             report.observations.append(Observation(element, observed, value))
         i = start + size
     return report
+
+
+def time_step_seconds(data: bytes) -> float:
+    """A time step's ``DDHHmm`` BCD digits as seconds."""
+    days, hours, minutes = (int(data[k : k + 1].hex()) for k in range(3))
+    return (days * 24 + hours) * 3600.0 + minutes * 60.0
+
+
+def encode_time_step(seconds: int) -> bytes:
+    """The time step item (04H, N(3)... as ``DDHHmm``) of a uniform body or a 38H query."""
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    return bytes([TIME_STEP, 0x18]) + bcd(f"{days:02d}{hours:02d}{rest // 60:02d}")
 
 
 def bcd(text: str) -> bytes:

@@ -17,7 +17,7 @@ from datetime import tzinfo
 from enum import IntEnum, StrEnum
 
 from drivers.sl651 import frame as fr
-from drivers.sl651.body import TIME_STEP, Report, bcd, encode_time
+from drivers.sl651.body import Report, encode_time, encode_time_step
 from drivers.sl651.encoding import HEX, Encoding
 
 #: How long a station stays online after an ESC confirm or a keep-alive [STD 6.3.2.4].
@@ -65,11 +65,10 @@ class PeriodQuery:
 
     def items(self, tz: tzinfo) -> bytes:
         """The query's items (HEX): start and end YYMMDDHH, the time step, the element."""
-        days, rest = divmod(self.step_s, 86400)
-        hours, rest = divmod(rest, 3600)
-        step = bytes([TIME_STEP, 0x18]) + bcd(f"{days:02d}{hours:02d}{rest // 60:02d}")
         span = encode_time(self.start, tz)[:4] + encode_time(self.end, tz)[:4]
-        return span + step + bytes([self.element, DEFINITIONS[self.element]])
+        return (
+            span + encode_time_step(self.step_s) + bytes([self.element, DEFINITIONS[self.element]])
+        )
 
 
 class DownlinkState(StrEnum):

@@ -173,13 +173,12 @@ class Sl651Listener:
     ) -> DownlinkCommand:
         """Queue a command for a station; it is sent when the station is next online.
 
-        KeyError for a station this listener does not serve; ValueError for a period
-        query (38H) without its period or on an ASCII listener.
+        KeyError for a station this listener does not serve; ValueError as
+        :meth:`check_command` says.
         """
         if station not in self.stations:
             raise KeyError(station)
-        if function is Downlink.QUERY_PERIOD and (period is None or self.encoding is not HEX):
-            raise ValueError("a period query needs its period, and a HEX listener")
+        self.check_command(function, period)
         now = time.time()
         command = DownlinkCommand(station, function, now, now + expire_after, period=period)
         self._queues.setdefault(station, collections.deque()).append(command)
@@ -187,6 +186,14 @@ class Sl651Listener:
         self._expiries[command] = loop.call_later(expire_after, self._expire, command)
         self._pump(station)
         return command
+
+    def check_command(self, function: Downlink, period: PeriodQuery | None) -> None:
+        """ValueError for a command this listener cannot send: a period query (38H)
+        without its period, or on an ASCII listener (HEX only)."""
+        if function is Downlink.QUERY_PERIOD and period is None:
+            raise ValueError("a period query needs its period")
+        if function is Downlink.QUERY_PERIOD and self.encoding is not HEX:
+            raise ValueError(f"listener {self.id} speaks ASCII: period queries need HEX")
 
     def connected(self, station: str) -> bool:
         """Whether the station has a connection open now."""
