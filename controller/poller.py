@@ -10,6 +10,7 @@ timeout rarely and never starves its neighbours on the bus.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import time
@@ -87,6 +88,8 @@ class Poller:
         self._handlers: list[BatchHandler] = []
         self._pending: list[ReadingBatch] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._stop_flushing = asyncio.Event()
         self._override: dict[int, float] = {}
         self._offline_logged: set[int] = set()
         #: Applied to every batch before it is handed on (the derived points).
@@ -340,8 +343,11 @@ class Poller:
             heapq.heappush(queue, (next_due, order, target))
 
     async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.polling.batch_interval)
+        # Never cancelled: a flush cut short would leave a batch with some
+        # subscribers (stored) and not others (sent on), so stop asks it to end.
+        while not self._stop_flushing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_flushing.wait(), self.polling.batch_interval)
             await self.flush()
 
     async def flush(self) -> None:
@@ -365,12 +371,17 @@ class Poller:
             raise RuntimeError("poller already running")
         for link_id, targets in self._by_link.items():
             self._tasks.append(asyncio.create_task(self._run_link(targets), name=f"poll:{link_id}"))
-        self._tasks.append(asyncio.create_task(self._flush_loop(), name="poll:flush"))
+        self._stop_flushing.clear()
+        self._flusher = asyncio.create_task(self._flush_loop(), name="poll:flush")
 
     async def stop(self) -> None:
         """Stop polling, flush what was read, close the links."""
         await cancel_until_done(self._tasks)
         self._tasks = []
+        if self._flusher is not None:
+            self._stop_flushing.set()
+            await self._flusher  # its last flush hands on what was read
+            self._flusher = None
         await self.flush()
         for link in self.links.values():
             await link.close()

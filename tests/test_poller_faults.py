@@ -228,3 +228,31 @@ async def test_a_garbled_cabinet_costs_one_retry_not_one_per_request(
     assert garbled.error is not None and garbled.error.kind == "garbled"
     # The first read and its one retry; not two attempts for each of the plan's reads.
     assert health.requests - before == 2
+
+
+async def test_a_stop_during_a_slow_flush_still_hands_that_batch_to_every_subscriber(
+    tmp_path: Path, write_config: Callable[[dict[str, Any]], LoadedConfig]
+) -> None:
+    """A batch one subscriber has stored must reach the next one too (InfluxDB after
+    the embedded store): stopping may not cut a flush in half."""
+    loaded = write_config(bus_config(tmp_path, kind="tcp"))
+    stored: list[int] = []
+    sent_on: list[int] = []
+    flushing = asyncio.Event()
+
+    async def slow_store(batch: ReadingBatch) -> None:
+        stored.append(len(batch))
+        flushing.set()
+        await asyncio.sleep(0.5)
+
+    async def next_sink(batch: ReadingBatch) -> None:
+        sent_on.append(len(batch))
+
+    async with SimulatedCity(loaded), Controller(loaded) as controller:
+        controller.poller.subscribe(slow_store)
+        controller.poller.subscribe(next_sink)
+        controller.poller.start()
+        await asyncio.wait_for(flushing.wait(), 10)
+        await controller.poller.stop()
+    assert stored and sum(stored) > 0
+    assert sent_on == stored
