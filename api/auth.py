@@ -199,6 +199,7 @@ DUTIES: dict[str, frozenset[Role]] = {
     # Asking a gauge for its level now is flood duty's; setting its clock is maintenance.
     "station_query": frozenset({Role.ENGINEER, Role.FLOOD_DUTY}),
     "station_clock": frozenset({Role.ENGINEER}),
+    "station_settings": frozenset({Role.ENGINEER}),
 }
 
 

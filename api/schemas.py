@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -113,28 +113,43 @@ class StationOut(BaseModel):
 
 class StationCommandIn(BaseModel):
     """A command for a station: ``set_clock`` (to the centre's clock), ``query`` (its
-    real-time data now) or ``query_period`` (one point's values the station stored
+    real-time data now), ``query_period`` (one point's values the station stored
     from ``start`` to ``end``, every ``step_minutes``: after an outage, the history
-    it could not send)."""
+    it could not send), ``read_settings`` (the runtime parameters named in
+    ``settings``, or every one its profile names) or ``write_settings`` (``values``:
+    parameter name -> new value)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    command: Literal["set_clock", "query", "query_period"]
+    command: Literal["set_clock", "query", "query_period", "read_settings", "write_settings"]
     #: query_period: the point (``water_level``, ``rain_today``, ...).
     point: str | None = Field(default=None, max_length=64)
     #: query_period: whole hours of the station's (the city's) time, with an offset.
     start: datetime | None = None
     end: datetime | None = None
     step_minutes: int = Field(default=60, ge=1, le=1440)
+    #: read_settings: the parameters to read (all the profile names if left out).
+    settings: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        default=None, min_length=1, max_length=64
+    )
+    #: write_settings: parameter name -> the value to set.
+    values: dict[Annotated[str, Field(max_length=64)], float] | None = Field(
+        default=None, min_length=1, max_length=64
+    )
 
     @model_validator(mode="after")
-    def _period(self) -> StationCommandIn:
-        if self.command != "query_period":
-            if self.point is not None or self.start is not None or self.end is not None:
-                raise ValueError("point, start and end belong to query_period only")
-            return self
-        if self.point is None or self.start is None or self.end is None:
+    def _fields_of_command(self) -> StationCommandIn:
+        period = self.point is not None or self.start is not None or self.end is not None
+        if self.command != "query_period" and period:
+            raise ValueError("point, start and end belong to query_period only")
+        if self.command == "query_period" and (
+            self.point is None or self.start is None or self.end is None
+        ):
             raise ValueError("query_period needs point, start and end")
+        if self.settings is not None and self.command != "read_settings":
+            raise ValueError("settings belongs to read_settings only")
+        if (self.values is not None) != (self.command == "write_settings"):
+            raise ValueError("write_settings needs values, and only it takes them")
         return self
 
 
@@ -164,6 +179,9 @@ class StationCommandOut(BaseModel):
     #: query_period: the point asked for and its values in time order.
     point: str | None = None
     values: list[PeriodValueOut] = []
+    #: read_settings / write_settings: parameter name -> the value the station has
+    #: (asked or set; what its answer shows once it answered).
+    settings: dict[str, float | None] = {}
 
 
 class SystemHealth(BaseModel):

@@ -209,6 +209,9 @@ class ListenerConfig(_Strict):
     idle_timeout: float = Field(default=900.0, gt=0)
     #: How long a command waits for its station to come online before it fails.
     command_expiry: float = Field(default=86400.0, gt=0)
+    #: A station whose clock is found more than 5 minutes off gets a set-clock (4AH)
+    #: queued by the controller (audited as the controller's command).
+    auto_set_clock: bool = True
 
 
 class Sl651StationConfig(GaugeLevels):

@@ -63,15 +63,12 @@ class Controller:
                 cfg.idle_timeout,
                 ENCODINGS[cfg.encoding],
                 self.station_reports.on_history,
+                cfg.auto_set_clock,
+                cfg.command_expiry,
             )
             for cfg in loaded.config.listeners
         ]
-        self.station_commands = StationCommands(
-            self.registry,
-            self.listeners,
-            self.audit,
-            {cfg.id: cfg.command_expiry for cfg in loaded.config.listeners},
-        )
+        self.station_commands = StationCommands(self.registry, self.listeners, self.audit)
         schedules = loaded.config.schedules
         self.overrides = OverrideStore(loaded.data_path(schedules.db_path))
         self.schedules = ScheduleRunner(

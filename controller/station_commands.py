@@ -11,12 +11,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from controller.control.audit import Actor, AuditEntry, AuditLog
 from controller.registry import Registry
-from drivers.sl651.downlink import Downlink, DownlinkCommand, DownlinkState, PeriodQuery
+from drivers.sl651.body import Observation
+from drivers.sl651.downlink import (
+    Downlink,
+    DownlinkCommand,
+    DownlinkState,
+    PeriodQuery,
+    SettingItem,
+)
 from drivers.sl651.listener import Sl651Listener
+from drivers.sl651.profile import Sl651Profile
 from drivers.tasks import cancel_until_done
 
 log = logging.getLogger(__name__)
@@ -26,7 +36,11 @@ ACTIONS = {
     Downlink.SET_CLOCK: "sl651_set_clock",
     Downlink.QUERY_REALTIME: "sl651_query",
     Downlink.QUERY_PERIOD: "sl651_query_period",
+    Downlink.READ_SETTINGS: "sl651_read_settings",
+    Downlink.WRITE_SETTINGS: "sl651_write_settings",
 }
+#: Who a command comes from that the controller sent by itself (a drifting clock set).
+CONTROLLER = Actor("streetsense", "", "system")
 #: A queued command's audit outcome while it waits, and when it ends.
 OUTCOMES = {
     DownlinkState.QUEUED: "pending_delivery",
@@ -64,19 +78,21 @@ class StationCommands:
         registry: Registry,
         listeners: list[Sl651Listener],
         audit: AuditLog,
-        expiry: dict[str, float],
         keep: int = 200,
     ) -> None:
         self.registry = registry
         self.audit = audit
-        #: Per listener: how long a command waits for its station.
-        self.expiry = expiry
         self.keep = keep
         self._listener_of: dict[str, tuple[Sl651Listener, str]] = {}
+        self._device_of: dict[tuple[str, str], str] = {}
         by_id = {listener.id: listener for listener in listeners}
         for listener_id, stations in registry.sl651_stations.items():
             for device, station, _ in stations:
-                self._listener_of[registry.devices[device].id] = (by_id[listener_id], station)
+                device_id = registry.devices[device].id
+                self._listener_of[device_id] = (by_id[listener_id], station)
+                self._device_of[listener_id, station] = device_id
+        for listener in listeners:
+            listener.on_own_command = partial(self._adopt, listener)
         self._recent: list[StationCommand] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -98,14 +114,37 @@ class StationCommands:
         actor: Actor,
         source: str,
         period: PeriodQuery | None = None,
+        settings: tuple[SettingItem, ...] = (),
     ) -> StationCommand:
         """Accept a command (audited at once); it goes out when the station is next online.
 
-        ValueError (before anything is audited) for a period query its listener
-        cannot send.
+        ValueError (before anything is audited) for a period query or settings
+        its listener cannot send.
         """
         listener, station = self.station(device_id)
-        listener.check_command(function, period)
+        listener.check_command(function, period, settings)
+        entry = await self._audit_start(device_id, function, actor, source)
+        expiry = listener.command_expiry
+        downlink = listener.queue(station, function, expiry, period, settings)
+        return self._follow(StationCommand(entry.id, device_id, actor, source, downlink), entry)
+
+    def _adopt(self, listener: Sl651Listener, downlink: DownlinkCommand) -> None:
+        """Audit and follow a command the listener queued by itself."""
+        device_id = self._device_of[listener.id, downlink.station]
+        task = asyncio.create_task(self._adopted(device_id, downlink), name="sl651:adopt")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _adopted(self, device_id: str, downlink: DownlinkCommand) -> None:
+        source = "clock-drift"
+        entry = await self._audit_start(device_id, downlink.function, CONTROLLER, source)
+        command = StationCommand(entry.id, device_id, CONTROLLER, source, downlink)
+        self._follow(command, entry)
+        log.info("station %s: its clock drifted; set-clock queued", device_id)
+
+    async def _audit_start(
+        self, device_id: str, function: Downlink, actor: Actor, source: str
+    ) -> AuditEntry:
         entry = AuditEntry(
             id=0,
             at=time.time(),
@@ -118,19 +157,29 @@ class StationCommands:
             outcome=OUTCOMES[DownlinkState.QUEUED],
         )
         entry.id = await self.audit.append(entry)
-        command = StationCommand(
-            entry.id,
-            device_id,
-            actor,
-            source,
-            listener.queue(station, function, self.expiry[listener.id], period),
-        )
+        return entry
+
+    def _follow(self, command: StationCommand, entry: AuditEntry) -> StationCommand:
+        """Keep the command among the recent ones; audit its end when it comes."""
         self._recent.append(command)
         del self._recent[: -self.keep]
-        task = asyncio.create_task(self._audit_end(command, entry), name=f"sl651:{entry.id}")
+        task = asyncio.create_task(self._audit_end(command, entry), name=f"sl651:{command.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return command
+
+    def setting_names(
+        self, device_id: str, items: Sequence[SettingItem] | Sequence[Observation]
+    ) -> dict[str, float | None]:
+        """Parameter values by their profile's names (the hex identifier if unnamed)."""
+        profile = self.registry.by_id[device_id].profile
+        settings = profile.settings if isinstance(profile, Sl651Profile) else []
+        names = {s.id: s.name for s in settings}
+        out: dict[str, float | None] = {}
+        for item in items:
+            key = item.id if isinstance(item, SettingItem) else item.element
+            out[names.get(key, f"{key:02X}")] = item.value
+        return out
 
     def recent(self, device_id: str | None = None) -> list[StationCommand]:
         """Recent commands, newest first (of one station, or all)."""
@@ -148,9 +197,12 @@ class StationCommands:
         entry.confirmed = int(d.state is DownlinkState.ANSWERED)
         entry.failed = int(d.state is DownlinkState.FAILED)
         entry.reason = d.reason
-        entry.results = {
-            command.device: {"status": d.state.value, **({"reason": d.reason} if d.reason else {})}
-        }
+        result: dict[str, object] = {"status": d.state.value}
+        if d.reason:
+            result["reason"] = d.reason
+        if d.function is Downlink.WRITE_SETTINGS:
+            result["settings"] = self.setting_names(command.device, d.settings)
+        entry.results = {command.device: result}
         try:
             await self.audit.update(entry)
         except Exception:

@@ -5,8 +5,9 @@ model, waits for the confirm and resends twice with the same serial when none
 comes, as the standard asks [STD 6.3.2.3]. Confirmed with ESC, it stays
 online (:meth:`Sl651Station.stay_online`), sends keep-alives and answers the
 centre's commands: 37H with its real-time data, 38H with the levels it
-stored (every report's, as an RTU's memory keeps them), 4AH by setting its
-clock to the command's send time. Its clock may be off the centre's
+stored (every report's, as an RTU's memory keeps them), 43H/42H by reading
+and setting its runtime parameters, 4AH by setting its clock to the
+command's send time. Its clock may be off the centre's
 (``clock_offset``).
 """
 
@@ -21,6 +22,7 @@ from datetime import tzinfo
 from drivers.sl651 import frame as fr
 from drivers.sl651.body import (
     bcd_time,
+    decode_value,
     encode_report,
     encode_time,
     encode_time_step,
@@ -32,6 +34,8 @@ TIMED_REPORT = 0x32
 KEEP_ALIVE = 0x2F
 QUERY_REALTIME = 0x37
 QUERY_PERIOD = 0x38
+WRITE_SETTINGS = 0x42
+READ_SETTINGS = 0x43
 SET_CLOCK = 0x4A
 RIVER = 0x48  # station type H
 LEVEL, VOLTAGE, RAIN_TODAY = (0x39, 0x23), (0x38, 0x12), (0x20, 0x19)
@@ -55,6 +59,20 @@ class Sl651Station:
     commands: list[fr.Frame] = field(default_factory=list)
     #: The levels it stored: (observation time, level), in time order.
     memory: list[tuple[float, float]] = field(default_factory=list)
+    #: Its runtime parameters (App. D.4): identifier -> value, as 42H sets them.
+    settings: dict[int, float] = field(
+        default_factory=lambda: {
+            0x20: 1,
+            0x21: 5,
+            0x22: 8,
+            0x23: 300,
+            0x24: 5,
+            0x27: 2,
+            0x28: 0.0,
+            0x30: 0.0,
+            0x38: 0.3,
+        }
+    )
     _reader: asyncio.StreamReader | None = None
     _writer: asyncio.StreamWriter | None = None
 
@@ -137,6 +155,27 @@ class Sl651Station:
             at += step
         return self._uplink(QUERY_PERIOD, answer)
 
+    def _settings_answer(self, command: fr.Frame) -> bytes:
+        """43H: the asked parameters' values; 42H: set them, then the same answer.
+        An identifier the station does not have is left out of the answer."""
+        items = command.body[15:]  # after serial, send time and the station address
+        answer = self.serial.to_bytes(2, "big") + encode_time(self.clock(), self.tz)
+        answer += b"\xf1\xf1" + bytes.fromhex(self.station)
+        i = 0
+        while i + 1 < len(items):
+            key, definition = items[i], items[i + 1]
+            i += 2
+            if command.function == WRITE_SETTINGS:
+                size = definition >> 3
+                value = decode_value(key, definition, items[i : i + size])
+                i += size
+                if key in self.settings and value is not None:
+                    self.settings[key] = value
+            if key in self.settings:
+                answer += bytes([key, definition])
+                answer += encode_value(key, definition, self.settings[key])
+        return self._uplink(command.function, answer)
+
     def _uplink(self, function: int, body: bytes) -> bytes:
         return fr.build(
             self.station, self.centre, self.password, function, body, fr.End.ETX, uplink=True
@@ -148,6 +187,8 @@ class Sl651Station:
             return self.report(self.clock(), self.level, function=QUERY_REALTIME)
         if command.function == QUERY_PERIOD:
             return self._period_answer(command)
+        if command.function in (READ_SETTINGS, WRITE_SETTINGS):
+            return self._settings_answer(command)
         if command.function == SET_CLOCK:
             # The command's send time is the new clock [STD 6.6.4.x, 4AH].
             self.clock_offset = bcd_time(command.body[2:8], self.tz) - time.time()

@@ -354,6 +354,9 @@ async def test_an_ascii_listener_confirms_and_stores_a_station_report(
     port = free_port()
     doc = station_city(tmp_path, port)
     doc["listeners"][0]["encoding"] = "ascii"
+    # C3 was sent in 2023: a clock that far off would get a set-clock queued and the
+    # confirm would be ESC; the plain confirm is what this test checks.
+    doc["listeners"][0]["auto_set_clock"] = False
     loaded = write_config(doc)
     async with Controller(loaded) as controller:
         await controller.start()

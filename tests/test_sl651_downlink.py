@@ -275,3 +275,151 @@ async def test_a_period_query_fetches_what_a_station_stored_into_history_not_int
                 await client.get("/telemetry/latest", params={"device": "WL-TUNNEL"}, headers=duty)
             ).json()
             assert latest["values"]["water_level"] == pytest.approx(0.05)
+
+
+async def _until_ended(client: Any, url: str, headers: dict[str, str]) -> dict[str, Any]:
+    """A command once the station answered it or it failed (or after 5 s)."""
+    for _ in range(50):
+        command: dict[str, Any] = (await client.get(url, headers=headers)).json()
+        if command["status"] in ("answered", "failed"):
+            break
+        await asyncio.sleep(0.1)
+    return command
+
+
+async def test_engineers_read_and_write_a_stations_runtime_settings(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    port, loaded, keys = api_station_city(tmp_path, write_config)
+    duty = {"X-API-Key": keys.create("Huang (flood duty)", Role.FLOOD_DUTY)}
+    engineer = {"X-API-Key": keys.create("Chen Gong", Role.ENGINEER)}
+    keys.close()
+    station = Sl651Station(STATION, 0x1234, 1, TZ)
+    url = "/stations/WL-TUNNEL/commands"
+    write = {"report_interval_h": 2, "level_base_1": -1.25, "add_report_level_1": 0.25}
+    async with Controller(loaded) as controller:
+        await controller.start()
+        async with api_client(controller) as client:
+            for body, reason in (
+                ({"command": "read_settings", "settings": ["baud_rate"]}, "no setting 'baud_rate'"),
+                ({"command": "write_settings", "values": {"report_interval_h": 100}}, "at most 99"),
+                ({"command": "write_settings", "values": {"sampling_interval_s": -5}}, "negative"),
+                (
+                    {"command": "write_settings", "values": {"add_report_level_1": 0.251}},
+                    "decimals",
+                ),
+                ({"command": "write_settings"}, "needs values"),
+                ({"command": "query", "settings": ["report_interval_h"]}, "read_settings only"),
+            ):
+                refused = await client.post(url, json=body, headers=engineer)
+                assert refused.status_code == 422 and reason in refused.text, refused.text
+            refused = await client.post(
+                url, json={"command": "write_settings", "values": write}, headers=duty
+            )
+            assert refused.status_code == 403
+            read = await client.post(url, json={"command": "read_settings"}, headers=duty)
+            wrote = await client.post(
+                url, json={"command": "write_settings", "values": write}, headers=engineer
+            )
+            assert (read.status_code, wrote.status_code) == (202, 202)
+            assert wrote.json()["settings"] == write  # what is to be set, while it waits
+
+            await station.connect("127.0.0.1", port)
+            try:
+                confirm = await station.send(station.report(station.clock(), 0.05))
+                assert confirm is not None and confirm.end is fr.End.ESC
+                online = asyncio.create_task(station.stay_online(3.0, keep_alive=1.0))
+                read_out = await _until_ended(client, f"{url}/{read.json()['id']}", duty)
+                wrote_out = await _until_ended(client, f"{url}/{wrote.json()['id']}", duty)
+                await online
+            finally:
+                await station.close()
+            assert read_out["status"] == "answered", read_out
+            assert read_out["settings"] == {
+                "report_interval_h": 1,
+                "add_report_interval_min": 5,
+                "rain_day_start_h": 8,
+                "sampling_interval_s": 300,
+                "level_storage_interval_min": 5,
+                "rain_add_threshold_mm": 2,
+                "level_base_1": 0.0,
+                "level_correction_1": 0.0,
+                "add_report_level_1": 0.3,
+            }
+            assert wrote_out["status"] == "answered", wrote_out
+            assert wrote_out["settings"] == write  # the station's echo
+            # The station now has them, as the standard's 42H sets them.
+            assert (station.settings[0x20], station.settings[0x28]) == (2, -1.25)
+            [read_frame, write_frame] = station.commands
+            assert (read_frame.function, write_frame.function) == (0x43, 0x42)
+            assert read_frame.body[8:15] == b"\xf1\xf1" + bytes.fromhex(STATION)
+            assert read_frame.body[15:17] == bytes.fromhex("2008")  # 20H, N(2) in 1 byte
+            # 28H water-level base N(7,3): 4 bytes, negative as FF then the digits.
+            assert bytes.fromhex("2823ff001250") in write_frame.body
+            # A reading of 20H is a setting, not rain today: nothing went to the map.
+            [latest] = (
+                await client.get("/telemetry/latest", params={"device": "WL-TUNNEL"}, headers=duty)
+            ).json()
+            assert latest["values"]["rain_today"] == 0.0
+
+            audit = (await client.get("/audit")).json()  # as the test's admin
+            [written] = [
+                r for r in audit if r["action"] == "sl651_write_settings" and r["by"] == "Chen Gong"
+            ]
+            assert (written["by"], written["outcome"]) == ("Chen Gong", "confirmed")
+            assert written["results"]["WL-TUNNEL"]["settings"] == write
+            rows = {(r["action"], r["by"], r["outcome"]) for r in audit}
+            assert ("sl651_read_settings", "Huang (flood duty)", "confirmed") in rows
+            assert ("sl651_write_settings", "Huang (flood duty)", "refused") in rows
+
+
+async def test_a_station_whose_clock_drifts_gets_it_set_by_the_controller(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    port, loaded, _ = api_station_city(tmp_path, write_config)
+    station = Sl651Station(STATION, 0x1234, 1, TZ, clock_offset=-1200.0)  # 20 min slow
+    async with Controller(loaded) as controller:
+        await controller.start()
+        await station.connect("127.0.0.1", port)
+        try:
+            confirm = await station.send(station.report(station.clock(), 0.1))
+            # The drift is seen in this report: the set-clock waits, so ESC keeps it online.
+            assert confirm is not None and confirm.end is fr.End.ESC
+            await station.stay_online(1.5, keep_alive=0.5)
+            confirm = await station.send(station.report(station.clock(), 0.1))
+            assert confirm is not None and confirm.end is fr.End.EOT
+        finally:
+            await station.close()
+        assert abs(station.clock_offset) < 5
+        assert [c.function for c in station.commands] == [0x4A]
+        [command] = controller.station_commands.recent("WL-TUNNEL")
+        assert (command.actor.name, command.source) == ("streetsense", "clock-drift")
+        await asyncio.wait_for(command.downlink.done.wait(), 2)
+        for _ in range(20):  # the audit row is updated just after the answer
+            row = await controller.audit.get(command.id)
+            if row is not None and row.outcome == "confirmed":
+                break
+            await asyncio.sleep(0.05)
+        assert row is not None and row.action == "sl651_set_clock"
+        assert (row.actor.name, row.outcome) == ("streetsense", "confirmed")
+
+
+async def test_a_drift_is_only_flagged_where_the_listener_does_not_set_clocks(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    port = free_port()
+    doc = station_city(tmp_path, port)
+    doc["listeners"][0]["auto_set_clock"] = False
+    loaded = write_config(doc)
+    station = Sl651Station(STATION, 0x1234, 1, TZ, clock_offset=-1200.0)
+    async with Controller(loaded) as controller:
+        await controller.start()
+        await station.connect("127.0.0.1", port)
+        try:
+            confirm = await station.send(station.report(station.clock(), 0.1))
+        finally:
+            await station.close()
+        assert confirm is not None and confirm.end is fr.End.EOT
+        listener, _ = controller.station_commands.station("WL-TUNNEL")
+        assert listener.stats.stations[STATION].clock_drift
+        assert controller.station_commands.recent() == []

@@ -15,7 +15,13 @@ from api.schemas import PeriodValueOut, StationCommandIn, StationCommandOut, Sta
 from controller.control.audit import Actor
 from controller.runtime import Controller
 from controller.station_commands import StationCommand, UnknownStation
-from drivers.sl651.downlink import DEFINITIONS, Downlink, PeriodQuery
+from drivers.sl651.downlink import (
+    DEFINITIONS,
+    SETTINGS_COMMANDS,
+    Downlink,
+    PeriodQuery,
+    SettingItem,
+)
 from drivers.sl651.profile import Sl651Profile
 
 router = APIRouter(
@@ -27,8 +33,16 @@ _COMMANDS = {
     "set_clock": Downlink.SET_CLOCK,
     "query": Downlink.QUERY_REALTIME,
     "query_period": Downlink.QUERY_PERIOD,
+    "read_settings": Downlink.READ_SETTINGS,
+    "write_settings": Downlink.WRITE_SETTINGS,
 }
-_DUTY = {"set_clock": "station_clock", "query": "station_query", "query_period": "station_query"}
+_DUTY = {
+    "set_clock": "station_clock",
+    "query": "station_query",
+    "query_period": "station_query",
+    "read_settings": "station_query",
+    "write_settings": "station_settings",
+}
 #: The longest history one period query asks for (the station answers in one go).
 MAX_PERIOD = timedelta(days=31)
 
@@ -87,6 +101,10 @@ def command_out(controller: Controller, command: StationCommand) -> StationComma
                 for o in d.answer.observations
                 if o.element == d.period.element
             ]
+    settings: dict[str, float | None] = {}
+    if d.function in SETTINGS_COMMANDS:
+        shown = d.answer.observations if d.answer is not None else d.settings
+        settings = controller.station_commands.setting_names(command.device, shown)
     return StationCommandOut(
         id=command.id,
         station=command.device,
@@ -102,6 +120,7 @@ def command_out(controller: Controller, command: StationCommand) -> StationComma
         readings=readings,
         point=point,
         values=values,
+        settings=settings,
     )
 
 
@@ -142,6 +161,29 @@ def _period_query(controller: Controller, station_id: str, body: StationCommandI
     return PeriodQuery(start.timestamp(), end.timestamp(), body.step_minutes * 60, spec.element)
 
 
+def _settings(
+    controller: Controller, station_id: str, body: StationCommandIn
+) -> tuple[SettingItem, ...]:
+    """The 42H/43H items the request asks for; 422 naming what is wrong."""
+    profile = _profile(controller, station_id)
+    known = [s.name for s in profile.settings]
+    if not known:
+        raise HTTPException(422, f"the profile {profile.name} names no settings of the station")
+    names = body.settings or (list(body.values) if body.values else known)
+    unknown = [n for n in names if profile.setting(n) is None]
+    if unknown:
+        raise HTTPException(422, f"no setting {unknown[0]!r} in profile {profile.name}; {known}")
+    items = []
+    for name in dict.fromkeys(names):
+        spec = profile.setting(name)
+        assert spec is not None
+        value = None if body.values is None else body.values[name]
+        if value is not None and (why := spec.check(value)):
+            raise HTTPException(422, why)
+        items.append(SettingItem(spec.id, spec.definition, value))
+    return tuple(items)
+
+
 @router.get("", response_model=list[StationOut])
 def list_stations(controller: ControllerDep) -> list[StationOut]:
     """Every SL651 station: connected, online for commands, its clock and counters."""
@@ -171,12 +213,16 @@ async def send_command(
         reason = f"role {principal.role.value} may not send {body.command} to a station"
         await controller.commands.record_refusal("api", actor, action, station_id, reason)
         raise HTTPException(403, reason)
+    function = _COMMANDS[body.command]
     period = None
     if body.command == "query_period":
         period = _period_query(controller, station_id, body)
+    settings: tuple[SettingItem, ...] = ()
+    if function in SETTINGS_COMMANDS:
+        settings = _settings(controller, station_id, body)
     try:
         command = await controller.station_commands.submit(
-            station_id, _COMMANDS[body.command], actor, "api", period
+            station_id, function, actor, "api", period, settings
         )
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None

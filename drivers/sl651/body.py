@@ -27,6 +27,9 @@ REST_OF_BODY = frozenset({0xF2, 0xF3})
 TIME_STEP = 0x04
 #: Functions whose body has only serial and send time (link keep-alive).
 SHORT_BODY = frozenset({0x2F})
+#: Config-table bodies (40H-43H): the station address has no station type after it,
+#: and the items are parameters, not observations [STD App. D].
+CONFIG_TABLES = frozenset({0x40, 0x41, 0x42, 0x43})
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ def parse_report(function: int, body: bytes, tz: tzinfo) -> Report:
         if element == 0xF1:
             report.station = body[i + 2 : i + 7].hex().upper()
             i += 7
-            if i < len(body) and body[i] not in (0xF0, 0xF1):
+            if i < len(body) and body[i] not in (0xF0, 0xF1) and function not in CONFIG_TABLES:
                 report.station_type = body[i]
                 i += 1
             continue

@@ -17,7 +17,7 @@ from datetime import tzinfo
 from enum import IntEnum, StrEnum
 
 from drivers.sl651 import frame as fr
-from drivers.sl651.body import Report, encode_time, encode_time_step
+from drivers.sl651.body import Report, encode_time, encode_time_step, encode_value
 from drivers.sl651.encoding import HEX, Encoding
 
 #: How long a station stays online after an ESC confirm or a keep-alive [STD 6.3.2.4].
@@ -34,7 +34,13 @@ class Downlink(IntEnum):
 
     QUERY_REALTIME = 0x37
     QUERY_PERIOD = 0x38
+    WRITE_SETTINGS = 0x42
+    READ_SETTINGS = 0x43
     SET_CLOCK = 0x4A
+
+
+#: The runtime-parameter commands (App. D.4 table): written with 42H, read with 43H.
+SETTINGS_COMMANDS = frozenset({Downlink.WRITE_SETTINGS, Downlink.READ_SETTINGS})
 
 
 #: The usual data definition byte of the elements a period query asks for
@@ -71,6 +77,25 @@ class PeriodQuery:
         )
 
 
+@dataclass(frozen=True)
+class SettingItem:
+    """One runtime parameter in a 42H/43H command: its identifier, data definition
+    byte and, for a write, the value to set."""
+
+    id: int
+    definition: int
+    value: float | None = None
+
+    def item(self) -> bytes:
+        """The item as sent: identifier and definition, then the value of a write."""
+        head = bytes([self.id, self.definition])
+        return (
+            head
+            if self.value is None
+            else head + encode_value(self.id, self.definition, self.value)
+        )
+
+
 class DownlinkState(StrEnum):
     """Where a command is: waiting for the station, sent, answered or failed."""
 
@@ -97,6 +122,8 @@ class DownlinkCommand:
     answer: Report | None = None
     #: What a period query (38H) asks for.
     period: PeriodQuery | None = None
+    #: The runtime parameters a 43H reads or a 42H writes.
+    settings: tuple[SettingItem, ...] = ()
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def finish(self, state: DownlinkState, at: float, reason: str = "") -> None:
@@ -122,6 +149,11 @@ def downlink_frame(
     body = encoding.head(0, now, tz)
     if command.function is Downlink.SET_CLOCK:
         body += encoding.station_item(command.station)
+    elif command.function in SETTINGS_COMMANDS:
+        if not command.settings or encoding is not HEX:
+            raise ValueError("a settings command needs its settings, and a HEX listener")
+        body += encoding.station_item(command.station)
+        body += b"".join(item.item() for item in command.settings)
     elif command.function is Downlink.QUERY_PERIOD:
         if command.period is None or encoding is not HEX:
             raise ValueError("a period query needs its period, and a HEX listener")

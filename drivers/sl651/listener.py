@@ -30,10 +30,12 @@ from drivers.sl651.downlink import (
     CLOCK_DRIFT_LIMIT_S,
     ONLINE_WINDOW_S,
     RESENDS,
+    SETTINGS_COMMANDS,
     Downlink,
     DownlinkCommand,
     DownlinkState,
     PeriodQuery,
+    SettingItem,
     downlink_frame,
 )
 from drivers.sl651.encoding import HEX, Encoding
@@ -99,6 +101,8 @@ class ListenerStats:
 
 
 ReportHandler = Callable[[StationKey, Report], Awaitable[None]]
+#: Told of a command the listener queued by itself (a set-clock after a drift).
+CommandHandler = Callable[[DownlinkCommand], None]
 
 
 class Sl651Listener:
@@ -115,6 +119,8 @@ class Sl651Listener:
         idle_timeout: float = 900.0,
         encoding: Encoding = HEX,
         on_history: ReportHandler | None = None,
+        auto_set_clock: bool = False,
+        command_expiry: float = 86400.0,
     ) -> None:
         self.id = listener_id
         self.encoding = encoding
@@ -126,6 +132,11 @@ class Sl651Listener:
         #: Where the answers to period queries go: stored history, not news.
         self.on_history = on_history
         self.idle_timeout = idle_timeout
+        #: A station whose clock drifts past the limit gets a set-clock (4AH) queued.
+        self.auto_set_clock = auto_set_clock
+        self.command_expiry = command_expiry
+        #: Where a command the listener queued by itself is reported (for the audit log).
+        self.on_own_command: CommandHandler | None = None
         self.stats = ListenerStats(stations={s.station: StationStats() for s in stations})
         self.packets = PacketAssembler()
         self._seen: dict[str, collections.deque[tuple[int, int, float]]] = {}
@@ -170,6 +181,7 @@ class Sl651Listener:
         function: Downlink,
         expire_after: float,
         period: PeriodQuery | None = None,
+        settings: tuple[SettingItem, ...] = (),
     ) -> DownlinkCommand:
         """Queue a command for a station; it is sent when the station is next online.
 
@@ -178,22 +190,34 @@ class Sl651Listener:
         """
         if station not in self.stations:
             raise KeyError(station)
-        self.check_command(function, period)
+        self.check_command(function, period, settings)
         now = time.time()
-        command = DownlinkCommand(station, function, now, now + expire_after, period=period)
+        command = DownlinkCommand(
+            station, function, now, now + expire_after, period=period, settings=settings
+        )
         self._queues.setdefault(station, collections.deque()).append(command)
         loop = asyncio.get_running_loop()
         self._expiries[command] = loop.call_later(expire_after, self._expire, command)
         self._pump(station)
         return command
 
-    def check_command(self, function: Downlink, period: PeriodQuery | None) -> None:
+    def check_command(
+        self,
+        function: Downlink,
+        period: PeriodQuery | None,
+        settings: tuple[SettingItem, ...] = (),
+    ) -> None:
         """ValueError for a command this listener cannot send: a period query (38H)
-        without its period, or on an ASCII listener (HEX only)."""
+        without its period, a settings command (42H/43H) without settings, either
+        on an ASCII listener (HEX only)."""
         if function is Downlink.QUERY_PERIOD and period is None:
             raise ValueError("a period query needs its period")
-        if function is Downlink.QUERY_PERIOD and self.encoding is not HEX:
-            raise ValueError(f"listener {self.id} speaks ASCII: period queries need HEX")
+        if function in SETTINGS_COMMANDS and not settings:
+            raise ValueError("a settings command needs the settings it reads or writes")
+        if function in (Downlink.QUERY_PERIOD, *SETTINGS_COMMANDS) and self.encoding is not HEX:
+            raise ValueError(
+                f"listener {self.id} speaks ASCII: period queries and settings need HEX"
+            )
 
     def connected(self, station: str) -> bool:
         """Whether the station has a connection open now."""
@@ -280,6 +304,11 @@ class Sl651Listener:
                 self._send(command, writer)
                 return False
         command.answer = report
+        refused = _settings_not_taken(command, report)
+        if refused:
+            # The station answered, but its echo shows other values than the ones sent.
+            self._failed(command, refused)
+            return True
         self.stats.stations[command.station].commands_answered += 1
         command.finish(DownlinkState.ANSWERED, time.time())
         return True
@@ -340,7 +369,16 @@ class Sl651Listener:
                 stats.clock_offset_s,
                 extra={"link": self.id, "device": station},
             )
+        if drift and not stats.clock_drift and self.auto_set_clock:
+            self._queue_set_clock(station)
         stats.clock_drift = drift
+
+    def _queue_set_clock(self, station: str) -> None:
+        if any(c.function is Downlink.SET_CLOCK for c in self.pending(station)):
+            return
+        command = self.queue(station, Downlink.SET_CLOCK, self.command_expiry)
+        if self.on_own_command is not None:
+            self.on_own_command(command)
 
     def _count_problem(self, problem: fr.Problem, peer: object) -> None:
         if problem.kind == "bad_crc":
@@ -410,7 +448,8 @@ class Sl651Listener:
         if outstanding is not None and frame.function == outstanding.function:
             # The answer to the centre's command (M4): not confirmed.
             stats.online_until = now + ONLINE_WINDOW_S
-            if self._answered(outstanding, report) and report.observations:
+            answered = self._answered(outstanding, report)
+            if answered and report.observations and frame.function not in SETTINGS_COMMANDS:
                 if frame.function != Downlink.QUERY_PERIOD:
                     await self.on_report(key, report)
                 elif self.on_history is not None:
@@ -437,3 +476,16 @@ class Sl651Listener:
         stats.last_report = time.time()
         await self.on_report(key, report)
         return answer
+
+
+def _settings_not_taken(command: DownlinkCommand, report: Report) -> str:
+    """For a 42H write: the sent values the station's echo does not show ("" if all)."""
+    if command.function is not Downlink.WRITE_SETTINGS:
+        return ""
+    echoed = {o.element: o.value for o in report.observations}
+    wrong = []
+    for item in command.settings:
+        got = echoed.get(item.id)
+        if item.value is None or got is None or abs(got - item.value) > 1e-9:
+            wrong.append(f"{item.id:02X} (sent {item.value:g}, it has {got})")
+    return "the station did not take " + ", ".join(wrong) if wrong else ""
