@@ -28,12 +28,15 @@ from api.routers import (
     open311,
     reports,
     schedules,
+    session,
     stations,
     statistics,
     system,
     telemetry,
+    users,
 )
 from api.routers.assets import MAX_IMPORT_BYTES
+from api.users import UserStore
 from controller.cases.db import CaseRow, TransitionRow
 from controller.control.dispatcher import Command
 from controller.runtime import Controller
@@ -54,6 +57,7 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
             if manage_controller:
                 await controller.stop()
             app.state.keys.close()
+            app.state.users.close()
 
     app = FastAPI(
         title="streetsense",
@@ -73,6 +77,7 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
     app.state.keys = ApiKeyStore(
         controller.loaded.data_path(controller.loaded.config.api.keys_path)
     )
+    app.state.users = UserStore(controller.loaded.data_path(controller.loaded.config.api.keys_path))
     app.state.events = _live_events(controller)
     limits = controller.loaded.config.control.rate_limit
     app.state.rate_limiter = RateLimiter(limits.commands_per_minute, limits.burst)
@@ -97,6 +102,8 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
     app.include_router(dashboard.router)
     app.include_router(reports.router)
     app.include_router(system.router)
+    app.include_router(session.router)
+    app.include_router(users.router)
     app.mount("/docs-assets", StaticFiles(directory=system.DOCS_ASSETS), name="docs-assets")
     app.mount("/dashboard", StaticFiles(directory=dashboard.STATIC, html=True), name="dashboard")
 

@@ -5,9 +5,13 @@ a reporter key may only submit reports), except the views a config opens in
 ``api.public``; every call that changes state names the roles it needs. No
 key gives 401, a key of another role 403. A browser that cannot set headers
 (the live events, a report opened in a new tab) passes a short-lived signed
-``ticket`` from ``POST /session/ticket`` instead. Failed keys are logged (key
-id and address, never the secret) and an address that keeps failing gets
-429 instead of 401 for a while (a valid key from it is still admitted).
+``ticket`` from ``POST /session/ticket`` instead. People log in with a
+username and password (:mod:`api.users`) and are known by their session
+cookie; a call that changes state with a cookie must echo the session's
+CSRF token in ``X-CSRF-Token``, which another site's page cannot read.
+Failed keys are logged (key id and address, never the secret) and an address
+that keeps failing gets 429 instead of 401 for a while (a valid key from it
+is still admitted).
 """
 
 from __future__ import annotations
@@ -25,12 +29,17 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPBearer
 
 from api.keys import ApiKeyStore, Principal, Role
+from api.users import SESSION_KEY_PREFIX, UserStore
 
 log = logging.getLogger(__name__)
 
 #: Roles that may read the city (a reporter key only submits reports).
 READERS = frozenset({Role.VIEWER, Role.ENGINEER, Role.DISPATCHER, Role.FLOOD_DUTY, Role.ADMIN})
 TICKET_SECONDS = 300.0
+SESSION_COOKIE = "ss_session"
+CSRF_HEADER = "x-csrf-token"
+#: Methods that change nothing: a session cookie alone authenticates them.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Failed authentications from one address within the window before it is refused.
 FAILURES_ALLOWED = 10
 FAILURE_WINDOW = 60.0
@@ -97,6 +106,19 @@ def _store(request: Request) -> ApiKeyStore:
     return store
 
 
+def users(request: Request) -> UserStore:
+    """The app's user and session store."""
+    store: UserStore = request.app.state.users
+    return store
+
+
+def _still_valid(request: Request, key_id: str) -> bool:
+    """Whether the key or user a ticket was issued to may still call."""
+    if key_id.startswith(SESSION_KEY_PREFIX):
+        return users(request).active(key_id.removeprefix(SESSION_KEY_PREFIX))
+    return _store(request).active(key_id)
+
+
 # Declared as security schemes (so OpenAPI says how to authenticate); the headers are
 # read here, not by FastAPI, so that a malformed one gets a reason instead of silence.
 BEARER = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer ssk_...`")
@@ -152,10 +174,13 @@ def _authenticate(request: Request, authorization: str | None, x_api_key: str | 
     if not token and ticket and request.method == "GET":
         signer: TicketSigner = request.app.state.tickets
         principal = signer.verify(ticket, time.time())
-        if principal is not None and _store(request).active(principal.key_id):
+        if principal is not None and _still_valid(request, principal.key_id):
             return principal
         _failed(throttle, address, now, "ticket")
         raise HTTPException(401, "ticket expired or invalid: ask for a new one")
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not token and not ticket and cookie:
+        return _by_session(request, cookie)
     if not token:
         raise HTTPException(
             401, "this call needs an API key", headers={"WWW-Authenticate": "Bearer"}
@@ -168,6 +193,19 @@ def _authenticate(request: Request, authorization: str | None, x_api_key: str | 
             401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
         )
     return principal
+
+
+def _by_session(request: Request, cookie: str) -> Principal:
+    """A person's session from its cookie; a state-changing call also needs its CSRF token."""
+    session = users(request).session(cookie)
+    if session is None:
+        raise HTTPException(401, "the session has ended: log in again")
+    if request.method not in SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):
+            raise HTTPException(403, "a change with a session needs its X-CSRF-Token header")
+    request.state.session = session
+    return session.principal
 
 
 def _failed(throttle: AuthThrottle, address: str, now: float, key_id: str) -> None:
@@ -206,6 +244,11 @@ DUTIES: dict[str, frozenset[Role]] = {
 def may(role: Role, duty: str) -> bool:
     """Whether a role may do a duty of :data:`DUTIES` (admin may do all)."""
     return role is Role.ADMIN or role in DUTIES[duty]
+
+
+def permissions(role: Role) -> dict[str, bool]:
+    """What a role may do, as the API enforces it (the page hides the rest)."""
+    return {duty: may(role, duty) for duty in DUTIES}
 
 
 def require(*roles: Role) -> Callable[..., Principal]:
@@ -252,5 +295,8 @@ def read_guard(view: str) -> Callable[..., None]:
 
 #: Any reading role: the caller, for routes that shape their answer by role.
 Reader = Annotated[Principal, Depends(require(*READERS))]
+#: Any authenticated caller, whatever the role.
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+Admin = Annotated[Principal, Depends(require())]
 #: The command centre and admin: link addresses, the audit log, exports, webhook state.
 Supervisor = Annotated[Principal, Depends(require(Role.DISPATCHER))]

@@ -640,6 +640,60 @@ class WhoAmIOut(BaseModel):
     name: str
     role: str
     may: dict[str, bool]
+    #: For a person's session: the token to send as X-CSRF-Token on changes.
+    csrf_token: str | None = None
+
+
+class LoginIn(BaseModel):
+    """A person's username and password."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class SessionOut(BaseModel):
+    """An open session (its token is in the HttpOnly cookie, never in a body)."""
+
+    name: str
+    role: str
+    may: dict[str, bool]
+    csrf_token: str
+    expires_at: datetime
+
+
+class UserOut(BaseModel):
+    """A person's account, without the password."""
+
+    username: str
+    name: str
+    role: str
+    created_at: datetime
+    disabled: bool
+    locked_until: datetime | None
+
+
+class UserCreateIn(BaseModel):
+    """A new account: the admin sets a first password and tells the person."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(min_length=2, max_length=32)
+    name: str = Field(default="", max_length=64)
+    role: Literal["viewer", "engineer", "dispatcher", "flood_duty", "admin"]
+    password: str = Field(min_length=1, max_length=256)
+
+
+class UserUpdateIn(BaseModel):
+    """Changes to an account; a new role or password, or disabling, ends its sessions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=64)
+    role: Literal["viewer", "engineer", "dispatcher", "flood_duty", "admin"] | None = None
+    password: str | None = Field(default=None, min_length=1, max_length=256)
+    disabled: bool | None = None
 
 
 class MapDeviceOut(BaseModel):

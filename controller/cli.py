@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -239,6 +240,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 _announce_control("127.0.0.1", control_port, token)
                 for role, key in create_demo_keys(loaded).items():
                     print(f"demo API key {role:<11} {key}", flush=True)
+                for username, password in create_demo_users(loaded).items():
+                    print(f"demo login   {username:<11} password {password}", flush=True)
 
             extra = [ExtraServer(create_control_app(city, token), control_socket)]
             options = ServeOptions(host, port, "demo", args.duration, started, extra)
@@ -271,6 +274,86 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 return 1
             print(f"revoked {args.id}")
         return 0
+    finally:
+        store.close()
+
+
+#: Where ``users add`` and ``users passwd`` take the password from when not asked for it.
+PASSWORD_ENV = "STREETSENSE_PASSWORD"
+
+
+def _new_password() -> str:
+    """The new password: from STREETSENSE_PASSWORD, or asked twice (never an argument,
+    which would stay in the shell's history and the process list)."""
+    import getpass
+
+    given = os.environ.get(PASSWORD_ENV)
+    if given:
+        return given
+    first = getpass.getpass("new password: ")
+    if getpass.getpass("again: ") != first:
+        raise ValueError("the two passwords differ")
+    return first
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    """Add, list, change the password of, disable or enable people's accounts."""
+    from api.users import UserError, UserStore
+
+    loaded = _load(args.config)
+    store = UserStore(loaded.data_path(loaded.config.api.keys_path))
+    try:
+        if args.action == "list":
+            for user in store.list():
+                state = "disabled" if user.disabled else ("locked" if user.locked_until else "")
+                print(f"{user.username:<20} {user.role.value:<11} {state:<8} {user.name}")
+            return 0
+        if not args.username:
+            print(f"error: users {args.action} needs a username", file=sys.stderr)
+            return EXIT_CONFIG
+        if args.action == "add":
+            if not args.role:
+                print("error: users add needs --role", file=sys.stderr)
+                return EXIT_CONFIG
+            user = store.create(args.username, args.name or "", Role(args.role), _new_password())
+            print(f"added {user.username} ({user.role.value})")
+        elif args.action == "passwd":
+            store.update(args.username, password=_new_password())
+            print(f"password of {args.username} changed; their sessions ended")
+        else:
+            store.update(args.username, disabled=args.action == "disable")
+            print(f"{args.username} {args.action}d")
+        return 0
+    except (UserError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyError:
+        print(f"error: no user {args.username!r}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+
+
+def create_demo_users(loaded: LoadedConfig) -> dict[str, str]:
+    """A demo account per people's role (username = role), with a fresh password each run."""
+    import secrets
+
+    from api.users import UserStore
+
+    store = UserStore(loaded.data_path(loaded.config.api.keys_path))
+    try:
+        out = {}
+        for role in Role:
+            if role is Role.REPORTER:
+                continue
+            username = role.value.replace("_", "-")
+            password = secrets.token_urlsafe(9)
+            if store.get(username) is None:
+                store.create(username, f"demo-{role.value}", role, password)
+            else:
+                store.update(username, password=password, disabled=False)
+            out[username] = password
+        return out
     finally:
         store.close()
 
@@ -348,6 +431,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--id", help="key id (revoke)")
     p.set_defaults(func=cmd_keys)
+    p = add("users", "people's accounts: add, list, passwd, disable, enable")
+    p.add_argument("action", choices=["add", "list", "passwd", "disable", "enable"])
+    p.add_argument("username", nargs="?", help="the account (all but list)")
+    p.add_argument("--name", help="the person's name as shown (add)")
+    p.add_argument(
+        "--role",
+        choices=[role.value for role in Role if role is not Role.REPORTER],
+        help="what the person may do (add)",
+    )
+    p.set_defaults(func=cmd_users)
     return parser
 
 

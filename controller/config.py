@@ -425,6 +425,9 @@ class ApiConfig(_Strict):
     ] = []
     #: Failed authentications one address may make in a minute before it gets 429.
     auth_failures_allowed: int = Field(default=10, ge=1, le=1_000_000)
+    #: The session cookie's Secure flag: ``auto`` sets it except for plain HTTP to
+    #: this machine itself (localhost), where a browser would not keep it.
+    session_cookie_secure: Literal["auto", "always", "never"] = "auto"
 
 
 class AssetsConfig(_Strict):

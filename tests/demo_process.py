@@ -31,6 +31,8 @@ class Demo:
     api: str
     control: str
     keys: dict[str, str] = field(default_factory=dict)
+    #: The demo's people by role: (username, password).
+    logins: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: The demo's process, for tests about signals and exit codes.
     proc: subprocess.Popen[str] | None = None
     #: What it printed after its keys (stdout and stderr), the last lines.
@@ -84,13 +86,16 @@ def run_demo(config: Path | None = None, duration: int = 300) -> Iterator[Demo]:
     try:
         deadline = time.monotonic() + 60
         assert proc.stdout is not None
-        while len(demo.keys) < 6 and time.monotonic() < deadline:
+        while len(demo.logins) < 5 and time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
                 break
             found = re.match(r"demo API key (\w+)\s+(ssk_\S+)", line)
             if found:
                 demo.keys[found[1]] = found[2]
+            login = re.match(r"demo login\s+(\S+)\s+password (\S+)", line)
+            if login:
+                demo.logins[login[1].replace("-", "_")] = (login[1], login[2])
         # Read the rest of its output all along: a pipe nobody reads fills up, and the
         # demo would then block on its next log line.
         for stream in (proc.stdout, proc.stderr):

@@ -136,3 +136,4 @@ async def api_client(controller: Controller) -> AsyncIterator[httpx.AsyncClient]
             yield client
     finally:
         app.state.keys.close()
+        app.state.users.close()

@@ -24,6 +24,8 @@ ANON = {"X-Anonymous": "1"}
 OPEN = {"/health", "/", "/docs", "/redoc"}
 #: Reads for the command centre only (and admin).
 SUPERVISED = {"/links", "/audit", "/cases/export", "/cases/webhook"}
+#: Reads for admins only: people's accounts.
+ADMINS = {"/users"}
 SAMPLE = {"device_id": "CAB-1", "point": "voltage_a", "period": "day", "group": "g"}
 
 
@@ -55,7 +57,12 @@ async def test_every_read_needs_a_reading_role_and_supervised_ones_the_centre(
             # A reporter may see who it is, and nothing else.
             assert reporter.status_code == (200 if path == "/whoami" else 403), path
             viewer = await client.get(path, headers=key["viewer"])
-            if path in SUPERVISED:
+            if path in ADMINS:
+                for role in ("viewer", "engineer", "dispatcher", "flood_duty"):
+                    refused = await client.get(path, headers=key[role])
+                    assert refused.status_code == 403, (path, role)
+                assert (await client.get(path, headers=key["admin"])).status_code == 200
+            elif path in SUPERVISED:
                 assert viewer.status_code == 403, path
                 dispatcher = await client.get(path, headers=key["dispatcher"])
                 assert dispatcher.status_code not in (401, 403), path

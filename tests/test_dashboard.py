@@ -57,7 +57,10 @@ async def open_dashboard(browser: Browser, demo: Demo, role: str) -> Page:
     await expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=20_000)
     # Private by default: before a key is given the page shows nothing of the city.
     await expect(page.locator("#map .device")).to_have_count(0)
-    await page.fill("#login-key", demo.keys[role])
+    # People log in by username and password (API keys are for machines).
+    username, password = demo.logins[role]
+    await page.fill("#login-user", username)
+    await page.fill("#login-password", password)
     await page.click("#login-button")
     await expect(page.locator("#whoami")).to_have_text(f"demo-{role}（{ROLE_ZH[role]}）")
     return page
@@ -149,9 +152,23 @@ async def test_a_viewer_is_not_offered_control_or_alarm_actions(
     await expect(page.locator("#tab-control")).to_be_hidden()
     await expect(page.locator("#alarms button")).to_have_count(0)
     await page.click("#logout")
+    await expect(page.locator("#login")).to_be_visible()
+    # The session ended on the server too: a reload does not bring it back.
+    await page.reload()
+    await expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=20_000)
+    await expect(page.locator("#login")).to_be_visible()
+    await page.fill("#login-user", running_demo.logins["viewer"][0])
+    await page.fill("#login-password", "not the password")
+    await page.click("#login-button")
+    await expect(page.locator("#login-error")).to_have_text("用户名或密码错误")
+    # A machine's API key still works, pasted under "API 密钥".
+    await page.click(".login-key summary")
     await page.fill("#login-key", "ssk_nope_nope")
     await page.click("#login-button")
     await expect(page.locator("#login-error")).to_have_text("密钥无效或已吊销")
+    await page.fill("#login-key", running_demo.keys["viewer"])
+    await page.click("#login-button")
+    await expect(page.locator("#whoami")).to_have_text("demo-viewer（查看员）")
 
 
 def test_the_daily_report_prints_its_sections(running_demo: Demo) -> None:

@@ -17,11 +17,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, StreamingResponse
 
-from api.auth import DUTIES, current_principal, may, read_guard
+from api.auth import CurrentPrincipal, permissions, read_guard
 from api.deps import ControllerDep
 from api.events import EventHub
-from api.keys import Principal, Role
 from api.schemas import GridCellOut, MapDeviceOut, MapOut, WhoAmIOut
+from api.users import Session
 from controller.registry import Device
 from controller.runtime import Controller
 from rules.alarms import severity_rank
@@ -34,11 +34,6 @@ STATIC = Path(__file__).parent.parent / "static"
 LAMP_SPACING = 0.00022
 
 
-def permissions(role: Role) -> dict[str, bool]:
-    """What a role may do, as the API enforces it (the page hides the rest)."""
-    return {duty: may(role, duty) for duty in DUTIES}
-
-
 @router.get("/", include_in_schema=False)
 def root() -> RedirectResponse:
     """The dashboard is the front page."""
@@ -46,10 +41,15 @@ def root() -> RedirectResponse:
 
 
 @router.get("/whoami", response_model=WhoAmIOut)
-def whoami(principal: Annotated[Principal, Depends(current_principal)]) -> WhoAmIOut:
-    """The key's owner, role and what the dashboard may offer them (401 for a bad key)."""
+def whoami(request: Request, principal: CurrentPrincipal) -> WhoAmIOut:
+    """The key's owner or the logged-in person, their role and what the dashboard may
+    offer them (401 for a bad key or an ended session)."""
+    session: Session | None = getattr(request.state, "session", None)
     return WhoAmIOut(
-        name=principal.name, role=principal.role.value, may=permissions(principal.role)
+        name=principal.name,
+        role=principal.role.value,
+        may=permissions(principal.role),
+        csrf_token=session.csrf_token if session is not None else None,
     )
 
 

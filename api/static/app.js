@@ -2,11 +2,14 @@
 // Roles come from /whoami; what a role may not do is not shown (the API refuses it anyway).
 
 const SVG = "http://www.w3.org/2000/svg";
-const state = { key: sessionStorage.getItem("streetsense-key"), may: {}, map: null,
+// A person logs in with a password (the session is an HttpOnly cookie; the page keeps
+// only its CSRF token); a machine's API key may be pasted instead.
+const state = { key: sessionStorage.getItem("streetsense-key"), csrf: null, may: {}, map: null,
   selected: null, gauge: null, command: null, me: null,
   lang: localStorage.getItem("streetsense-lang") === "en" ? "en" : "zh", timezone: null };
 
 const $ = (sel) => document.querySelector(sel);
+const signedIn = () => Boolean(state.key || state.csrf);
 const el = (tag, attrs = {}, text = "") => {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
@@ -57,7 +60,7 @@ $("#lang").addEventListener("click", async () => {
   state.lang = state.lang === "zh" ? "en" : "zh";
   localStorage.setItem("streetsense-lang", state.lang);
   applyLanguage();
-  if (!state.key) return;
+  if (!signedIn()) return;
   renderAlarms(state.alarms || []);
   await refreshAlarms();
   const current = document.querySelector(".tabs button.active");
@@ -71,6 +74,7 @@ $("#lang").addEventListener("click", async () => {
 async function api(path, options = {}) {
   const headers = { ...(options.headers || {}) };
   if (state.key) headers["X-API-Key"] = state.key;
+  else if (state.csrf && (options.method || "GET") !== "GET") headers["X-CSRF-Token"] = state.csrf;
   if (options.json !== undefined) {
     headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(options.json);
@@ -95,40 +99,81 @@ function applyPermissions() {
   }
   const current = document.querySelector(".tabs button.active");
   showTab(current && !current.hidden ? current.dataset.tab : "alarms");
-  $("#login").hidden = Boolean(state.key);
-  $("#session").hidden = !state.key;
+  $("#login").hidden = signedIn();
+  $("#session").hidden = !signedIn();
   renderAlarms(state.alarms || []);
+}
+
+function signOut() {
+  state.key = null;
+  state.csrf = null;
+  state.may = {};
+  state.me = null;
+  sessionStorage.removeItem("streetsense-key");
+}
+
+async function whoami() {
+  const me = await api("/whoami");
+  state.may = me.may;
+  state.me = me;
+  if (me.csrf_token) state.csrf = me.csrf_token;
+}
+
+function loginFailed(error, unknown) {
+  signOut();
+  const message = error.status === 401 ? t(unknown) : error.status === 429 ? t("login.locked") : error.message;
+  $("#login-error").textContent = message;
 }
 
 async function login(key) {
   state.key = key;
   try {
-    const me = await api("/whoami");
-    state.may = me.may;
-    state.me = me;
+    await whoami();
     sessionStorage.setItem("streetsense-key", key);
     $("#login-error").textContent = "";
   } catch (error) {
-    state.key = null;
-    state.may = {};
-    state.me = null;
-    sessionStorage.removeItem("streetsense-key");
-    $("#login-error").textContent = error.status === 401 ? t("login.bad_key") : error.message;
+    loginFailed(error, "login.bad_key");
   }
   applyLanguage();
   applyPermissions();
 }
 
+async function loginWithPassword(username, password) {
+  try {
+    const session = await api("/session/login", { method: "POST", json: { username, password } });
+    state.key = null;
+    state.csrf = session.csrf_token;
+    await whoami();
+    $("#login-error").textContent = "";
+  } catch (error) {
+    loginFailed(error, "login.bad_password");
+  }
+  $("#login-password").value = "";
+  applyLanguage();
+  applyPermissions();
+}
+
+// After a reload the cookie may still hold a session: ask who it is.
+async function resumeSession() {
+  try {
+    await whoami();
+  } catch {
+    signOut();
+  }
+}
+
 $("#login").addEventListener("submit", async (event) => {
   event.preventDefault();
-  await login($("#login-key").value.trim());
+  const key = $("#login-key").value.trim();
+  if (key) await login(key);
+  else await loginWithPassword($("#login-user").value.trim(), $("#login-password").value);
   await loadAll();
 });
-$("#logout").addEventListener("click", () => {
-  state.key = null;
-  state.may = {};
-  state.me = null;
-  sessionStorage.removeItem("streetsense-key");
+$("#logout").addEventListener("click", async () => {
+  if (state.csrf && !state.key) {
+    try { await api("/session/logout", { method: "POST" }); } catch { /* ended already */ }
+  }
+  signOut();
   if (events) events.close();
   events = null;
   applyPermissions();
@@ -793,7 +838,7 @@ let events = null;
 
 async function connect() {
   if (events) events.close();
-  if (!state.key) return;
+  if (!signedIn()) return;
   const source = new EventSource(`/events?ticket=${encodeURIComponent(await ticket())}`);
   events = source;
   source.onopen = () => $("#live").classList.remove("down");
@@ -812,7 +857,7 @@ async function connect() {
 
 // Nothing is read before a key is given: the API is private by default.
 async function loadAll() {
-  if (!state.key) return;
+  if (!signedIn()) return;
   await renderMap();
   fillTargets();
   await refreshAlarms();
@@ -823,7 +868,7 @@ async function loadAll() {
 for (const link of document.querySelectorAll("nav.reports a")) {
   link.addEventListener("click", async (event) => {
     event.preventDefault();
-    if (!state.key) return;
+    if (!signedIn()) return;
     const tab = window.open("", "_blank");
     tab.location = `${link.getAttribute("href")}?ticket=${encodeURIComponent(await ticket())}`;
   });
@@ -833,10 +878,14 @@ async function start() {
   MESSAGES = await (await fetch("messages.json")).json();
   applyLanguage();
   if (state.key) await login(state.key);
-  else applyPermissions();
+  else {
+    await resumeSession();
+    applyLanguage();
+    applyPermissions();
+  }
   await loadAll();
-  setInterval(() => { if (state.key) renderMap(); }, 10000);
-  setInterval(() => { if (state.key) refreshAlarms(); }, 15000);
+  setInterval(() => { if (signedIn()) renderMap(); }, 10000);
+  setInterval(() => { if (signedIn()) refreshAlarms(); }, 15000);
   document.body.dataset.ready = "true";
 }
 
