@@ -238,6 +238,8 @@ DUTIES: dict[str, frozenset[Role]] = {
     "station_query": frozenset({Role.ENGINEER, Role.FLOOD_DUTY}),
     "station_clock": frozenset({Role.ENGINEER}),
     "station_settings": frozenset({Role.ENGINEER}),
+    # People's accounts: admins only.
+    "users": frozenset(),
 }
 
 

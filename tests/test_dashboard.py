@@ -22,7 +22,13 @@ from tests.demo_process import ROOT, SIM_TOKEN, Demo, demo_config, run_demo
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ROLE_ZH = {"engineer": "照明工程师", "viewer": "查看员", "dispatcher": "派遣员"}
+ROLE_ZH = {
+    "engineer": "照明工程师",
+    "viewer": "查看员",
+    "dispatcher": "派遣员",
+    "admin": "管理员",
+    "flood_duty": "防汛值班员",
+}
 # As the machine's probe starts it: no sandbox as root, nothing reaching out to the internet.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -169,6 +175,42 @@ async def test_a_viewer_is_not_offered_control_or_alarm_actions(
     await page.fill("#login-key", running_demo.keys["viewer"])
     await page.click("#login-button")
     await expect(page.locator("#whoami")).to_have_text("demo-viewer（查看员）")
+
+
+async def test_an_admin_adds_a_person_in_the_console_who_then_logs_in_and_is_disabled(
+    running_demo: Demo, browser: Browser
+) -> None:
+    admin = await open_dashboard(browser, running_demo, "admin")
+    await admin.click("[data-tab=users]")
+    await expect(admin.locator("#users tr[data-user=engineer]")).to_contain_text("照明工程师")
+    await admin.fill("#user-username", "huang.duty")
+    await admin.fill("#user-name", "黄值班")
+    await admin.select_option("#user-role", "flood_duty")
+    await admin.fill("#user-password", "short")
+    await admin.click("#user-form button[type=submit]")
+    await expect(admin.locator("#user-error")).to_contain_text("at least 10 characters")
+    await admin.fill("#user-password", "Storm-night 2026")
+    await admin.click("#user-form button[type=submit]")
+    await expect(admin.locator("#user-error")).to_have_text("已创建 huang.duty")
+    row = admin.locator("#users tr[data-user='huang.duty']")
+    await expect(row).to_contain_text("防汛值班员")
+
+    person = await browser.new_page(viewport={"width": 390, "height": 844})
+    await person.goto(f"{running_demo.api}/")
+    await expect(person.locator("body")).to_have_attribute("data-ready", "true", timeout=20_000)
+    await person.fill("#login-user", "huang.duty")
+    await person.fill("#login-password", "Storm-night 2026")
+    await person.click("#login-button")
+    await expect(person.locator("#whoami")).to_have_text("黄值班（防汛值班员）")
+    await expect(person.locator("[data-tab=users]")).to_be_hidden()
+
+    await row.get_by_role("button", name="停用").click()
+    await expect(row).to_contain_text("已停用")
+    # Disabling ends the person's session: their next call is refused.
+    await person.reload()
+    await expect(person.locator("body")).to_have_attribute("data-ready", "true", timeout=20_000)
+    await expect(person.locator("#login")).to_be_visible()
+    await person.close()
 
 
 def test_the_daily_report_prints_its_sections(running_demo: Demo) -> None:

@@ -193,7 +193,57 @@ function showTab(name) {
   if (name === "stats") renderStats();
   if (name === "cases") renderCases();
   if (name === "water") renderGauges();
+  if (name === "users") renderUsers();
 }
+
+// -- users (admin) --------------------------------------------------------------------------
+
+async function renderUsers() {
+  const body = $("#users tbody");
+  const users = await api("/users");
+  body.replaceChildren(...users.map((u) => {
+    const state = u.disabled ? t("users.disabled")
+      : u.locked_until ? t("users.locked", { time: localTime(u.locked_until) }) : t("users.active");
+    const actions = el("td");
+    const toggle = el("button", { type: "button" }, t(u.disabled ? "users.enable" : "users.disable"));
+    toggle.addEventListener("click", () => changeUser(u.username, { disabled: !u.disabled }));
+    const reset = el("button", { type: "button" }, t("users.reset"));
+    reset.addEventListener("click", () => {
+      const password = prompt(t("users.reset_prompt", { user: u.username }));
+      if (password) changeUser(u.username, { password });
+    });
+    actions.append(toggle, " ", reset);
+    const row = el("tr", { "data-user": u.username });
+    row.append(el("td"), el("td"), el("td", {}, term("role", u.role)), el("td", {}, state), actions);
+    row.children[0].append(data(u.username));
+    row.children[1].append(data(u.name));
+    return row;
+  }));
+}
+
+async function changeUser(username, change) {
+  try {
+    await api(`/users/${encodeURIComponent(username)}`, { method: "PATCH", json: change });
+    $("#user-error").textContent = "";
+  } catch (error) {
+    $("#user-error").textContent = error.message;
+  }
+  await renderUsers();
+}
+
+$("#user-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const user = { username: $("#user-username").value.trim(), name: $("#user-name").value.trim(),
+    role: $("#user-role").value, password: $("#user-password").value };
+  try {
+    await api("/users", { method: "POST", json: user });
+    $("#user-error").textContent = t("users.created", { user: user.username });
+    $("#user-form").reset();
+  } catch (error) {
+    $("#user-error").textContent = error.message;
+  }
+  await renderUsers();
+});
 
 // -- map ----------------------------------------------------------------------------------
 
