@@ -139,6 +139,32 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     await expect(page.locator("#gauge-chart .band")).to_have_count(4)
     await expect(page.locator("#gauge-chart polyline.series")).to_have_count(1)
     await expect(page.locator("#gauge-rate")).to_contain_text("cm/min")
+    # The last 24 hours by default, on a time axis of the city's hours; 2 hours by a button.
+    await expect(page.locator("#gauge-range button.active")).to_have_text("24 小时")
+    ticks = await page.locator("#gauge-chart text").all_text_contents()
+    assert sum(bool(re.fullmatch(r"\d\d:00", t)) for t in ticks) >= 6, ticks
+    await page.click("#gauge-range button[data-hours='2']")
+    await expect(page.locator("#gauge-range button.active")).to_have_text("2 小时")
+    await expect(
+        page.locator("#gauge-chart text", has_text=re.compile(r"^\d\d:(15|30|45)$")).first
+    ).to_be_visible()
+    # Pointing at the line reads out a time and a level.
+    box = await page.locator("#gauge-chart").bounding_box()
+    assert box is not None
+    await page.mouse.move(box["x"] + box["width"] * 0.97, box["y"] + box["height"] / 2)
+    await expect(page.locator("#gauge-chart .cursor text")).to_contain_text(" m")
+
+    # A cabinet's detail shows every reading, and any one opens its history.
+    await page.locator("#map .device.cabinet[data-id='JC-DF-001']").click()
+    points = page.locator("#device-detail .readings li")
+    await expect(points.first).to_be_visible()
+    assert await points.count() > 12
+    await expect(
+        page.locator("#device-detail .readings li[data-point=leakage_current]")
+    ).to_be_visible()
+    await page.click("#device-detail .readings li[data-point=current_a]")
+    await expect(page.locator("#point-title")).to_contain_text("最近 24 小时")
+    await expect(page.locator("#point-chart polyline.series")).to_have_count(1)
 
     await page.click("[data-tab=cases]")
     await expect(page.locator("#case-board .column")).to_have_count(6)

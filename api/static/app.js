@@ -322,8 +322,19 @@ async function selectDevice(id, follow = true) {
   if (device.grid) where.append(t("detail.grid", { grid: device.grid }));
   if (device.parent) where.append(t("detail.cabinet", { cabinet: device.parent }));
   box.append(where);
-  const shown = detail.readings.filter((r) => r.value !== null).slice(0, 12);
-  box.append(el("p", {}, shown.map((r) => `${term("point", r.point)} ${+r.value.toFixed(3)}${r.unit}`).join(" · ")));
+  // Every reading; each opens its last 24 hours below.
+  const readings = el("ul", { class: "readings" });
+  for (const r of detail.readings.filter((r) => r.value !== null)) {
+    const item = el("li", { "data-point": r.point, tabindex: "0" });
+    item.append(el("span", {}, term("point", r.point)), " ", data(`${+r.value.toFixed(3)}${r.unit}`));
+    const open = () => showPointHistory(id, r.point);
+    item.addEventListener("click", open);
+    item.addEventListener("keydown", (event) => { if (event.key === "Enter") open(); });
+    readings.append(item);
+  }
+  box.append(readings);
+  box.append(el("p", { id: "point-title" }, t("detail.pick")));
+
   if (device.device_class === "gauge" && follow) {
     showTab("water");
     await showGauge(id);
@@ -605,36 +616,154 @@ function renderGauges() {
   }
 }
 
+// -- time charts --------------------------------------------------------------------------
+// One chart for every series over time: a time axis in the city's zone, a value axis, the
+// gauge's bands where given, the mean line with its min-max envelope, and a crosshair that
+// reads out the time and value under the pointer (or finger).
+
+const clock = (ms, withDay) => new Date(ms).toLocaleString(state.lang === "zh" ? "zh-CN" : "en-GB",
+  { hour12: false, timeZone: state.timezone || undefined, hour: "2-digit", minute: "2-digit",
+    ...(withDay ? { month: "2-digit", day: "2-digit" } : {}) });
+
+function niceStep(span, count) {
+  const raw = span / count;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  return [1, 2, 2.5, 5, 10].map((m) => m * power).find((s) => s >= raw) || raw;
+}
+
+const HOUR = 3600 * 1000;
+
+// The city's offset from UTC at a moment, in ms (Intl knows the zone; Date only the browser's).
+function zoneOffset(ms) {
+  const parts = new Intl.DateTimeFormat("en-US", { timeZone: state.timezone || undefined,
+    hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit",
+    minute: "2-digit", second: "2-digit" }).formatToParts(ms);
+  const get = (type) => Number(parts.find((p) => p.type === type).value);
+  const wall = Date.UTC(get("year"), get("month") - 1, get("day"), get("hour"), get("minute"), get("second"));
+  return wall - Math.floor(ms / 1000) * 1000;
+}
+
+// Downsampled to about 300 buckets: one request whatever the span, and a line a phone draws.
+async function seriesBuckets(id, point, hours) {
+  const end = Date.now();
+  const start = end - hours * HOUR;
+  const every = Math.max(1, Math.round((hours * 3600) / 300));
+  const series = await api(`/telemetry/series/${encodeURIComponent(id)}/${encodeURIComponent(point)}?` +
+    new URLSearchParams({ start: new Date(start).toISOString(), end: new Date(end).toISOString(), every }));
+  return { start, end, unit: series.unit, buckets: series.buckets || [] };
+}
+
+function timeChart(svg, { start, end, buckets, unit = "", bands = {} }) {
+  const W = 600, H = 260, L = 48, R = 10, T = 10, B = 34;
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.replaceChildren();
+  const values = buckets.flatMap((b) => [b.min, b.max]);
+  const bandValues = Object.values(bands);
+  let lo = Math.min(...values, ...(bandValues.length ? [0] : []));
+  let hi = Math.max(...values, ...bandValues.map((v) => v * 1.15));
+  if (!Number.isFinite(lo) || !Number.isFinite(hi)) { lo = 0; hi = 1; }
+  if (hi - lo < 1e-9) { hi += 0.5; lo -= 0.5; }
+  const pad = (hi - lo) * 0.05;
+  lo -= bandValues.length && lo >= 0 ? 0 : pad;
+  hi += pad;
+  const x = (ms) => L + ((ms - start) / (end - start)) * (W - L - R);
+  const y = (v) => T + ((hi - v) / (hi - lo)) * (H - T - B);
+  const names = ["blue", "yellow", "orange", "red"];
+  names.forEach((name, i) => {
+    if (bands[name] === undefined) return;
+    const upper = names.slice(i + 1).map((n) => bands[n]).find((v) => v !== undefined) ?? hi;
+    const top = y(Math.min(upper, hi)), bottom = y(Math.max(bands[name], lo));
+    if (bottom > top) svg.append(svgEl("rect", { class: `band ${name}`, x: L, width: W - L - R, y: top, height: bottom - top }));
+    if (bands[name] >= lo && bands[name] <= hi) {
+      svg.append(svgEl("text", { x: W - R - 2, y: y(bands[name]) - 2, "text-anchor": "end" },
+        t("water.level_m", { v: bands[name] })));
+    }
+  });
+  const step = niceStep(hi - lo, 5);
+  for (let v = Math.ceil(lo / step) * step; v <= hi; v += step) {
+    svg.append(svgEl("line", { class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
+    svg.append(svgEl("text", { x: L - 4, y: y(v) + 4, "text-anchor": "end" }, `${+v.toFixed(3)}`));
+  }
+  svg.append(svgEl("text", { x: 2, y: T + 4 }, unit));
+  const hours = (end - start) / HOUR;
+  const tick = (hours <= 3 ? 0.25 : hours <= 12 ? 1 : 3) * HOUR;
+  // Ticks on the city's own whole hours, whatever the browser's zone.
+  const shift = zoneOffset(start);
+  for (let ms = Math.ceil((start + shift) / tick) * tick - shift; ms <= end; ms += tick) {
+    svg.append(svgEl("line", { class: "grid", x1: x(ms), x2: x(ms), y1: T, y2: H - B }));
+    svg.append(svgEl("text", { x: x(ms), y: H - B + 14, "text-anchor": "middle" }, clock(ms, false)));
+  }
+  svg.append(svgEl("text", { x: L, y: H - 4 }, clock(start, true)));
+  svg.append(svgEl("text", { x: W - R, y: H - 4, "text-anchor": "end" }, clock(end, true)));
+  svg.append(svgEl("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }));
+  svg.append(svgEl("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }));
+  if (!buckets.length) {
+    svg.append(svgEl("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, t("chart.no_data")));
+    return;
+  }
+  const at = (b) => new Date(b.ts).getTime();
+  const upper = buckets.map((b) => `${x(at(b)).toFixed(1)},${y(b.max).toFixed(1)}`);
+  const lower = buckets.slice().reverse().map((b) => `${x(at(b)).toFixed(1)},${y(b.min).toFixed(1)}`);
+  svg.append(svgEl("polygon", { class: "envelope", points: [...upper, ...lower].join(" ") }));
+  svg.append(svgEl("polyline", { class: "series",
+    points: buckets.map((b) => `${x(at(b)).toFixed(1)},${y(b.mean).toFixed(1)}`).join(" ") }));
+  const cursor = svgEl("g", { class: "cursor", visibility: "hidden" });
+  const line = svgEl("line", { y1: T, y2: H - B });
+  const dot = svgEl("circle", { r: 4 });
+  const label = svgEl("text", { y: T + 12 });
+  cursor.append(line, dot, label);
+  svg.append(cursor);
+  const follow = (event) => {
+    const box = svg.getBoundingClientRect();
+    const point = event.touches ? event.touches[0] : event;
+    const px = ((point.clientX - box.left) / box.width) * W;
+    const ms = start + ((px - L) / (W - L - R)) * (end - start);
+    const near = buckets.reduce((a, b) => (Math.abs(at(b) - ms) < Math.abs(at(a) - ms) ? b : a));
+    const cx = x(at(near));
+    line.setAttribute("x1", cx); line.setAttribute("x2", cx);
+    dot.setAttribute("cx", cx); dot.setAttribute("cy", y(near.mean));
+    label.setAttribute("x", cx > W / 2 ? cx - 6 : cx + 6);
+    label.setAttribute("text-anchor", cx > W / 2 ? "end" : "start");
+    label.textContent = `${clock(at(near), true)}  ${+near.mean.toFixed(3)} ${unit}`;
+    cursor.setAttribute("visibility", "visible");
+  };
+  svg.onmousemove = follow;
+  svg.ontouchstart = follow;
+  svg.ontouchmove = follow;
+  svg.onmouseleave = () => cursor.setAttribute("visibility", "hidden");
+}
+
+async function showPointHistory(id, point) {
+  for (const node of document.querySelectorAll("#device-detail .readings li")) {
+    node.classList.toggle("selected", node.dataset.point === point);
+  }
+  const span = await seriesBuckets(id, point, 24);
+  $("#point-title").textContent = t("detail.history", { point: term("point", point) });
+  let chart = $("#point-chart");
+  if (!chart) {
+    chart = svgEl("svg", { id: "point-chart", class: "chart", role: "img" });
+    $("#point-title").after(chart);
+  }
+  timeChart(chart, { ...span, unit: span.unit });
+}
+
 async function showGauge(id) {
   state.gauge = id;
   renderGauges();
   const gauge = state.map.devices.find((d) => d.id === id);
-  const end = new Date();
-  const start = new Date(end.getTime() - 2 * 3600 * 1000);
-  const series = await api(`/telemetry/series/${encodeURIComponent(id)}/water_level?` +
-    new URLSearchParams({ start: start.toISOString(), end: end.toISOString() }));
-  const samples = (series.samples || []).filter((s) => s.value !== null);
+  const hours = state.gaugeHours || 24;
+  for (const b of document.querySelectorAll("#gauge-range button")) {
+    b.classList.toggle("active", Number(b.dataset.hours) === hours);
+  }
   $("#gauge-title").textContent = t("water.title", { name: gauge.name || id, id });
-  const chart = $("#gauge-chart");
-  chart.replaceChildren();
-  const levels = gauge.levels || {};
-  const top = Math.max(0.1, ...Object.values(levels).map((v) => v * 1.25),
-    ...samples.map((s) => s.value * 1.1));
-  const W = 600, H = 260, L = 40, B = 20;
-  const y = (v) => (H - B) - (v / top) * (H - B - 10);
-  const x = (t) => L + ((t - start.getTime()) / (end.getTime() - start.getTime())) * (W - L - 10);
-  const names = ["blue", "yellow", "orange", "red"];
-  names.forEach((name, i) => {
-    if (levels[name] === undefined) return;
-    const upper = names.slice(i + 1).map((n) => levels[n]).find((v) => v !== undefined) ?? top;
-    chart.append(svgEl("rect", { class: `band ${name}`, x: L, width: W - L - 10,
-      y: y(upper), height: y(levels[name]) - y(upper) }));
-    chart.append(svgEl("text", { x: 2, y: y(levels[name]) + 4 }, t("water.level_m", { v: levels[name] })));
-  });
-  chart.append(svgEl("line", { x1: L, y1: H - B, x2: W - 10, y2: H - B, stroke: "#667" }));
+  const span = await seriesBuckets(id, "water_level", hours);
+  timeChart($("#gauge-chart"), { ...span, unit: "m", bands: gauge.levels || {} });
+  // The rate of rise from the raw readings of the last ten minutes.
+  const end = new Date();
+  const recent = await api(`/telemetry/series/${encodeURIComponent(id)}/water_level?` +
+    new URLSearchParams({ start: new Date(end - 15 * 60000).toISOString(), end: end.toISOString() }));
+  const samples = (recent.samples || []).filter((s) => s.value !== null);
   if (samples.length) {
-    const points = samples.map((s) => `${x(new Date(s.ts).getTime()).toFixed(1)},${y(s.value).toFixed(1)}`);
-    chart.append(svgEl("polyline", { class: "series", points: points.join(" ") }));
     const last = samples[samples.length - 1];
     const tenAgo = new Date(last.ts).getTime() - 600 * 1000;
     const earlier = samples.find((s) => new Date(s.ts).getTime() >= tenAgo) || samples[0];
@@ -645,6 +774,13 @@ async function showGauge(id) {
   } else {
     $("#gauge-rate").textContent = t("water.none");
   }
+}
+
+for (const button of document.querySelectorAll("#gauge-range button")) {
+  button.addEventListener("click", () => {
+    state.gaugeHours = Number(button.dataset.hours);
+    if (state.gauge) showGauge(state.gauge);
+  });
 }
 
 // -- statistics -------------------------------------------------------------------------------
