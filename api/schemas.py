@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -632,6 +632,35 @@ class WebhookStatusOut(BaseModel):
     failures: int
     waiting: int
     last_error: str
+
+
+class CabinetEnergyOut(BaseModel):
+    """One cabinet's energy over the nights asked for."""
+
+    cabinet: str
+    name: str
+    rated_kw: float
+    #: The rated load burning from sunset to sunrise every night.
+    full_kwh: float
+    #: What its counter says (None: see ``note``).
+    kwh: float | None
+    #: Share of full-power burning not used, in percent.
+    saving_pct: float | None
+    note: str
+
+
+class EnergyReportOut(BaseModel):
+    """Energy per cabinet: one night, or every night of a month so far."""
+
+    period: Literal["night", "month"]
+    #: The evening of the first night, and how many nights.
+    first_night: date
+    nights: int
+    total_kwh: float
+    #: Full power of the cabinets whose counters answered (what total_kwh compares with).
+    total_full_kwh: float
+    saving_pct: float | None
+    cabinets: list[CabinetEnergyOut]
 
 
 class WhoAmIOut(BaseModel):

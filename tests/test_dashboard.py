@@ -166,6 +166,13 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     await expect(page.locator("#point-title")).to_contain_text("最近 24 小时")
     await expect(page.locator("#point-chart polyline.series")).to_have_count(1)
 
+    # Energy per cabinet against full power (the demo has just started: no counter
+    # readings from last noon, which the table says rather than showing 0).
+    await page.click("[data-tab=stats]")
+    await expect(page.locator("#energy tbody tr").first).to_be_visible()
+    await expect(page.locator("#energy-total")).to_contain_text("全功率")
+    await expect(page.locator("#energy tbody tr").first).to_contain_text("无电表读数")
+
     await page.click("[data-tab=cases]")
     await expect(page.locator("#case-board .column")).to_have_count(6)
     await page.click("[data-tab=alarms]")

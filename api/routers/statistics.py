@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
@@ -10,7 +10,14 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from api.auth import read_guard
 from api.deps import ControllerDep
-from api.schemas import FaultCountOut, FaultReportOut, LightingRateOut
+from api.schemas import (
+    CabinetEnergyOut,
+    EnergyReportOut,
+    FaultCountOut,
+    FaultReportOut,
+    LightingRateOut,
+)
+from controller.energy import DAY_STARTS, cabinet_energy
 from rules.statistics import GroupBy, Period, availability, fault_counts, lighting_rates
 
 router = APIRouter(
@@ -67,5 +74,61 @@ async def faults(
                 mttr_s=r.mttr_s,
             )
             for r in fault_counts(raised, period, by, tz)
+        ],
+    )
+
+
+@router.get("/energy", response_model=EnergyReportOut)
+async def energy(
+    controller: ControllerDep,
+    period: Literal["night", "month"] = "night",
+    day: Annotated[
+        date | None,
+        Query(
+            alias="date",
+            description="night: its evening (default: last night); month: any day of it "
+            "(default: this month, its nights so far)",
+        ),
+    ] = None,
+) -> EnergyReportOut:
+    """Energy per cabinet (kWh from its counter, noon to noon) against its lamps' rated
+    load burning from sunset to sunrise, and the saving in percent."""
+    tz = controller.loaded.config.site.tz
+    now = datetime.now(tz)
+    # The last night that has ended: today's noon has passed, or it was the night before.
+    last = now.date() - timedelta(days=1 if now.time() >= DAY_STARTS else 2)
+    if period == "night":
+        first, nights = day or last, 1
+    else:
+        first = (day or last).replace(day=1)
+        following = (first + timedelta(days=32)).replace(day=1)
+        nights = (min(following - timedelta(days=1), last) - first).days + 1
+    if first > last or nights < 1:
+        raise HTTPException(422, f"no night of that {period} has ended yet (the last is {last})")
+    reader = controller.telemetry.reader
+    if reader is None:
+        raise HTTPException(409, "no telemetry store to read the energy counters from")
+    rows = await cabinet_energy(controller.registry, reader, tz, first, nights)
+    metered = [r for r in rows if r.kwh is not None]
+    total = sum(r.kwh or 0.0 for r in metered)
+    full = sum(r.full_kwh for r in metered)
+    return EnergyReportOut(
+        period=period,
+        first_night=first,
+        nights=nights,
+        total_kwh=round(total, 2),
+        total_full_kwh=round(full, 2),
+        saving_pct=round(100 * (1 - total / full), 1) if full > 0 and metered else None,
+        cabinets=[
+            CabinetEnergyOut(
+                cabinet=r.cabinet,
+                name=r.name,
+                rated_kw=r.rated_kw,
+                full_kwh=r.full_kwh,
+                kwh=r.kwh,
+                saving_pct=None if r.saving is None else round(100 * r.saving, 1),
+                note=r.note,
+            )
+            for r in rows
         ],
     )

@@ -821,6 +821,40 @@ async function renderStats() {
   const perGrid = {};
   for (const r of grids.rows) perGrid[r.group] = (perGrid[r.group] || 0) + r.raised;
   bars($("#chart-faults-grid"), Object.entries(perGrid).sort((a, c) => c[1] - a[1]));
+  await renderEnergy();
+}
+
+// Energy per cabinet: the counter noon to noon against full power from sunset to sunrise.
+async function renderEnergy() {
+  const period = state.energyPeriod || "night";
+  for (const b of document.querySelectorAll("#energy-range button")) {
+    b.classList.toggle("active", b.dataset.period === period);
+  }
+  let report;
+  try {
+    report = await api(`/statistics/energy?period=${period}`);
+  } catch (error) {
+    $("#energy-total").textContent = error.message;
+    return;
+  }
+  const pct = (v) => (v === null ? "—" : `${v}%`);
+  $("#energy-total").textContent = t("energy.total", { kwh: report.total_kwh,
+    full: report.total_full_kwh, saving: pct(report.saving_pct), nights: report.nights });
+  $("#energy tbody").replaceChildren(...report.cabinets.map((c) => {
+    const row = el("tr");
+    const name = el("td");
+    name.append(data(`${c.cabinet} ${c.name}`));
+    const used = el("td", {}, c.kwh === null ? t("energy.no_reading") : String(c.kwh));
+    row.append(name, used, el("td", {}, String(c.full_kwh)), el("td", {}, pct(c.saving_pct)));
+    return row;
+  }));
+}
+
+for (const button of document.querySelectorAll("#energy-range button")) {
+  button.addEventListener("click", () => {
+    state.energyPeriod = button.dataset.period;
+    renderEnergy();
+  });
 }
 
 // -- cases ------------------------------------------------------------------------------------
