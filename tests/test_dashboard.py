@@ -114,7 +114,7 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     await page.check("input[name=circuit][value='2']")
     await page.select_option("#ctl-action", "off")
     await page.click("#ctl-send")
-    await expect(page.locator("#confirm-text")).to_have_text("分闸：配电箱 JC-DF-001 的回路 2？")
+    await expect(page.locator("#confirm-text")).to_have_text("分闸：配电箱 JC-DF-001 东风路一号箱变 的回路 2？")
     await page.click("#confirm-yes")
     status = page.locator("#ctl-status")
     await expect(status).to_contain_text("已确认 — 确认 1，失败 0", timeout=20_000)
@@ -153,6 +153,24 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     assert box is not None
     await page.mouse.move(box["x"] + box["width"] * 0.97, box["y"] + box["height"] / 2)
     await expect(page.locator("#gauge-chart .cursor text")).to_contain_text(" m")
+
+    # The map zooms and finds a place by its name.
+    whole = await page.locator("#map").get_attribute("viewBox")
+    await page.click("#zoom-in")
+    zoomed = await page.locator("#map").get_attribute("viewBox")
+    assert whole == "0 0 1000 700" and zoomed != whole
+    await page.click("#zoom-reset")
+    await expect(page.locator("#map")).to_have_attribute("viewBox", "0 0 1000 700")
+    await page.fill("#map-search-input", "东风路一号箱变")
+    await page.click("#map-search button[type=submit]")
+    await expect(page.locator("#device-detail h3")).to_contain_text("JC-DF-001")
+    await expect(page.locator("#map .device.selected")).to_have_attribute("data-id", "JC-DF-001")
+    width = float((await page.locator("#map").get_attribute("viewBox") or "").split()[2])
+    assert width < 200
+    await page.fill("#map-search-input", "no such place")
+    await page.click("#map-search button[type=submit]")
+    await expect(page.locator("#map-search-result")).to_have_text("未找到")
+    await page.click("#zoom-reset")
 
     # A cabinet's detail shows every reading, and any one opens its history.
     await page.locator("#map .device.cabinet[data-id='JC-DF-001']").click()

@@ -263,10 +263,37 @@ async function renderMap() {
   state.map = data;
   // Gauges are coloured by the band their water stands in, not by "any alarm".
   state.water = await api("/telemetry/water").catch(() => []);
-  const bandOf = new Map(state.water.map((w) => [w.id, w.band || "none"]));
   state.timezone = data.timezone;
   $("#city").textContent = data.city;
   $("#timezone").textContent = t("app.timezone", { tz: data.timezone });
+  fillSearch();
+  drawMap();
+}
+
+// The map's view: a window on the 1000 x 700 drawing, moved by drag, wheel, pinch and the
+// buttons. Marks keep their size on screen whatever the zoom.
+const FULL = { x: 0, y: 0, w: 1000, h: 700 };
+const mapView = { ...FULL };
+
+function setView(view) {
+  const w = Math.min(Math.max(view.w, 20), FULL.w);
+  const h = (w * FULL.h) / FULL.w;
+  mapView.w = w; mapView.h = h;
+  mapView.x = Math.min(Math.max(view.x, FULL.x - w / 2), FULL.w - w / 2);
+  mapView.y = Math.min(Math.max(view.y, FULL.y - h / 2), FULL.h - h / 2);
+  drawMap();
+}
+
+function zoomAt(factor, cx = mapView.x + mapView.w / 2, cy = mapView.y + mapView.h / 2) {
+  const w = mapView.w * factor;
+  const h = mapView.h * factor;
+  setView({ x: cx - ((cx - mapView.x) * w) / mapView.w, y: cy - ((cy - mapView.y) * h) / mapView.h, w, h });
+}
+
+function drawMap() {
+  const data = state.map;
+  if (!data) return;
+  const bandOf = new Map((state.water || []).map((w) => [w.id, w.band || "none"]));
   const pad = 0.0008;
   const b = [...data.bounds];
   for (const cell of data.grids) {
@@ -276,14 +303,18 @@ async function renderMap() {
     }
   }
   const project = projection([b[0] - pad, b[1] - pad, b[2] + pad, b[3] + pad]);
+  state.project = project;
+  const k = mapView.w / FULL.w;
   const svg = $("#map");
+  svg.setAttribute("viewBox", `${mapView.x} ${mapView.y} ${mapView.w} ${mapView.h}`);
   svg.replaceChildren();
   for (const cell of data.grids) {
     for (const ring of cell.rings) {
       const d = ring.map((p, i) => `${i ? "L" : "M"}${project(p).join(",")}`).join(" ") + "Z";
       svg.append(svgEl("path", { d, class: `cell${cell.approximate ? " approximate" : ""}` }));
       const [x, y] = project(ring[0]);
-      svg.append(svgEl("text", { x: x + 3, y: y - 4, class: "cell-label" }, cell.code));
+      svg.append(svgEl("text", { x: x + 3 * k, y: y - 4 * k, class: "cell-label",
+        style: `font-size: ${11 * k}px` }, cell.code));
     }
   }
   const order = { lamp: 0, cabinet: 1, gauge: 2 };
@@ -292,21 +323,98 @@ async function renderMap() {
     const [x, y] = project([d.lon, d.lat]);
     let shape;
     if (d.device_class === "cabinet") {
-      shape = svgEl("rect", { x: x - 7, y: y - 7, width: 14, height: 14 });
+      shape = svgEl("rect", { x: x - 7 * k, y: y - 7 * k, width: 14 * k, height: 14 * k });
     } else if (d.device_class === "gauge") {
-      shape = svgEl("path", { d: `M${x},${y - 9}L${x + 9},${y}L${x},${y + 9}L${x - 9},${y}Z` });
+      const r = 9 * k;
+      shape = svgEl("path", { d: `M${x},${y - r}L${x + r},${y}L${x},${y + r}L${x - r},${y}Z` });
     } else {
-      shape = svgEl("circle", { cx: x, cy: y, r: 4 });
+      shape = svgEl("circle", { cx: x, cy: y, r: 4 * k });
     }
     const band = d.device_class === "gauge" && bandOf.has(d.id) ? ` band-${bandOf.get(d.id)}` : "";
     shape.setAttribute("class", `device ${d.device_class} ${d.state}${band}` +
       (state.selected === d.id ? " selected" : ""));
     shape.dataset.id = d.id;
     shape.append(svgEl("title", {}, `${d.id} ${d.name || ""} — ${term("device_state", d.state)}`));
-    shape.addEventListener("click", () => selectDevice(d.id));
+    shape.addEventListener("click", () => { if (!mapDrag.moved) selectDevice(d.id); });
     svg.append(shape);
   }
 }
+
+// Drag to pan (mouse or one finger), wheel or two fingers to zoom.
+const mapDrag = { start: null, moved: false, pinch: null };
+function mapPoint(event) {
+  const svg = $("#map");
+  const box = svg.getBoundingClientRect();
+  return [mapView.x + ((event.clientX - box.left) / box.width) * mapView.w,
+    mapView.y + ((event.clientY - box.top) / box.height) * mapView.h];
+}
+$("#map").addEventListener("wheel", (event) => {
+  event.preventDefault();
+  const [x, y] = mapPoint(event);
+  zoomAt(event.deltaY > 0 ? 1.25 : 0.8, x, y);
+}, { passive: false });
+$("#map").addEventListener("pointerdown", (event) => {
+  mapDrag.start = { cx: event.clientX, cy: event.clientY, view: { ...mapView } };
+  mapDrag.moved = false;
+});
+$("#map").addEventListener("pointermove", (event) => {
+  if (!mapDrag.start || mapDrag.pinch) return;
+  const box = $("#map").getBoundingClientRect();
+  const dx = ((event.clientX - mapDrag.start.cx) / box.width) * mapView.w;
+  const dy = ((event.clientY - mapDrag.start.cy) / box.height) * mapView.h;
+  if (!mapDrag.moved && Math.hypot(event.clientX - mapDrag.start.cx, event.clientY - mapDrag.start.cy) < 5) return;
+  mapDrag.moved = true;
+  setView({ ...mapDrag.start.view, x: mapDrag.start.view.x - dx, y: mapDrag.start.view.y - dy });
+});
+window.addEventListener("pointerup", () => { mapDrag.start = null; setTimeout(() => { mapDrag.moved = false; }, 0); });
+$("#map").addEventListener("touchmove", (event) => {
+  if (event.touches.length !== 2) { mapDrag.pinch = null; return; }
+  event.preventDefault();
+  const [a, c] = event.touches;
+  const gap = Math.hypot(a.clientX - c.clientX, a.clientY - c.clientY);
+  const [x, y] = mapPoint({ clientX: (a.clientX + c.clientX) / 2, clientY: (a.clientY + c.clientY) / 2 });
+  if (mapDrag.pinch) zoomAt(mapDrag.pinch / gap, x, y);
+  mapDrag.pinch = gap;
+}, { passive: false });
+$("#map").addEventListener("touchend", () => { mapDrag.pinch = null; });
+$("#zoom-in").addEventListener("click", () => zoomAt(0.6));
+$("#zoom-out").addEventListener("click", () => zoomAt(1 / 0.6));
+$("#zoom-reset").addEventListener("click", () => setView({ ...FULL }));
+
+// Find a device by id, name or road; the map zooms to it and opens its detail.
+function fillSearch() {
+  const list = $("#map-search-list");
+  const seen = new Set();
+  const options = [];
+  for (const d of state.map.devices) {
+    if (d.device_class === "lamp" && !d.name) continue;  // 42,000 lamps: by their cabinet
+    options.push(el("option", { value: d.id }, d.name || ""));
+    if (d.road && !seen.has(d.road)) { seen.add(d.road); options.push(el("option", { value: d.road })); }
+  }
+  list.replaceChildren(...options);
+}
+
+function findDevice(query) {
+  const q = query.trim().toLowerCase();
+  if (!q) return null;
+  const devices = state.map.devices;
+  return devices.find((d) => d.id.toLowerCase() === q)
+    || devices.find((d) => (d.name || "").toLowerCase() === q)
+    || devices.find((d) => (d.name || "").toLowerCase().includes(q))
+    || devices.find((d) => d.id.toLowerCase().includes(q))
+    || devices.find((d) => d.device_class === "cabinet" && (d.road || "").toLowerCase().includes(q));
+}
+
+$("#map-search").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const found = findDevice($("#map-search-input").value);
+  $("#map-search-result").textContent = found ? "" : t("map.not_found");
+  if (!found || !state.project) return;
+  const [x, y] = state.project([found.lon, found.lat]);
+  state.selected = found.id;
+  setView({ x: x - 75, y: y - 52.5, w: 150, h: 105 });
+  selectDevice(found.id);
+});
 
 async function selectDevice(id, follow = true) {
   state.selected = id;
@@ -949,12 +1057,15 @@ function fillTargets() {
   const scope = $("#ctl-scope").value;
   const devices = state.map.devices;
   let options;
+  // A cabinet is chosen by its name as well as its id (people know 东风路1号箱, not JC-DF-001).
+  const names = Object.fromEntries(devices.map((d) => [d.id, d.name || ""]));
   if (scope === "cabinet") options = devices.filter((d) => d.device_class === "cabinet").map((d) => d.id);
   else if (scope === "road") options = [...new Set(devices.filter((d) => d.device_class !== "gauge").map((d) => d.road).filter(Boolean))];
   else options = [...new Set(devices.filter((d) => d.device_class !== "gauge").map((d) => d.grid).filter(Boolean))];
   const select = $("#ctl-target");
   const keep = select.value;
-  select.replaceChildren(...options.sort().map((o) => el("option", { value: o }, o)));
+  select.replaceChildren(...options.sort().map((o) =>
+    el("option", { value: o }, scope === "cabinet" && names[o] ? `${o} ${names[o]}` : o)));
   if (options.includes(keep)) select.value = keep;
   const lamps = $("#ctl-kind").value === "lamps";
   $("#ctl-circuits").hidden = lamps || scope !== "cabinet";
@@ -976,10 +1087,13 @@ function commandRequest() {
   const verb = action === "dim" ? t("control.verb_dim", { level: body.level })
     : t(action === "on" ? "control.verb_on" : "control.verb_off");
   const scopeWord = t(`control.scope_word_${scope}`);
+  // The confirm names the place as people know it: the cabinet's name after its id.
+  const option = $("#ctl-target").selectedOptions[0];
+  const named = option ? option.textContent : target;
   const what = kind === "circuits"
-    ? t("control.what_circuits", { verb, scope: scopeWord, target, which: targets.circuits
+    ? t("control.what_circuits", { verb, scope: scopeWord, target: named, which: targets.circuits
       ? t("control.which_circuits", { list: targets.circuits.join(", ") }) : t("control.which_all") })
-    : t("control.what_lamps", { verb, scope: scopeWord, target });
+    : t("control.what_lamps", { verb, scope: scopeWord, target: named });
   return { path: kind === "circuits" ? "/control/circuits" : "/control/lamps", body, what };
 }
 
