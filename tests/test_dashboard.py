@@ -184,6 +184,26 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     await expect(page.locator("#point-title")).to_contain_text("最近 24 小时")
     await expect(page.locator("#point-chart polyline.series")).to_have_count(1)
 
+    # Tonight's schedules, a place's steps, and an override held for an hour, then ended.
+    await page.click("[data-tab=schedules]")
+    group = page.locator("#schedule-groups tr[data-group=city-roads]")
+    await expect(group).to_be_visible()
+    await group.click()
+    await expect(page.locator("#timeline-title")).to_contain_text("city-roads")
+    await expect(page.locator("#timeline li").first).to_contain_text("→")
+    await page.select_option("#ovr-target", "JC-XJ-001")
+    await page.select_option("#ovr-action", "on")
+    await page.fill("#ovr-hours", "1")
+    await page.fill("#ovr-reason", "夜间抢修照明")
+    await page.click("#override-form button[type=submit]")
+    await expect(page.locator("#confirm-text")).to_contain_text("持续 1 小时")
+    await page.click("#confirm-yes")
+    await expect(page.locator("#ovr-status")).to_contain_text("生效中", timeout=20_000)
+    held = page.locator("#overrides tr", has_text="夜间抢修照明").first
+    await expect(held).to_contain_text("生效中")
+    await held.get_by_role("button", name="立即结束").click()
+    await expect(held).to_contain_text("已取消")
+
     # Energy per cabinet against full power (the demo has just started: no counter
     # readings from last noon, which the table says rather than showing 0).
     await page.click("[data-tab=stats]")
@@ -322,7 +342,7 @@ async def test_the_console_speaks_chinese_everywhere_and_english_by_the_switch(
     await page.locator("#map .device.cabinet").first.click()
     await expect(page.locator("#device-detail p").first).to_contain_text("配电箱")
     missing["device"] = await untranslated(page)
-    for tab in ("water", "stats", "cases", "control"):
+    for tab in ("water", "stats", "cases", "control", "schedules"):
         await page.click(f"[data-tab={tab}]")
         if tab == "water":
             await page.click(".gauge-item[data-id='WL-DF-UNDERPASS']")

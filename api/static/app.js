@@ -194,7 +194,104 @@ function showTab(name) {
   if (name === "cases") renderCases();
   if (name === "water") renderGauges();
   if (name === "users") renderUsers();
+  if (name === "schedules") renderSchedules();
 }
+
+// -- schedules ------------------------------------------------------------------------------
+
+const shortTime = (iso) => clock(new Date(iso).getTime(), true);
+const stepText = (step) => `${shortTime(step.at)} ${term("command_action", step.action)}` +
+  (step.level ? ` ${step.level}%` : "");
+
+async function renderSchedules() {
+  const groups = await api("/schedules");
+  $("#schedule-groups tbody").replaceChildren(...groups.map((g) => {
+    const row = el("tr", { "data-group": g.id, tabindex: "0" });
+    row.append(el("td"), el("td"), el("td", {}, String(g.places)),
+      el("td", {}, g.next_step ? stepText(g.next_step) : t("schedules.none")));
+    row.children[0].append(data(g.id));
+    row.children[1].append(data(g.program));
+    row.addEventListener("click", () => showTimeline(g.id));
+    return row;
+  }));
+  if (groups.length && !state.scheduleGroup) state.scheduleGroup = groups[0].id;
+  if (state.scheduleGroup) await showTimeline(state.scheduleGroup);
+  await renderOverrides();
+  const tables = await api("/schedules/device-tables");
+  const rows = tables.map((p) => {
+    const row = el("tr");
+    row.append(el("td"), el("td", {}, shortTime(p.at)), el("td", {}, String(p.entries)),
+      el("td", {}, t(p.ok ? "schedules.push_ok" : "schedules.push_failed")));
+    row.children[0].append(data(p.cabinet));
+    return row;
+  });
+  if (!rows.length) {
+    const none = el("tr");
+    none.append(el("td", { colspan: "4" }, t("schedules.no_tables")));
+    rows.push(none);
+  }
+  $("#device-tables tbody").replaceChildren(...rows);
+  const targets = $("#ovr-target");
+  const keep = targets.value;
+  const cabinets = state.map.devices.filter((d) => d.device_class === "cabinet");
+  targets.replaceChildren(...cabinets.map((d) => el("option", { value: d.id }, `${d.id} ${d.name || ""}`)));
+  if (keep) targets.value = keep;
+}
+
+async function showTimeline(group) {
+  state.scheduleGroup = group;
+  for (const row of document.querySelectorAll("#schedule-groups tr[data-group]")) {
+    row.classList.toggle("selected", row.dataset.group === group);
+  }
+  const timeline = await api(`/schedules/${encodeURIComponent(group)}/timeline`);
+  $("#timeline-title").textContent = t("schedules.timeline", { group, night: timeline.night });
+  $("#timeline").replaceChildren(...timeline.places.map((p) => {
+    const item = el("li");
+    item.append(data(p.place), el("span", {}, "：" + p.steps.map(stepText).join(" → ")));
+    return item;
+  }));
+}
+
+async function renderOverrides() {
+  const overrides = await api("/overrides?limit=20");
+  $("#overrides tbody").replaceChildren(...overrides.map((o) => {
+    const row = el("tr", { "data-override": String(o.id) });
+    const period = `${shortTime(o.starts_at)} – ${shortTime(o.expires_at)}`;
+    const end = el("td");
+    if (state.may.control && (o.state === "active" || o.state === "scheduled")) {
+      const button = el("button", { type: "button" }, t("schedules.cancel"));
+      button.addEventListener("click", async () => {
+        await api(`/overrides/${o.id}`, { method: "DELETE" }).catch((e) => { $("#ovr-status").textContent = e.message; });
+        await renderOverrides();
+      });
+      end.append(button);
+    }
+    row.append(el("td"), el("td", {}, term("command_action", o.action) + (o.level ? ` ${o.level}%` : "")),
+      el("td", {}, period), el("td", {}, term("override_state", o.state)), el("td"), end);
+    row.children[0].append(data(o.targets));
+    row.children[4].append(data(`${o.reason} — ${o.by}`));
+    return row;
+  }));
+}
+
+$("#override-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const hours = +$("#ovr-hours").value;
+  const option = $("#ovr-target").selectedOptions[0];
+  const verb = t($("#ovr-action").value === "on" ? "control.verb_on" : "control.verb_off");
+  if (!(await ask(t("schedules.confirm", { verb, target: option ? option.textContent : "", hours })))) return;
+  const body = { targets: { cabinets: [$("#ovr-target").value] }, action: $("#ovr-action").value,
+    expires_at: new Date(Date.now() + hours * HOUR).toISOString(), reason: $("#ovr-reason").value,
+    confirm: true };
+  try {
+    const made = await api("/overrides", { method: "POST", json: body });
+    $("#ovr-status").textContent = t("schedules.created", { id: made.id, state: term("override_state", made.state) });
+    $("#ovr-reason").value = "";
+  } catch (error) {
+    $("#ovr-status").textContent = error.message;
+  }
+  await renderOverrides();
+});
 
 // -- users (admin) --------------------------------------------------------------------------
 
