@@ -114,7 +114,9 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     await page.check("input[name=circuit][value='2']")
     await page.select_option("#ctl-action", "off")
     await page.click("#ctl-send")
-    await expect(page.locator("#confirm-text")).to_have_text("分闸：配电箱 JC-DF-001 东风路一号箱变 的回路 2？")
+    await expect(page.locator("#confirm-text")).to_have_text(
+        "分闸：配电箱 JC-DF-001 东风路一号箱变 的回路 2？"
+    )
     await page.click("#confirm-yes")
     status = page.locator("#ctl-status")
     await expect(status).to_contain_text("已确认 — 确认 1，失败 0", timeout=20_000)
@@ -203,6 +205,35 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     await expect(held).to_contain_text("生效中")
     await held.get_by_role("button", name="立即结束").click()
     await expect(held).to_contain_text("已取消")
+
+    # The pole register: a CSV imported with one bad row reported, found, and edited.
+    await page.click("[data-tab=assets]")
+    sheet = (
+        "pole_id,lat,lon,rated_w,lamp_type,road,cabinet,circuit\n"
+        "DF-P001,21.8586,111.9823,150,LED,东风路,JC-DF-001,1\n"
+        "DF-P002,21.8587,111.9825,150,LED,东风路,JC-DF-001,1\n"
+        "DF-P003,21.8588,111.9827,250,HPS,东风路,JC-DF-001,2\n"
+        "DF-P004,21.8589,111.9829,0,LED,东风路,JC-DF-001,2\n"
+    )
+    await page.set_input_files(
+        "#asset-file",
+        files=[{"name": "poles.csv", "mimeType": "text/csv", "buffer": sheet.encode()}],
+    )
+    await page.click("#asset-import button[type=submit]")
+    await expect(page.locator("#asset-import-result")).to_contain_text("接受 3 行")
+    await expect(page.locator("#asset-import-result")).to_contain_text("拒绝 1 行")
+    await expect(page.locator("#asset-rejects li")).to_contain_text(["第 5 行 DF-P004"])
+    await page.fill("#asset-road", "东风路")
+    await page.click("#asset-search button[type=submit]")
+    await expect(page.locator("#assets tbody tr")).to_have_count(3)
+    await page.click("#assets tr[data-pole=DF-P003]")
+    await expect(page.locator("#asset-edit-title")).to_contain_text("DF-P003")
+    await page.fill("#asset-lamp-type", "LED")
+    await page.fill("#asset-rated", "120")
+    await page.click("#asset-edit button[type=submit]")
+    await expect(page.locator("#asset-edit-status")).to_have_text("已保存 DF-P003")
+    pole = (await api.get("/assets/DF-P003")).json()
+    assert (pole["lamp_type"], pole["rated_w"], pole["circuit"]) == ("LED", 120, 2)
 
     # Energy per cabinet against full power (the demo has just started: no counter
     # readings from last noon, which the table says rather than showing 0).
@@ -313,10 +344,11 @@ VISIBLE_TEXT = """() => {
   }
   return out;
 }"""
-# Ids (JC-DF-001, WL-DF-UNDERPASS, JC-DF-001/circuit2, ssk_…), units and the product's name
-# are the same in every language.
+# Ids (JC-DF-001, WL-DF-UNDERPASS, JC-DF-001/circuit2, ssk_…), units, file formats and the
+# product's name are the same in every language.
 NOT_WORDS = re.compile(
-    r"[A-Za-z0-9]+(?:[-_/][A-Za-z0-9…]+)+|ssk_…|streetsense|cm/min|kWh|kW|mA|Hz|°C|dBm|\b[VAWhms]\b"
+    r"[A-Za-z0-9]+(?:[-_/][A-Za-z0-9…]+)+|ssk_…|streetsense|cm/min|kWh|kW|mA|Hz|°C|dBm|"
+    r"\bCSV\b|\bGeoJSON\b|\bAPI\b|\b[VAWhms]\b"
 )
 
 
@@ -342,7 +374,7 @@ async def test_the_console_speaks_chinese_everywhere_and_english_by_the_switch(
     await page.locator("#map .device.cabinet").first.click()
     await expect(page.locator("#device-detail p").first).to_contain_text("配电箱")
     missing["device"] = await untranslated(page)
-    for tab in ("water", "stats", "cases", "control", "schedules"):
+    for tab in ("water", "stats", "cases", "control", "schedules", "assets"):
         await page.click(f"[data-tab={tab}]")
         if tab == "water":
             await page.click(".gauge-item[data-id='WL-DF-UNDERPASS']")

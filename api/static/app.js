@@ -195,7 +195,81 @@ function showTab(name) {
   if (name === "water") renderGauges();
   if (name === "users") renderUsers();
   if (name === "schedules") renderSchedules();
+  if (name === "assets") renderAssets();
 }
+
+// -- pole register ----------------------------------------------------------------------------
+
+async function renderAssets() {
+  const query = new URLSearchParams({ limit: "200" });
+  const road = $("#asset-road").value.trim();
+  const cabinet = $("#asset-cabinet").value.trim();
+  if (road) query.set("road", road);
+  if (cabinet) query.set("cabinet", cabinet);
+  const poles = await api(`/assets?${query}`);
+  state.poles = poles;
+  $("#asset-count").textContent = t("assets.count", { n: poles.length });
+  $("#assets tbody").replaceChildren(...poles.map((p) => {
+    const row = el("tr", { "data-pole": p.pole_id, tabindex: "0" });
+    row.append(el("td"), el("td"), el("td"), el("td"), el("td", {}, p.install_date || ""));
+    row.children[0].append(data(p.pole_id));
+    row.children[1].append(data(p.road));
+    row.children[2].append(data([p.cabinet, p.circuit].filter((v) => v !== null && v !== "").join(" / ")));
+    row.children[3].append(data(`${p.lamp_type} ${p.rated_w} W`));
+    row.addEventListener("click", () => editPole(p.pole_id));
+    return row;
+  }));
+}
+
+function editPole(poleId) {
+  const pole = state.poles.find((p) => p.pole_id === poleId);
+  if (!pole || !state.may.assets) return;
+  state.pole = pole;
+  $("#asset-edit-title").textContent = t("assets.edit", { pole: poleId });
+  $("#asset-lamp-type").value = pole.lamp_type;
+  $("#asset-rated").value = pole.rated_w;
+  $("#asset-notes").value = pole.notes;
+  $("#asset-edit-status").textContent = "";
+}
+
+$("#asset-search").addEventListener("submit", (event) => { event.preventDefault(); renderAssets(); });
+
+$("#asset-edit").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (!state.pole) return;
+  const pole = { ...state.pole, lamp_type: $("#asset-lamp-type").value.trim(),
+    rated_w: +$("#asset-rated").value, notes: $("#asset-notes").value };
+  try {
+    await api(`/assets/${encodeURIComponent(pole.pole_id)}`, { method: "PUT", json: pole });
+    $("#asset-edit-status").textContent = t("assets.saved", { pole: pole.pole_id });
+  } catch (error) {
+    $("#asset-edit-status").textContent = error.message;
+  }
+  await renderAssets();
+});
+
+$("#asset-import").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const file = $("#asset-file").files[0];
+  if (!file) {
+    $("#asset-import-result").textContent = t("assets.choose_file");
+    return;
+  }
+  const csv = !/\.(geo)?json$/i.test(file.name);
+  const dryRun = $("#asset-dry-run").checked;
+  try {
+    const report = await api(`/assets/import?dry_run=${dryRun}`, { method: "POST", body: file,
+      headers: { "Content-Type": csv ? "text/csv" : "application/geo+json" } });
+    $("#asset-import-result").textContent = t(dryRun ? "assets.result_dry" : "assets.result", {
+      accepted: report.accepted, created: report.created, updated: report.updated,
+      rejected: report.rejected_total });
+    $("#asset-rejects").replaceChildren(...report.rejected.map((r) =>
+      el("li", { translate: "no" }, t("assets.reject", { row: r.row, pole: r.pole_id, reason: r.reason }))));
+  } catch (error) {
+    $("#asset-import-result").textContent = error.message;
+  }
+  await renderAssets();
+});
 
 // -- schedules ------------------------------------------------------------------------------
 
