@@ -13,6 +13,7 @@ BENCHMARKS = {
     "rules": "bench.rules",
     "control": "bench.control",
     "sl651": "bench.sl651",
+    "console": "bench.console",
 }
 
 

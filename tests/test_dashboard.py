@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, FilePayload, Page, async_playwright, expect
 
 from tests.demo_process import ROOT, SIM_TOKEN, Demo, demo_config, run_demo
 
@@ -140,7 +140,7 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     await expect(page.locator("#gauge-title")).to_contain_text("WL-DF-UNDERPASS")
     await expect(page.locator("#gauge-chart .band")).to_have_count(4)
     await expect(page.locator("#gauge-chart polyline.series")).to_have_count(1)
-    await expect(page.locator("#gauge-rate")).to_contain_text("cm/min")
+    await expect(page.locator("#gauge-rate")).to_contain_text("厘米/分")
     # The last 24 hours by default, on a time axis of the city's hours; 2 hours by a button.
     await expect(page.locator("#gauge-range button.active")).to_have_text("24 小时")
     ticks = await page.locator("#gauge-chart text").all_text_contents()
@@ -217,7 +217,7 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     )
     await page.set_input_files(
         "#asset-file",
-        files=[{"name": "poles.csv", "mimeType": "text/csv", "buffer": sheet.encode()}],
+        files=[FilePayload(name="poles.csv", mimeType="text/csv", buffer=sheet.encode())],
     )
     await page.click("#asset-import button[type=submit]")
     await expect(page.locator("#asset-import-result")).to_contain_text("接受 3 行")

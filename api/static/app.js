@@ -954,7 +954,7 @@ function timeChart(svg, { start, end, buckets, unit = "", bands = {} }) {
     const top = y(Math.min(upper, hi)), bottom = y(Math.max(bands[name], lo));
     if (bottom > top) svg.append(svgEl("rect", { class: `band ${name}`, x: L, width: W - L - R, y: top, height: bottom - top }));
     if (bands[name] >= lo && bands[name] <= hi) {
-      svg.append(svgEl("text", { x: W - R - 2, y: y(bands[name]) - 2, "text-anchor": "end" },
+      svg.append(svgEl("text", { x: L + 4, y: y(bands[name]) - 2, class: "band-label" },
         t("water.level_m", { v: bands[name] })));
     }
   });
@@ -1034,7 +1034,7 @@ async function showGauge(id) {
   for (const b of document.querySelectorAll("#gauge-range button")) {
     b.classList.toggle("active", Number(b.dataset.hours) === hours);
   }
-  $("#gauge-title").textContent = t("water.title", { name: gauge.name || id, id });
+  $("#gauge-title").textContent = t("water.title", { name: gauge.name || id, id, hours });
   const span = await seriesBuckets(id, "water_level", hours);
   timeChart($("#gauge-chart"), { ...span, unit: "m", bands: gauge.levels || {} });
   // The rate of rise from the raw readings of the last ten minutes.
@@ -1049,7 +1049,8 @@ async function showGauge(id) {
     const minutes = (new Date(last.ts) - new Date(earlier.ts)) / 60000;
     const rate = minutes > 0 ? ((last.value - earlier.value) * 100) / minutes : 0;
     $("#gauge-rate").textContent = t("water.now", { level: last.value.toFixed(3),
-      rate: rate.toFixed(2), minutes: Math.round(minutes) });
+      rate: Math.abs(rate).toFixed(2), minutes: Math.round(minutes),
+      trend: t(rate < 0 ? "water.now_falling" : "water.now_rising") });
   } else {
     $("#gauge-rate").textContent = t("water.none");
   }
@@ -1389,7 +1390,15 @@ async function start() {
     applyPermissions();
   }
   await loadAll();
-  setInterval(() => { if (signedIn()) renderMap(); }, 10000);
+  setInterval(async () => {
+    if (!signedIn()) return;
+    await renderMap();
+    // The flood panel follows the readings while it is open, not only when it is opened.
+    if (!$("#tab-water").hidden) {
+      renderGauges();
+      if (state.gauge) showGauge(state.gauge);
+    }
+  }, 10000);
   setInterval(() => { if (signedIn()) refreshAlarms(); }, 15000);
   document.body.dataset.ready = "true";
 }
