@@ -436,7 +436,9 @@ async function renderMap() {
   state.water = await api("/telemetry/water").catch(() => []);
   state.timezone = data.timezone;
   $("#city").textContent = data.city;
-  $("#timezone").textContent = t("app.timezone", { tz: data.timezone });
+  // Chinese cities keep Beijing time: named so, as people say it.
+  $("#timezone").textContent = data.timezone === "Asia/Shanghai" ? t("app.beijing_time")
+    : t("app.timezone", { tz: data.timezone });
   fillSearch();
   drawMap();
 }
