@@ -181,10 +181,10 @@ def run(size: float = 1.0) -> dict[str, Any]:
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-    counts = loaded.config
+    city = loaded.config
     return {
         "bench": "console",
         "size": size,
-        "city": {"cabinets": len(counts.cabinets), "gauges": len(counts.gauges)},
+        "city": {"cabinets": len(city.cabinets), "gauges": len(city.gauges)},
         **figures,
     }

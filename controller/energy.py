@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -53,13 +54,18 @@ class CabinetEnergy:
         return 1.0 - self.kwh / self.full_kwh
 
 
-def night_hours(lat: FloatArray, lon: FloatArray, nights: list[date], tz: ZoneInfo) -> FloatArray:
-    """Hours from sunset to the next sunrise at each place, summed over the nights."""
+def night_hours(
+    lat: FloatArray, lon: FloatArray, first: date, nights: int, tz: ZoneInfo
+) -> FloatArray:
+    """Hours from sunset to the next sunrise at each place, summed over ``nights``
+    nights from the evening of ``first``. The sun is computed once per noon: a day's
+    sunrise ends one night and its sunset starts the next."""
+    days = [
+        sun_times(lat, lon, datetime.combine(first + timedelta(days=k), DAY_STARTS, tz).timestamp())
+        for k in range(nights + 1)
+    ]
     total = np.zeros(len(lat))
-    for night in nights:
-        evening = datetime.combine(night, DAY_STARTS, tz).timestamp()
-        _, sunset = sun_times(lat, lon, evening)
-        sunrise, _ = sun_times(lat, lon, evening + 86400.0)
+    for (_, sunset), (sunrise, _) in pairwise(days):
         total += (sunrise - sunset) / 3600.0
     return total
 
@@ -71,22 +77,22 @@ async def cabinet_energy(
     cabinets = [d for d in registry.devices if d.device_class == "cabinet"]
     if not cabinets:
         return []
-    load_w = dict.fromkeys(range(len(registry.devices)), 0.0)
+    load_w: dict[int, float] = {}
     for lamp in registry.devices:
         if lamp.device_class == "lamp" and lamp.parent is not None:
-            load_w[lamp.parent] += lamp.rated_w or 0.0
-    dates = [first + timedelta(days=k) for k in range(nights)]
+            load_w[lamp.parent] = load_w.get(lamp.parent, 0.0) + (lamp.rated_w or 0.0)
     hours = night_hours(
         np.array([c.location.lat for c in cabinets], dtype=np.float64),
         np.array([c.location.lon for c in cabinets], dtype=np.float64),
-        dates,
+        first,
+        nights,
         tz,
     )
     start = datetime.combine(first, DAY_STARTS, tz).timestamp()
     end = datetime.combine(first + timedelta(days=nights), DAY_STARTS, tz).timestamp()
     out = []
     for cabinet, burning in zip(cabinets, hours.tolist(), strict=True):
-        rated_kw = load_w[cabinet.index] / 1000.0
+        rated_kw = load_w.get(cabinet.index, 0.0) / 1000.0
         kwh, note = await _metered(reader, cabinet, start, end)
         out.append(
             CabinetEnergy(

@@ -52,6 +52,16 @@ def api_station_city(
     return port, write_config(doc), ApiKeyStore(tmp_path / "keys.db")
 
 
+async def _until_ended(client: Any, url: str, headers: dict[str, str]) -> dict[str, Any]:
+    """A command once the station answered it or it failed (or after 5 s)."""
+    for _ in range(50):
+        command: dict[str, Any] = (await client.get(url, headers=headers)).json()
+        if command["status"] in ("answered", "failed"):
+            break
+        await asyncio.sleep(0.1)
+    return command
+
+
 async def test_commands_wait_for_the_station_and_go_out_after_an_esc_confirm() -> None:
     port, reports = free_port(), list[Report]()
     listener = await started_listener(port, reports)
@@ -241,12 +251,7 @@ async def test_a_period_query_fetches_what_a_station_stored_into_history_not_int
                 confirm = await station.send(station.report(station.clock(), 0.05))
                 assert confirm is not None and confirm.end is fr.End.ESC
                 online = asyncio.create_task(station.stay_online(2.0, keep_alive=0.5))
-                command_url = f"{url}/{sent.json()['id']}"
-                for _ in range(50):
-                    answered = (await client.get(command_url, headers=duty)).json()
-                    if answered["status"] != "pending_delivery" and answered["status"] != "sent":
-                        break
-                    await asyncio.sleep(0.1)
+                answered = await _until_ended(client, f"{url}/{sent.json()['id']}", duty)
                 await online
             finally:
                 await station.close()
@@ -275,16 +280,6 @@ async def test_a_period_query_fetches_what_a_station_stored_into_history_not_int
                 await client.get("/telemetry/latest", params={"device": "WL-TUNNEL"}, headers=duty)
             ).json()
             assert latest["values"]["water_level"] == pytest.approx(0.05)
-
-
-async def _until_ended(client: Any, url: str, headers: dict[str, str]) -> dict[str, Any]:
-    """A command once the station answered it or it failed (or after 5 s)."""
-    for _ in range(50):
-        command: dict[str, Any] = (await client.get(url, headers=headers)).json()
-        if command["status"] in ("answered", "failed"):
-            break
-        await asyncio.sleep(0.1)
-    return command
 
 
 async def test_engineers_read_and_write_a_stations_runtime_settings(
