@@ -33,7 +33,7 @@ def pin_to_cpu(cpu: int) -> None:
 def start_simulator(config: Path) -> subprocess.Popen[str]:
     """``streetsense simulate`` for the config, on core 1; returns once it serves."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "controller.cli", "simulate", "-c", str(config)],
+        [sys.executable, "-m", "api.cli", "simulate", "-c", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

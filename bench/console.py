@@ -161,7 +161,7 @@ def run(size: float = 1.0) -> dict[str, Any]:
         key = store.create("bench console", Role.VIEWER)
         store.close()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "controller.cli", "run", "-c", str(config)],
+            [sys.executable, "-m", "api.cli", "run", "-c", str(config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

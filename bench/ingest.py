@@ -31,7 +31,6 @@ import yaml
 from bench.city import pin_to_cpu
 from controller.config import LoadedConfig, load_config
 from controller.poller import Poller
-from controller.readings import ReadingBatch
 from controller.registry import Registry
 from controller.telemetry.delivery import SpooledDelivery
 from controller.telemetry.embedded import EmbeddedStore
@@ -40,6 +39,7 @@ from controller.telemetry.lineprotocol import serialize_batch
 from controller.telemetry.pipeline import TelemetryPipeline, split_lines
 from controller.telemetry.schema import device_tags, schema_for_registry
 from controller.telemetry.spool import DiskSpool, SpoolItem
+from drivers.readings import ReadingBatch
 from simulators.city_generator import YANGJIANG_CABINETS, generate_city
 from simulators.servers import Influxd
 

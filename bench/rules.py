@@ -27,11 +27,12 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
+from controller.alarm_store import AlarmStore
 from controller.config import load_config
-from controller.readings import ReadingBatch
 from controller.registry import Registry
+from drivers.readings import ReadingBatch
 from rules import kernels as K
-from rules.alarms import AlarmManager, AlarmNotice, AlarmStore
+from rules.alarms import AlarmManager, AlarmNotice
 from rules.compile import CompiledRules, compile_rules
 from rules.config import AlarmsConfig
 from rules.engine import RuleEngine
@@ -260,7 +261,7 @@ def run(size: float = 1.0) -> dict[str, Any]:
         folder = Path(tmp)
         loaded = load_config(template_config(folder))
         registry = Registry(loaded)
-        template = compile_rules(loaded, registry)
+        template = compile_rules(loaded.rule_site(), registry)
         compiled = tile(template, len(registry), copies)
         n_devices = len(registry) * copies
         rng = np.random.default_rng(7)

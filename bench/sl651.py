@@ -33,8 +33,8 @@ import yaml
 from bench.city import pin_to_cpu
 from bench.sl651_load import PASSWORD, station_address
 from controller.config import LoadedConfig, load_config
-from controller.readings import ReadingBatch
 from controller.runtime import Controller
+from drivers.readings import ReadingBatch
 from drivers.sl651 import frame as fr
 from drivers.sl651.body import parse_report
 from simulators.servers import free_port

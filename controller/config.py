@@ -29,6 +29,7 @@ from controller.control.config import ControlConfig
 from controller.schedules.config import SchedulesConfig
 from drivers.errors import ConfigError, invalid_file
 from drivers.profile import AnyProfile, ProfileLibrary
+from rules.compile import RuleSite
 from rules.config import AlarmsConfig, FloodWatchConfig, RuleConfig
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=64)]
@@ -481,6 +482,17 @@ class LoadedConfig:
         override = os.environ.get(DATA_DIR_ENV)
         folder = Path(override) if override else Path(self.config.data_dir)
         return folder if folder.is_absolute() else self.path.parent / folder
+
+    def rule_site(self) -> RuleSite:
+        """What the rule compiler needs of this config."""
+        polling = self.config.polling
+        intervals = {
+            "cabinet": polling.cabinet_interval,
+            "lamp": polling.lamp_interval,
+            "gauge": polling.gauge_interval,
+            "meter": polling.meter_interval,
+        }
+        return RuleSite(str(self.path), self.config.rules, intervals)
 
     def data_path(self, relative: str) -> Path:
         """A path the controller writes (a store, the spool): relative to the data folder."""

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from controller.readings import Quality, ReadingBatch
 from controller.registry import Registry
 from drivers.derived import Expression, order_derived
+from drivers.readings import Quality, ReadingBatch
 
 
 @dataclass(frozen=True)

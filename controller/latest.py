@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from controller.readings import ReadingBatch
+from drivers.readings import ReadingBatch
 
 
 class LatestValues:

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from controller.config import PollingConfig
-from controller.readings import Quality, ReadingBatch
 from controller.registry import PollTarget, Registry
 from drivers.codec import decode_fields
 from drivers.device_plan import DevicePlan
@@ -31,6 +30,7 @@ from drivers.errors import LinkError, LinkGarbled
 from drivers.health import DeviceHealth
 from drivers.links import ModbusLink
 from drivers.priority_lock import Priority
+from drivers.readings import Quality, ReadingBatch
 from drivers.tasks import cancel_until_done
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,6 @@ import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -20,16 +19,7 @@ from controller.config import LampConfig, LoadedConfig, Located
 from drivers.device_plan import SELF, DevicePlan, SubDevice, plan_device
 from drivers.dlt645.profile import MeterPlan, plan_meter
 from drivers.profile import AnyProfile, DeviceProfile
-
-
-class PointLike(Protocol):
-    """What every kind of profile point offers: a name and a unit."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def unit(self) -> str: ...
+from rules.site import PointLike
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from controller.latest import LatestValues
 from controller.link_factory import build_link
 from controller.poller import Poller
 from controller.registry import Registry
+from controller.rule_service import RuleService
 from controller.schedules.clocks import ScheduleClock, WallClock
 from controller.schedules.overrides import OverrideStore
 from controller.schedules.runner import ScheduleRunner
@@ -26,7 +27,6 @@ from controller.station_reports import StationReports
 from controller.telemetry.pipeline import TelemetryPipeline
 from drivers.sl651.encoding import ENCODINGS
 from drivers.sl651.listener import Sl651Listener, StationKey
-from rules.service import RuleService
 
 
 class Controller:

@@ -7,8 +7,8 @@ import time
 import numpy as np
 
 from controller.poller import BatchHandler, Poller
-from controller.readings import Quality, ReadingBatch
 from controller.registry import Registry
+from drivers.readings import Quality, ReadingBatch
 from drivers.sl651.body import Report
 from drivers.sl651.listener import StationKey
 from drivers.sl651.profile import Sl651Profile

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from controller.config import GaugeLevels, LoadedConfig
-from controller.registry import Device, Registry
 from drivers.errors import ConfigError
 from drivers.profile import DeviceProfile
 from rules import kernels as K
@@ -37,6 +36,7 @@ from rules.config import (
     StuckRule,
     ThresholdRule,
 )
+from rules.site import Site, SiteDevice
 
 _KIND = {
     "threshold": K.K_THRESHOLD,
@@ -79,7 +79,7 @@ def role_points(circuits: int) -> dict[int, str]:
     return names
 
 
-def site_circuits(registry: Registry) -> int:
+def site_circuits(registry: Site) -> int:
     """The most circuits any device's profile has (``circuitN_cmd`` points), at least 1."""
     most = 1
     for d in registry.devices:
@@ -90,7 +90,7 @@ def site_circuits(registry: Registry) -> int:
     return most
 
 
-def selects(selector: Selector, device: Device) -> bool:
+def selects(selector: Selector, device: SiteDevice) -> bool:
     """Whether a rule's selector picks ``device``."""
     loc = device.location
     return (
@@ -185,16 +185,17 @@ def _rule_params(rule: RuleConfig) -> npt.NDArray[np.float64]:
     return params
 
 
-def _limits(rule: ThresholdRule, device: Device) -> list[float] | None:
+def _limits(rule: ThresholdRule, device: SiteDevice) -> list[float] | None:
     if not rule.levels_from_device:
         return [*rule.limits, *[math.nan] * (4 - len(rule.limits))]
-    loc = device.location
-    if not isinstance(loc, GaugeLevels) or not loc.levels:
+    # Only gauges carry levels; other locations have no such attribute.
+    levels: Mapping[str, float] | None = getattr(device.location, "levels", None)
+    if not levels:
         return None
-    return [loc.levels.get(name, math.nan) for name in LEVEL_NAMES]  # type: ignore[call-overload]
+    return [levels.get(name, math.nan) for name in LEVEL_NAMES]
 
 
-def _where(registry: Registry, device: Device) -> tuple[float, float]:
+def _where(registry: Site, device: SiteDevice) -> tuple[float, float]:
     """A device's position for its sun times: its own, else its cabinet's.
 
     A lamp listed without coordinates would otherwise sit at 0, 0, where the
@@ -206,18 +207,22 @@ def _where(registry: Registry, device: Device) -> tuple[float, float]:
     return loc.lat, loc.lon
 
 
-def compile_rules(loaded: LoadedConfig, registry: Registry) -> CompiledRules:
+@dataclass(frozen=True)
+class RuleSite:
+    """What the compiler takes from the site's config: its rules, its poll intervals by
+    device class (a comm-loss limit counts intervals) and the file errors name."""
+
+    file: str
+    rules: Sequence[RuleConfig]
+    intervals: Mapping[str, float]
+
+
+def compile_rules(site: RuleSite, registry: Site) -> CompiledRules:
     """Tables for every rule of the config; a rule that selects nothing is an error."""
-    file = str(loaded.path)
-    rules = loaded.config.rules
+    file = site.file
+    rules = site.rules
     n_dev = len(registry)
-    polling = loaded.config.polling
-    interval = {
-        "cabinet": polling.cabinet_interval,
-        "lamp": polling.lamp_interval,
-        "gauge": polling.gauge_interval,
-        "meter": polling.meter_interval,
-    }
+    interval = site.intervals
     seen: set[str] = set()
     for i, rule in enumerate(rules):
         if rule.id in seen:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from controller.readings import ReadingBatch
+from drivers.readings import ReadingBatch
 from rules import kernels as K
 from rules.astro import sun_times
 from rules.compile import CompiledRules

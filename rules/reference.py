@@ -11,7 +11,7 @@ import math
 from collections import defaultdict, deque
 from typing import Any
 
-from controller.readings import ReadingBatch
+from drivers.readings import ReadingBatch
 from rules import kernels as K
 from rules.compile import CompiledRules
 

@@ -63,7 +63,7 @@ def _drain(stream: IO[str] | None, into: collections.deque[str]) -> None:
 def run_demo(config: Path | None = None, duration: int = 300) -> Iterator[Demo]:
     """Start the demo (the checkout's config.yaml by default); stop it on leaving."""
     port, control_port = free_port(), free_port()
-    command = [sys.executable, "-m", "controller.cli", "demo"]
+    command = [sys.executable, "-m", "api.cli", "demo"]
     if config is not None:
         command += ["-c", str(config)]
     command += [

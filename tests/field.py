@@ -55,7 +55,7 @@ def field_config(folder: Path, api_port: int, **sections: Any) -> Path:
 
 def streetsense(*args: str, cwd: Path, **kw: Any) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "controller.cli", *args],
+        [sys.executable, "-m", "api.cli", *args],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -92,7 +92,7 @@ def simulated_field(config: Path) -> Iterator[None]:
 def create_key(config: Path, name: str, role: str) -> str:
     command = ["keys", "create", "-c", str(config), "--name", name, "--role", role]
     out = subprocess.run(
-        [sys.executable, "-m", "controller.cli", *command],
+        [sys.executable, "-m", "api.cli", *command],
         capture_output=True,
         text=True,
         check=True,

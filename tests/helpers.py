@@ -11,9 +11,9 @@ import httpx
 
 from api.app import create_app
 from api.keys import ApiKeyStore, Role
-from controller.readings import ReadingBatch
 from controller.runtime import Controller
 from drivers.profile import DataType, DeviceProfile
+from drivers.readings import ReadingBatch
 from simulators.faults import FaultBoard
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from controller.config import LoadedConfig
-from controller.readings import ReadingBatch
 from controller.registry import Registry
+from drivers.readings import ReadingBatch
 from rules.compile import compile_rules
 from rules.engine import RuleEngine, RuleEvents
 
@@ -74,7 +74,7 @@ class Bench:
     ) -> None:
         self.loaded = write_config(site(rules, **kw))
         self.registry = Registry(self.loaded)
-        self.compiled = compile_rules(self.loaded, self.registry)
+        self.compiled = compile_rules(self.loaded.rule_site(), self.registry)
         self.engine = RuleEngine(
             self.compiled, len(self.registry), self.registry.max_points, clock=lambda: T0
         )

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
+from api.cli import main as cli
 from api.keys import Role
 from api.users import UserStore
-from controller.cli import main as cli
 from controller.config import LoadedConfig
 from controller.runtime import Controller
 from tests.helpers import api_client, role_headers

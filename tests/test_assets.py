@@ -153,9 +153,9 @@ async def test_lamps_without_controllers_count_in_the_lighting_rate_by_circuit_c
     from controller.assets.model import PoleAsset
     from controller.assets.store import AssetStore
     from controller.latest import LatestValues
-    from controller.readings import ReadingBatch
     from controller.registry import Registry
-    from rules.statistics import lighting_rates
+    from controller.statistics import lighting_rates
+    from drivers.readings import ReadingBatch
 
     # Most of a city: a cabinet whose lamps have no controller, only poles in the register.
     loaded = write_config(

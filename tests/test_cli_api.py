@@ -20,7 +20,7 @@ ROOT = Path(__file__).parent.parent
 
 def streetsense(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "controller.cli", *args],
+        [sys.executable, "-m", "api.cli", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -13,12 +13,12 @@ import yaml
 
 from controller.config import LoadedConfig
 from controller.derived_points import DerivedPoints
-from controller.readings import ReadingBatch
 from controller.registry import Registry
 from controller.runtime import Controller
 from drivers.derived import parse_expression
 from drivers.errors import ConfigError
 from drivers.profile import load_profile
+from drivers.readings import ReadingBatch
 from simulators.faults import RainEvent, Scenario
 from simulators.fleet import SimulatedCity
 from tests.test_rules_e2e import city_doc, cycles

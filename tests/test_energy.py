@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from controller.config import LoadedConfig
-from controller.readings import ReadingBatch
 from controller.runtime import Controller
+from drivers.readings import ReadingBatch
 from tests.conftest import free_port
 from tests.helpers import api_client
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli import EXIT_CONFIG, main
+from api.cli import EXIT_CONFIG, main
 
 GOLDEN = Path(__file__).parent / "golden"
 

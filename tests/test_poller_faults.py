@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from controller.config import LoadedConfig
-from controller.readings import ReadingBatch
 from controller.runtime import Controller
+from drivers.readings import ReadingBatch
 from simulators.faults import FaultKind, FaultSpec
 from simulators.fleet import SimulatedCity
 from tests.conftest import free_port

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from controller.config import LoadedConfig
-from controller.readings import ReadingBatch
 from controller.registry import Registry
 from drivers.profile import DeviceProfile
+from drivers.readings import ReadingBatch
 from rules import engine as engine_module
 from rules.astro import sun_times
 from rules.compile import CompiledRules, compile_rules
@@ -419,7 +419,7 @@ def cabinet_site(
         }
     )
     registry = Registry(loaded)
-    compiled = compile_rules(loaded, registry)
+    compiled = compile_rules(loaded.rule_site(), registry)
     engine = RuleEngine(compiled, len(registry), registry.max_points, clock=lambda: T0)
     return registry, compiled, engine
 
@@ -489,7 +489,7 @@ def test_a_lamp_listed_without_coordinates_takes_its_cabinets_sun(
     doc["cabinets"][0]["lamps"] = [{"id": "CAB-P01", "circuit": 1}]  # no lat, lon given
     loaded = write_config(doc)
     registry = Registry(loaded)
-    compiled = compile_rules(loaded, registry)
+    compiled = compile_rules(loaded.rule_site(), registry)
     lamp, cabinet = registry.by_id["CAB-P01"], registry.by_id["CAB"]
     assert (compiled.lat[lamp.index], compiled.lon[lamp.index]) == (21.86, 111.98)
     assert (cabinet.location.lat, lamp.location.lat) == (21.86, 0.0)

@@ -89,7 +89,7 @@ def field(tmp_path: Path) -> Path:
 
 def run_briefly(config: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "controller.cli", "run", "-c", str(config), *extra],
+        [sys.executable, "-m", "api.cli", "run", "-c", str(config), *extra],
         capture_output=True,
         text=True,
         timeout=60,
@@ -176,7 +176,7 @@ def test_a_copied_config_finds_shipped_resources_and_writes_to_its_data_dir(
     config.write_text((root / "config.yaml").read_text(encoding="utf-8"), encoding="utf-8")
     # The demo's scenario and grid cells are not beside the copy: they come with streetsense.
     checked = subprocess.run(
-        [sys.executable, "-m", "controller.cli", "check", "-c", str(config)],
+        [sys.executable, "-m", "api.cli", "check", "-c", str(config)],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -185,7 +185,7 @@ def test_a_copied_config_finds_shipped_resources_and_writes_to_its_data_dir(
     data = tmp_path / "data"
     command = ["keys", "create", "-c", str(config), "--name", "ops", "--role", "admin"]
     key = subprocess.run(
-        [sys.executable, "-m", "controller.cli", *command],
+        [sys.executable, "-m", "api.cli", *command],
         capture_output=True,
         text=True,
         cwd=tmp_path,

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from controller.config import LoadedConfig
-from controller.readings import ReadingBatch
 from controller.registry import Registry
 from controller.telemetry.delivery import RejectedPayload, SpooledDelivery
 from controller.telemetry.embedded import EmbeddedStore
@@ -20,6 +19,7 @@ from controller.telemetry.influx import InfluxV1Writer
 from controller.telemetry.mqtt import decode_messages, encode_messages
 from controller.telemetry.pipeline import split_lines
 from controller.telemetry.spool import DiskSpool, SpoolItem, SpoolRecord
+from drivers.readings import ReadingBatch
 from simulators.servers import Influxd
 from tests.test_telemetry_influx import city
 

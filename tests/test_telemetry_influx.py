@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from controller.config import LoadedConfig
-from controller.readings import Quality, ReadingBatch
 from controller.runtime import Controller
 from controller.telemetry.influx import InfluxV1Writer
 from controller.telemetry.lineprotocol import escape_key, escape_string_field
+from drivers.readings import Quality, ReadingBatch
 from simulators.fleet import SimulatedCity
 from simulators.servers import Influxd, VictoriaMetrics
 from tests.conftest import free_port

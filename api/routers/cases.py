@@ -24,7 +24,7 @@ from controller.cases.service import CaseError, NewCase, TransitionRequest
 from controller.cases.stages import CaseAction
 from controller.cases.statistics import CaseGroupBy, case_report
 from controller.control.audit import Actor
-from rules.statistics import Period
+from controller.statistics import Period
 
 router = APIRouter(prefix="/cases", tags=["cases"], dependencies=[Depends(read_guard("cases"))])
 

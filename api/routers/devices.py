@@ -10,10 +10,10 @@ from api.auth import read_guard
 from api.bounds import Offset
 from api.deps import ControllerDep
 from api.schemas import DeviceDetail, DeviceHealthOut, DeviceSummary, PointValue, utc
-from controller.readings import Quality
 from controller.registry import Device
 from controller.runtime import Controller
 from drivers.device_class import DeviceClass
+from drivers.readings import Quality
 
 router = APIRouter(
     prefix="/devices", tags=["devices"], dependencies=[Depends(read_guard("devices"))]

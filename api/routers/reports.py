@@ -19,9 +19,9 @@ from api.svg import bar_chart
 from controller.cases.statistics import figures
 from controller.config import GaugeLevels
 from controller.control.audit import AuditQuery
+from controller.statistics import Period, lighting_rates
 from controller.telemetry.flood_summary import BANDS, FloodSummary, summarize_flood
 from rules.alarms import Alarm
-from rules.statistics import Period, lighting_rates
 
 if TYPE_CHECKING:
     from controller.runtime import Controller
@@ -132,7 +132,7 @@ async def report(
     city_rate = lighting_rates(
         controller.registry, controller.latest, "city", controller.assets.circuit_load
     )
-    alarms = await controller.rules.manager.store.history(t0, t1)
+    alarms = await controller.rules.store.history(t0, t1)
     raised = [a for a in alarms if t0 <= a.raised_at < t1]
     by_kind = Counter(a.kind for a in raised)
     by_grid = Counter(a.grid or "(none)" for a in raised)

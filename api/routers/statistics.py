@@ -18,7 +18,7 @@ from api.schemas import (
     LightingRateOut,
 )
 from controller.energy import DAY_STARTS, cabinet_energy
-from rules.statistics import GroupBy, Period, availability, fault_counts, lighting_rates
+from controller.statistics import GroupBy, Period, availability, fault_counts, lighting_rates
 
 router = APIRouter(
     prefix="/statistics", tags=["statistics"], dependencies=[Depends(read_guard("statistics"))]
@@ -55,7 +55,7 @@ async def faults(
     if start_dt >= end_dt:
         raise HTTPException(422, "start must be before end")
     t0, t1 = start_dt.timestamp(), end_dt.timestamp()
-    alarms = await controller.rules.manager.store.history(t0, t1)
+    alarms = await controller.rules.store.history(t0, t1)
     raised = [a for a in alarms if t0 <= a.raised_at < t1]
     tz = ZoneInfo(controller.loaded.config.site.timezone)
     polled = len(controller.registry.targets) + len(controller.registry.mqtt_topics)

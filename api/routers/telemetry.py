@@ -12,11 +12,11 @@ from api.auth import read_guard
 from api.bounds import check_finite, check_time
 from api.deps import ControllerDep
 from api.schemas import BucketOut, LatestOut, SampleOut, SeriesOut, SinkOut, WaterOut, utc
-from controller.readings import Quality
 from controller.runtime import Controller
 from controller.telemetry.query import TelemetryReader
 from controller.telemetry.water_now import TREND_WINDOW_S, water_now
 from drivers.device_class import DeviceClass
+from drivers.readings import Quality
 
 router = APIRouter(
     prefix="/telemetry", tags=["telemetry"], dependencies=[Depends(read_guard("telemetry"))]

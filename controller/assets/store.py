@@ -17,7 +17,7 @@ from typing import Any
 
 from controller.assets.model import PoleAsset
 from controller.sqlite_worker import SqliteWorker
-from rules.statistics import CircuitLoad
+from controller.statistics import CircuitLoad
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS pole (

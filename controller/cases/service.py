@@ -33,8 +33,8 @@ from controller.cases.exchange import CaseRecord
 from controller.cases.stages import CaseAction, Stage, TransitionRefused, next_stage
 from controller.cases.titles import case_title, fault_words
 from controller.control.audit import Actor
-from controller.readings import ReadingBatch
 from controller.registry import Registry
+from drivers.readings import ReadingBatch
 from rules.alarms import Alarm, AlarmNotice, severity_rank
 
 log = logging.getLogger(__name__)

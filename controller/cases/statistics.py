@@ -15,7 +15,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from controller.cases.db import CaseRow
-from rules.statistics import Period, period_start
+from controller.statistics import Period, period_start
 
 CaseGroupBy = Literal["city", "grid", "category", "department", "source"]
 

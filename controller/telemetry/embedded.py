@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from controller.readings import Quality, ReadingBatch
 from controller.registry import Device, Registry
 from controller.sqlite_worker import SqliteWorker
 from controller.telemetry.query import Bucket, LatestReading, Sample
+from drivers.readings import Quality, ReadingBatch
 
 #: Seconds between writes of the in-memory newest values to the ``latest`` table.
 LATEST_FLUSH_S = 30.0

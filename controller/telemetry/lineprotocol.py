@@ -19,8 +19,8 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from controller.readings import Quality, ReadingBatch
 from drivers.profile import DataType, PointSpec
+from drivers.readings import Quality, ReadingBatch
 
 #: Significant digits for f32 points: enough for any float32 to round-trip.
 F32_SIGNIFICANT_DIGITS = 9

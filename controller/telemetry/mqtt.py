@@ -28,12 +28,12 @@ import aiomqtt
 import numpy as np
 
 from controller.config import MqttConfig
-from controller.readings import Quality, ReadingBatch
 from controller.registry import Registry
 from controller.telemetry.delivery import DeliveryError, RejectedPayload
 from controller.telemetry.lineprotocol import line_groups
 from drivers.health import DeviceHealth
 from drivers.mqtt_profile import MqttDeviceProfile
+from drivers.readings import Quality, ReadingBatch
 
 log = logging.getLogger(__name__)
 # aiomqtt warns on every publish once more than 10 are pending; our spool counts that.

@@ -21,7 +21,6 @@ import numpy as np
 
 from controller.config import LoadedConfig, secret
 from controller.poller import Poller
-from controller.readings import ReadingBatch
 from controller.registry import Registry
 from controller.telemetry.delivery import DeliveryStats, SpooledDelivery
 from controller.telemetry.embedded import EmbeddedStore
@@ -39,6 +38,7 @@ from controller.telemetry.query import TelemetryReader
 from controller.telemetry.schema import schema_for_registry
 from controller.telemetry.spool import DiskSpool, SpoolItem
 from controller.telemetry.store_sink import StoreSink
+from drivers.readings import ReadingBatch
 
 log = logging.getLogger(__name__)
 

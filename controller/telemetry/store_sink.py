@@ -13,10 +13,10 @@ import logging
 import time
 from dataclasses import dataclass
 
-from controller.readings import ReadingBatch, decode_batch, encode_batch
 from controller.telemetry.delivery import DeliveryError, RejectedPayload, SpooledDelivery
 from controller.telemetry.embedded import EmbeddedStore
 from controller.telemetry.spool import DiskSpool, SpoolItem
+from drivers.readings import ReadingBatch, decode_batch, encode_batch
 
 log = logging.getLogger(__name__)
 

@@ -116,7 +116,7 @@ class Rig:
         self.log_path = self.folder / f"controller-{len(self.logs)}.log"
         log = self.log_path.open("w", encoding="utf-8")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "controller.cli", "run", "-c", str(self.config)],
+            [sys.executable, "-m", "api.cli", "run", "-c", str(self.config)],
             cwd=self.folder,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -35,13 +35,15 @@ def _load(path: str) -> LoadedConfig:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate the config, the profiles and the scenario it names."""
+    from controller.profile_gaps import profile_gaps
     from controller.schedules.runner import resolve_groups
     from rules.compile import compile_rules
-    from rules.profile_gaps import profile_gaps
 
     loaded = _load(args.config)
     registry = Registry(loaded)
-    compiled = compile_rules(loaded, registry)  # a rule that selects nothing is an error
+    compiled = compile_rules(
+        loaded.rule_site(), registry
+    )  # a rule that selects nothing is an error
     groups = resolve_groups(registry, loaded.config.schedules, str(args.config))
     counts = registry.count_by_class()
     cfg = loaded.config

@@ -15,15 +15,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from controller.alarm_store import AlarmStore
 from controller.config import LoadedConfig
 from controller.poller import Poller
-from controller.readings import ReadingBatch
 from controller.registry import Registry
 from controller.telemetry.mqtt import encode_messages
 from controller.telemetry.pipeline import TelemetryPipeline
 from controller.telemetry.spool import SpoolItem
+from drivers.readings import ReadingBatch
 from rules import kernels as K
-from rules.alarms import Alarm, AlarmManager, AlarmNotice, AlarmStore, alarm_payload
+from rules.alarms import Alarm, AlarmManager, AlarmNotice, alarm_payload
 from rules.compile import compile_rules
 from rules.config import FloodWatchConfig, RateRule, ThresholdRule
 from rules.engine import RuleEngine, RuleEvents
@@ -117,11 +118,11 @@ class RuleService:
         self.registry = registry
         self.poller = poller
         self.telemetry = telemetry
-        self.compiled = compile_rules(loaded, registry)
+        self.compiled = compile_rules(loaded.rule_site(), registry)
         self.engine = RuleEngine(self.compiled, len(registry), registry.max_points)
-        self.manager = AlarmManager(
-            self.compiled.rules, registry, cfg.alarms, AlarmStore(loaded.data_path(cfg.alarms.path))
-        )
+        #: Every alarm, open and closed (history and statistics read it).
+        self.store = AlarmStore(loaded.data_path(cfg.alarms.path))
+        self.manager = AlarmManager(self.compiled.rules, registry, cfg.alarms, self.store)
         self.stats = RuleStats()
         self.flood_watch: FloodWatch | None = None
         if cfg.flood_watch is not None:
