@@ -8,6 +8,7 @@ must not collide on a link), and a mistake names the file, the key and why.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ from controller.control.config import ControlConfig
 from controller.schedules.config import SchedulesConfig
 from drivers.errors import ConfigError, invalid_file
 from drivers.profile import AnyProfile, ProfileLibrary
+from drivers.sources import PushProtocol, SourceConfig, push_protocol, push_protocol_names
 from rules.compile import RuleSite
 from rules.config import AlarmsConfig, FloodWatchConfig, RuleConfig
 
@@ -226,6 +228,25 @@ class Sl651StationConfig(GaugeLevels):
     profile: str = "sl651-level-gauge"
     #: How often the station reports (its timed-report interval): comm-loss counts in these.
     report_interval: float = Field(default=300.0, gt=0)
+
+
+class SourceEntry(BaseModel):
+    """One push source (``sources[]``): its id, its protocol, and the protocol's own keys,
+    checked against the model the protocol registered (see drivers/sources.py)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: Identifier
+    protocol: str
+
+
+class SourceDeviceConfig(GaugeLevels):
+    """A device that reports through a push source of a registered protocol."""
+
+    source: str
+    #: Any profile of the library: its points are the device's points, in order.
+    profile: str
+    device_class: Literal["cabinet", "lamp", "gauge", "meter"] = "gauge"
 
 
 class MqttDeviceConfig(Located):
@@ -453,6 +474,10 @@ class StreetsenseConfig(_Strict):
     meters: list[MeterConfig] = []
     mqtt_devices: list[MqttDeviceConfig] = []
     listeners: list[ListenerConfig] = []
+    #: Modules that register push protocols (imported before the config is checked).
+    protocol_packages: list[str] = []
+    sources: list[SourceEntry] = []
+    source_devices: list[SourceDeviceConfig] = []
     sl651_stations: list[Sl651StationConfig] = []
     rules: list[RuleConfig] = []
     alarms: AlarmsConfig = AlarmsConfig()
@@ -471,10 +496,18 @@ class StreetsenseConfig(_Strict):
 class LoadedConfig:
     """A validated configuration with the profiles it refers to."""
 
-    def __init__(self, config: StreetsenseConfig, profiles: ProfileLibrary, path: Path) -> None:
+    def __init__(
+        self,
+        config: StreetsenseConfig,
+        profiles: ProfileLibrary,
+        path: Path,
+        sources: list[tuple[PushProtocol, SourceConfig]] | None = None,
+    ) -> None:
         self.config = config
         self.profiles = profiles
         self.path = path
+        #: Each push source with its protocol and its config as the protocol validated it.
+        self.sources = sources or []
 
     @property
     def data_dir(self) -> Path:
@@ -535,8 +568,8 @@ def parse_config(raw: object, path: Path) -> LoadedConfig:
         (Path(d) if Path(d).is_absolute() else path.parent / d) for d in config.profile_dirs
     ]
     profiles = ProfileLibrary.load(extra_dirs)
-    _check_references(config, profiles, file)
-    return LoadedConfig(config, profiles, path)
+    sources = _check_references(config, profiles, file)
+    return LoadedConfig(config, profiles, path, sources)
 
 
 def load_config(path: Path) -> LoadedConfig:
@@ -566,7 +599,9 @@ class _Problems:
             raise ConfigError(first.file, first.key, first.reason, more)
 
 
-def _check_references(config: StreetsenseConfig, profiles: ProfileLibrary, file: str) -> None:
+def _check_references(
+    config: StreetsenseConfig, profiles: ProfileLibrary, file: str
+) -> list[tuple[PushProtocol, SourceConfig]]:
     problems = _Problems(file)
     links: dict[str, LinkConfig] = {}
     endpoints: dict[str, str] = {}
@@ -674,7 +709,65 @@ def _check_references(config: StreetsenseConfig, profiles: ProfileLibrary, file:
             )
     _check_meters(config, profiles, problems, claim_id)
     _check_params(config, profiles, problems)
+    sources = _check_sources(config, profiles, problems, claim_id)
     problems.raise_any()
+    return sources
+
+
+def _check_sources(
+    config: StreetsenseConfig,
+    profiles: ProfileLibrary,
+    problems: _Problems,
+    claim_id: Callable[[str, str], None],
+) -> list[tuple[PushProtocol, SourceConfig]]:
+    """Import the protocol packages, then check each source against its protocol's model."""
+    for i, module in enumerate(config.protocol_packages):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            problems.add(f"protocol_packages[{i}]", f"cannot import {module!r}: {exc}")
+    checked: list[tuple[PushProtocol, SourceConfig]] = []
+    ids: set[str] = set()
+    for i, entry in enumerate(config.sources):
+        key = f"sources[{i}] ({entry.id})"
+        if entry.id in ids:
+            problems.add(f"{key}.id", "source id used twice")
+        ids.add(entry.id)
+        protocol = push_protocol(entry.protocol)
+        if protocol is None:
+            known = ", ".join(push_protocol_names()) or "none registered"
+            problems.add(f"{key}.protocol", f"unknown protocol {entry.protocol!r} (known: {known})")
+            continue
+        try:
+            checked.append((protocol, protocol.config.model_validate(entry.model_dump())))
+        except ValidationError as exc:
+            for err in exc.errors():
+                where = ".".join(str(part) for part in err["loc"])
+                problems.add(f"{key}.{where}", err["msg"])
+    for i, device in enumerate(config.source_devices):
+        key = f"source_devices[{i}] ({device.id})"
+        claim_id(device.id, f"{key}.id")
+        if device.source not in ids:
+            problems.add(f"{key}.source", f"unknown source {device.source!r}")
+        profile = any_profile(profiles, device.profile)
+        if profile is None:
+            problems.add(f"{key}.profile", f"unknown profile {device.profile!r}")
+        elif getattr(profile, "device_class", device.device_class) != device.device_class:
+            problems.add(
+                f"{key}.profile",
+                f"profile {device.profile} is not a {device.device_class} profile",
+            )
+    return checked
+
+
+def any_profile(profiles: ProfileLibrary, name: str) -> AnyProfile | None:
+    """The named profile of any protocol's format, or None."""
+    return (
+        profiles.get(name)
+        or profiles.mqtt.get(name)
+        or profiles.sl651.get(name)
+        or profiles.dlt645.get(name)
+    )
 
 
 def _check_meters(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-from controller.config import LampConfig, LoadedConfig, Located
+from controller.config import LampConfig, LoadedConfig, Located, any_profile
 from drivers.device_plan import SELF, DevicePlan, SubDevice, plan_device
 from drivers.dlt645.profile import MeterPlan, plan_meter
 from drivers.profile import AnyProfile, DeviceProfile
@@ -168,6 +168,23 @@ class Registry:
             self.sl651_stations.setdefault(station.listener, []).append(
                 (added.index, station.station.upper(), int(station.password, 16))
             )
+        #: Devices of each push source, by source id (device indices).
+        self.source_devices: dict[str, list[int]] = {}
+        for reporting in cfg.source_devices:
+            reported = any_profile(library, reporting.profile)
+            assert reported is not None  # checked with the config
+            added = self._add(
+                Device(
+                    0,
+                    reporting.id,
+                    reporting.device_class,
+                    reported,
+                    reporting,
+                    reporting.source,
+                    0,
+                )
+            )
+            self.source_devices.setdefault(reporting.source, []).append(added.index)
         self.by_id = {d.id: d for d in self.devices}
         self._children: dict[int, list[Device]] = {}
         for d in self.devices:

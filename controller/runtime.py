@@ -27,6 +27,7 @@ from controller.station_reports import StationReports
 from controller.telemetry.pipeline import TelemetryPipeline
 from drivers.sl651.encoding import ENCODINGS
 from drivers.sl651.listener import Sl651Listener, StationKey
+from drivers.sources import SourceDevice
 
 
 class Controller:
@@ -69,6 +70,9 @@ class Controller:
             for cfg in loaded.config.listeners
         ]
         self.station_commands = StationCommands(self.registry, self.listeners, self.audit)
+        self.sources = [
+            protocol.build(cfg, self._source_devices(cfg.id)) for protocol, cfg in loaded.sources
+        ]
         schedules = loaded.config.schedules
         self.overrides = OverrideStore(loaded.data_path(schedules.db_path))
         self.schedules = ScheduleRunner(
@@ -91,6 +95,18 @@ class Controller:
         self.running = False
         #: When :meth:`start` began polling (for health: the first polls take a while).
         self.started_at: float | None = None
+
+    def _source_devices(self, source: str) -> list[SourceDevice]:
+        """The devices a push source serves, each with its health record."""
+        return [
+            SourceDevice(
+                index,
+                self.registry.devices[index].id,
+                tuple(p.name for p in self.registry.devices[index].points),
+                self.poller.health[index],
+            )
+            for index in self.registry.source_devices.get(source, [])
+        ]
 
     def _build_cases(self, loaded: LoadedConfig) -> None:
         cfg = loaded.config.cases
@@ -152,10 +168,13 @@ class Controller:
         self.running = True
 
     async def start_listeners(self) -> None:
-        """Open the ports that stations dial in to."""
+        """Open the ports that stations dial in to, and start every push source."""
         for listener in self.listeners:
             async with opening(f"the {listener.id} listener on {listener.host}:{listener.port}"):
                 await listener.start()
+        for source in self.sources:
+            async with opening(f"the push source {source.id}"):
+                await source.start(self.poller.push)
 
     async def start_schedules(self) -> None:
         """Put lights into their scheduled state and keep them on schedule."""
@@ -171,6 +190,8 @@ class Controller:
         await self.commands.stop()
         for listener in self.listeners:
             await listener.stop()
+        for source in self.sources:
+            await source.stop()
         await self.station_commands.stop()
         await self.poller.stop()
         if self._stores_open:
