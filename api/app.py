@@ -13,7 +13,14 @@ from starlette.exceptions import HTTPException
 
 from api.auth import AuthThrottle, TicketSigner
 from api.body_limits import BodyLimits
-from api.errors import COMMON, declared, http_refusal, invalid_request
+from api.errors import (
+    COMMON,
+    REFUSAL_KINDS,
+    declared,
+    domain_refusal,
+    http_refusal,
+    invalid_request,
+)
 from api.events import EventHub
 from api.keys import ApiKeyStore
 from api.rate_limit import RateLimiter
@@ -88,6 +95,8 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
     )
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(HTTPException, http_refusal)
+    for kind in REFUSAL_KINDS:
+        app.add_exception_handler(kind, domain_refusal)
     app.include_router(devices.router)
     app.include_router(links.router)
     app.include_router(stations.router)

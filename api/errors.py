@@ -8,6 +8,7 @@ own shape instead: ``[{"code": 404, "description": "why"}]``, whoever raised it
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import Request
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from api.open311_format import error, format_of
+from drivers.errors import Conflict, Invalid, NeedsConfirmation, NotFound, RateLimited
 
 OPEN311_PREFIX = "/open311/"
 
@@ -86,6 +88,42 @@ def open311_path(path: str) -> bool:
 
 def _open311(request: Request) -> bool:
     return open311_path(request.url.path)
+
+
+#: The HTTP status of each kind of domain error: the only place the two meet.
+_STATUS_OF_KIND: tuple[tuple[type[Exception], int], ...] = (
+    (NotFound, 404),
+    (Conflict, 409),
+    (Invalid, 422),
+    (NeedsConfirmation, 428),
+    (RateLimited, 429),
+)
+
+
+#: The domain errors a route may let through to be answered as refusals.
+REFUSAL_KINDS = tuple(kind for kind, _ in _STATUS_OF_KIND)
+
+
+def status_of(exc: Exception) -> int:
+    """The HTTP status a domain error stands for (400 for a kind not listed)."""
+    for kind, status in _STATUS_OF_KIND:
+        if isinstance(exc, kind):
+            return status
+    return 400
+
+
+def as_http(exc: Exception) -> HTTPException:
+    """A domain error as the HTTP refusal it stands for, its reason as the detail."""
+    headers = None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    return HTTPException(status_of(exc), getattr(exc, "reason", str(exc)), headers=headers)
+
+
+async def domain_refusal(request: Request, exc: Exception) -> Response:
+    """A domain error of one of the :data:`REFUSAL_KINDS` that a route lets through,
+    answered as its kind's 4xx in the shape of the path."""
+    return await http_refusal(request, as_http(exc))
 
 
 async def http_refusal(request: Request, exc: Exception) -> Response:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from api.keys import Principal, Role
+from drivers.errors import Invalid
 
 #: scrypt cost: about 16 MB and some tens of milliseconds per try on a small server.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
@@ -37,7 +38,7 @@ USERNAME = re.compile(r"^[a-z][a-z0-9._-]{1,31}$")
 SESSION_KEY_PREFIX = "user:"
 
 
-class UserError(ValueError):
+class UserError(Invalid, ValueError):
     """A user that cannot be created or changed so (the reason is for people)."""
 
 

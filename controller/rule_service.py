@@ -127,12 +127,10 @@ class RuleService:
         self.flood_watch: FloodWatch | None = None
         if cfg.flood_watch is not None:
             self.flood_watch = FloodWatch(cfg.flood_watch, loaded, registry, poller, self.manager)
-            self.manager.subscribe(self.flood_watch.on_notice)
             self.stats.storms = self.flood_watch.storms
         self._prefix = None
         if cfg.mqtt is not None:
             self._prefix = f"{cfg.mqtt.topic_prefix}/{cfg.site.city}/alarms"
-            self.manager.subscribe(self._publish)
         self._sweep_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         # Devices by the poll target that reads them, until each target's first poll.
@@ -169,7 +167,8 @@ class RuleService:
         )
 
     async def start(self) -> None:
-        """Load open alarms, seed the engine with them, start listening to the poller."""
+        """Load open alarms, seed the engine with them, start the comm-loss sweep; the
+        composition root then subscribes :meth:`on_batch` to the poller."""
         for alarm in await self.manager.start():
             if not alarm.active:
                 continue
@@ -189,7 +188,6 @@ class RuleService:
         pushed = np.array([d for d in range(len(self.registry)) if d not in polled], np.int64)
         self.engine.start_grace(pushed, self.engine.clock())
         await asyncio.to_thread(self.warm_up)
-        self.poller.subscribe(self.on_batch)
         self._sweep_task = asyncio.create_task(self._sweep_loop(), name="rules:comm-loss")
 
     async def on_batch(self, batch: ReadingBatch) -> None:
@@ -216,7 +214,8 @@ class RuleService:
                 if len(comm):
                     await self.manager.apply(comm)
 
-    async def _publish(self, notice: AlarmNotice) -> None:
+    async def publish(self, notice: AlarmNotice) -> None:
+        """Publish an alarm transition on its MQTT topic (retained), if MQTT is configured."""
         if self.telemetry.mqtt is None or self._prefix is None:
             return
         alarm = notice.alarm

@@ -151,12 +151,29 @@ class Controller:
                 await self.cases.start()
             active = {fault_key(a): a for a in self.rules.manager.list() if a.active and a.case}
             await self.cases.resume_verification(active)
-            # After the rules' subscriptions: a batch's alarms are known when it is counted.
-            self.rules.manager.subscribe(self.cases.on_alarm)
-            self.poller.subscribe(self.cases.on_batch)
+            self._wire_flow()
             if self.webhook is not None:
                 self.webhook.start()
             self._stores_open = True
+
+    def _wire_flow(self) -> None:
+        """The flow of data, in the order correctness depends on (docs/architecture.md).
+
+        Batches go to the latest values first (subscribed at construction, so a
+        controller used without its stores still answers reads), then the sinks, then
+        the rules, then case verification: a batch's alarms are known when cases
+        count it. Alarm notices go to flood watch (storm mode changes poll rates
+        before anyone reads the alarm), the MQTT alarm topics, cases; the API adds
+        its live event stream last.
+        """
+        self.poller.subscribe(self.telemetry.on_batch)
+        self.poller.subscribe(self.rules.on_batch)
+        self.poller.subscribe(self.cases.on_batch)
+        manager = self.rules.manager
+        if self.rules.flood_watch is not None:
+            manager.subscribe(self.rules.flood_watch.on_notice)
+        manager.subscribe(self.rules.publish)
+        manager.subscribe(self.cases.on_alarm)
 
     async def start(self) -> None:
         """Start telemetry, then polling, then the schedules."""

@@ -17,6 +17,7 @@ from functools import partial
 
 from controller.control.audit import Actor, AuditEntry, AuditLog
 from controller.registry import Registry
+from drivers.errors import NotFound
 from drivers.sl651.body import Observation
 from drivers.sl651.downlink import (
     Downlink,
@@ -50,7 +51,7 @@ OUTCOMES = {
 }
 
 
-class UnknownStation(KeyError):
+class UnknownStation(NotFound):
     """No SL651 station has that id."""
 
 
@@ -100,7 +101,7 @@ class StationCommands:
         """The listener and station address of a station; UnknownStation if there is none."""
         found = self._listener_of.get(device_id)
         if found is None:
-            raise UnknownStation(device_id)
+            raise UnknownStation(f"no SL651 station {device_id!r}")
         return found
 
     def stations(self) -> list[str]:

@@ -1,4 +1,12 @@
-"""Errors that a person has to act on: bad configuration or profiles, and link failures."""
+"""The errors of streetsense: one root, the kinds a caller acts on, config and link errors.
+
+Every error streetsense raises on purpose derives from :class:`StreetsenseError`.
+Errors a person's request can meet are one of five kinds (:class:`NotFound`,
+:class:`Conflict`, :class:`Invalid`, :class:`NeedsConfirmation`,
+:class:`RateLimited`); a domain error names its kind by inheriting from it, and
+the API maps the kind to an HTTP status in one place (``api/app.py``), so no
+HTTP code lives below the API.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +16,39 @@ from typing import Any
 from pydantic import ValidationError
 
 
-class ConfigError(Exception):
+class StreetsenseError(Exception):
+    """The root of every error streetsense raises on purpose; ``reason`` is for people."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class NotFound(StreetsenseError):
+    """What the request names does not exist."""
+
+
+class Conflict(StreetsenseError):
+    """The request does not fit the current state (an acknowledged alarm acknowledged again)."""
+
+
+class Invalid(StreetsenseError):
+    """The request itself is wrong (a value out of range, an unknown name)."""
+
+
+class NeedsConfirmation(StreetsenseError):
+    """The request would have a large effect: send it again confirmed."""
+
+
+class RateLimited(StreetsenseError):
+    """Too many requests; ``retry_after`` seconds until the next is taken."""
+
+    def __init__(self, reason: str, retry_after: float) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class ConfigError(StreetsenseError):
     """A configuration or profile file is wrong: names the file, the key and the reason."""
 
     def __init__(self, file: str, key: str, reason: str, more: Sequence[ConfigError] = ()) -> None:
@@ -21,7 +61,7 @@ class ConfigError(Exception):
             self._line(file, key, reason),
             *(self._line(m.file, m.key, m.reason) for m in more),
         ]
-        super().__init__("\n".join(lines))
+        Exception.__init__(self, "\n".join(lines))
 
     @staticmethod
     def _line(file: str, key: str, reason: str) -> str:
@@ -78,7 +118,7 @@ def invalid_file(file: str, exc: ValidationError, raw: Any) -> ConfigError:
     return ConfigError(file, key, reason, [ConfigError(file, k, r) for k, r in more])
 
 
-class LinkError(Exception):
+class LinkError(StreetsenseError):
     """A request on a link did not give a usable answer."""
 
     kind = "error"

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from drivers.errors import Conflict
 from rules import kernels as K
 from rules.config import LEVEL_NAMES, AlarmsConfig, RuleConfig, Severity, ThresholdRule
 from rules.engine import RuleEvents
@@ -144,8 +145,8 @@ def _finite_or_none(x: float) -> float | None:
     return None if x != x else x
 
 
-class AlarmError(Exception):
-    """An operator action that does not fit the alarm's state (HTTP 409)."""
+class AlarmError(Conflict):
+    """An operator action that does not fit the alarm's state."""
 
 
 class AlarmManager:

@@ -24,6 +24,7 @@ from controller.cases.webhook import WebhookSender
 from controller.config import parse_config
 from controller.control.audit import Actor
 from controller.registry import Registry
+from drivers.errors import Conflict, Invalid
 from rules.alarms import Alarm, AlarmNotice, Condition
 from tests.conftest import free_port
 
@@ -121,14 +122,14 @@ async def test_the_whole_loop_with_return_extension_and_rework(
 
     with pytest.raises(CaseError) as skip:
         await step(CaseAction.DISPATCH)
-    assert skip.value.status == 409 and "awaiting_acceptance" in skip.value.reason
+    assert isinstance(skip.value, Conflict) and "awaiting_acceptance" in skip.value.reason
     await step(CaseAction.ACCEPT)
     await step(CaseAction.FILE)
     dispatched = await step(CaseAction.DISPATCH)
     assert dispatched.department == "江城区照明所"
     with pytest.raises(CaseError) as no_note:
         await step(CaseAction.RETURN, CREW)
-    assert no_note.value.status == 422 and "needs a note" in no_note.value.reason
+    assert isinstance(no_note.value, Invalid) and "needs a note" in no_note.value.reason
     await step(CaseAction.RETURN, CREW, note="cable fault: power bureau's line")
     again = await step(CaseAction.DISPATCH, department="供电局江城分局")
     assert again.department == "供电局江城分局" and again.return_count == 1

@@ -15,6 +15,7 @@ from controller.cases.stages import CaseAction
 from controller.config import LoadedConfig
 from controller.control.audit import Actor
 from controller.runtime import Controller
+from drivers.errors import Conflict, Invalid
 from simulators.faults import FaultKind, FaultSpec, RainEvent, Scenario
 from simulators.fleet import SimulatedCity
 from tests.test_rules_e2e import city_doc, cycles
@@ -172,13 +173,13 @@ async def test_a_case_cannot_be_closed_by_hand_under_a_live_fault_and_a_forced_c
         await svc.transition(case.id, TransitionRequest(CaseAction.START_VERIFICATION), centre)
         with pytest.raises(CaseError) as refused:
             await svc.transition(case.id, TransitionRequest(CaseAction.PASS_VERIFICATION), centre)
-        assert refused.value.status == 409
+        assert isinstance(refused.value, Conflict)
         assert "still active" in refused.value.reason and "force" in refused.value.reason
         with pytest.raises(CaseError) as no_note:
             await svc.transition(
                 case.id, TransitionRequest(CaseAction.PASS_VERIFICATION, force=True), centre
             )
-        assert no_note.value.status == 422
+        assert isinstance(no_note.value, Invalid)
         note = "lamp replaced; controller fault logged separately"
         for action in (CaseAction.PASS_VERIFICATION, CaseAction.CLOSE):
             await svc.transition(case.id, TransitionRequest(action, note, force=True), centre)

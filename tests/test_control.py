@@ -16,6 +16,7 @@ from controller.control.dispatcher import CommandRefused, CommandRequest, Comman
 from controller.control.selector import GroupSelector
 from controller.control.writes import Action
 from controller.runtime import Controller
+from drivers.errors import NeedsConfirmation, NotFound
 from simulators.faults import FaultKind, FaultSpec
 from simulators.fleet import SimulatedCity
 from tests.conftest import free_port
@@ -205,7 +206,7 @@ async def test_large_switch_off_needs_confirm_and_unknown_targets_are_refused(
         road = GroupSelector(road="东风路")  # 12 lamps on two cabinets: over the limit of 10
         with pytest.raises(CommandRefused) as refused:
             await controller.commands.submit(CommandRequest(Action.CIRCUIT_OFF, road), ENGINEER)
-        assert refused.value.status == 428
+        assert isinstance(refused.value, NeedsConfirmation)
         assert "puts out 12 lamps" in refused.value.reason
         assert city.cabinets["CAB-A"].circuit_cmd == [True] * 4  # nothing was sent
         # Switching on never needs a confirm.
@@ -217,7 +218,7 @@ async def test_large_switch_off_needs_confirm_and_unknown_targets_are_refused(
             await controller.commands.submit(
                 CommandRequest(Action.CIRCUIT_ON, GroupSelector(cabinets=["NOPE"])), ENGINEER
             )
-        assert unknown.value.status == 404
+        assert isinstance(unknown.value, NotFound)
         entries = await controller.audit.query(AuditQuery())
         assert [e.outcome for e in entries] == ["refused", "confirmed", "refused"]
         assert "no cabinet 'NOPE'" in entries[0].reason

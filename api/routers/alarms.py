@@ -11,7 +11,7 @@ from api.auth import AlarmOperator, read_guard
 from api.deps import ControllerDep
 from api.schemas import AlarmOut, FloodWatchOut, OutOfServiceIn, ShelveIn, utc
 from drivers.device_class import DeviceClass
-from rules.alarms import Alarm, AlarmError, AlarmManager, severity_rank
+from rules.alarms import Alarm, AlarmManager, severity_rank
 
 router = APIRouter(prefix="/alarms", tags=["alarms"], dependencies=[Depends(read_guard("alarms"))])
 
@@ -115,13 +115,10 @@ def get_alarm(alarm_id: int, controller: ControllerDep) -> AlarmOut:
 async def acknowledge(alarm_id: int, controller: ControllerDep, who: AlarmOperator) -> AlarmOut:
     """Acknowledge an alarm (engineer, dispatcher, flood duty, admin)."""
     _open(controller, alarm_id)
-    try:
-        return alarm_out(
-            await controller.rules.manager.acknowledge(alarm_id, who.name),
-            controller.rules.manager,
-        )
-    except AlarmError as exc:
-        raise HTTPException(409, str(exc)) from exc
+    return alarm_out(
+        await controller.rules.manager.acknowledge(alarm_id, who.name),
+        controller.rules.manager,
+    )
 
 
 @router.post("/{alarm_id}/shelve", response_model=AlarmOut)
@@ -140,13 +137,10 @@ async def shelve(
 async def unshelve(alarm_id: int, controller: ControllerDep, who: AlarmOperator) -> AlarmOut:
     """End shelving now."""
     _open(controller, alarm_id)
-    try:
-        return alarm_out(
-            await controller.rules.manager.unshelve(alarm_id, who.name),
-            controller.rules.manager,
-        )
-    except AlarmError as exc:
-        raise HTTPException(409, str(exc)) from exc
+    return alarm_out(
+        await controller.rules.manager.unshelve(alarm_id, who.name),
+        controller.rules.manager,
+    )
 
 
 @router.post("/{alarm_id}/out-of-service", response_model=AlarmOut)

@@ -12,8 +12,8 @@ from api.bounds import Offset
 from api.deps import ControllerDep
 from api.keys import Principal
 from api.schemas import AssetGroupOut, ImportRejectOut, ImportReportOut
-from controller.assets.importer import ImportFormatError, parse_csv, parse_geojson
-from controller.assets.model import AssetInvalid, PoleAsset, check_against_site
+from controller.assets.importer import parse_csv, parse_geojson
+from controller.assets.model import PoleAsset, check_against_site
 from controller.assets.store import AssetFilter, dump_geojson
 
 router = APIRouter(prefix="/assets", tags=["assets"], dependencies=[Depends(read_guard("assets"))])
@@ -76,10 +76,7 @@ async def get_asset(pole_id: str, controller: ControllerDep) -> PoleAsset:
 
 
 def _checked(asset: PoleAsset, controller: ControllerDep) -> PoleAsset:
-    try:
-        check_against_site(asset, controller.registry)
-    except AssetInvalid as exc:
-        raise HTTPException(422, str(exc)) from exc
+    check_against_site(asset, controller.registry)
     return asset
 
 
@@ -123,18 +120,16 @@ async def import_assets(
     if len(data) > MAX_IMPORT_BYTES:
         raise HTTPException(413, f"import larger than {MAX_IMPORT_BYTES // 2**20} MB")
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    try:
-        if kind in ("text/csv", "application/csv"):
-            # Parsing a large file off the event loop: polling and rules go on meanwhile.
-            report = await asyncio.to_thread(parse_csv, data, controller.registry)
-        elif kind in ("application/geo+json", "application/json"):
-            report = await asyncio.to_thread(parse_geojson, data, controller.registry)
-        else:
-            raise HTTPException(
-                415, "send text/csv or application/geo+json (a GeoJSON FeatureCollection)"
-            )
-    except ImportFormatError as exc:
-        raise HTTPException(422, str(exc)) from exc
+    # Parsing a large file off the event loop: polling and rules go on meanwhile. A file
+    # that cannot be read at all is Invalid (422); bad rows are rejects in the report.
+    if kind in ("text/csv", "application/csv"):
+        report = await asyncio.to_thread(parse_csv, data, controller.registry)
+    elif kind in ("application/geo+json", "application/json"):
+        report = await asyncio.to_thread(parse_geojson, data, controller.registry)
+    else:
+        raise HTTPException(
+            415, "send text/csv or application/geo+json (a GeoJSON FeatureCollection)"
+        )
     existing = await controller.assets.exists([a.pole_id for a in report.accepted])
     if not dry_run:
         await controller.assets.put(report.accepted)

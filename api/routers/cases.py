@@ -20,7 +20,7 @@ from api.schemas import (
     WebhookStatusOut,
 )
 from controller.cases.exchange import CaseExport, CaseRecord, CaseWithHistory, TransitionRecord
-from controller.cases.service import CaseError, NewCase, TransitionRequest
+from controller.cases.service import NewCase, TransitionRequest
 from controller.cases.stages import CaseAction
 from controller.cases.statistics import CaseGroupBy, case_report
 from controller.control.audit import Actor
@@ -45,10 +45,6 @@ CENTRE_ACTIONS = {
 
 def _actor(principal: Principal) -> Actor:
     return Actor(principal.name, principal.key_id, principal.role.value)
-
-
-def _fail(exc: CaseError) -> HTTPException:
-    return HTTPException(exc.status, exc.reason)
 
 
 @router.get("", response_model=list[CaseRecord])
@@ -81,10 +77,7 @@ async def list_cases(
 async def report_case(body: CaseIn, controller: ControllerDep, principal: CaseWorker) -> CaseRecord:
     """Report a case (inspector or hotline); it awaits acceptance by the command centre."""
     new = NewCase(**body.model_dump(), reporter=principal.name)
-    try:
-        row = await controller.cases.open_case(new, _actor(principal))
-    except CaseError as exc:
-        raise _fail(exc) from exc
+    row = await controller.cases.open_case(new, _actor(principal))
     return CaseRecord.from_row(row)
 
 
@@ -174,10 +167,7 @@ def webhook_status(controller: ControllerDep, _principal: Supervisor) -> Webhook
 @router.get("/{case_id}", response_model=CaseDetailOut)
 async def get_case(case_id: RowId, controller: ControllerDep, reader: Reader) -> CaseDetailOut:
     """A case with every transition (and, for dispatchers and admins, who to call back)."""
-    try:
-        row = await controller.cases.get(case_id)
-    except CaseError as exc:
-        raise _fail(exc) from exc
+    row = await controller.cases.get(case_id)
     history = await controller.cases.history(case_id)
     return CaseDetailOut(
         **CaseRecord.from_row(row).model_dump(),
@@ -227,8 +217,5 @@ async def act_on_case(
         due_at=body.due_at.timestamp() if body.due_at else None,
         force=body.force,
     )
-    try:
-        row = await controller.cases.transition(case_id, request, _actor(principal))
-    except CaseError as exc:
-        raise _fail(exc) from exc
+    row = await controller.cases.transition(case_id, request, _actor(principal))
     return CaseRecord.from_row(row)

@@ -29,7 +29,7 @@ from api.schemas import (
     utc,
 )
 from controller.control.audit import Actor, AuditEntry, AuditQuery
-from controller.control.dispatcher import Command, CommandRefused, CommandRequest
+from controller.control.dispatcher import Command, CommandRequest
 from controller.control.writes import Action
 from controller.runtime import Controller
 
@@ -122,10 +122,7 @@ async def _submit(
         reason = f"rate limit: too many commands from this key; retry in {retry_after:.0f}s"
         await dispatcher.refuse(command, actor, "api", reason)
         raise HTTPException(429, reason, headers={"Retry-After": str(math.ceil(retry_after))})
-    try:
-        accepted = await dispatcher.submit(command, actor, "api")
-    except CommandRefused as exc:
-        raise HTTPException(exc.status, exc.reason) from exc
+    accepted = await dispatcher.submit(command, actor, "api")
     response.headers["Location"] = f"/commands/{accepted.id}"
     return command_out(accepted)
 

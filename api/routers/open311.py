@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from api.auth import read_guard
 from api.bounds import row_id
 from api.deps import ControllerDep
-from api.errors import GeoReportError, declared
+from api.errors import GeoReportError, declared, status_of
 from api.open311_format import Format, answer, error
 from controller.cases.db import CaseRow
 from controller.cases.open311 import STAGES_OF_STATUS, definition, service, service_request
@@ -191,7 +191,7 @@ async def get_request(
     try:
         row = await controller.cases.get(wanted)
     except CaseError as exc:
-        return error(fmt, exc.status, exc.reason)
+        return error(fmt, status_of(exc), exc.reason)
     return answer(fmt, "requests", [await _as_request(controller, row)])
 
 

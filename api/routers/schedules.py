@@ -226,7 +226,7 @@ async def create_override(
         controller.commands.check(probe)
     except CommandRefused as exc:
         await controller.commands.refuse(probe, actor, "override", exc.reason)
-        raise HTTPException(exc.status, exc.reason) from exc
+        raise
     starts = body.starts_at.timestamp() if body.starts_at else now
     expires = body.expires_at.timestamp()
     if expires <= now:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Request
 from api.auth import Admin, users
 from api.keys import Role
 from api.schemas import UserCreateIn, UserOut, UserUpdateIn, utc
-from api.users import UserError, UserInfo
+from api.users import UserInfo
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,7 @@ def create_user(body: UserCreateIn, request: Request, admin: Admin) -> UserOut:
     store = users(request)
     if store.get(body.username) is not None:
         raise HTTPException(409, f"user {body.username!r} already exists")
-    try:
-        user = store.create(body.username, body.name, Role(body.role), body.password)
-    except UserError as exc:
-        raise HTTPException(422, str(exc)) from None
+    user = store.create(body.username, body.name, Role(body.role), body.password)
     log.warning("%s created user %s (%s)", admin.name, user.username, user.role.value)
     return user_out(user)
 
@@ -62,8 +59,6 @@ def update_user(username: str, body: UserUpdateIn, request: Request, admin: Admi
         )
     except KeyError:
         raise HTTPException(404, f"no user {username!r}") from None
-    except UserError as exc:
-        raise HTTPException(422, str(exc)) from None
     changed = ", ".join(
         k for k, v in body.model_dump().items() if v is not None and k != "password"
     )

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from controller.assets.model import AssetInvalid, PoleAsset, check_against_site
 from controller.registry import Registry
+from drivers.errors import Invalid
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class ImportReport:
     rejected: list[RejectedRow] = field(default_factory=list)
 
 
-class ImportFormatError(ValueError):
+class ImportFormatError(Invalid, ValueError):
     """The file as a whole cannot be read (not CSV with a header, not GeoJSON)."""
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from controller.config import CabinetConfig
 from controller.registry import Registry
+from drivers.errors import Invalid
 
 PoleId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=64)]
 
@@ -47,7 +48,7 @@ class PoleAsset(BaseModel):
         return None if value == "" else value
 
 
-class AssetInvalid(ValueError):
+class AssetInvalid(Invalid, ValueError):
     """An asset that contradicts the installed site."""
 
 

@@ -34,6 +34,7 @@ from controller.cases.stages import CaseAction, Stage, TransitionRefused, next_s
 from controller.cases.titles import case_title, fault_words
 from controller.control.audit import Actor
 from controller.registry import Registry
+from drivers.errors import Conflict, Invalid, NotFound, StreetsenseError
 from drivers.readings import ReadingBatch
 from rules.alarms import Alarm, AlarmNotice, severity_rank
 
@@ -43,13 +44,20 @@ SYSTEM = Actor("streetsense", "", "system")
 TELEMETRY = Actor("telemetry", "", "system")
 
 
-class CaseError(Exception):
-    """A case request that cannot be done; ``status`` is the HTTP status that fits."""
+class CaseError(StreetsenseError):
+    """A case request that cannot be done."""
 
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+
+class CaseNotFound(CaseError, NotFound):
+    """No case of that id."""
+
+
+class CaseConflict(CaseError, Conflict):
+    """The case's stage or its fault does not allow the action now."""
+
+
+class CaseInvalid(CaseError, Invalid):
+    """The request lacks what the action needs (a note, a department, a later due time)."""
 
 
 @dataclass
@@ -170,7 +178,7 @@ class CaseService:
             elif kind in category.rule_kinds:
                 return category
         if fallback is None:
-            raise CaseError(422, f"no case category for {device_class} alarms of kind {kind}")
+            raise CaseInvalid(f"no case category for {device_class} alarms of kind {kind}")
         return fallback
 
     def time_limit(self, category: str, severity: str) -> float:
@@ -201,7 +209,7 @@ class CaseService:
         async with self.db.session() as session:
             row = await session.get(CaseRow, case_id)
         if row is None:
-            raise CaseError(404, f"no case {case_id}")
+            raise CaseNotFound(f"no case {case_id}")
         return row
 
     async def history(self, case_id: int) -> list[TransitionRow]:
@@ -278,8 +286,8 @@ class CaseService:
     async def open_case(self, new: NewCase, actor: Actor) -> CaseRow:
         """Record a reported case, awaiting acceptance."""
         if new.category not in self.categories:
-            raise CaseError(
-                422, f"unknown category {new.category!r} (known: {', '.join(self.categories)})"
+            raise CaseInvalid(
+                f"unknown category {new.category!r} (known: {', '.join(self.categories)})"
             )
         category = self.categories[new.category]
         now = self.clock()
@@ -552,7 +560,7 @@ class CaseService:
             Stage.UNDER_VERIFICATION.value: [],
         }.get(row.stage)
         if path is None:
-            raise CaseError(409, f"case {case_id} is {row.stage}: a person has to move it first")
+            raise CaseConflict(f"case {case_id} is {row.stage}: a person has to move it first")
         if row.stage != Stage.UNDER_VERIFICATION.value:
             path.append(CaseAction.START_VERIFICATION)
         path += [CaseAction.PASS_VERIFICATION, CaseAction.CLOSE]
@@ -567,12 +575,12 @@ class CaseService:
         async with self._lock, self.db.session() as session:
             row = await session.get(CaseRow, case_id)
             if row is None:
-                raise CaseError(404, f"no case {case_id}")
+                raise CaseNotFound(f"no case {case_id}")
             before = Stage(row.stage)
             try:
                 after = next_stage(before, request.action)
             except TransitionRefused as exc:
-                raise CaseError(409, str(exc)) from exc
+                raise CaseConflict(str(exc)) from exc
             self._refuse_under_live_fault(row, request, actor)
             details = self._apply(row, request)
             if request.force and request.action in ENDING_ACTIONS:
@@ -617,21 +625,20 @@ class CaseService:
             return
         alarm = self._active[row.fault_key]
         if not request.force:
-            raise CaseError(
-                409,
+            raise CaseConflict(
                 f"the fault is still active ({fault_words(alarm)} on {alarm.device}): "
                 "wait for it to clear, or give force with a note saying why; "
                 "a forced close opens a new case at the next poll that still sees it",
             )
         if not request.note:
-            raise CaseError(422, f"a forced {request.action.value} needs a note saying why")
+            raise CaseInvalid(f"a forced {request.action.value} needs a note saying why")
 
     def _apply(self, row: CaseRow, request: TransitionRequest) -> dict[str, Any]:
         now = self.clock()
         action = request.action
         details: dict[str, Any] = {}
         if action in (CaseAction.REJECT, CaseAction.RETURN, CaseAction.EXTEND) and not request.note:
-            raise CaseError(422, f"{action.value} needs a note saying why")
+            raise CaseInvalid(f"{action.value} needs a note saying why")
         if action is CaseAction.ACCEPT:
             row.accepted_at = now
         elif action is CaseAction.FILE:
@@ -641,7 +648,7 @@ class CaseService:
                 row.category, row.grid, row.department
             )
             if not department:
-                raise CaseError(422, "no department: give one, or add a routing rule")
+                raise CaseInvalid("no department: give one, or add a routing rule")
             row.department = department
             row.dispatched_at = now
             details["department"] = department
@@ -657,11 +664,11 @@ class CaseService:
             row.verified_at = None
         elif action is CaseAction.CLOSE:
             if row.verified_at is None:
-                raise CaseError(409, "cannot close: verification has not passed")
+                raise CaseConflict("cannot close: verification has not passed")
             row.closed_at = now
         elif action is CaseAction.EXTEND:
             if request.due_at is None or row.due_at is None or request.due_at <= row.due_at:
-                raise CaseError(422, "extend needs due_at later than the current due time")
+                raise CaseInvalid("extend needs due_at later than the current due time")
             details["previous_due_at"] = row.due_at
             row.due_at = request.due_at
             row.extension_count += 1

@@ -35,7 +35,7 @@ from controller.control.writes import (
     plan_commands,
 )
 from controller.registry import Registry
-from drivers.errors import LinkError
+from drivers.errors import Invalid, LinkError, NeedsConfirmation, NotFound, StreetsenseError
 from drivers.links import ModbusLink
 from drivers.priority_lock import Priority
 from drivers.tasks import cancel_until_done
@@ -96,13 +96,20 @@ class Command:
         return out
 
 
-class CommandRefused(Exception):
-    """A command that is not carried out; ``status`` is the HTTP status that fits."""
+class CommandRefused(StreetsenseError):
+    """A command that is not carried out (the refusal is audited)."""
 
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+
+class CommandTargetUnknown(CommandRefused, NotFound):
+    """The command names a cabinet, circuit or lamp that is not installed."""
+
+
+class CommandInvalid(CommandRefused, Invalid):
+    """The command cannot be carried out as asked (an empty group, no such control)."""
+
+
+class CommandNeedsConfirmation(CommandRefused, NeedsConfirmation):
+    """The command puts out more lamps than may go without a confirmation."""
 
 
 @dataclass(frozen=True)
@@ -237,16 +244,17 @@ class CommandDispatcher:
                 dark = len(lamps)
             units = plan_commands(self.registry, request.action, circuits, lamps, request.dim)
         except (UnknownTarget, NotControllable) as exc:
-            raise CommandRefused(404 if isinstance(exc, UnknownTarget) else 422, str(exc)) from exc
+            if isinstance(exc, UnknownTarget):
+                raise CommandTargetUnknown(str(exc)) from exc
+            raise CommandInvalid(str(exc)) from exc
         if not keys:
-            raise CommandRefused(422, f"the group ({request.selector.describe()}) is empty")
+            raise CommandInvalid(f"the group ({request.selector.describe()}) is empty")
         if (
             request.action.switches_off
             and dark > self.config.confirm_above_lamps
             and not request.confirm
         ):
-            raise CommandRefused(
-                428,
+            raise CommandNeedsConfirmation(
                 f"this puts out {dark} lamps (more than {self.config.confirm_above_lamps}); "
                 "send it again with confirm: true",
             )

@@ -201,7 +201,8 @@ class TelemetryPipeline:
         return self._influx_reader
 
     async def start(self) -> None:
-        """Open stores, start deliveries (replaying spools), subscribe to the poller."""
+        """Open stores, start deliveries (replaying spools); the composition root then
+        subscribes :meth:`on_batch` to the poller."""
         if self.store_sink is not None:
             await self.store_sink.start()
             self._tasks.append(asyncio.create_task(self._prune_loop(), name="embedded:prune"))
@@ -211,7 +212,6 @@ class TelemetryPipeline:
             await self.mqtt.start()
         if self.mqtt_listener is not None:
             self.mqtt_listener.start()
-        self.poller.subscribe(self.on_batch)
 
     async def on_batch(self, batch: ReadingBatch) -> None:
         """Hand one batch to every destination, side by side; each fails alone."""
