@@ -38,7 +38,7 @@ from controller.config import LoadedConfig, WireConfig
 from controller.poller import Poller
 from controller.registry import PollTarget
 from controller.runtime import Controller
-from drivers.device_plan import DevicePlan, block_point_address
+from drivers.modbus.device_plan import DevicePlan, block_point_address
 from drivers.profile import DeviceProfile, Table
 from simulators.fast_responder import WireModel
 

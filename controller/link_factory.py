@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from controller.config import LinkConfig
-from drivers.links import (
+from drivers.modbus.links import (
     LinkTiming,
     ModbusLink,
     ModbusRtuOverTcpLink,

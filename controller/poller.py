@@ -21,14 +21,14 @@ import numpy as np
 
 from controller.config import PollingConfig
 from controller.registry import PollTarget, Registry
-from drivers.codec import decode_fields
-from drivers.device_plan import DevicePlan
 from drivers.dlt645.codec import FrameError, decode_value
 from drivers.dlt645.profile import MeterPlan
 from drivers.dlt645.reader import MeterRefused, read_di
 from drivers.errors import LinkError, LinkGarbled
 from drivers.health import DeviceHealth
-from drivers.links import ModbusLink
+from drivers.modbus.codec import decode_fields
+from drivers.modbus.device_plan import DevicePlan
+from drivers.modbus.links import ModbusLink
 from drivers.priority_lock import Priority
 from drivers.readings import Quality, ReadingBatch
 from drivers.tasks import cancel_until_done

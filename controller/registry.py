@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from controller.config import LampConfig, LoadedConfig, Located, any_profile
-from drivers.device_plan import SELF, DevicePlan, SubDevice, plan_device
 from drivers.dlt645.profile import MeterPlan, plan_meter
+from drivers.modbus.device_plan import SELF, DevicePlan, SubDevice, plan_device
 from drivers.profile import AnyProfile, DeviceProfile
 from rules.site import PointLike
 

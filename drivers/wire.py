@@ -4,7 +4,7 @@ The conversation is one asyncio protocol over a TCP socket or a serial port
 (pymodbus's serial transport): one request outstanding, the answer framed by
 its length, a timeout told apart from a garbled answer by whether any bytes
 came back. What a frame looks like is the framer's business (Modbus in
-:mod:`drivers.modbus_wire`, DL/T 645 in :mod:`drivers.dlt645.framer`).
+:mod:`drivers.modbus.wire`, DL/T 645 in :mod:`drivers.dlt645.framer`).
 """
 
 from __future__ import annotations

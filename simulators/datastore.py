@@ -19,8 +19,8 @@ import numpy as np
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
 
-from drivers.codec import EncodeError, decode_value, encode_value
-from drivers.device_plan import SELF, block_point_address
+from drivers.modbus.codec import EncodeError, decode_value, encode_value
+from drivers.modbus.device_plan import SELF, block_point_address
 from drivers.profile import (
     TIME_TABLE_ENTRY_WORDS,
     TIME_TABLE_UNUSED,

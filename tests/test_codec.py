@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from drivers.codec import FieldTable, decode_fields, decode_value, encode_value
+from drivers.modbus.codec import FieldTable, decode_fields, decode_value, encode_value
 from drivers.profile import DataType, Order, PointSpec, Table
 
 

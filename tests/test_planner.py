@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.device_plan import SubDevice, plan_device
-from drivers.planner import Slot, plan_reads
+from drivers.modbus.device_plan import SubDevice, plan_device
+from drivers.modbus.planner import Slot, plan_reads
 from drivers.profile import ProfileLibrary, Table
 
 HR = Table.HOLDING_REGISTER

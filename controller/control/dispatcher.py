@@ -36,7 +36,7 @@ from controller.control.writes import (
 )
 from controller.registry import Registry
 from drivers.errors import Invalid, LinkError, NeedsConfirmation, NotFound, StreetsenseError
-from drivers.links import ModbusLink
+from drivers.modbus.links import ModbusLink
 from drivers.priority_lock import Priority
 from drivers.tasks import cancel_until_done
 

@@ -14,9 +14,9 @@ from enum import StrEnum
 
 from controller.control.targets import CircuitTarget
 from controller.registry import Device, Registry
-from drivers.codec import decode_value, encode_value
-from drivers.device_plan import block_point_address
-from drivers.planner import ReadPlan, Slot, plan_reads
+from drivers.modbus.codec import decode_value, encode_value
+from drivers.modbus.device_plan import block_point_address
+from drivers.modbus.planner import ReadPlan, Slot, plan_reads
 from drivers.profile import DeviceProfile, PointSpec, Table
 
 #: Modbus limits per write request (function codes 15 and 16).

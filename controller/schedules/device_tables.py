@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from controller.schedules.timeline import PlannedStep
 from drivers.errors import LinkError
-from drivers.links import ModbusLink
+from drivers.modbus.links import ModbusLink
 from drivers.priority_lock import Priority
 from drivers.profile import TIME_TABLE_ENTRY_WORDS, TIME_TABLE_UNUSED, Table, TimeTableSpec
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from drivers.dlt645 import codec
 from drivers.dlt645.framer import framer_for
 from drivers.errors import LinkError, LinkGarbled
-from drivers.links import ModbusLink
+from drivers.modbus.links import ModbusLink
 from drivers.priority_lock import Priority
 
 #: Follow-up frames (12H) a meter may chain before the answer is taken as broken.

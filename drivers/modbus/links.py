@@ -5,7 +5,7 @@ a second request before the first is answered garbles both. So every request
 on a link goes through one lock; many links run concurrently.
 
 The wire is :mod:`drivers.wire` (one neutral conversation per connection);
-a line frames Modbus by default (:mod:`drivers.modbus_wire`: pymodbus builds
+a line frames Modbus by default (:mod:`drivers.modbus.wire`: pymodbus builds
 the frames, the exchange is ours, see there why), and a DL/T 645 meter on the
 same RS-485 line brings its own framer to :meth:`ModbusLink.exchange`. The
 policy is here: a device that is already
@@ -28,7 +28,7 @@ from pymodbus.transport.serialtransport import create_serial_connection
 
 from drivers.errors import DeviceException, LinkDown, LinkError, LinkGarbled, LinkTimeout
 from drivers.health import LinkHealth
-from drivers.modbus_wire import MbapFramer, RtuFramer, read_pdu, write_pdu
+from drivers.modbus.wire import MbapFramer, RtuFramer, read_pdu, write_pdu
 from drivers.priority_lock import Priority, PriorityLock
 from drivers.profile import Table
 from drivers.wire import Conversation, ConversationTimeout, Framer

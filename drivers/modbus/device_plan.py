@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from drivers.codec import FieldTable
-from drivers.planner import ReadPlan, Slot, plan_reads
+from drivers.modbus.codec import FieldTable
+from drivers.modbus.planner import ReadPlan, Slot, plan_reads
 from drivers.profile import DeviceProfile, PointSpec, ProfileLibrary
 
 #: ``owner`` value of fields that belong to the addressed device itself.

@@ -1,0 +1,1 @@
+"""Modbus: links (TCP, RTU over TCP, RTU serial), the register codec, read planning, the wire."""
