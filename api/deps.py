@@ -1,4 +1,5 @@
-"""FastAPI dependencies: the running controller, as an ``Annotated`` type."""
+"""FastAPI dependencies as ``Annotated`` types: the running controller, and the narrow
+parts of it a router works with (alarms, cases), so a route says what it touches."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from controller.cases.service import CaseService
 from controller.runtime import Controller
+from rules.alarms import AlarmManager
 
 
 def get_controller(request: Request) -> Controller:
@@ -16,3 +19,17 @@ def get_controller(request: Request) -> Controller:
 
 
 ControllerDep = Annotated[Controller, Depends(get_controller)]
+
+
+def get_alarms(controller: ControllerDep) -> AlarmManager:
+    """The alarm manager: open alarms and their lifecycle."""
+    return controller.rules.manager
+
+
+def get_cases(controller: ControllerDep) -> CaseService:
+    """The case service: cases and their workflow."""
+    return controller.cases
+
+
+AlarmsDep = Annotated[AlarmManager, Depends(get_alarms)]
+CasesDep = Annotated[CaseService, Depends(get_cases)]

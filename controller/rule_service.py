@@ -23,6 +23,7 @@ from controller.telemetry.mqtt import encode_messages
 from controller.telemetry.pipeline import TelemetryPipeline
 from controller.telemetry.spool import SpoolItem
 from drivers.readings import ReadingBatch
+from drivers.tasks import BackgroundTasks
 from rules import kernels as K
 from rules.alarms import Alarm, AlarmManager, AlarmNotice, alarm_payload
 from rules.compile import compile_rules
@@ -131,7 +132,7 @@ class RuleService:
         self._prefix = None
         if cfg.mqtt is not None:
             self._prefix = f"{cfg.mqtt.topic_prefix}/{cfg.site.city}/alarms"
-        self._sweep_task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks()
         self._lock = asyncio.Lock()
         # Devices by the poll target that reads them, until each target's first poll.
         self._awaiting_first_poll: dict[int, npt.NDArray[np.int64]] = {}
@@ -188,7 +189,7 @@ class RuleService:
         pushed = np.array([d for d in range(len(self.registry)) if d not in polled], np.int64)
         self.engine.start_grace(pushed, self.engine.clock())
         await asyncio.to_thread(self.warm_up)
-        self._sweep_task = asyncio.create_task(self._sweep_loop(), name="rules:comm-loss")
+        self._tasks.start(self._sweep_loop(), "rules:comm-loss")
 
     async def on_batch(self, batch: ReadingBatch) -> None:
         """Evaluate a batch and apply its alarm events."""
@@ -228,8 +229,5 @@ class RuleService:
 
     async def stop(self) -> None:
         """Stop the sweep and save alarms."""
-        if self._sweep_task is not None:
-            self._sweep_task.cancel()
-            await asyncio.gather(self._sweep_task, return_exceptions=True)
-            self._sweep_task = None
+        await self._tasks.stop()
         await self.manager.close()

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from api.auth import AlarmOperator, read_guard
-from api.deps import ControllerDep
+from api.deps import AlarmsDep, ControllerDep
 from api.schemas import AlarmOut, FloodWatchOut, OutOfServiceIn, ShelveIn, utc
 from drivers.device_class import DeviceClass
 from rules.alarms import Alarm, AlarmManager, severity_rank
@@ -55,7 +55,7 @@ def alarm_out(a: Alarm, manager: AlarmManager) -> AlarmOut:
 
 @router.get("", response_model=list[AlarmOut])
 def list_alarms(
-    controller: ControllerDep,
+    manager: AlarmsDep,
     state: Annotated[str | None, Query(description="e.g. active_unacknowledged, shelved")] = None,
     min_severity: Literal["low", "medium", "high", "urgent"] | None = None,
     device: str | None = None,
@@ -67,7 +67,6 @@ def list_alarms(
 ) -> list[AlarmOut]:
     """Open alarms, newest first, filtered."""
     out = []
-    manager = controller.rules.manager
     for a in manager.list():
         if (
             (state is None or manager.state_of(a) == state)
@@ -84,72 +83,67 @@ def list_alarms(
 
 
 @router.get("/flood-watch", response_model=FloodWatchOut)
-def flood_watch(controller: ControllerDep) -> FloodWatchOut:
+def flood_watch(controller: ControllerDep, manager: AlarmsDep) -> FloodWatchOut:
     """Areas whose gauges are in storm mode, and areas with an alarm flood."""
     return FloodWatchOut(
         storm_areas={
             k: datetime.fromtimestamp(v, tz=UTC) for k, v in controller.rules.stats.storms.items()
         },
-        alarm_floods={
-            k: datetime.fromtimestamp(v, tz=UTC) for k, v in controller.rules.manager.floods.items()
-        },
+        alarm_floods={k: datetime.fromtimestamp(v, tz=UTC) for k, v in manager.floods.items()},
     )
 
 
-def _open(controller: ControllerDep, alarm_id: int) -> None:
-    alarm = controller.rules.manager.by_id.get(alarm_id)
+def _open(manager: AlarmManager, alarm_id: int) -> None:
+    alarm = manager.by_id.get(alarm_id)
     if alarm is None or alarm.closed_at is not None:
         raise HTTPException(404, f"no open alarm {alarm_id}")
 
 
 @router.get("/{alarm_id}", response_model=AlarmOut)
-def get_alarm(alarm_id: int, controller: ControllerDep) -> AlarmOut:
+def get_alarm(alarm_id: int, manager: AlarmsDep) -> AlarmOut:
     """One alarm (open or closed, if this run knows it)."""
-    alarm = controller.rules.manager.by_id.get(alarm_id)
+    alarm = manager.by_id.get(alarm_id)
     if alarm is None:
         raise HTTPException(404, f"no alarm {alarm_id}")
-    return alarm_out(alarm, controller.rules.manager)
+    return alarm_out(alarm, manager)
 
 
 @router.post("/{alarm_id}/acknowledge", response_model=AlarmOut)
-async def acknowledge(alarm_id: int, controller: ControllerDep, who: AlarmOperator) -> AlarmOut:
+async def acknowledge(alarm_id: int, manager: AlarmsDep, who: AlarmOperator) -> AlarmOut:
     """Acknowledge an alarm (engineer, dispatcher, flood duty, admin)."""
-    _open(controller, alarm_id)
+    _open(manager, alarm_id)
     return alarm_out(
-        await controller.rules.manager.acknowledge(alarm_id, who.name),
-        controller.rules.manager,
+        await manager.acknowledge(alarm_id, who.name),
+        manager,
     )
 
 
 @router.post("/{alarm_id}/shelve", response_model=AlarmOut)
-async def shelve(
-    alarm_id: int, body: ShelveIn, controller: ControllerDep, who: AlarmOperator
-) -> AlarmOut:
+async def shelve(alarm_id: int, body: ShelveIn, manager: AlarmsDep, who: AlarmOperator) -> AlarmOut:
     """Shelve an alarm for a while: still evaluated, not announced."""
-    _open(controller, alarm_id)
+    _open(manager, alarm_id)
     return alarm_out(
-        await controller.rules.manager.shelve(alarm_id, who.name, body.minutes),
-        controller.rules.manager,
+        await manager.shelve(alarm_id, who.name, body.minutes),
+        manager,
     )
 
 
 @router.post("/{alarm_id}/unshelve", response_model=AlarmOut)
-async def unshelve(alarm_id: int, controller: ControllerDep, who: AlarmOperator) -> AlarmOut:
+async def unshelve(alarm_id: int, manager: AlarmsDep, who: AlarmOperator) -> AlarmOut:
     """End shelving now."""
-    _open(controller, alarm_id)
+    _open(manager, alarm_id)
     return alarm_out(
-        await controller.rules.manager.unshelve(alarm_id, who.name),
-        controller.rules.manager,
+        await manager.unshelve(alarm_id, who.name),
+        manager,
     )
 
 
 @router.post("/{alarm_id}/out-of-service", response_model=AlarmOut)
 async def out_of_service(
-    alarm_id: int, body: OutOfServiceIn, controller: ControllerDep, who: AlarmOperator
+    alarm_id: int, body: OutOfServiceIn, manager: AlarmsDep, who: AlarmOperator
 ) -> AlarmOut:
     """Take an alarm out of service (maintenance) or put it back."""
-    _open(controller, alarm_id)
-    manager = controller.rules.manager
+    _open(manager, alarm_id)
     return alarm_out(
         await manager.set_out_of_service(alarm_id, who.name, body.out_of_service), manager
     )

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from api.auth import DUTIES, Reader, Supervisor, may, read_guard, require
 from api.bounds import Offset, RowId
-from api.deps import ControllerDep
+from api.deps import CasesDep, ControllerDep
 from api.keys import Principal
 from api.schemas import (
     CaseActionIn,
@@ -49,7 +49,7 @@ def _actor(principal: Principal) -> Actor:
 
 @router.get("", response_model=list[CaseRecord])
 async def list_cases(
-    controller: ControllerDep,
+    cases: CasesDep,
     stage: str | None = None,
     category: str | None = None,
     department: str | None = None,
@@ -60,7 +60,7 @@ async def list_cases(
     offset: Offset = 0,
 ) -> list[CaseRecord]:
     """Cases, newest first."""
-    rows = await controller.cases.find(
+    rows = await cases.find(
         stage=stage,
         category=category,
         department=department,
@@ -74,10 +74,10 @@ async def list_cases(
 
 
 @router.post("", status_code=201, response_model=CaseRecord)
-async def report_case(body: CaseIn, controller: ControllerDep, principal: CaseWorker) -> CaseRecord:
+async def report_case(body: CaseIn, cases: CasesDep, principal: CaseWorker) -> CaseRecord:
     """Report a case (inspector or hotline); it awaits acceptance by the command centre."""
     new = NewCase(**body.model_dump(), reporter=principal.name)
-    row = await controller.cases.open_case(new, _actor(principal))
+    row = await cases.open_case(new, _actor(principal))
     return CaseRecord.from_row(row)
 
 
@@ -165,10 +165,10 @@ def webhook_status(controller: ControllerDep, _principal: Supervisor) -> Webhook
 
 
 @router.get("/{case_id}", response_model=CaseDetailOut)
-async def get_case(case_id: RowId, controller: ControllerDep, reader: Reader) -> CaseDetailOut:
+async def get_case(case_id: RowId, cases: CasesDep, reader: Reader) -> CaseDetailOut:
     """A case with every transition (and, for dispatchers and admins, who to call back)."""
-    row = await controller.cases.get(case_id)
-    history = await controller.cases.history(case_id)
+    row = await cases.get(case_id)
+    history = await cases.history(case_id)
     return CaseDetailOut(
         **CaseRecord.from_row(row).model_dump(),
         transitions=[TransitionRecord.from_row(t) for t in history],
@@ -193,7 +193,7 @@ async def act_on_case(
         "close",
         "extend",
     ],
-    controller: ControllerDep,
+    cases: CasesDep,
     principal: CaseWorker,
     body: CaseActionIn | None = None,
 ) -> CaseRecord:
@@ -217,5 +217,5 @@ async def act_on_case(
         due_at=body.due_at.timestamp() if body.due_at else None,
         force=body.force,
     )
-    row = await controller.cases.transition(case_id, request, _actor(principal))
+    row = await cases.transition(case_id, request, _actor(principal))
     return CaseRecord.from_row(row)

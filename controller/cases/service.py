@@ -36,6 +36,7 @@ from controller.control.audit import Actor
 from controller.registry import Registry
 from drivers.errors import Conflict, Invalid, NotFound, StreetsenseError
 from drivers.readings import ReadingBatch
+from drivers.tasks import BackgroundTasks
 from rules.alarms import Alarm, AlarmNotice, severity_rank
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ class CaseService:
         self._reopen: set[str] = set()
         self._retry: collections.deque[AlarmNotice] = collections.deque()
         self._hooks: list[TransitionHook] = []
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks()
         self._lock = asyncio.Lock()
 
     def on_transition(self, hook: TransitionHook) -> None:
@@ -155,14 +156,11 @@ class CaseService:
     async def start(self) -> None:
         """Open the database and start the overdue watch."""
         await self.db.open()
-        self._task = asyncio.create_task(self._overdue_loop(), name="cases:overdue")
+        self._tasks.start(self._overdue_loop(), "cases:overdue")
 
     async def stop(self) -> None:
         """Stop the overdue watch and close the database."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._tasks.stop()
         await self.db.close()
 
     # -- classification ---------------------------------------------------------------

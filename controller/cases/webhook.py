@@ -31,6 +31,7 @@ from sqlalchemy import func, select
 
 from controller.cases.config import WebhookConfig
 from controller.cases.db import CaseDatabase, OutboxRow
+from drivers.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +68,18 @@ class WebhookSender:
         self.clock = clock
         self.status = DeliveryStatus()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks()
         self._client: httpx.AsyncClient | None = None
         self._failures_in_row = 0
 
     def start(self) -> None:
         """Start delivering (pending rows from before a restart go first)."""
         self._client = httpx.AsyncClient(timeout=self.config.timeout)
-        self._task = asyncio.create_task(self._run(), name="cases:webhook")
+        self._tasks.start(self._run(), "cases:webhook")
 
     async def stop(self) -> None:
         """Stop; what is not delivered stays in the outbox for the next start."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._tasks.stop()
         if self._client is not None:
             await self._client.aclose()
             self._client = None

@@ -39,6 +39,7 @@ from controller.schedules.places import SchedulePlace, resolve_places
 from controller.schedules.timeline import PlannedStep, night_of, plan_night
 from drivers.errors import ConfigError
 from drivers.profile import DeviceProfile
+from drivers.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class ScheduleRunner:
         self._active: list[Override] = []
         self._override_places: dict[int, list[SchedulePlace]] = {}
         self._plans: dict[tuple[str, date], list[list[PlannedStep]]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks()
         self._last = 0.0
         self._wake = asyncio.Event()
         #: Set while the runner sleeps: everything due so far has been done.
@@ -217,19 +218,16 @@ class ScheduleRunner:
         await self._override_transitions(now)
         await self._restore_all(now)
         await self.push_tables(now)
-        self._task = asyncio.create_task(self._run(), name="schedules")
+        self._tasks.start(self._run(), "schedules")
 
     async def stop(self) -> None:
         """Stop the runner."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._tasks.stop()
         self.clock.stop()
 
     async def poke(self) -> None:
         """Act on what is due now and re-plan the next wake-up; return when done."""
-        if self._task is None or self._task.done():
+        if not self._tasks.running:
             return
         self._idle.clear()
         self._wake.set()

@@ -39,6 +39,7 @@ from controller.telemetry.schema import schema_for_registry
 from controller.telemetry.spool import DiskSpool, SpoolItem
 from controller.telemetry.store_sink import StoreSink
 from drivers.readings import ReadingBatch
+from drivers.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ class TelemetryPipeline:
         #: Devices with a communication state of their own (polled units, MQTT devices).
         self._state_devices = [t.device for t in registry.targets]
         self._state_devices += list(registry.mqtt_topics.values())
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = BackgroundTasks()
         #: Batches a sink raised on (a bug, not an outage: outages are spooled).
         self.sink_errors: dict[str, int] = {}
 
@@ -205,7 +206,7 @@ class TelemetryPipeline:
         subscribes :meth:`on_batch` to the poller."""
         if self.store_sink is not None:
             await self.store_sink.start()
-            self._tasks.append(asyncio.create_task(self._prune_loop(), name="embedded:prune"))
+            self._tasks.start(self._prune_loop(), "embedded:prune")
         if self.influx is not None:
             await self.influx.start()
         if self.mqtt is not None:
@@ -279,10 +280,7 @@ class TelemetryPipeline:
 
     async def stop(self, grace: float = 2.0) -> None:
         """Deliver what can go within ``grace`` (the rest stays spooled), close everything."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await self._tasks.stop()
         if self.mqtt_listener is not None:
             await self.mqtt_listener.stop()
         closing = [d.close(grace) for d in (self.influx, self.mqtt) if d is not None]
