@@ -12,9 +12,7 @@ import pytest
 import yaml
 
 from controller.config import LoadedConfig, load_config
-from simulators.servers import Influxd, PostgresServer, free_port
-
-__all__ = ["free_port"]
+from simulators.servers import Influxd, PostgresServer
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from typing import IO, Any
 import httpx
 import yaml
 
-from tests.conftest import free_port
+from simulators.servers import free_port
 
 ROOT = Path(__file__).parent.parent
 SIM_TOKEN = "test-simulator-token"

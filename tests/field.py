@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import free_port
+from simulators.servers import free_port
 
 
 def field_config(folder: Path, api_port: int, **sections: Any) -> Path:

@@ -11,10 +11,12 @@ import httpx
 
 from api.app import create_app
 from api.keys import ApiKeyStore, Role
+from controller.config import LoadedConfig
 from controller.runtime import Controller
 from drivers.profile import DataType, DeviceProfile
 from drivers.readings import ReadingBatch
 from simulators.faults import FaultBoard
+from simulators.fleet import SimulatedCity
 
 
 class FixedModel:
@@ -137,3 +139,13 @@ async def api_client(controller: Controller) -> AsyncIterator[httpx.AsyncClient]
     finally:
         app.state.keys.close()
         app.state.users.close()
+
+
+@asynccontextmanager
+async def city_with_controller(
+    loaded: LoadedConfig,
+) -> AsyncIterator[tuple[SimulatedCity, Controller]]:
+    """The simulated devices of a config, and a controller for it (polling on demand):
+    the devices start first and stop last, so the controller never sees them vanish."""
+    async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
+        yield city, controller

@@ -11,10 +11,8 @@ import httpx
 from api.app import create_app
 from api.keys import ApiKeyStore, Role
 from controller.config import LoadedConfig
-from controller.runtime import Controller
 from simulators.faults import FaultKind, FaultSpec
-from simulators.fleet import SimulatedCity
-from tests.helpers import reads_with
+from tests.helpers import city_with_controller, reads_with
 from tests.test_rules_e2e import city_doc, cycles
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
@@ -30,7 +28,7 @@ async def test_alarm_actions_need_the_right_role_and_statistics_count_them(
     viewer = keys.create("Zhou (viewer)", Role.VIEWER)
     engineer = keys.create("Wang (engineer)", Role.ENGINEER)
     keys.close()
-    async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
+    async with city_with_controller(loaded) as (city, controller):
         await controller.open_stores()
         app = create_app(controller, manage_controller=False)
         city.inject(FaultSpec(kind=FaultKind.CIRCUIT_CUT, device="CAB", circuit=2))

@@ -10,7 +10,7 @@ from api.keys import ApiKeyStore, Role
 from controller.config import LoadedConfig
 from controller.runtime import Controller
 from simulators.fleet import SimulatedCity
-from tests.helpers import api_client
+from tests.helpers import api_client, city_with_controller
 from tests.test_control import control_city
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
@@ -29,7 +29,7 @@ async def test_control_api_checks_roles_confirms_and_audits_every_command(
     engineer = {"Authorization": "Bearer " + keys.create("Chen Gong", Role.ENGINEER)}
     keys.close()
     off_road = {"action": "off", "targets": {"road": "东风路"}}
-    async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
+    async with city_with_controller(loaded) as (city, controller):
         await controller.open_stores()
         async with api_client(controller) as client:
             assert (await client.post("/control/circuits", json=off_road)).status_code == 401

@@ -26,7 +26,7 @@ from controller.control.audit import Actor
 from controller.registry import Registry
 from drivers.errors import Conflict, Invalid
 from rules.alarms import Alarm, AlarmNotice, Condition
-from tests.conftest import free_port
+from simulators.servers import free_port
 
 DISPATCHER = Actor("Huang (command centre)", "k1", "dispatcher")
 CREW = Actor("Liu (lighting crew)", "k2", "engineer")

@@ -18,6 +18,7 @@ from controller.runtime import Controller
 from drivers.errors import Conflict, Invalid
 from simulators.faults import FaultKind, FaultSpec, RainEvent, Scenario
 from simulators.fleet import SimulatedCity
+from tests.helpers import city_with_controller
 from tests.test_rules_e2e import city_doc, cycles
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
@@ -50,7 +51,7 @@ async def test_a_burnt_lamp_becomes_one_dispatched_case_closed_on_time_by_teleme
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
     loaded = write_config(case_city(tmp_path))
-    async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
+    async with city_with_controller(loaded) as (city, controller):
         await controller.open_stores()
         await cycles(controller, 2)
         assert await cases_of(controller) == []
@@ -98,7 +99,7 @@ async def test_a_cut_circuit_feeding_many_lamps_is_one_case(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
     loaded = write_config(case_city(tmp_path))
-    async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
+    async with city_with_controller(loaded) as (city, controller):
         await controller.open_stores()
         await cycles(controller, 2)
         city.inject(FaultSpec(kind=FaultKind.CIRCUIT_CUT, device="CAB", circuit=1))
@@ -161,7 +162,7 @@ async def test_a_case_cannot_be_closed_by_hand_under_a_live_fault_and_a_forced_c
     loaded = write_config(case_city(tmp_path))
     crew = Actor("Liu (lighting crew)", "k2", "engineer")
     centre = Actor("Huang (command centre)", "k1", "dispatcher")
-    async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
+    async with city_with_controller(loaded) as (city, controller):
         await controller.open_stores()
         await cycles(controller, 2)
         city.inject(FaultSpec(kind=FaultKind.LAMP_BURNT_OUT, device="CAB-L003"))

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port
+from simulators.servers import free_port
 from tests.demo_process import SIM_TOKEN, Demo, run_demo
 
 ROOT = Path(__file__).parent.parent

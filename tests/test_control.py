@@ -19,8 +19,8 @@ from controller.runtime import Controller
 from drivers.errors import NeedsConfirmation, NotFound
 from simulators.faults import FaultKind, FaultSpec
 from simulators.fleet import SimulatedCity
-from tests.conftest import free_port
-from tests.helpers import readings_by_device
+from simulators.servers import free_port
+from tests.helpers import city_with_controller, readings_by_device
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
 ENGINEER = Actor("Chen Gong", "k1", "engineer")
@@ -78,7 +78,7 @@ async def test_switching_a_circuit_moves_the_contactor_and_the_currents_follow(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
     loaded = write_config(control_city(tmp_path))
-    async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
+    async with city_with_controller(loaded) as (city, controller):
         await controller.open_stores()
         before = await read_city(controller)
         assert before["CAB-A"]["circuit1_current"] > 3.0  # six 150 W lamps
@@ -147,7 +147,7 @@ async def test_a_dead_cabinet_fails_its_part_without_delaying_the_rest(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
     loaded = write_config(control_city(tmp_path))
-    async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
+    async with city_with_controller(loaded) as (city, controller):
         await controller.open_stores()
         city.inject(FaultSpec(kind=FaultKind.DEVICE_SILENT, device="CAB-B"))
         started = time.monotonic()
@@ -176,7 +176,7 @@ async def test_a_contactor_that_does_not_follow_fails_with_what_it_reads(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
     loaded = write_config(control_city(tmp_path))
-    async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
+    async with city_with_controller(loaded) as (city, controller):
         await controller.open_stores()
         city.inject(FaultSpec(kind=FaultKind.CONTACTOR_FAIL, device="CAB-C", circuit=2))
         command = await controller.commands.execute(
@@ -201,7 +201,7 @@ async def test_large_switch_off_needs_confirm_and_unknown_targets_are_refused(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
     loaded = write_config(control_city(tmp_path))
-    async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
+    async with city_with_controller(loaded) as (city, controller):
         await controller.open_stores()
         road = GroupSelector(road="东风路")  # 12 lamps on two cabinets: over the limit of 10
         with pytest.raises(CommandRefused) as refused:
@@ -226,7 +226,7 @@ async def test_large_switch_off_needs_confirm_and_unknown_targets_are_refused(
 
 async def test_commands_go_ahead_of_queued_polls(tmp_path: Path, write_config: WriteConfig) -> None:
     loaded = write_config(control_city(tmp_path))
-    async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
+    async with city_with_controller(loaded) as (city, controller):
         await controller.open_stores()
         city.inject(FaultSpec(kind=FaultKind.SLOW, device="CAB-A", delay=0.1))
         targets = [t for t in controller.registry.targets if t.link == "dtu-a"]

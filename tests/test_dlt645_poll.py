@@ -16,7 +16,7 @@ from controller.runtime import Controller
 from drivers.errors import ConfigError
 from simulators.faults import FaultKind, FaultSpec
 from simulators.fleet import SimulatedCity
-from tests.conftest import free_port
+from simulators.servers import free_port
 from tests.helpers import readings_by_device
 
 

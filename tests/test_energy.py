@@ -15,7 +15,7 @@ import pytest
 from controller.config import LoadedConfig
 from controller.runtime import Controller
 from drivers.readings import ReadingBatch
-from tests.conftest import free_port
+from simulators.servers import free_port
 from tests.helpers import api_client
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]

@@ -14,10 +14,9 @@ from controller.control.audit import Actor
 from controller.control.dispatcher import CommandRequest, CommandStatus
 from controller.control.selector import GroupSelector
 from controller.control.writes import Action
-from controller.runtime import Controller
 from simulators.city_generator import generate_city
 from simulators.fast_responder import WireModel
-from simulators.fleet import SimulatedCity
+from tests.helpers import city_with_controller
 
 ENGINEER = Actor("test", "", "engineer")
 
@@ -47,7 +46,7 @@ def _city(tmp_path: Path, simulator: dict[str, Any], **more: Any) -> LoadedConfi
 
 async def test_the_fast_responder_serves_the_physics_images(tmp_path: Path) -> None:
     loaded = _city(tmp_path, {"responder": "fast"})
-    async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
+    async with city_with_controller(loaded) as (city, controller):
         assert city.fast is not None and not city._servers  # every link is a fast line
         batch = await controller.poller.poll_all_once()
         assert controller.poller.stats.failed_polls == 0
@@ -75,7 +74,7 @@ async def test_a_slow_contactor_is_confirmed_only_once_it_has_followed(tmp_path:
         {"responder": "fast", "contactor_delay_ms": [300, 300]},
         control={"confirm_interval": 0.05, "db_path": "control.db"},
     )
-    async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
+    async with city_with_controller(loaded) as (city, controller):
         await controller.open_stores()
         started = time.time()
         command = await controller.commands.execute(

@@ -25,8 +25,7 @@ from controller.logs import configure_logging
 from controller.runtime import Controller
 from controller.startup import listen_socket
 from simulators.fleet import SimulatedCity
-from simulators.servers import Prometheus
-from tests.conftest import free_port
+from simulators.servers import Prometheus, free_port
 from tests.helpers import api_client
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]

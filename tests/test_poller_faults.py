@@ -15,8 +15,14 @@ from controller.runtime import Controller
 from drivers.readings import ReadingBatch
 from simulators.faults import FaultKind, FaultSpec
 from simulators.fleet import SimulatedCity
-from tests.conftest import free_port
-from tests.helpers import FixedModel, chosen_values, readings_by_device, three_transport_links
+from simulators.servers import free_port
+from tests.helpers import (
+    FixedModel,
+    chosen_values,
+    city_with_controller,
+    readings_by_device,
+    three_transport_links,
+)
 
 TIMEOUT = 0.3
 
@@ -216,7 +222,7 @@ async def test_a_garbled_cabinet_costs_one_retry_not_one_per_request(
         }
     ]
     loaded = write_config(doc)
-    async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
+    async with city_with_controller(loaded) as (city, controller):
         target = controller.registry.targets[0]
         health = controller.links[link].health
         before = health.requests

@@ -14,7 +14,7 @@ from controller.config import LoadedConfig, parse_config
 from controller.runtime import Controller
 from simulators.faults import FaultKind, FaultSpec, RainEvent, Scenario
 from simulators.fleet import SimulatedCity
-from tests.conftest import free_port
+from simulators.servers import free_port
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
 INTERVAL = 0.2

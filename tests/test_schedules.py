@@ -27,7 +27,7 @@ from drivers.errors import ConfigError
 from drivers.profile import Table
 from rules.astro import sun_times
 from simulators.fleet import SimulatedCity
-from tests.conftest import free_port
+from simulators.servers import free_port
 from tests.helpers import api_client
 from tests.test_rules_e2e import cycles
 

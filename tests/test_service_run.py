@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from controller.telemetry.embedded import stored_polls
-from tests.conftest import free_port
+from simulators.servers import free_port
 from tests.field import create_key, field_config, simulated_field, streetsense, wait_for_port
 
 

@@ -13,8 +13,8 @@ from controller.runtime import Controller
 from drivers.profile import Table
 from simulators.faults import FaultKind, FaultSpec, RainEvent, Scenario
 from simulators.fleet import SimulatedCity
-from tests.conftest import free_port
-from tests.helpers import readings_by_device
+from simulators.servers import free_port
+from tests.helpers import city_with_controller, readings_by_device
 
 
 def city_doc() -> dict[str, Any]:
@@ -80,7 +80,7 @@ async def test_switching_a_circuit_off_over_modbus_drops_its_current(
     write_config: Callable[[dict[str, Any]], LoadedConfig],
 ) -> None:
     loaded = write_config(city_doc())
-    async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
+    async with city_with_controller(loaded) as (city, controller):
         before = await poll(controller)
         cmd = loaded.profiles["sl-cabinet-4c"].point("circuit1_cmd")
         await controller.links["dtu"].write(1, Table.COIL, cmd.address, [0])
@@ -120,7 +120,7 @@ async def test_cut_cable_leaves_circuit_commanded_on_with_no_current(
     write_config: Callable[[dict[str, Any]], LoadedConfig],
 ) -> None:
     loaded = write_config(city_doc())
-    async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
+    async with city_with_controller(loaded) as (city, controller):
         city.inject(FaultSpec(kind=FaultKind.CIRCUIT_CUT, device="CAB-1", circuit=1))
         city.inject(FaultSpec(kind=FaultKind.LAMP_BURNT_OUT, device="CAB-1-L014"))
         seen = await poll(controller)

@@ -21,8 +21,8 @@ from drivers.sl651.crc import crc16
 from drivers.sl651.listener import StationKey
 from simulators.faults import RainEvent, Scenario
 from simulators.fleet import SimulatedCity
+from simulators.servers import free_port
 from simulators.sl651_station import Sl651Station
-from tests.conftest import free_port
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
 TZ = ZoneInfo("Asia/Shanghai")

@@ -20,8 +20,8 @@ from drivers.sl651 import listener as listener_module
 from drivers.sl651.body import Report, encode_report, parse_report
 from drivers.sl651.downlink import Downlink, DownlinkState
 from drivers.sl651.listener import Sl651Listener, StationKey
+from simulators.servers import free_port
 from simulators.sl651_station import Sl651Station
-from tests.conftest import free_port
 from tests.helpers import api_client
 from tests.test_sl651 import station_city
 

@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from controller.config import LoadedConfig
-from controller.runtime import Controller
 from drivers.sl651.listener import ListenerStats, StationStats
 from simulators.faults import FaultKind, FaultSpec
-from simulators.fleet import SimulatedCity
-from tests.conftest import free_port
+from simulators.servers import free_port
+from tests.helpers import city_with_controller
 from tests.test_sl651 import station_city
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
@@ -33,7 +32,7 @@ async def test_station_faults_are_counted_and_reporting_resumes_after_them(
     doc = station_city(tmp_path, free_port())
     doc["sl651_stations"][0]["report_interval"] = 0.2
     loaded = write_config(doc)
-    async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
+    async with city_with_controller(loaded) as (city, controller):
         await controller.start()
         listener = controller.listeners[0]
         totals: ListenerStats = listener.stats

@@ -11,7 +11,7 @@ import pytest
 from drivers.sl651 import frame as fr
 from drivers.sl651.body import Report, encode_time
 from drivers.sl651.listener import Sl651Listener, StationKey
-from tests.conftest import free_port
+from simulators.servers import free_port
 
 TZ = ZoneInfo("Asia/Shanghai")
 STATION = "0012345678"

@@ -21,8 +21,7 @@ from controller.telemetry.influx import InfluxV1Writer
 from controller.telemetry.lineprotocol import escape_key, escape_string_field
 from drivers.readings import Quality, ReadingBatch
 from simulators.fleet import SimulatedCity
-from simulators.servers import Influxd, VictoriaMetrics
-from tests.conftest import free_port
+from simulators.servers import Influxd, VictoriaMetrics, free_port
 
 TRICKY_ROAD = "东风路 一段,北=侧"
 TRICKY_GRID = "grid 1,2=3"

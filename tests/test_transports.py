@@ -13,7 +13,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from controller.config import LoadedConfig
 from controller.runtime import Controller
 from simulators.fleet import SimulatedCity
-from tests.conftest import free_port
+from simulators.servers import free_port
 from tests.helpers import FixedModel, chosen_values, three_transport_links
 
 LAMPS_PER_CABINET = 3
