@@ -17,7 +17,8 @@ from sqlalchemy.engine import make_url
 
 from controller.cases.config import CasesConfig
 from controller.cases.db import CaseDatabase, CaseRow
-from controller.cases.service import CaseError, CaseService, NewCase, TransitionRequest
+from controller.cases.requests import CaseError, NewCase, TransitionRequest
+from controller.cases.service import CaseService
 from controller.cases.stages import CaseAction, Stage, TransitionRefused, next_stage
 from controller.cases.statistics import case_report, figures
 from controller.cases.webhook import WebhookSender

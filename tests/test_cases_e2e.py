@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from controller.cases.db import CaseRow
-from controller.cases.service import CaseError, TransitionRequest
+from controller.cases.requests import CaseError, TransitionRequest
 from controller.cases.stages import CaseAction
 from controller.config import LoadedConfig
 from controller.control.audit import Actor

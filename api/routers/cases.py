@@ -20,7 +20,7 @@ from api.schemas import (
     WebhookStatusOut,
 )
 from controller.cases.exchange import CaseExport, CaseRecord, CaseWithHistory, TransitionRecord
-from controller.cases.service import NewCase, TransitionRequest
+from controller.cases.requests import NewCase, TransitionRequest
 from controller.cases.stages import CaseAction
 from controller.cases.statistics import CaseGroupBy, case_report
 from controller.control.audit import Actor

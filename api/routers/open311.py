@@ -29,7 +29,7 @@ from api.errors import GeoReportError, declared, status_of
 from api.open311_format import Format, answer, error
 from controller.cases.db import CaseRow
 from controller.cases.open311 import STAGES_OF_STATUS, definition, service, service_request
-from controller.cases.service import CaseError, NewCase
+from controller.cases.requests import CaseError, NewCase
 from controller.control.audit import Actor
 from controller.runtime import Controller
 

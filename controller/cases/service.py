@@ -20,21 +20,30 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.cases.config import CaseCategory, CasesConfig
+from controller.cases.config import CasesConfig
 from controller.cases.db import CaseDatabase, CaseRow, OutboxRow, TransitionRow
 from controller.cases.exchange import CaseRecord
+from controller.cases.reads import CaseReads
+from controller.cases.requests import (
+    CaseConflict,
+    CaseError,
+    CaseInvalid,
+    CaseNotFound,
+    NewCase,
+    TransitionRequest,
+)
+from controller.cases.routing import CaseRouting
 from controller.cases.stages import CaseAction, Stage, TransitionRefused, next_stage
 from controller.cases.titles import case_title, fault_words
 from controller.control.audit import Actor
 from controller.registry import Registry
-from drivers.errors import Conflict, Invalid, NotFound, StreetsenseError
 from drivers.readings import ReadingBatch
 from drivers.tasks import BackgroundTasks
 from rules.alarms import Alarm, AlarmNotice, severity_rank
@@ -43,65 +52,6 @@ log = logging.getLogger(__name__)
 
 SYSTEM = Actor("streetsense", "", "system")
 TELEMETRY = Actor("telemetry", "", "system")
-
-
-class CaseError(StreetsenseError):
-    """A case request that cannot be done."""
-
-
-class CaseNotFound(CaseError, NotFound):
-    """No case of that id."""
-
-
-class CaseConflict(CaseError, Conflict):
-    """The case's stage or its fault does not allow the action now."""
-
-
-class CaseInvalid(CaseError, Invalid):
-    """The request lacks what the action needs (a note, a department, a later due time)."""
-
-
-@dataclass
-class NewCase:
-    """What is known of a case when it is reported."""
-
-    source: str
-    category: str
-    severity: str
-    title: str
-    description: str = ""
-    component_id: str = ""
-    device_id: str = ""
-    fault_key: str = ""
-    grid: str = ""
-    road: str = ""
-    district: str = ""
-    lat: float = 0.0
-    lon: float = 0.0
-    address: str = ""
-    admin_code: str = ""
-    street_code: str = ""
-    community_code: str = ""
-    media: list[str] = field(default_factory=list)
-    reporter: str = ""
-    #: Personal contact details of the citizen who reported it (see CaseRow.contact).
-    contact: dict[str, str] = field(default_factory=dict)
-    alarm_ids: list[int] = field(default_factory=list)
-    evidence: dict[str, Any] = field(default_factory=dict)
-    department: str = ""
-
-
-@dataclass(frozen=True)
-class TransitionRequest:
-    """An action on a case with what it needs."""
-
-    action: CaseAction
-    note: str = ""
-    department: str | None = None
-    assignee: str | None = None
-    due_at: float | None = None
-    #: close (or verify) a sensor case although its fault is still active; needs a note.
-    force: bool = False
 
 
 #: Actions a person may not take on a sensor case while its fault is still active
@@ -122,8 +72,8 @@ class _Clearing:
     polls: int = 0
 
 
-class CaseService:
-    """Opens, moves and verifies cases."""
+class CaseService(CaseReads):
+    """Opens, moves and verifies cases (and reads them: :class:`CaseReads`)."""
 
     def __init__(
         self,
@@ -139,6 +89,7 @@ class CaseService:
         self.evidence = evidence
         self.clock = clock
         self.categories = {c.id: c for c in config.categories}
+        self.routing = CaseRouting(config)
         self._clearing: dict[str, _Clearing] = {}
         # The active alarm of each fault with a case rule, so a person cannot close
         # a case under a live fault by mistake, and a forced close gets a new case.
@@ -162,122 +113,6 @@ class CaseService:
         """Stop the overdue watch and close the database."""
         await self._tasks.stop()
         await self.db.close()
-
-    # -- classification ---------------------------------------------------------------
-
-    def category_for(self, device_class: str, kind: str) -> CaseCategory:
-        """The category of an alarm of this device class and rule kind."""
-        fallback = None
-        for category in self.config.categories:
-            if category.device_class not in (None, device_class):
-                continue
-            if category.rule_kinds is None:
-                fallback = fallback or category
-            elif kind in category.rule_kinds:
-                return category
-        if fallback is None:
-            raise CaseInvalid(f"no case category for {device_class} alarms of kind {kind}")
-        return fallback
-
-    def time_limit(self, category: str, severity: str) -> float:
-        """Seconds a case may take: the most specific matching limit."""
-        best: tuple[int, float] | None = None
-        for limit in self.config.time_limits:
-            if limit.category not in (None, category) or limit.severity not in (None, severity):
-                continue
-            specificity = (limit.category is not None) * 2 + (limit.severity is not None)
-            if best is None or specificity > best[0]:
-                best = (specificity, limit.minutes * 60)
-        return best[1] if best else 2 * 86400.0
-
-    def department_for(self, category: str, grid: str, fallback: str = "") -> str:
-        """The responsible department from the routing table (first match), else ``fallback``."""
-        for rule in self.config.routing:
-            if rule.category not in (None, category):
-                continue
-            if rule.grid_prefix is not None and not grid.startswith(rule.grid_prefix):
-                continue
-            return rule.department
-        return fallback
-
-    # -- reading -------------------------------------------------------------------------
-
-    async def get(self, case_id: int) -> CaseRow:
-        """One case; 404 if there is none."""
-        async with self.db.session() as session:
-            row = await session.get(CaseRow, case_id)
-        if row is None:
-            raise CaseNotFound(f"no case {case_id}")
-        return row
-
-    async def history(self, case_id: int) -> list[TransitionRow]:
-        """A case's transitions, oldest first."""
-        async with self.db.session() as session:
-            result = await session.scalars(
-                select(TransitionRow)
-                .where(TransitionRow.case_id == case_id)
-                .order_by(TransitionRow.id)
-            )
-            return list(result)
-
-    async def find(
-        self,
-        stage: str | None = None,
-        category: str | None = None,
-        department: str | None = None,
-        grid: str | None = None,
-        source: str | None = None,
-        overdue: bool | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 100,
-        offset: int = 0,
-        stages: Collection[str] | None = None,
-        categories: Collection[str] | None = None,
-    ) -> list[CaseRow]:
-        """Cases matching every given filter, newest first (``stages``/``categories``: any of)."""
-        query = select(CaseRow)
-        if stages is not None:
-            query = query.where(CaseRow.stage.in_(list(stages)))
-        if categories is not None:
-            query = query.where(CaseRow.category.in_(list(categories)))
-        for column, value in (
-            (CaseRow.stage, stage),
-            (CaseRow.category, category),
-            (CaseRow.department, department),
-            (CaseRow.grid, grid),
-            (CaseRow.source, source),
-            (CaseRow.overdue, overdue),
-        ):
-            if value is not None:
-                query = query.where(column == value)
-        if since is not None:
-            query = query.where(CaseRow.reported_at >= since)
-        if until is not None:
-            query = query.where(CaseRow.reported_at < until)
-        query = query.order_by(CaseRow.id.desc()).limit(limit).offset(offset)
-        async with self.db.session() as session:
-            return list(await session.scalars(query))
-
-    async def open_counts(self) -> tuple[int, int]:
-        """How many cases are open, and how many of them are overdue."""
-        open_stages = [s.value for s in Stage if s.open]
-        async with self.db.session() as session:
-            rows = await session.execute(
-                select(CaseRow.overdue, func.count())
-                .where(CaseRow.stage.in_(open_stages))
-                .group_by(CaseRow.overdue)
-            )
-            by_flag = {bool(flag): int(n) for flag, n in rows.all()}
-        return sum(by_flag.values()), by_flag.get(True, 0)
-
-    async def due_between(self, start: float, end: float) -> list[CaseRow]:
-        """Cases whose time limit ends in ``[start, end)`` (the base of the rates)."""
-        async with self.db.session() as session:
-            result = await session.scalars(
-                select(CaseRow).where(CaseRow.due_at >= start).where(CaseRow.due_at < end)
-            )
-            return list(result)
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -318,7 +153,7 @@ class CaseService:
             reporter=new.reporter,
             contact=new.contact,
             reported_at=now,
-            due_at=now + self.time_limit(category.id, new.severity),
+            due_at=now + self.routing.time_limit(category.id, new.severity),
             updated_at=now,
         )
         async with self._lock, self.db.session() as session:
@@ -397,7 +232,7 @@ class CaseService:
             await self._join(existing, alarm)
             return
         device = self.registry.by_id.get(alarm.device)
-        category = self.category_for(alarm.device_class, alarm.kind)
+        category = self.routing.category_for(alarm.device_class, alarm.kind)
         evidence = await self.evidence(alarm) if self.evidence is not None else {}
         name = device.location.name if device is not None else ""
         new = NewCase(
@@ -461,10 +296,10 @@ class CaseService:
         and a title that says what it is now."""
         before = {"severity": row.severity, "due_at": row.due_at, "title": row.title}
         row.severity = alarm.severity
-        due = now + self.time_limit(row.category, alarm.severity)
+        due = now + self.routing.time_limit(row.category, alarm.severity)
         if row.due_at is None or due < row.due_at:
             row.due_at = due
-        category = self.category_for(alarm.device_class, alarm.kind)
+        category = self.routing.category_for(alarm.device_class, alarm.kind)
         row.title = case_title(category.name, alarm)
         note = f"escalated to {alarm.severity}: {fault_words(alarm)}"
         transition = await self._record(
@@ -642,7 +477,7 @@ class CaseService:
         elif action is CaseAction.FILE:
             row.filed_at = now
         elif action is CaseAction.DISPATCH:
-            department = request.department or self.department_for(
+            department = request.department or self.routing.department_for(
                 row.category, row.grid, row.department
             )
             if not department:
