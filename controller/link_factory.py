@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.config import LinkConfig
+from controller.device_config import LinkConfig
 from drivers.modbus.links import (
     LinkTiming,
     ModbusLink,

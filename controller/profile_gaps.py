@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from controller.config import CabinetConfig, LoadedConfig
+from controller.config import LoadedConfig
+from controller.device_config import CabinetConfig
 from controller.registry import Device, Registry
 from drivers.profile import DeviceProfile
 from rules.compile import selects

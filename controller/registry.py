@@ -15,7 +15,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-from controller.config import LampConfig, LoadedConfig, Located, any_profile
+from controller.config import LoadedConfig
+from controller.config_checks import any_profile
+from controller.device_config import LampConfig, Located
 from drivers.dlt645.profile import MeterPlan, plan_meter
 from drivers.modbus.device_plan import SELF, DevicePlan, SubDevice, plan_device
 from drivers.profile import AnyProfile, DeviceProfile

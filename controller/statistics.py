@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from controller.config import CabinetConfig
+from controller.device_config import CabinetConfig
 from controller.latest import LatestValues
 from controller.registry import Device, Registry
 from rules.alarms import Alarm

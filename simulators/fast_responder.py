@@ -29,7 +29,8 @@ import numpy as np
 from pymodbus.framer.rtu import FramerRTU
 from pymodbus.transport.serialtransport import create_serial_connection
 
-from controller.config import LinkConfig, WireConfig
+from controller.config import WireConfig
+from controller.device_config import LinkConfig
 from drivers.profile import Table
 from simulators.datastore import SimulatedUnit, UnitStore
 from simulators.dlt645_meter import SimulatedMeter, take_meter_frame

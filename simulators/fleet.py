@@ -23,7 +23,8 @@ from pymodbus import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import SimData, SimDevice
 
-from controller.config import LinkConfig, LoadedConfig, Located
+from controller.config import LoadedConfig
+from controller.device_config import LinkConfig, Located
 from drivers.sl651 import frame as fr
 from rules.astro import sun_times
 from simulators.datastore import SimulatedUnit, UnitStore

@@ -91,7 +91,8 @@ async def test_a_slow_contactor_is_confirmed_only_once_it_has_followed(tmp_path:
 
 
 def test_the_wire_model_counts_eleven_bits_a_character_at_8e1() -> None:
-    from controller.config import LinkConfig, WireConfig
+    from controller.config import WireConfig
+    from controller.device_config import LinkConfig
 
     wire = WireConfig(baudrate=9600, parity="E", dtu_rtt_ms=150)
     dtu = LinkConfig(id="d", kind="rtu_over_tcp", host="127.0.0.1", port=1)

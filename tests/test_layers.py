@@ -23,7 +23,7 @@ FORBIDDEN = {
     "simulators": {"api", "bench", "tests"},
 }
 #: Simulators read the site's config (to know which devices to play), never its services.
-SIMULATORS_MAY_USE = {"controller.config"}
+SIMULATORS_MAY_USE = {"controller.config", "controller.device_config"}
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:

@@ -17,8 +17,8 @@ from api.deps import ControllerDep
 from api.errors import COMMON, declared
 from api.svg import bar_chart
 from controller.cases.statistics import figures
-from controller.config import GaugeLevels
 from controller.control.audit import AuditQuery
+from controller.device_config import GaugeLevels
 from controller.statistics import Period, lighting_rates
 from controller.telemetry.flood_summary import BANDS, FloodSummary, summarize_flood
 from rules.alarms import Alarm

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from controller.config import CabinetConfig
+from controller.device_config import CabinetConfig
 from controller.registry import Registry
 from drivers.errors import Invalid
 

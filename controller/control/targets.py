@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.config import CabinetConfig
 from controller.control.selector import GroupSelector
+from controller.device_config import CabinetConfig
 from controller.registry import Device, Registry
 
 

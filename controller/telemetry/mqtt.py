@@ -27,8 +27,8 @@ from typing import Any
 import aiomqtt
 import numpy as np
 
-from controller.config import MqttConfig
 from controller.registry import Registry
+from controller.storage_config import MqttConfig
 from controller.telemetry.delivery import DeliveryError, RejectedPayload
 from controller.telemetry.lineprotocol import line_groups
 from drivers.health import DeviceHealth
