@@ -20,7 +20,7 @@ from controller.device_config import (
     ListenerConfig,
     Located,
 )
-from drivers.errors import ConfigError
+from drivers.errors import ConfigError, validation_problems
 from drivers.profile import AnyProfile, ProfileLibrary
 from drivers.sources import PushProtocol, SourceConfig, push_protocol, push_protocol_names
 
@@ -183,12 +183,12 @@ def _check_sources(
             known = ", ".join(push_protocol_names()) or "none registered"
             problems.add(f"{key}.protocol", f"unknown protocol {entry.protocol!r} (known: {known})")
             continue
+        raw = entry.model_dump()
         try:
-            checked.append((protocol, protocol.config.model_validate(entry.model_dump())))
+            checked.append((protocol, protocol.config.model_validate(raw)))
         except ValidationError as exc:
-            for err in exc.errors():
-                where = ".".join(str(part) for part in err["loc"])
-                problems.add(f"{key}.{where}", err["msg"])
+            for where, reason in validation_problems(exc, raw):
+                problems.add(f"{key}.{where}", reason)
     for i, device in enumerate(config.source_devices):
         key = f"source_devices[{i}] ({device.id})"
         claim_id(device.id, f"{key}.id")
