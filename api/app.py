@@ -47,7 +47,7 @@ from api.users import UserStore
 from controller.cases.db import CaseRow, TransitionRow
 from controller.control.dispatcher import Command
 from controller.runtime import Controller
-from rules.alarms import AlarmNotice, alarm_payload
+from rules.alarm_model import AlarmNotice, alarm_payload
 
 
 def create_app(controller: Controller, manage_controller: bool = True) -> FastAPI:

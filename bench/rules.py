@@ -32,7 +32,8 @@ from controller.config import load_config
 from controller.registry import Registry
 from drivers.readings import ReadingBatch
 from rules import kernels as K
-from rules.alarms import AlarmManager, AlarmNotice
+from rules.alarm_model import AlarmNotice
+from rules.alarms import AlarmManager
 from rules.compile import CompiledRules, compile_rules
 from rules.config import AlarmsConfig
 from rules.engine import RuleEngine

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from controller.sqlite_worker import SqliteWorker
-from rules.alarms import Alarm, Condition
+from rules.alarm_model import Alarm, Condition
 
 
 class AlarmStore:

@@ -25,7 +25,8 @@ from controller.telemetry.spool import SpoolItem
 from drivers.readings import ReadingBatch
 from drivers.tasks import BackgroundTasks
 from rules import kernels as K
-from rules.alarms import Alarm, AlarmManager, AlarmNotice, alarm_payload
+from rules.alarm_model import Alarm, AlarmNotice, alarm_payload
+from rules.alarms import AlarmManager
 from rules.compile import compile_rules
 from rules.config import FloodWatchConfig, RateRule, ThresholdRule
 from rules.engine import RuleEngine, RuleEvents

@@ -19,7 +19,7 @@ import numpy as np
 from controller.device_config import CabinetConfig
 from controller.latest import LatestValues
 from controller.registry import Device, Registry
-from rules.alarms import Alarm
+from rules.alarm_model import Alarm
 
 Period = Literal["day", "week", "month"]
 GroupBy = Literal["kind", "rule", "cabinet", "road", "grid", "district", "device_class"]

@@ -1,11 +1,8 @@
-"""Alarms in the ISA-18.2 style: lifecycle, dedup, chattering, floods, inhibition, persistence.
+"""The alarm lifecycle in the ISA-18.2 style: rule events become alarms, operators act on them.
 
-The condition state of an alarm is one of: normal (closed), active and
-unacknowledged, active and acknowledged, returned (condition gone) and
-unacknowledged. Orthogonal to it an alarm can be shelved (until a time),
-suppressed (by inhibition: its device is offline, or the circuit feeding a
-lamp is cut) or out of service. Shelved, suppressed and out-of-service
-alarms keep being evaluated and recorded, but do not notify.
+The model is in ``rules.alarm_model``, inhibition in ``rules.inhibition``,
+flood detection in ``rules.alarm_floods``; this module carries an alarm from
+raised through acknowledged, returned and cleared, and persists what changed.
 
 There is one open alarm per (rule, device, sub): a repeat updates its
 last-seen time and count. A higher level of a threshold alarm returns it to
@@ -14,139 +11,34 @@ unacknowledged and notifies again.
 
 from __future__ import annotations
 
-import collections
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
-from enum import StrEnum
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator
 
-from drivers.errors import Conflict
 from rules import kernels as K
+from rules.alarm_floods import AlarmFloodDetector
+from rules.alarm_model import (
+    SENSOR_FAULT,
+    Alarm,
+    AlarmError,
+    AlarmNotice,
+    AlarmStorage,
+    Condition,
+    NoticeHandler,
+)
 from rules.config import LEVEL_NAMES, AlarmsConfig, RuleConfig, Severity, ThresholdRule
 from rules.engine import RuleEvents
+from rules.inhibition import Inhibition
 from rules.site import Site
 
 log = logging.getLogger(__name__)
 
-SENSOR_FAULT = "sensor_fault"
-_SEVERITY_ORDER = ("low", "medium", "high", "urgent")
 #: Flood levels blue, yellow, orange, red map to these severities unless a rule says otherwise.
 _LEVEL_SEVERITY: tuple[Severity, ...] = ("low", "medium", "high", "urgent")
 
 
-class Condition(StrEnum):
-    """The condition part of an alarm's state."""
-
-    NORMAL = "normal"
-    ACTIVE_UNACK = "active_unacknowledged"
-    ACTIVE_ACK = "active_acknowledged"
-    RETURNED_UNACK = "returned_unacknowledged"
-
-
-@dataclass
-class Alarm:
-    """One alarm: what, where, how bad, and its history."""
-
-    id: int
-    rule: str
-    kind: str
-    device: str
-    device_class: str
-    sub: int
-    point: str
-    severity: str
-    level: int
-    level_name: str
-    condition: Condition
-    value: float | None
-    limit: float | None
-    raised_at: float
-    last_seen: float
-    count: int = 1
-    acked_at: float | None = None
-    acked_by: str | None = None
-    cleared_at: float | None = None
-    closed_at: float | None = None
-    shelved_until: float | None = None
-    shelved_by: str | None = None
-    suppressed_by: str | None = None
-    out_of_service: bool = False
-    chattering: bool = False
-    grid: str = ""
-    road: str = ""
-    district: str = ""
-    cabinet: str = ""
-    circuit: int | None = None
-    lat: float = 0.0
-    lon: float = 0.0
-    case: bool = False
-    transitions: list[float] = field(default_factory=list)
-
-    @property
-    def key(self) -> tuple[str, str, int]:
-        """What makes an alarm the same alarm: rule, device, sub."""
-        return (self.rule, self.device, self.sub)
-
-    @property
-    def active(self) -> bool:
-        """The condition holds now."""
-        return self.condition in (Condition.ACTIVE_UNACK, Condition.ACTIVE_ACK)
-
-    def state_at(self, now: float) -> str:
-        """The state an operator sees at ``now`` (the manager's clock, not the wall's):
-        the shelving/suppression overlay, else the condition."""
-        if self.out_of_service:
-            return "out_of_service"
-        if self.shelved_until is not None and self.shelved_until > now:
-            return "shelved"
-        if self.suppressed_by:
-            return "suppressed"
-        return self.condition.value
-
-    def notifies_at(self, now: float) -> bool:
-        """Whether a transition of this alarm is announced at ``now``."""
-        return self.state_at(now) not in ("out_of_service", "shelved", "suppressed")
-
-
-@dataclass(frozen=True)
-class AlarmNotice:
-    """A transition announced to subscribers (MQTT, cases, storm mode)."""
-
-    alarm: Alarm
-    transition: str  # raised, escalated, returned, cleared, acknowledged, shelved, ...
-
-
-NoticeHandler = Callable[[AlarmNotice], Awaitable[None]]
-
-
-class AlarmStorage(Protocol):
-    """Where the manager keeps alarms (the controller gives it a database)."""
-
-    async def open(self) -> list[Alarm]:
-        """Open the storage; returns the alarms that were open."""
-        ...
-
-    async def save(self, alarms: list[Alarm]) -> None:
-        """Insert or update these alarms."""
-        ...
-
-    async def next_id(self) -> int:
-        """One more than the highest id ever used."""
-        ...
-
-    async def close(self) -> None:
-        """Close the storage."""
-        ...
-
-
 def _finite_or_none(x: float) -> float | None:
     return None if x != x else x
-
-
-class AlarmError(Conflict):
-    """An operator action that does not fit the alarm's state."""
 
 
 class AlarmManager:
@@ -169,14 +61,9 @@ class AlarmManager:
         self.by_id: dict[int, Alarm] = {}
         self._next_id = 1
         self._handlers: list[NoticeHandler] = []
-        self._new_by_area: dict[str, collections.deque[float]] = {}
-        self.floods: dict[str, float] = {}
+        self._flood_detector = AlarmFloodDetector(cfg)
         self._dirty: dict[int, Alarm] = {}
-        #: Devices whose alarms are inhibited, and by what (comm loss, cut circuit).
-        self._offline: set[str] = set()
-        self._cut: set[tuple[str, int]] = set()
-        #: rule id -> rules whose alarms on the same device it inhibits.
-        self._inhibits = {r.id: set(r.inhibits) for r in rules if r.inhibits}
+        self.inhibition = Inhibition(rules, registry)
         #: Keys of open alarms per device: inhibition looks at one device, never at all alarms.
         self._open_by_device: dict[str, set[tuple[str, str, int]]] = {}
 
@@ -190,11 +77,13 @@ class AlarmManager:
         self._next_id = await self.store.next_id()
         for alarm in loaded:
             self._track(alarm)
-            if alarm.kind == "comm_loss" and alarm.active:
-                self._offline.add(alarm.device)
-            if alarm.kind == "circuit_break" and alarm.active:
-                self._cut.add((alarm.device, alarm.sub))
+            self.inhibition.seed(alarm)
         return loaded
+
+    @property
+    def floods(self) -> dict[str, float]:
+        """Areas in alarm flood now -> time of the new alarm that last kept them there."""
+        return self._flood_detector.floods
 
     def _describe(self, rule: RuleConfig | None, kind: str, level: int) -> tuple[str, str]:
         if rule is not None and isinstance(rule, ThresholdRule):
@@ -210,33 +99,23 @@ class AlarmManager:
             return name, severity
         return ("active" if level else "normal"), (rule.severity if rule else "medium")
 
-    def _inhibitor(self, device_index: int, kind: str, rule_id: str = "") -> str | None:
-        device = self.registry.devices[device_index]
-        if kind == "comm_loss":
-            return None
-        owner = self.registry.devices[device.parent].id if device.parent is not None else None
-        if device.id in self._offline:
-            return f"comm_loss:{device.id}"
-        if owner is not None and owner in self._offline:
-            return f"comm_loss:{owner}"
-        if (
-            owner is not None
-            and device.circuit is not None
-            and (owner, device.circuit) in self._cut
-        ):
-            return f"circuit_break:{owner}/{device.circuit}"
-        for key in self._open_by_device.get(device.id, ()):
-            other = self.open[key]
-            if other.active and rule_id in self._inhibits.get(other.rule, ()):
-                return f"{other.rule}:{device.id}"
-        return None
+    def _open_on(self, device_id: str) -> Iterator[Alarm]:
+        return (self.open[key] for key in self._open_by_device.get(device_id, ()))
+
+    def _inhibitor(self, device_index: int, kind: str, rule_id: str) -> str | None:
+        device_id = self.registry.devices[device_index].id
+        return self.inhibition.inhibitor(device_index, kind, rule_id, self._open_on(device_id))
 
     async def apply(self, events: RuleEvents) -> list[AlarmNotice]:
         """Apply rule events in time order; announce what should be announced."""
         notices: list[AlarmNotice] = []
         for i in range(len(events)):
             r = int(events.rule[i])
-            if r >= 0 and self.rules[r].id in self._inhibits and int(events.kind[i]) == K.EV_RULE:
+            if (
+                r >= 0
+                and self.inhibition.inhibits_others(self.rules[r].id)
+                and int(events.kind[i]) == K.EV_RULE
+            ):
                 inhibitor_device = self.registry.devices[int(events.device[i])].id
             else:
                 inhibitor_device = None
@@ -277,11 +156,9 @@ class AlarmManager:
         clean = _finite_or_none
         if kind == "comm_loss":
             # An offline cabinet also silences the lamps reached through it.
-            reached = [device.id, *(lamp.id for lamp in self.registry.lamps_of(d))]
-            self._set_inhibition(self._offline, device.id, level > 0, reached)
+            self._resuppress(self.inhibition.set_offline(d, level > 0))
         if kind == "circuit_break":
-            fed = [lamp.id for lamp in self.registry.lamps_of(d) if lamp.circuit == sub]
-            self._set_inhibition(self._cut, (device.id, sub), level > 0, fed)
+            self._resuppress(self.inhibition.set_cut(d, sub, level > 0))
         if level > 0:
             name, severity = self._describe(rule, kind, level)
             if alarm is None:
@@ -325,13 +202,6 @@ class AlarmManager:
             return self._note(alarm, "cleared", ts)
         alarm.condition = Condition.RETURNED_UNACK
         return self._note(alarm, "returned", ts)
-
-    def _set_inhibition(self, table: set[Any], key: Any, on: bool, affected: list[str]) -> None:
-        if on:
-            table.add(key)
-        else:
-            table.discard(key)
-        self._resuppress(affected)
 
     def _resuppress(self, device_ids: list[str]) -> None:
         """Recompute which open alarms of these devices are suppressed."""
@@ -397,27 +267,8 @@ class AlarmManager:
         )
         self._next_id += 1
         self._track(alarm)
-        self._count_new(alarm, ts)
+        self._flood_detector.count_new(alarm, ts)
         return alarm
-
-    def _count_new(self, alarm: Alarm, ts: float) -> None:
-        area = getattr(alarm, self.cfg.flood_area_by) or "(none)"
-        window = self._new_by_area.setdefault(area, collections.deque())
-        window.append(ts)
-        while window and ts - window[0] > self.cfg.flood_window:
-            window.popleft()
-        if len(window) > self.cfg.flood_count:
-            if area not in self.floods:
-                log.warning(
-                    "alarm flood in %s %s: %d new alarms in %.0f s",
-                    self.cfg.flood_area_by,
-                    area,
-                    len(window),
-                    self.cfg.flood_window,
-                )
-            self.floods[area] = ts
-        elif area in self.floods and ts - self.floods[area] > self.cfg.flood_window:
-            del self.floods[area]
 
     def _note(self, alarm: Alarm, transition: str, ts: float) -> AlarmNotice | None:
         if transition in ("raised", "returned", "cleared"):
@@ -514,17 +365,3 @@ class AlarmManager:
         """Save what changed and close the store."""
         await self._flush([])
         await self.store.close()
-
-
-def alarm_payload(alarm: Alarm, now: float) -> dict[str, Any]:
-    """The JSON form of an alarm (MQTT, webhooks), its state as of ``now``."""
-    data = asdict(alarm)
-    data.pop("transitions")
-    data["condition"] = alarm.condition.value
-    data["state"] = alarm.state_at(now)
-    return data
-
-
-def severity_rank(severity: str) -> int:
-    """0 for low .. 3 for urgent."""
-    return _SEVERITY_ORDER.index(severity) if severity in _SEVERITY_ORDER else 1

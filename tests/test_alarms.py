@@ -10,7 +10,8 @@ import pytest
 
 from controller.alarm_store import AlarmStore
 from controller.config import LoadedConfig
-from rules.alarms import Alarm, AlarmError, AlarmManager, AlarmNotice, Condition
+from rules.alarm_model import Alarm, AlarmError, AlarmNotice, Condition
+from rules.alarms import AlarmManager
 from rules.config import AlarmsConfig
 from tests.rules_helpers import T0, Bench, cabinet_poll, lamp_poll
 from tests.test_rules_kernels import LEVELS

@@ -26,7 +26,7 @@ from controller.config import parse_config
 from controller.control.audit import Actor
 from controller.registry import Registry
 from drivers.errors import Conflict, Invalid
-from rules.alarms import Alarm, AlarmNotice, Condition
+from rules.alarm_model import Alarm, AlarmNotice, Condition
 from simulators.servers import free_port
 
 DISPATCHER = Actor("Huang (command centre)", "k1", "dispatcher")

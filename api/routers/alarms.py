@@ -11,7 +11,8 @@ from api.auth import AlarmOperator, read_guard
 from api.deps import AlarmsDep, ControllerDep
 from api.schemas import AlarmOut, FloodWatchOut, OutOfServiceIn, ShelveIn, utc
 from drivers.device_class import DeviceClass
-from rules.alarms import Alarm, AlarmManager, severity_rank
+from rules.alarm_model import Alarm, severity_rank
+from rules.alarms import AlarmManager
 
 router = APIRouter(prefix="/alarms", tags=["alarms"], dependencies=[Depends(read_guard("alarms"))])
 

@@ -24,7 +24,7 @@ from api.schemas import GridCellOut, MapDeviceOut, MapOut, WhoAmIOut
 from api.users import Session
 from controller.registry import Device
 from controller.runtime import Controller
-from rules.alarms import severity_rank
+from rules.alarm_model import severity_rank
 
 router = APIRouter(tags=["dashboard"])
 DeviceState = Literal["on", "off", "offline", "alarm", "normal", "unknown"]

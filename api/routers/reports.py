@@ -21,7 +21,7 @@ from controller.control.audit import AuditQuery
 from controller.device_config import GaugeLevels
 from controller.statistics import Period, lighting_rates
 from controller.telemetry.flood_summary import BANDS, FloodSummary, summarize_flood
-from rules.alarms import Alarm
+from rules.alarm_model import Alarm
 
 if TYPE_CHECKING:
     from controller.runtime import Controller

@@ -9,7 +9,7 @@ from typing import Any
 from controller.latest import LatestValues
 from controller.registry import Registry
 from controller.telemetry.query import TelemetryReader
-from rules.alarms import Alarm
+from rules.alarm_model import Alarm
 
 
 class EvidenceCollector:

@@ -46,7 +46,7 @@ from controller.control.audit import Actor
 from controller.registry import Registry
 from drivers.readings import ReadingBatch
 from drivers.tasks import BackgroundTasks
-from rules.alarms import Alarm, AlarmNotice, severity_rank
+from rules.alarm_model import Alarm, AlarmNotice, severity_rank
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ the point it watches.
 
 from __future__ import annotations
 
-from rules.alarms import SENSOR_FAULT, Alarm
+from rules.alarm_model import SENSOR_FAULT, Alarm
 
 #: Words for a fault by the kind of rule that found it.
 _KIND_WORDS: dict[str, str] = {
