@@ -36,7 +36,7 @@ def _load(path: str) -> LoadedConfig:
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate the config, the profiles and the scenario it names."""
     from controller.profile_gaps import profile_gaps
-    from controller.schedules.runner import resolve_groups
+    from controller.schedules.plan import resolve_groups
     from rules.compile import compile_rules
 
     loaded = _load(args.config)

@@ -20,7 +20,9 @@ from controller.registry import Registry
 from controller.rule_service import RuleService
 from controller.schedules.clocks import ScheduleClock, WallClock
 from controller.schedules.overrides import OverrideStore
+from controller.schedules.plan import SchedulePlan
 from controller.schedules.runner import ScheduleRunner
+from controller.schedules.table_pusher import DeviceTablePusher
 from controller.startup import opening
 from controller.station_commands import StationCommands
 from controller.station_reports import StationReports
@@ -75,19 +77,19 @@ class Controller:
         ]
         schedules = loaded.config.schedules
         self.overrides = OverrideStore(loaded.data_path(schedules.db_path))
+        tz = loaded.config.site.tz
+        self.schedule_plan = SchedulePlan(self.registry, schedules, tz, str(loaded.path))
         self.schedules = ScheduleRunner(
-            self.registry,
+            self.schedule_plan,
             self.commands,
-            schedules,
-            loaded.config.site.tz,
+            DeviceTablePusher(self.registry, self.links, self.audit, tz),
             schedule_clock or WallClock(),
             self.overrides,
-            str(loaded.path),
         )
         # A lamp a schedule switches is not judged for day-burning until the schedule
         # has put it in its state: at start it may be lit only because nobody has
         # switched it yet.
-        self.rules.engine.hold_day_burning(self.schedules.scheduled_lamps())
+        self.rules.engine.hold_day_burning(self.schedule_plan.scheduled_lamps())
         self.schedules.on_places_applied(self.rules.engine.judge_day_burning)
         self._build_cases(loaded)
         self._stores_open = False

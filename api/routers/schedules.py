@@ -29,7 +29,7 @@ from controller.control.writes import Action
 from controller.runtime import Controller
 from controller.schedules.device_tables import TablePush
 from controller.schedules.overrides import Override
-from controller.schedules.runner import GroupPlan
+from controller.schedules.plan import GroupPlan
 from controller.schedules.timeline import PlannedStep, night_of
 
 router = APIRouter(tags=["schedules"], dependencies=[Depends(read_guard("schedules"))])
@@ -42,7 +42,7 @@ def _step(step: PlannedStep) -> StepOut:
 
 
 def _group(controller: Controller, name: str) -> GroupPlan:
-    for plan in controller.schedules.groups:
+    for plan in controller.schedule_plan.groups:
         if plan.group.id == name:
             return plan
     raise HTTPException(404, f"no schedule group {name!r}")
@@ -51,15 +51,15 @@ def _group(controller: Controller, name: str) -> GroupPlan:
 @router.get("/schedules", response_model=list[ScheduleGroupOut])
 def list_schedules(controller: ControllerDep) -> list[ScheduleGroupOut]:
     """Schedule groups with tonight's program and their next step."""
-    runner = controller.schedules
-    now = runner.clock.now()
-    tonight = night_of(now, runner.tz)
+    schedule = controller.schedule_plan
+    now = controller.schedules.clock.now()
+    tonight = night_of(now, schedule.tz)
     out = []
-    for plan in runner.groups:
+    for plan in schedule.groups:
         upcoming = [
             s
             for night in (tonight, tonight.fromordinal(tonight.toordinal() + 1))
-            for steps in runner.night_plan(plan, night)
+            for steps in schedule.night_plan(plan, night)
             for s in steps
             if s.at > now
         ]
@@ -70,7 +70,7 @@ def list_schedules(controller: ControllerDep) -> list[ScheduleGroupOut]:
                 mode=plan.group.mode,
                 places=len(plan.places),
                 tonight=tonight.isoformat(),
-                program=runner.program_of(plan, tonight).id,
+                program=schedule.program_of(plan, tonight).id,
                 next_step=_step(min(upcoming, key=lambda s: s.at)) if upcoming else None,
             )
         )
@@ -120,14 +120,14 @@ def timeline(
 ) -> TimelineOut:
     """A group's steps on one night, place by place (each at its own sunset and sunrise)."""
     check_day(night, "night")
-    runner = controller.schedules
+    schedule = controller.schedule_plan
     plan = _group(controller, group)
-    night = night or night_of(runner.clock.now(), runner.tz)
-    steps = runner.night_plan(plan, night)
+    night = night or night_of(controller.schedules.clock.now(), schedule.tz)
+    steps = schedule.night_plan(plan, night)
     return TimelineOut(
         group=group,
         night=night.isoformat(),
-        program=runner.program_of(plan, night).id,
+        program=schedule.program_of(plan, night).id,
         places=[
             PlaceTimelineOut(
                 place=place.key, lat=place.lat, lon=place.lon, steps=[_step(s) for s in s_list]

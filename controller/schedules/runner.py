@@ -1,5 +1,8 @@
 """The schedule runner: tonight's steps sent on time, overrides honoured, device tables pushed.
 
+What is due when comes from :class:`SchedulePlan`; pushing a cabinet's table
+from :class:`DeviceTablePusher`; this module decides when to act and sends.
+
 One task sleeps on a :class:`ScheduleClock` until the next thing is due: a
 step of some place, an override starting or ending, or the daily planning
 time (when device tables are pushed). When it wakes it looks at everything
@@ -14,51 +17,29 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import datetime
 from typing import Literal
-from zoneinfo import ZoneInfo
 
-from controller.control.audit import Actor, AuditEntry
+from controller.control.audit import Actor
 from controller.control.dispatcher import CommandDispatcher, CommandRefused, CommandRequest
 from controller.control.selector import GroupSelector
-from controller.control.targets import CircuitTarget, UnknownTarget
+from controller.control.targets import CircuitTarget
 from controller.control.writes import Action
-from controller.registry import Registry
-from controller.schedules.calendar import program_for
 from controller.schedules.clocks import ScheduleClock
-from controller.schedules.config import Calendar, Program, ScheduleGroup, SchedulesConfig
-from controller.schedules.device_tables import (
-    TablePush,
-    TableTooSmall,
-    collapse_ramps,
-    encode_table,
-    push_table,
-)
+from controller.schedules.device_tables import TablePush
 from controller.schedules.overrides import Override, OverrideStore
 from controller.schedules.places import SchedulePlace, resolve_places
-from controller.schedules.timeline import PlannedStep, night_of, plan_night
-from drivers.errors import ConfigError
-from drivers.profile import DeviceProfile
+from controller.schedules.plan import GroupPlan, SchedulePlan
+from controller.schedules.table_pusher import SCHEDULER, DeviceTablePusher
+from controller.schedules.timeline import PlannedStep, night_of
 from drivers.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
-SCHEDULER = Actor("scheduler", "", "system")
-#: How far ahead the runner looks for its next step (two nights always hold one).
-LOOKAHEAD_NIGHTS = 2
 
 State = tuple[Literal["on", "off", "dim"], int | None]
 #: Called with the lamp device indices of places whose scheduled state was just set.
 PlacesApplied = Callable[[list[int]], None]
-
-
-@dataclass
-class GroupPlan:
-    """A schedule group with its calendar and resolved places."""
-
-    group: ScheduleGroup
-    calendar: Calendar
-    places: list[SchedulePlace]
 
 
 @dataclass(frozen=True)
@@ -86,27 +67,22 @@ class ScheduleRunner:
 
     def __init__(
         self,
-        registry: Registry,
+        plan: SchedulePlan,
         dispatcher: CommandDispatcher,
-        config: SchedulesConfig,
-        tz: ZoneInfo,
+        table_pusher: DeviceTablePusher,
         clock: ScheduleClock,
         overrides: OverrideStore,
-        config_file: str = "config.yaml",
     ) -> None:
-        self.registry = registry
+        self.plan = plan
+        self.registry = plan.registry
         self.dispatcher = dispatcher
-        self.config = config
-        self.tz = tz
+        self.table_pusher = table_pusher
+        self.tz = plan.tz
         self.clock = clock
         self.overrides = overrides
-        self.programs: dict[str, Program] = {p.id: p for p in config.programs}
-        self.groups = resolve_groups(registry, config, config_file)
         self.log: deque[FiredStep] = deque(maxlen=2000)
-        self.tables: dict[str, TablePush] = {}
         self._active: list[Override] = []
         self._override_places: dict[int, list[SchedulePlace]] = {}
-        self._plans: dict[tuple[str, date], list[list[PlannedStep]]] = {}
         self._tasks = BackgroundTasks()
         self._last = 0.0
         self._wake = asyncio.Event()
@@ -121,91 +97,16 @@ class ScheduleRunner:
         has put them in their scheduled state (day-burning is judged from then on)."""
         self._applied_hooks.append(hook)
 
-    def lamps_of(self, places: list[SchedulePlace]) -> list[int]:
-        """Device indices of every lamp a list of places switches."""
-        lamps = {i for p in places for i in (*p.lamps, *p.standalone)}
-        for place in places:
-            if place.cabinet is not None:
-                lamps.update(d.index for d in self.registry.lamps_of(place.cabinet))
-        return sorted(lamps)
-
-    def scheduled_lamps(self) -> list[int]:
-        """Every lamp some schedule group switches, centrally or by device table."""
-        return self.lamps_of([p for plan in self.groups for p in plan.places])
+    @property
+    def tables(self) -> dict[str, TablePush]:
+        """cabinet id -> the last time-table push to it."""
+        return self.table_pusher.tables
 
     def _applied(self, places: list[SchedulePlace]) -> None:
         if self._applied_hooks and places:
-            lamps = self.lamps_of(places)
+            lamps = self.plan.lamps_of(places)
             for hook in self._applied_hooks:
                 hook(lamps)
-
-    # -- planning (pure given the clock) ------------------------------------------------
-
-    def program_of(self, plan: GroupPlan, night: date) -> Program:
-        """The program a group runs on a night."""
-        return self.programs[program_for(plan.calendar, night)]
-
-    def night_plan(self, plan: GroupPlan, night: date) -> list[list[PlannedStep]]:
-        """Each place's steps on a night (cached)."""
-        key = (plan.group.id, night)
-        if key not in self._plans:
-            self._plans[key] = plan_night(
-                self.program_of(plan, night),
-                night,
-                [p.lat for p in plan.places],
-                [p.lon for p in plan.places],
-                self.tz,
-            )
-        return self._plans[key]
-
-    def desired(self, plan: GroupPlan, place: int, at: float) -> PlannedStep | None:
-        """The last step at or before ``at`` for a place (None: nothing planned yet)."""
-        night = night_of(at, self.tz)
-        last: PlannedStep | None = None
-        for n in (night - timedelta(days=1), night):
-            for step in self.night_plan(plan, n)[place]:
-                if step.at <= at:
-                    last = step
-        return last
-
-    def _steps_in(self, plan: GroupPlan, start: float, end: float) -> dict[int, PlannedStep]:
-        """Per place, the last step in ``(start, end]``."""
-        found: dict[int, PlannedStep] = {}
-        first = night_of(start, self.tz) - timedelta(days=1)
-        last = night_of(end, self.tz)
-        night = first
-        while night <= last:
-            for place, steps in enumerate(self.night_plan(plan, night)):
-                for step in steps:
-                    if start < step.at <= end:
-                        found[place] = step
-            night += timedelta(days=1)
-        return found
-
-    def next_step_after(self, at: float) -> float | None:
-        """Time of the first step of a centrally run group after ``at``."""
-        best: float | None = None
-        night = night_of(at, self.tz)
-        for plan in self.groups:
-            if plan.group.mode != "central":
-                continue
-            for k in range(LOOKAHEAD_NIGHTS + 1):
-                for steps in self.night_plan(plan, night + timedelta(days=k)):
-                    for step in steps:
-                        if step.at > at and (best is None or step.at < best):
-                            best = step.at
-        return best
-
-    def next_plan_time(self, at: float) -> float:
-        """The next daily planning time (device tables are pushed then)."""
-        hour, minute = (int(x) for x in self.config.plan_at.split(":"))
-        local = datetime.fromtimestamp(at, self.tz)
-        candidate = datetime.combine(local.date(), time(hour, minute), tzinfo=self.tz)
-        if candidate.timestamp() <= at:
-            candidate = datetime.combine(
-                local.date() + timedelta(days=1), time(hour, minute), tzinfo=self.tz
-            )
-        return candidate.timestamp()
 
     # -- running ------------------------------------------------------------------------
 
@@ -236,8 +137,8 @@ class ScheduleRunner:
     async def _run(self) -> None:
         while True:
             now = self.clock.now()
-            due = [self.next_plan_time(now)]
-            step = self.next_step_after(self._last)
+            due = [self.plan.next_plan_time(now)]
+            step = self.plan.next_step_after(self._last)
             if step is not None:
                 due.append(step)
             for o in self._active:
@@ -259,18 +160,12 @@ class ScheduleRunner:
         start, self._last = self._last, now
         try:
             await self._override_transitions(now)
-            for plan in self.groups:
-                if plan.group.mode != "central":
-                    continue
-                steps = self._steps_in(plan, start, now)
+            for plan in self.plan.central():
+                steps = self.plan.steps_in(plan, start, now)
                 if steps:
                     await self._apply_steps(plan, steps, now)
-            if start < self.next_plan_time(start) <= now:
-                self._plans = {
-                    k: v
-                    for k, v in self._plans.items()
-                    if k[1] >= night_of(now, self.tz) - timedelta(days=2)
-                }
+            if start < self.plan.next_plan_time(start) <= now:
+                self.plan.forget_before(now)
                 await self.push_tables(now)
         except Exception:
             # A schedule must survive one bad step; the next one comes regardless.
@@ -360,13 +255,11 @@ class ScheduleRunner:
 
     async def _restore_all(self, now: float) -> None:
         """Put every centrally scheduled place into the state the schedule wants now."""
-        for plan in self.groups:
-            if plan.group.mode != "central":
-                continue
+        for plan in self.plan.central():
             steps = {
                 i: _as_state(step)
                 for i in range(len(plan.places))
-                if (step := self.desired(plan, i, now)) is not None
+                if (step := self.plan.desired(plan, i, now)) is not None
             }
             if steps:
                 await self._apply_steps(plan, steps, now)
@@ -395,13 +288,11 @@ class ScheduleRunner:
 
     async def _restore_covered(self, o: Override, now: float) -> None:
         keys = {p.key for p in self._places_of(o)}
-        for plan in self.groups:
-            if plan.group.mode != "central":
-                continue
+        for plan in self.plan.central():
             steps = {
                 i: _as_state(step)
                 for i, place in enumerate(plan.places)
-                if place.key in keys and (step := self.desired(plan, i, now)) is not None
+                if place.key in keys and (step := self.plan.desired(plan, i, now)) is not None
             }
             if steps:
                 await self._apply_steps(plan, steps, now)
@@ -429,60 +320,18 @@ class ScheduleRunner:
         """Write tonight's steps into the time tables of device-mode cabinets."""
         night = night_of(now, self.tz)
         pushed = []
-        for plan in self.groups:
+        for plan in self.plan.groups:
             if plan.group.mode != "device" or (group_id and plan.group.id != group_id):
                 continue
-            steps = self.night_plan(plan, night)
+            steps = self.plan.night_plan(plan, night)
             for place, place_steps in zip(plan.places, steps, strict=True):
                 if place.cabinet is None:
                     continue
-                result = await self._push_one(place, place_steps, night, now)
+                result = await self.table_pusher.push(place, place_steps, night, now)
                 if result.ok:
                     self._applied([place])
                 pushed.append(result)
         return pushed
-
-    async def _push_one(
-        self, place: SchedulePlace, steps: list[PlannedStep], night: date, now: float
-    ) -> TablePush:
-        assert place.cabinet is not None
-        cabinet = self.registry.devices[place.cabinet]
-        profile = cabinet.profile
-        result = TablePush(cabinet.id, now, night.isoformat(), 0, False)
-        if not isinstance(profile, DeviceProfile) or profile.time_table is None:
-            result.detail = f"profile {profile.name} has no time table"
-        else:
-            try:
-                table = collapse_ramps(steps)
-                words = encode_table(
-                    table, [c.circuit for c in place.circuits], self.tz, profile.time_table
-                )
-                result.entries = len(table)
-                result.detail = await push_table(
-                    self.dispatcher.links[cabinet.link], cabinet.unit, profile.time_table, words
-                )
-                result.ok = not result.detail
-            except TableTooSmall as exc:
-                result.detail = str(exc)
-        self.tables[cabinet.id] = result
-        await self.dispatcher.audit.append(
-            AuditEntry(
-                0,
-                now,
-                "schedule",
-                SCHEDULER,
-                "time_table",
-                None,
-                f"cabinets=['{cabinet.id}'], night={night.isoformat()}",
-                1,
-                "confirmed" if result.ok else "failed",
-                reason=result.detail,
-                confirmed=int(result.ok),
-                failed=int(not result.ok),
-                finished_at=now,
-            )
-        )
-        return result
 
 
 def _as_state(step: PlannedStep) -> PlannedStep:
@@ -495,31 +344,3 @@ def _describe(places: list[SchedulePlace]) -> GroupSelector:
     cabinets = [p.key for p in places if p.cabinet is not None]
     lamps = [p.key for p in places if p.cabinet is None]
     return GroupSelector(cabinets=cabinets or None, lamps=lamps or None, all=not places)
-
-
-def resolve_groups(
-    registry: Registry, config: SchedulesConfig, config_file: str
-) -> list[GroupPlan]:
-    """Each group with its calendar and places; a ConfigError names a group that does not fit."""
-    calendars = {c.id: c for c in config.calendars}
-    groups: list[GroupPlan] = []
-    for i, g in enumerate(config.groups):
-        try:
-            places = resolve_places(registry, g.targets)
-        except UnknownTarget as exc:
-            raise ConfigError(
-                config_file, f"schedules.groups[{i}] ({g.id}).targets", str(exc)
-            ) from exc
-        groups.append(GroupPlan(g, calendars[g.calendar], places))
-    owner: dict[str, str] = {}
-    for i, plan in enumerate(groups):
-        for place in plan.places:
-            if place.key in owner:
-                # Two groups would fight over the device, each step undoing the other's.
-                raise ConfigError(
-                    config_file,
-                    f"schedules.groups[{i}] ({plan.group.id}).targets",
-                    f"{place.key} is already in group {owner[place.key]}",
-                )
-            owner[place.key] = plan.group.id
-    return groups
