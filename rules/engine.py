@@ -152,10 +152,9 @@ class RuleEngine:
         # A lamp lit at start may simply be waiting for its schedule: day-burning is
         # judged only for lamps not held, and a held lamp's sunrise is NaN to the kernel.
         self.day_held = np.zeros(n_devices, np.bool_)
-
-    def _arrays(self, rv: npt.NDArray[np.float64]) -> tuple[object, ...]:
-        c = self.c
-        return (
+        # The kernel's views of the same arrays (updated in place, never replaced).
+        c = compiled
+        self._tables = K.RuleTables(
             c.chan_base,
             c.bind_start,
             c.bind_rule,
@@ -164,6 +163,16 @@ class RuleEngine:
             c.rkind,
             c.rdir,
             c.rp,
+            c.role_point,
+            c.prof_points,
+            c.dev_profile,
+            c.dev_binds,
+            c.dev_lamp_rule,
+            c.rated_w,
+            c.dev_cab_rule,
+            c.circuit_lamps,
+        )
+        self._bindings = K.BindingState(
             self.b_level,
             self.b_pend,
             self.b_since,
@@ -172,26 +181,16 @@ class RuleEngine:
             self.b_sf,
             self.b_count,
             self.b_ref,
-            self.ring_ts,
-            self.ring_v,
-            self.ring_pos,
-            self.ring_n,
-            rv,
+        )
+        self._rings = K.RingState(self.ring_ts, self.ring_v, self.ring_pos, self.ring_n)
+        self._devices = K.DeviceState(
             self.last_good,
-            c.role_point,
-            c.prof_points,
-            c.dev_profile,
-            c.dev_binds,
-            c.dev_lamp_rule,
-            c.rated_w,
             self.sunrise,
             self.sunset,
             self.lamp_state,
             self.cyc_ring,
             self.cyc_n,
             self.last_on,
-            c.dev_cab_rule,
-            c.circuit_lamps,
             self.cab_state,
             self.cab_since,
         )
@@ -215,27 +214,37 @@ class RuleEngine:
         self.day_held[devices] = False
         self._sun_for = -math.inf
 
-    def _run(self, starts: npt.NDArray[np.int64], columns: tuple[object, ...]) -> list[RuleEvents]:
+    def _run(self, starts: npt.NDArray[np.int64], readings: K.Readings) -> list[RuleEvents]:
         """The groups at ``starts`` (every group if empty), emptying the event arrays
         whenever they fill."""
         out = []
         first = 0
-        end = len(starts) if len(starts) else len(columns[0])  # type: ignore[arg-type]
+        end = len(starts) if len(starts) else len(readings.dev)
         rv = np.full(self._scratch, np.nan)  # this thread's own
-        ev_int = np.zeros((EVENT_CAPACITY, 5), np.int64)
-        ev_flt = np.zeros((EVENT_CAPACITY, 3), np.float64)
+        events = K.EventBuffers(
+            np.zeros((EVENT_CAPACITY, 5), np.int64), np.zeros((EVENT_CAPACITY, 3), np.float64)
+        )
         while first < end:
             first, count = _run_part(
-                first, starts, *columns, *self._arrays(rv), ev_int, ev_flt, _RESERVE
+                first,
+                starts,
+                readings,
+                self._tables,
+                self._bindings,
+                self._rings,
+                self._devices,
+                rv,
+                events,
+                _RESERVE,
             )
-            out.append(_from_buffers(ev_int, ev_flt, count))
+            out.append(_from_buffers(events.ev_int, events.ev_flt, count))
         return out
 
     def evaluate(self, batch: ReadingBatch, parts: int = 1) -> RuleEvents:
         """Run every rule over a batch; ``parts`` > 1 runs partitions on parallel threads."""
         if len(batch):
             self._update_sun(float(batch.ts[0]))
-        columns = (batch.device, batch.point, batch.ts, batch.value, batch.quality)
+        columns = K.Readings(batch.device, batch.point, batch.ts, batch.value, batch.quality)
         if parts <= 1 or len(batch) == 0:
             return RuleEvents.concat(self._run(_EVERY_GROUP, columns))
         if self._pool is None or self._pool_size != parts:
@@ -255,23 +264,23 @@ class RuleEngine:
         return RuleEvents.concat([e for part in results for e in part]).order_by_time()
 
     def _device_ranges(
-        self, columns: tuple[npt.NDArray[Any], ...], parts: int, pool: ThreadPoolExecutor
-    ) -> list[tuple[npt.NDArray[Any], ...]] | None:
+        self, columns: K.Readings, parts: int, pool: ThreadPoolExecutor
+    ) -> list[K.Readings] | None:
         """The batch cut into contiguous ranges that share no device, or None if it cannot be.
 
         Every range marks its devices, then checks that each still carries its mark:
         a device in two ranges carries only one of their marks, so one check fails.
         """
-        bounds = _range_bounds(columns[0], parts)
+        bounds = _range_bounds(columns.dev, parts)
         ranges = [
-            tuple(c[bounds[p] : bounds[p + 1]] for c in columns)
+            columns.part(int(bounds[p]), int(bounds[p + 1]))
             for p in range(parts)
             if bounds[p] < bounds[p + 1]
         ]
         self._passes += 1
         marks = [self._passes * parts + p for p in range(len(ranges))]
-        list(pool.map(lambda r, m: _claim_devices(r[0], self._owner, m), ranges, marks))
-        owned = pool.map(lambda r, m: _owns_devices(r[0], self._owner, m), ranges, marks)
+        list(pool.map(lambda r, m: _claim_devices(r.dev, self._owner, m), ranges, marks))
+        owned = pool.map(lambda r, m: _owns_devices(r.dev, self._owner, m), ranges, marks)
         return ranges if all(owned) else None
 
     def start_grace(self, devices: npt.NDArray[np.int64], at: float) -> None:

@@ -25,9 +25,16 @@ starts in one pass, so a thread reads only its own readings).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
+import numpy.typing as npt
+
+_F = npt.NDArray[np.float64]
+_I = npt.NDArray[np.int64]
+_I32 = npt.NDArray[np.int32]
+_B = npt.NDArray[np.int8]
 
 # Rule kinds.
 K_THRESHOLD = 1
@@ -64,6 +71,95 @@ R_POWER = 5
 N_LAMP_ROLES = 6
 #: The most circuits a cabinet profile may have.
 MAX_CIRCUITS = 32
+
+
+# The kernel's arrays, bundled so that their order lives in one place: a misordered
+# positional array would be a silent wrong answer, a misnamed field is an error.
+
+
+class Readings(NamedTuple):
+    """A batch's columns (or a range of them), as the kernel reads them."""
+
+    dev: _I32
+    pt: npt.NDArray[np.int16]
+    ts: _F
+    val: _F
+    q: npt.NDArray[np.uint8]
+
+    def part(self, start: int, end: int) -> Readings:
+        """The readings ``start:end`` (views, not copies)."""
+        return Readings(
+            self.dev[start:end],
+            self.pt[start:end],
+            self.ts[start:end],
+            self.val[start:end],
+            self.q[start:end],
+        )
+
+
+class RuleTables(NamedTuple):
+    """The compiled rules and site, read-only to the kernel (see ``rules.compile``)."""
+
+    chan_base: _I
+    bind_start: _I
+    bind_rule: _I32
+    bind_limits: _F
+    bind_ring: _I
+    rkind: _I32
+    rdir: _F
+    rp: _F
+    role_point: npt.NDArray[np.int16]
+    prof_points: npt.NDArray[np.int16]
+    dev_profile: _I32
+    dev_binds: npt.NDArray[np.uint8]
+    dev_lamp_rule: _I32
+    rated_w: _F
+    dev_cab_rule: _I32
+    circuit_lamps: _I32
+
+
+class BindingState(NamedTuple):
+    """Per binding (rule x channel): level, pending level and since, last and held value,
+    sensor-fault flag, stuck count and reference."""
+
+    b_level: _B
+    b_pend: _B
+    b_since: _F
+    b_last: _F
+    b_held: _F
+    b_sf: _B
+    b_count: _I
+    b_ref: _F
+
+
+class RingState(NamedTuple):
+    """Per rate-of-change binding: a ring of recent (time, value) and its position and fill."""
+
+    ring_ts: _F
+    ring_v: _F
+    ring_pos: _I
+    ring_n: _I
+
+
+class DeviceState(NamedTuple):
+    """Per device: last valid reading, sun times, lamp and cabinet circuit state."""
+
+    last_good: _F
+    sunrise: _F
+    sunset: _F
+    lamp_state: _B
+    cyc_ring: _F
+    cyc_n: _I
+    last_on: _I
+    cab_state: _B
+    cab_since: _F
+
+
+class EventBuffers(NamedTuple):
+    """Where a pass writes its events: integer columns and float columns."""
+
+    ev_int: _I
+    ev_flt: _F
 
 
 def role_count(circuits: int) -> int:
@@ -136,62 +232,49 @@ def _threshold_target(v, limits, direction, state, deadband):
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _run_part(
-    first,
-    starts,
-    dev,
-    pt,
-    ts,
-    val,
-    q,
-    chan_base,
-    bind_start,
-    bind_rule,
-    bind_limits,
-    bind_ring,
-    rkind,
-    rdir,
-    rp,
-    b_level,
-    b_pend,
-    b_since,
-    b_last,
-    b_held,
-    b_sf,
-    b_count,
-    b_ref,
-    ring_ts,
-    ring_v,
-    ring_pos,
-    ring_n,
-    rv,
-    last_good,
-    role_point,
-    prof_points,
-    dev_profile,
-    dev_binds,
-    dev_lamp_rule,
-    rated_w,
-    sunrise,
-    sunset,
-    lamp_state,
-    cyc_ring,
-    cyc_n,
-    last_on,
-    dev_cab_rule,
-    circuit_lamps,
-    cab_state,
-    cab_since,
-    ev_int,
-    ev_flt,
-    reserve,
+    first, starts, readings, tables, bind_state, ring_state, device_state, rv, events, reserve
 ):
     """Run the groups of one partition from reading ``first``; returns (next reading, events).
 
     A group is a run of readings with the same device and time (one device poll);
     its end is found here, while reading. The group's rules are written out in this
     loop rather than called: a call per group would pass some sixty arrays, and
-    their reference counting costs more than the rules themselves.
+    their reference counting costs more than the rules themselves. The bundles are
+    unpacked once here, so the loop works on plain local arrays.
     """
+    dev, pt, ts, val, q = readings
+    (
+        chan_base,
+        bind_start,
+        bind_rule,
+        bind_limits,
+        bind_ring,
+        rkind,
+        rdir,
+        rp,
+        role_point,
+        prof_points,
+        dev_profile,
+        dev_binds,
+        dev_lamp_rule,
+        rated_w,
+        dev_cab_rule,
+        circuit_lamps,
+    ) = tables
+    b_level, b_pend, b_since, b_last, b_held, b_sf, b_count, b_ref = bind_state
+    ring_ts, ring_v, ring_pos, ring_n = ring_state
+    (
+        last_good,
+        sunrise,
+        sunset,
+        lamp_state,
+        cyc_ring,
+        cyc_n,
+        last_on,
+        cab_state,
+        cab_since,
+    ) = device_state
+    ev_int, ev_flt = events
     capacity = ev_int.shape[0]
     ev_i = 0
     n = dev.shape[0]
