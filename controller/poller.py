@@ -1,5 +1,8 @@
 """The poller: one scheduling task per link, readings out in columnar batches.
 
+It knows when to read, not how: each target is read by the pull reader its
+protocol registered for the target's plan (``drivers.pull``).
+
 Each link runs its own loop (a bus carries one conversation at a time), and
 the loops run concurrently. Within a link, targets are polled when due. A
 device that stops answering goes offline after a few failures and is then
@@ -17,20 +20,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from controller.config import PollingConfig
 from controller.registry import PollTarget, Registry
-from drivers.dlt645.codec import FrameError, decode_value
-from drivers.dlt645.profile import MeterPlan
-from drivers.dlt645.reader import MeterRefused, read_di
-from drivers.errors import LinkError, LinkGarbled
+from drivers.errors import LinkError
 from drivers.health import DeviceHealth
-from drivers.modbus.codec import decode_fields
-from drivers.modbus.device_plan import DevicePlan
 from drivers.modbus.links import ModbusLink
 from drivers.priority_lock import Priority
-from drivers.readings import Quality, ReadingBatch
+from drivers.pull import reader_for
+from drivers.readings import ReadingBatch
 from drivers.tasks import cancel_until_done
 
 log = logging.getLogger(__name__)
@@ -144,119 +141,31 @@ class Poller:
     async def poll_target(
         self, target: PollTarget, priority: Priority = Priority.POLL
     ) -> PollOutcome:
-        """Poll one unit: send its planned reads, decode what came back."""
-        plan = target.plan
-        if isinstance(plan, MeterPlan):
-            return await self._poll_meter(target, plan, priority)
-        link = self.links[target.link]
+        """Poll one target with its protocol's reader; record the device's health."""
         health = self.health[target.device]
         # Only a device known to answer gets retries: a dead one would make its
         # neighbours on the bus pay for every retry. So a dead device costs one timeout.
         retries = None if health.online else 0
-        buffer = np.zeros(plan.plan.buffer_size, dtype=np.uint16)
-        answered = np.zeros(len(plan.plan.requests), dtype=bool)
-        error: LinkError | None = None
         started = time.perf_counter()
-        for k, request in enumerate(plan.plan.requests):
-            try:
-                words = await link.read_words(
-                    target.unit,
-                    request.table,
-                    request.address,
-                    request.count,
-                    retries=retries,
-                    priority=priority,
-                )
-            except LinkError as exc:
-                error = exc
-                # A timeout means the device is gone for now; the rest of its
-                # requests would each cost the same timeout on a shared bus. A frame
-                # still garbled after its retry means a bad line or device: the rest of
-                # this poll would garble too, so it stops here as well.
-                if exc.kind in ("timeout", "link_down", "garbled"):
-                    break
-                continue
-            buffer[request.buffer_start : request.buffer_start + request.count] = words
-            answered[k] = True
-        latency, ts = self._record(target, started, error)
-        batch = self._decode(target, plan, buffer, answered, ts)
-        return PollOutcome(batch, int(answered.sum()), len(plan.plan.requests), latency, error)
-
-    async def _poll_meter(
-        self, target: PollTarget, plan: MeterPlan, priority: Priority
-    ) -> PollOutcome:
-        """Poll a DL/T 645 meter: one read per data identifier or block."""
-        link = self.links[target.link]
-        retries = None if self.health[target.device].online else 0
-        values = np.full(len(target.field_device), np.nan)
-        answered = sent = 0
-        error: LinkError | None = None
-        started = time.perf_counter()
-        queue = list(plan.requests)
-        while queue:
-            request = queue.pop(0)
-            sent += 1
-            try:
-                data = await read_di(link, target.address, request.di, retries, priority)
-            except MeterRefused as exc:
-                error = exc
-                # A meter that does not know a block is asked for its members one by one.
-                queue[:0] = request.singles
-                continue
-            except LinkError as exc:
-                error = exc
-                if exc.kind in ("timeout", "link_down", "garbled"):
-                    break
-                continue
-            try:
-                for item in request.items:
-                    raw = data[item.offset : item.offset + item.size]
-                    if len(raw) < item.size:
-                        raise LinkGarbled(f"DI {request.di}: {len(data)} bytes, too short")
-                    values[item.point] = decode_value(raw, item.decimals, item.signed)
-            except (LinkGarbled, FrameError) as exc:
-                error = LinkGarbled(f"meter {target.address}: {exc}")
-                break
-            answered += 1
-        if answered and isinstance(error, MeterRefused):
-            error = None  # the meter answered: an identifier it lacks is not a failure
-        latency, ts = self._record(target, started, error)
-        keep = ~np.isnan(values)
-        point = np.flatnonzero(keep).astype(np.int16)
-        device = target.field_device[keep]
-        if target.feed_point is not None:
-            # The cabinet's copies of what its own terminal does not measure.
-            fed = target.feed_point[point]
-            copied = fed >= 0
-            point = np.concatenate([point, fed[copied]])
-            device = np.concatenate([device, np.full(int(copied.sum()), target.feeds, np.int32)])
-            values = np.concatenate([values[keep], values[keep][copied]])
-        else:
-            values = values[keep]
-        n = len(point)
-        batch = ReadingBatch(
-            device=device,
-            point=point,
-            ts=np.full(n, ts, dtype=np.float64),
-            value=values,
-            quality=np.zeros(n, dtype=np.uint8),
+        read = await reader_for(target.plan).read(
+            self.links[target.link], target, retries, priority, self.clock
         )
-        return PollOutcome(batch, answered, sent, latency, error)
+        latency = self._record(target, started, read.ts, read.error)
+        return PollOutcome(read.batch, read.answered, read.requests, latency, read.error)
 
     def _record(
-        self, target: PollTarget, started: float, error: LinkError | None
-    ) -> tuple[float, float]:
-        """Health after a poll: its latency and the readings' time."""
+        self, target: PollTarget, started: float, ts: float, error: LinkError | None
+    ) -> float:
+        """Health after a poll at ``ts``; returns its latency."""
         health = self.health[target.device]
         latency = time.perf_counter() - started
         health.last_latency = latency
-        ts = self.clock()
         if error is None:
             health.record_success(ts)
         else:
             health.record_failure(error.kind, str(error), self.polling.offline_after)
         self._log_change(target, error)
-        return latency, ts
+        return latency
 
     def _log_change(self, target: PollTarget, error: LinkError | None) -> None:
         """Once when a device goes offline and once when it is back, not once per poll."""
@@ -271,24 +180,6 @@ class Poller:
             device = self.registry.devices[target.device].id
             context = {"device": device, "link": target.link}
             log.info("%s on %s is back online", device, target.link, extra=context)
-
-    @staticmethod
-    def _decode(
-        target: PollTarget, plan: DevicePlan, buffer: np.ndarray, answered: np.ndarray, ts: float
-    ) -> ReadingBatch:
-        if not answered.any():
-            return ReadingBatch.empty()
-        values, valid = decode_fields(buffer, plan.fields)
-        keep = answered[plan.request_of_field]
-        n = int(keep.sum())
-        quality = np.where(valid, Quality.GOOD, Quality.BAD).astype(np.uint8)
-        return ReadingBatch(
-            device=target.field_device[keep],
-            point=plan.point[keep].astype(np.int16),
-            ts=np.full(n, ts, dtype=np.float64),
-            value=np.where(valid, values, np.nan)[keep],
-            quality=quality[keep],
-        )
 
     async def _poll_link_once(self, targets: list[PollTarget]) -> list[PollOutcome]:
         outcomes = []

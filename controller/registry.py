@@ -18,7 +18,12 @@ import numpy.typing as npt
 from controller.config import LoadedConfig
 from controller.config_checks import any_profile
 from controller.device_config import LampConfig, Located
+
+# The pull protocols this registry builds targets for; importing their readers
+# registers them with ``drivers.pull``, where the poller finds them by plan type.
+from drivers.dlt645 import meter_reader as _meter_reader  # noqa: F401
 from drivers.dlt645.profile import MeterPlan, plan_meter
+from drivers.modbus import unit_reader as _unit_reader  # noqa: F401
 from drivers.modbus.device_plan import SELF, DevicePlan, SubDevice, plan_device
 from drivers.profile import AnyProfile, DeviceProfile
 from rules.site import PointLike

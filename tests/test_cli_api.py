@@ -107,9 +107,16 @@ def test_demo_serves_the_simulated_city(demo: Demo) -> None:
     assert 200 < readings["voltage_a"]["value"] < 250 and readings["voltage_a"]["unit"] == "V"
     assert readings["lamp_count"]["value"] == 42
     # The cabinet's DL/T 645 meter, read through the same DTU, sees the same supply.
-    meter = demo.get(f"{base}/devices/DB-DF-001").json()
+    # Health is recorded at the poll, readings arrive with the next batch: wait for them.
+    deadline = time.monotonic() + 30
+    while True:
+        meter = demo.get(f"{base}/devices/DB-DF-001").json()
+        metered = {r["point"]: r for r in meter["readings"]}
+        if metered["voltage_a"]["value"] is not None:
+            break
+        assert time.monotonic() < deadline, meter
+        time.sleep(0.5)
     assert meter["health"]["online"] is True and meter["device_class"] == "meter"
-    metered = {r["point"]: r for r in meter["readings"]}
     assert abs(metered["voltage_a"]["value"] - readings["voltage_a"]["value"]) < 10
     assert metered["energy"]["unit"] == "kWh" and metered["energy"]["value"] >= 0
     lamp = demo.get(f"{base}/devices/JC-DF-001-L001").json()

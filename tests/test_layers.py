@@ -62,3 +62,18 @@ def test_the_walk_sees_imports_inside_functions(tmp_path: Path) -> None:
     sneaky = tmp_path / "sneaky.py"
     sneaky.write_text("def f():\n    from controller.poller import Poller\n    return Poller\n")
     assert imported_modules(sneaky) == [(2, "controller.poller")]
+
+
+#: Protocol modules the neutral poller may name: the link type its targets share.
+POLLER_MAY_USE = {"drivers.modbus.links"}
+
+
+def test_the_poller_reads_through_the_pull_interface_not_a_protocol() -> None:
+    """The poller knows when to read; which protocol and how is each pull reader's."""
+    protocols = ("drivers.modbus", "drivers.dlt645", "drivers.sl651", "drivers.mqtt_json")
+    named = [
+        f"controller/poller.py:{line}: {module}"
+        for line, module in imported_modules(ROOT / "controller" / "poller.py")
+        if module.startswith(protocols) and module not in POLLER_MAY_USE
+    ]
+    assert named == []
