@@ -99,9 +99,10 @@ class Poller:
         """The poll targets of each link, in poll order."""
         return {link: list(targets) for link, targets in self._by_link.items()}
 
-    def subscribe(self, handler: BatchHandler) -> None:
-        """Call ``handler`` with every batch of readings."""
+    def subscribe(self, handler: BatchHandler) -> Callable[[], None]:
+        """Call ``handler`` with every batch; returns the call that unsubscribes it."""
         self._handlers.append(handler)
+        return lambda: self._handlers.remove(handler)
 
     async def push(self, batch: ReadingBatch) -> None:
         """Readings from a push source (MQTT devices) join the next batch."""

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -46,20 +47,28 @@ class RuleStats:
     storms: dict[str, float] = field(default_factory=dict)
 
 
+class PollRate(Protocol):
+    """What flood watch may change about polling: how often some devices are read."""
+
+    def set_interval_override(self, devices: list[int], interval: float | None) -> None:
+        """Read these devices every ``interval`` seconds, or as configured (None)."""
+        ...
+
+
 class FloodWatch:
-    """Storm mode per area of gauges."""
+    """Storm mode per area of gauges: their polling quickens while the water rises."""
 
     def __init__(
         self,
         cfg: FloodWatchConfig,
         loaded: LoadedConfig,
         registry: Registry,
-        poller: Poller,
+        poll_rate: PollRate,
         manager: AlarmManager,
     ) -> None:
         self.cfg = cfg
         self.registry = registry
-        self.poller = poller
+        self.poll_rate = poll_rate
         self.manager = manager
         rules = loaded.config.rules
         self.level_rules = set(cfg.level_rules) or {
@@ -96,7 +105,7 @@ class FloodWatch:
         gauges = self.areas.get(area, [])
         if stormy and area not in self.storms:
             self.storms[area] = time.time()
-            self.poller.set_interval_override(gauges, self.cfg.storm_interval)
+            self.poll_rate.set_interval_override(gauges, self.cfg.storm_interval)
             log.warning(
                 "storm mode ON in %s %s: %d gauges polled every %.0f s",
                 self.cfg.area_by,
@@ -106,7 +115,7 @@ class FloodWatch:
             )
         elif not stormy and area in self.storms:
             del self.storms[area]
-            self.poller.set_interval_override(gauges, None)
+            self.poll_rate.set_interval_override(gauges, None)
             log.warning("storm mode OFF in %s %s", self.cfg.area_by, area)
 
 

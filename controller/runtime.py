@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from contextlib import AsyncExitStack
 
 from controller.assets.store import AssetStore
+from controller.cases.alarm_bridge import fault_key
 from controller.cases.db import CaseDatabase, database_url
 from controller.cases.evidence import EvidenceCollector
-from controller.cases.service import CaseService, fault_key
+from controller.cases.service import CaseService
 from controller.cases.webhook import WebhookSender
 from controller.config import LoadedConfig, secret
 from controller.control.audit import AuditLog
@@ -94,6 +96,8 @@ class Controller:
         self._build_cases(loaded)
         self._stores_open = False
         self._schedules_running = False
+        #: What start opened, each with its stop; stop unwinds it in reverse.
+        self._started = AsyncExitStack()
         self.running = False
         #: When :meth:`start` began polling (for health: the first polls take a while).
         self.started_at: float | None = None
@@ -138,24 +142,34 @@ class Controller:
             loaded, cfg = self.loaded, self.loaded.config
             storage = cfg.storage
             embedded = loaded.data_path(storage.embedded.path) if storage.embedded.enabled else None
+            stack = self._started
             async with opening(f"the telemetry store {embedded or ''}".strip()):
                 await self.telemetry.start()
+            stack.push_async_callback(self.telemetry.stop)
             async with opening(f"the alarm store {loaded.data_path(cfg.alarms.path)}"):
                 await self.rules.start()
+            stack.push_async_callback(self.rules.stop)
             async with opening(f"the audit log {loaded.data_path(cfg.control.db_path)}"):
                 await self.audit.open()
+            stack.push_async_callback(self.audit.close)
             async with opening(f"the asset register {loaded.data_path(cfg.assets.db_path)}"):
                 await self.assets.open()
+            stack.push_async_callback(self.assets.close)
             async with opening(f"the override store {loaded.data_path(cfg.schedules.db_path)}"):
                 await self.overrides.open()
+            stack.push_async_callback(self.overrides.close)
             url = self.case_db.url.render_as_string(hide_password=True)
             async with opening(f"the case database {url}"):
                 await self.cases.start()
+            stack.push_async_callback(self.cases.stop)
+            # Commands are audited: any still running end before the audit log closes.
+            stack.push_async_callback(self.commands.stop)
             active = {fault_key(a): a for a in self.rules.manager.list() if a.active and a.case}
-            await self.cases.resume_verification(active)
+            await self.cases.alarms.resume_verification(active)
             self._wire_flow()
             if self.webhook is not None:
                 self.webhook.start()
+                stack.push_async_callback(self.webhook.stop)
             self._stores_open = True
 
     def _wire_flow(self) -> None:
@@ -170,59 +184,57 @@ class Controller:
         """
         self.poller.subscribe(self.telemetry.on_batch)
         self.poller.subscribe(self.rules.on_batch)
-        self.poller.subscribe(self.cases.on_batch)
+        self.poller.subscribe(self.cases.alarms.on_batch)
         manager = self.rules.manager
         if self.rules.flood_watch is not None:
             manager.subscribe(self.rules.flood_watch.on_notice)
         manager.subscribe(self.rules.publish)
-        manager.subscribe(self.cases.on_alarm)
+        manager.subscribe(self.cases.alarms.on_alarm)
 
     async def start(self) -> None:
-        """Start telemetry, then polling, then the schedules."""
+        """Open the stores, start polling, the push sources and the schedules."""
         await self.open_stores()
-        await self.start_listeners()
         self.started_at = time.time()
+        # Polling starts before the push sources: stopped in reverse, a source then
+        # stops before the poller's last flush, which hands on what it delivered.
         self.poller.start()
+        self._started.push_async_callback(self.poller.stop)
+        # Commands go over the poller's links: they end before the links close.
+        self._started.push_async_callback(self.commands.stop)
+        await self.start_listeners()
         await self.start_schedules()
         self.running = True
 
     async def start_listeners(self) -> None:
         """Open the ports that stations dial in to, and start every push source."""
+        # Station commands are audited once their listener has ended them: after it.
+        self._started.push_async_callback(self.station_commands.stop)
         for listener in self.listeners:
             async with opening(f"the {listener.id} listener on {listener.host}:{listener.port}"):
                 await listener.start()
+            self._started.push_async_callback(listener.stop)
         for source in self.sources:
             async with opening(f"the push source {source.id}"):
                 await source.start(self.poller.push)
+            self._started.push_async_callback(source.stop)
 
     async def start_schedules(self) -> None:
         """Put lights into their scheduled state and keep them on schedule."""
         await self.open_stores()
-        await self.schedules.start()
-        self._schedules_running = True
+        if not self._schedules_running:
+            await self.schedules.start()
+            self._started.push_async_callback(self.schedules.stop)
+            self._schedules_running = True
 
     async def stop(self) -> None:
-        """Stop polling, deliver or spool the last readings, close links and stores."""
-        if self._schedules_running:
-            await self.schedules.stop()
-            self._schedules_running = False
-        await self.commands.stop()
-        for listener in self.listeners:
-            await listener.stop()
-        for source in self.sources:
-            await source.stop()
-        await self.station_commands.stop()
+        """Stop what started, in reverse: schedules, push sources and listeners, commands,
+        polling (its last flush delivers or spools the last readings), then the stores."""
+        started, self._started = self._started, AsyncExitStack()
+        await started.aclose()
+        # A controller used without start (one poll from the CLI) still has links open.
         await self.poller.stop()
-        if self._stores_open:
-            if self.webhook is not None:
-                await self.webhook.stop()
-            await self.cases.stop()
-            await self.audit.close()
-            await self.assets.close()
-            await self.overrides.close()
-            await self.rules.stop()
-            await self.telemetry.stop()
-            self._stores_open = False
+        self._stores_open = False
+        self._schedules_running = False
         self.running = False
 
     async def __aenter__(self) -> Controller:

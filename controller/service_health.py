@@ -54,8 +54,10 @@ def assess(controller: Controller, now: float | None = None) -> ServiceHealth:
     ]
     if offline:
         reasons.append(f"{len(offline)} devices offline: {_listing(offline)}")
-    if controller.cases.pending_notices:
-        reasons.append(f"{controller.cases.pending_notices} alarms wait for the case database")
+    if controller.cases.alarms.pending_notices:
+        reasons.append(
+            f"{controller.cases.alarms.pending_notices} alarms wait for the case database"
+        )
     return ServiceHealth("degraded" if reasons else "ok", reasons)
 
 

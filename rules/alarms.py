@@ -67,9 +67,10 @@ class AlarmManager:
         #: Keys of open alarms per device: inhibition looks at one device, never at all alarms.
         self._open_by_device: dict[str, set[tuple[str, str, int]]] = {}
 
-    def subscribe(self, handler: NoticeHandler) -> None:
-        """Call ``handler`` with every announced transition."""
+    def subscribe(self, handler: NoticeHandler) -> Callable[[], None]:
+        """Call ``handler`` with every announced transition; returns its unsubscribe."""
         self._handlers.append(handler)
+        return lambda: self._handlers.remove(handler)
 
     async def start(self) -> list[Alarm]:
         """Load open alarms; returns them so the engine's state can be seeded."""

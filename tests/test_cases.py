@@ -322,12 +322,14 @@ async def test_a_chattering_fault_is_one_case_and_a_suppressed_alarm_none(
     svc, _ = service
     for k in range(4):  # raised, returned, raised again, ... as a loose contact does
         alarm = lamp_alarm(100 + k)
-        await svc.on_alarm(AlarmNotice(alarm, "raised"))
-        await svc.on_alarm(AlarmNotice(alarm, "returned"))
+        await svc.alarms.on_alarm(AlarmNotice(alarm, "raised"))
+        await svc.alarms.on_alarm(AlarmNotice(alarm, "returned"))
     [case] = await svc.find()
     assert case.alarm_ids == [100, 101, 102, 103]
     assert case.stage == "dispatched" and case.department == "江城区照明所"
-    await svc.on_alarm(AlarmNotice(lamp_alarm(200, suppressed_by="circuit_break:CAB/1"), "raised"))
+    await svc.alarms.on_alarm(
+        AlarmNotice(lamp_alarm(200, suppressed_by="circuit_break:CAB/1"), "raised")
+    )
     assert len(await svc.find()) == 1
 
 
@@ -336,11 +338,11 @@ async def test_an_alarm_while_the_database_is_away_becomes_a_case_later(tmp_path
     svc = CaseService(CONFIG.model_copy(update={"webhook": None}), db, registry(tmp_path))
     await svc.start()
     await db.close()  # the database goes away
-    await svc.on_alarm(AlarmNotice(lamp_alarm(7), "raised"))
-    await svc.on_alarm(AlarmNotice(lamp_alarm(7), "returned"))
-    assert svc.pending_notices == 2
+    await svc.alarms.on_alarm(AlarmNotice(lamp_alarm(7), "raised"))
+    await svc.alarms.on_alarm(AlarmNotice(lamp_alarm(7), "returned"))
+    assert svc.alarms.pending_notices == 2
     await db.open()
-    assert await svc.retry_pending() == 2
+    assert await svc.alarms.retry_pending() == 2
     [case] = await svc.find()
     assert case.alarm_ids == [7] and case.stage == "dispatched"
     await svc.stop()
@@ -361,8 +363,8 @@ async def test_case_titles_name_the_fault_in_words(
     supply = cabinet_alarm(300, "supply-loss", "mains_present", 1, "level 1")
     leak = cabinet_alarm(301, "leakage", "leakage_current", 1, "level 1")
     leak.sub = 1  # another fault of the same cabinet: its own case
-    await svc.on_alarm(AlarmNotice(supply, "raised"))
-    await svc.on_alarm(AlarmNotice(leak, "raised"))
+    await svc.alarms.on_alarm(AlarmNotice(supply, "raised"))
+    await svc.alarms.on_alarm(AlarmNotice(leak, "raised"))
     titles = sorted(case.title for case in await svc.find())
     assert len(titles) == 2 and titles[0] != titles[1]
     assert any(t.endswith("JC-XJ-002: 停电") for t in titles), titles
@@ -384,13 +386,13 @@ async def test_a_case_escalated_to_red_water_gets_the_urgent_time_limit(
     svc, clock = service
     opened = clock.now
     alarm = gauge_alarm(400, "medium", 1, "blue")
-    await svc.on_alarm(AlarmNotice(alarm, "raised"))
+    await svc.alarms.on_alarm(AlarmNotice(alarm, "raised"))
     [case] = await svc.find()
     assert case.due_at == opened + 120 * 60
     assert case.title.endswith("积水 蓝色预警")
     clock.now += 10 * 60  # the water rises to red ten minutes later
     alarm.severity, alarm.level, alarm.level_name = "urgent", 4, "red"
-    await svc.on_alarm(AlarmNotice(alarm, "escalated"))
+    await svc.alarms.on_alarm(AlarmNotice(alarm, "escalated"))
     [case] = await svc.find()
     assert case.severity == "urgent"
     assert case.due_at == clock.now + 30 * 60  # from the escalation: earlier than 2 h

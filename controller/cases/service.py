@@ -1,13 +1,8 @@
-"""The case service: cases from alarms and reports, their closed loop, verification by telemetry.
+"""The case service: the workflow of cases (受理 to 评价), their records and time limits.
 
-Sensor alarms whose rule says ``case: true`` become cases: one per fault
-(a chattering alarm or a re-raised one joins the open case of its fault;
-alarms suppressed by a cut circuit or a dead cabinet raise none). With
-``auto_dispatch`` the controller accepts, files and dispatches them to the
-department the routing table names. When the fault is gone for
-``verify_polls`` polls, telemetry reports and verifies the disposal and the
-case is closed and evaluated; a fault that comes back during verification
-sends the case back to disposal as rework.
+Cases come from people (``open_case``) and from sensor alarms, through the
+alarm bridge (:class:`~controller.cases.alarm_bridge.AlarmCaseBridge`, at
+``CaseService.alarms``), which opens, joins and verifies them by telemetry.
 
 Every transition is a row (who, when, note) and, with a webhook, an outbox
 row written in the same database transaction, so no transition is lost
@@ -17,23 +12,27 @@ between the database and the city platform.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from controller.cases.alarm_bridge import (
+    SYSTEM,
+    TELEMETRY,
+    AlarmCaseBridge,
+    EvidenceSource,
+    LiveFaults,
+)
 from controller.cases.config import CasesConfig
 from controller.cases.db import CaseDatabase, CaseRow, OutboxRow, TransitionRow
 from controller.cases.exchange import CaseRecord
 from controller.cases.reads import CaseReads
 from controller.cases.requests import (
     CaseConflict,
-    CaseError,
     CaseInvalid,
     CaseNotFound,
     NewCase,
@@ -44,14 +43,10 @@ from controller.cases.stages import CaseAction, Stage, TransitionRefused, next_s
 from controller.cases.titles import case_title, fault_words
 from controller.control.audit import Actor
 from controller.registry import Registry
-from drivers.readings import ReadingBatch
 from drivers.tasks import BackgroundTasks
-from rules.alarm_model import Alarm, AlarmNotice, severity_rank
+from rules.alarm_model import Alarm, severity_rank
 
 log = logging.getLogger(__name__)
-
-SYSTEM = Actor("streetsense", "", "system")
-TELEMETRY = Actor("telemetry", "", "system")
 
 
 #: Actions a person may not take on a sensor case while its fault is still active
@@ -60,16 +55,6 @@ ENDING_ACTIONS = frozenset({CaseAction.PASS_VERIFICATION, CaseAction.CLOSE, Case
 
 
 TransitionHook = Callable[[CaseRow, TransitionRow], Awaitable[None]]
-EvidenceSource = Callable[[Alarm], Awaitable[dict[str, Any]]]
-
-
-@dataclass
-class _Clearing:
-    """A fault whose alarm returned: polls seen since, until verification."""
-
-    case_id: int
-    device: int
-    polls: int = 0
 
 
 class CaseService(CaseReads):
@@ -86,16 +71,12 @@ class CaseService(CaseReads):
         self.config = config
         self.db = db
         self.registry = registry
-        self.evidence = evidence
         self.clock = clock
         self.categories = {c.id: c for c in config.categories}
         self.routing = CaseRouting(config)
-        self._clearing: dict[str, _Clearing] = {}
-        # The active alarm of each fault with a case rule, so a person cannot close
-        # a case under a live fault by mistake, and a forced close gets a new case.
-        self._active: dict[str, Alarm] = {}
-        self._reopen: set[str] = set()
-        self._retry: collections.deque[AlarmNotice] = collections.deque()
+        self.faults = LiveFaults()
+        #: Where alarms and polls come in (``on_alarm``, ``on_batch``).
+        self.alarms = AlarmCaseBridge(self, self.faults, evidence)
         self._hooks: list[TransitionHook] = []
         self._tasks = BackgroundTasks()
         self._lock = asyncio.Lock()
@@ -164,110 +145,11 @@ class CaseService(CaseReads):
         await self._announce(row, transition)
         return row
 
-    async def on_alarm(self, notice: AlarmNotice) -> None:
-        """Alarm subscriber: open, join or start verifying sensor cases.
-
-        If the database cannot be reached (a PostgreSQL restart), the notice is
-        kept and tried again with the overdue check, in order, so no case is lost.
-        """
-        if self._retry:
-            self._retry.append(notice)
-            return
-        try:
-            await self._on_alarm(notice)
-        except CaseError:
-            raise
-        except Exception:
-            log.exception("case for alarm %d not recorded; will retry", notice.alarm.id)
-            self._retry.append(notice)
-
-    async def retry_pending(self) -> int:
-        """Try the alarm notices that could not be recorded; returns how many went through."""
-        done = 0
-        while self._retry:
-            try:
-                await self._on_alarm(self._retry[0])
-            except CaseError as exc:
-                log.warning("alarm %d makes no case: %s", self._retry[0].alarm.id, exc.reason)
-            self._retry.popleft()
-            done += 1
-        return done
-
-    @property
-    def pending_notices(self) -> int:
-        """Alarm notices waiting for the database."""
-        return len(self._retry)
-
-    async def _on_alarm(self, notice: AlarmNotice) -> None:
-        alarm = notice.alarm
-        if not alarm.case or not self.config.enabled:
-            return
-        key = fault_key(alarm)
-        if notice.transition in ("raised", "escalated"):
-            # Checked now, not when the alarm was raised: the batch that raised a lamp
-            # alarm may also have found the cut circuit that explains it.
-            if alarm.suppressed_by:
-                return
-            await self._fault_active(key, alarm)
-        elif notice.transition in ("returned", "cleared"):
-            await self._fault_gone(key, alarm)
-
-    async def _open_case_of(self, key: str) -> CaseRow | None:
-        async with self.db.session() as session:
-            result = await session.scalars(
-                select(CaseRow)
-                .where(CaseRow.fault_key == key)
-                .where(CaseRow.stage.not_in([s.value for s in Stage if not s.open]))
-                .order_by(CaseRow.id.desc())
-                .limit(1)
-            )
-            return result.first()
-
-    async def _fault_active(self, key: str, alarm: Alarm) -> None:
-        self._clearing.pop(key, None)
-        self._active[key] = alarm
-        self._reopen.discard(key)
-        existing = await self._open_case_of(key)
-        if existing is not None:
-            await self._join(existing, alarm)
-            return
-        device = self.registry.by_id.get(alarm.device)
-        category = self.routing.category_for(alarm.device_class, alarm.kind)
-        evidence = await self.evidence(alarm) if self.evidence is not None else {}
-        name = device.location.name if device is not None else ""
-        new = NewCase(
-            source="sensor",
-            category=category.id,
-            severity=alarm.severity,
-            title=case_title(category.name, alarm),
-            description=_describe_alarm(alarm, name),
-            component_id=(getattr(device.location, "pole", "") if device else "") or alarm.device,
-            device_id=alarm.device,
-            fault_key=key,
-            grid=alarm.grid,
-            road=alarm.road,
-            district=alarm.district,
-            lat=alarm.lat,
-            lon=alarm.lon,
-            address=" ".join(p for p in (alarm.district, alarm.road, name) if p),
-            alarm_ids=[alarm.id],
-            evidence=evidence,
-            department=device.location.department if device is not None else "",
-            admin_code=device.location.admin_code if device is not None else "",
-            street_code=device.location.street_code if device is not None else "",
-            community_code=device.location.community_code if device is not None else "",
-        )
-        row = await self.open_case(new, SYSTEM)
-        if self.config.auto_dispatch:
-            for action in (CaseAction.ACCEPT, CaseAction.FILE, CaseAction.DISPATCH):
-                row = await self.transition(row.id, TransitionRequest(action), SYSTEM)
-
-    async def _join(self, row: CaseRow, alarm: Alarm) -> None:
-        """A repeat of a fault with an open case: note it there, and if the case was
-        awaiting verification, the fault is back: rework."""
+    async def note_repeat(self, case_id: int, alarm: Alarm) -> None:
+        """A repeat of a fault joins its open case; a worse one escalates it."""
         escalation = None
         async with self._lock, self.db.session() as session:
-            current = await session.get(CaseRow, row.id)
+            current = await session.get(CaseRow, case_id)
             assert current is not None
             if alarm.id not in current.alarm_ids:
                 current.alarm_ids = [*current.alarm_ids, alarm.id]
@@ -278,15 +160,6 @@ class CaseService(CaseReads):
             await session.commit()
         if escalation is not None:
             await self._announce(*escalation)
-        if row.stage in (Stage.DISPOSAL_REPORTED.value, Stage.UNDER_VERIFICATION.value):
-            note = f"telemetry: the fault is back ({alarm.kind} {alarm.level_name})"
-            if row.stage == Stage.DISPOSAL_REPORTED.value:
-                row = await self.transition(
-                    row.id, TransitionRequest(CaseAction.START_VERIFICATION, note), TELEMETRY
-                )
-            await self.transition(
-                row.id, TransitionRequest(CaseAction.FAIL_VERIFICATION, note), TELEMETRY
-            )
 
     async def _escalate(
         self, session: AsyncSession, row: CaseRow, alarm: Alarm, now: float
@@ -306,100 +179,6 @@ class CaseService(CaseReads):
             session, row, "escalate", row.stage, TELEMETRY, note, {"previous": before}
         )
         return row, transition
-
-    async def _fault_gone(self, key: str, alarm: Alarm) -> None:
-        self._active.pop(key, None)
-        self._reopen.discard(key)
-        existing = await self._open_case_of(key)
-        device = self.registry.by_id.get(alarm.device)
-        if existing is None or device is None:
-            return
-        self._clearing[key] = _Clearing(existing.id, device.index)
-
-    async def resume_verification(self, active_faults: dict[str, Alarm]) -> int:
-        """After a restart: open sensor cases whose fault is no longer active start
-        counting polls again (the count itself is not kept). Returns how many.
-
-        ``active_faults`` maps each active fault's key to its alarm.
-        """
-        self._active.update(active_faults)
-        open_stages = [
-            Stage.DISPATCHED.value,
-            Stage.IN_DISPOSAL.value,
-            Stage.DISPOSAL_REPORTED.value,
-            Stage.UNDER_VERIFICATION.value,
-        ]
-        async with self.db.session() as session:
-            rows = list(
-                await session.scalars(
-                    select(CaseRow)
-                    .where(CaseRow.source == "sensor")
-                    .where(CaseRow.stage.in_(open_stages))
-                )
-            )
-        resumed = 0
-        for row in rows:
-            device = self.registry.by_id.get(row.device_id)
-            if row.fault_key in active_faults or device is None:
-                continue
-            self._clearing[row.fault_key] = _Clearing(row.id, device.index)
-            resumed += 1
-        return resumed
-
-    def fault_is_active(self, key: str) -> bool:
-        """Whether the fault with this key has an active alarm now."""
-        return key in self._active
-
-    async def on_batch(self, batch: ReadingBatch) -> None:
-        """Poller subscriber: count polls of devices whose fault is gone; verify after
-        enough; a fault whose case was closed by force gets a new case at its next poll."""
-        if self._reopen and len(batch):
-            await self._reopen_forced(batch)
-        if not self._clearing or not len(batch):
-            return
-        seen = set(batch.device.tolist())
-        done = []
-        for key, clearing in self._clearing.items():
-            if clearing.device in seen:
-                clearing.polls += 1
-                if clearing.polls >= self.config.verify_polls:
-                    done.append((key, clearing))
-        for key, clearing in done:
-            self._clearing.pop(key, None)
-            try:
-                await self.verify_by_telemetry(clearing.case_id)
-            except (CaseError, TransitionRefused) as exc:
-                log.info("case %d not verified by telemetry: %s", clearing.case_id, exc)
-
-    async def _reopen_forced(self, batch: ReadingBatch) -> None:
-        polled = set(batch.device.tolist())
-        for key in list(self._reopen):
-            alarm = self._active.get(key)
-            device = self.registry.by_id.get(alarm.device) if alarm is not None else None
-            if alarm is None or device is None:
-                self._reopen.discard(key)
-            elif device.index in polled:
-                self._reopen.discard(key)
-                await self._fault_active(key, alarm)
-
-    async def verify_by_telemetry(self, case_id: int) -> CaseRow:
-        """The fault has been gone for enough polls: carry the case through to closed."""
-        row = await self.get(case_id)
-        note = f"telemetry: fault gone for {self.config.verify_polls} polls"
-        path = {
-            Stage.DISPATCHED.value: [CaseAction.START_DISPOSAL, CaseAction.REPORT_DISPOSAL],
-            Stage.IN_DISPOSAL.value: [CaseAction.REPORT_DISPOSAL],
-            Stage.DISPOSAL_REPORTED.value: [],
-            Stage.UNDER_VERIFICATION.value: [],
-        }.get(row.stage)
-        if path is None:
-            raise CaseConflict(f"case {case_id} is {row.stage}: a person has to move it first")
-        if row.stage != Stage.UNDER_VERIFICATION.value:
-            path.append(CaseAction.START_VERIFICATION)
-        path += [CaseAction.PASS_VERIFICATION, CaseAction.CLOSE]
-        for action in path:
-            row = await self.transition(row.id, TransitionRequest(action, note), TELEMETRY)
-        return row
 
     # -- moving ------------------------------------------------------------------------------
 
@@ -440,8 +219,8 @@ class CaseService(CaseReads):
                     )
                 )
             await session.commit()
-        if after in (Stage.CLOSED, Stage.REJECTED) and self.fault_is_active(row.fault_key):
-            self._reopen.add(row.fault_key)
+        if after in (Stage.CLOSED, Stage.REJECTED) and self.faults.is_active(row.fault_key):
+            self.faults.reopen.add(row.fault_key)
         for t in (transition, *extra):
             await self._announce(row, t)
         return row
@@ -453,10 +232,10 @@ class CaseService(CaseReads):
             request.action not in ENDING_ACTIONS
             or actor.role == "system"
             or not row.fault_key
-            or not self.fault_is_active(row.fault_key)
+            or not self.faults.is_active(row.fault_key)
         ):
             return
-        alarm = self._active[row.fault_key]
+        alarm = self.faults.active[row.fault_key]
         if not request.force:
             raise CaseConflict(
                 f"the fault is still active ({fault_words(alarm)} on {alarm.device}): "
@@ -580,7 +359,7 @@ class CaseService(CaseReads):
         while True:
             await asyncio.sleep(self.config.overdue_check_interval)
             try:
-                await self.retry_pending()
+                await self.alarms.retry_pending()
                 await self.flag_overdue()
             except Exception:
                 log.exception(
@@ -589,24 +368,12 @@ class CaseService(CaseReads):
                 )
 
 
-def fault_key(alarm: Alarm) -> str:
-    """What makes two alarms the same fault, for one case per fault: rule, device, sub."""
-    return f"{alarm.rule}|{alarm.device}|{alarm.sub}"
-
-
 def _evaluation(row: CaseRow) -> str:
     if row.rework_count:
         return "reworked"
     if row.due_at is not None and row.closed_at is not None and row.closed_at > row.due_at:
         return "overdue"
     return "on_time"
-
-
-def _describe_alarm(alarm: Alarm, name: str) -> str:
-    where = f"{alarm.device}" + (f" ({name})" if name else "")
-    value = "" if alarm.value is None else f": reads {alarm.value:g}"
-    limit = "" if alarm.limit is None else f", limit {alarm.limit:g}"
-    return f"{alarm.kind} {alarm.level_name} at {where}{value}{limit}"
 
 
 def _outbox_row(row: CaseRow, transition: TransitionRow, now: float) -> OutboxRow:
