@@ -267,7 +267,8 @@ class Poller:
         self._flusher = asyncio.create_task(self._flush_loop(), name="poll:flush")
 
     async def stop(self) -> None:
-        """Stop polling, flush what was read, close the links."""
+        """Stop polling and flush what was read (the links stay open: their owner,
+        the controller, closes them; commands and time tables use them too)."""
         await cancel_until_done(self._tasks)
         self._tasks = []
         if self._flusher is not None:
@@ -275,5 +276,3 @@ class Poller:
             await self._flusher  # its last flush hands on what was read
             self._flusher = None
         await self.flush()
-        for link in self.links.values():
-            await link.close()

@@ -231,8 +231,10 @@ class Controller:
         polling (its last flush delivers or spools the last readings), then the stores."""
         started, self._started = self._started, AsyncExitStack()
         await started.aclose()
-        # A controller used without start (one poll from the CLI) still has links open.
-        await self.poller.stop()
+        # Built here, shared by the poller, the dispatcher and the table pusher; also open
+        # on a controller used without start (one poll from the CLI).
+        for link in self.links.values():
+            await link.close()
         self._stores_open = False
         self._schedules_running = False
         self.running = False

@@ -21,10 +21,16 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from controller.cases.db import CaseRow
-from controller.cases.requests import CaseConflict, CaseError, NewCase, TransitionRequest
+from controller.cases.requests import (
+    SYSTEM,
+    TELEMETRY,
+    CaseConflict,
+    CaseError,
+    NewCase,
+    TransitionRequest,
+)
 from controller.cases.stages import CaseAction, Stage, TransitionRefused
 from controller.cases.titles import case_title
-from controller.control.audit import Actor
 from drivers.readings import ReadingBatch
 from rules.alarm_model import Alarm, AlarmNotice
 
@@ -32,9 +38,6 @@ if TYPE_CHECKING:
     from controller.cases.service import CaseService
 
 log = logging.getLogger(__name__)
-
-SYSTEM = Actor("streetsense", "", "system")
-TELEMETRY = Actor("telemetry", "", "system")
 
 EvidenceSource = Callable[[Alarm], Awaitable[dict[str, Any]]]
 

@@ -6,7 +6,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.cases.stages import CaseAction
+from controller.control.audit import Actor
 from drivers.errors import Conflict, Invalid, NotFound, StreetsenseError
+
+#: Who the case records name for what the controller does by itself, and for what
+#: telemetry decides (a fault back, a fault gone, a fault worse).
+SYSTEM = Actor("streetsense", "", "system")
+TELEMETRY = Actor("telemetry", "", "system")
 
 
 class CaseError(StreetsenseError):

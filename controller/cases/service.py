@@ -20,18 +20,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller.cases.alarm_bridge import (
-    SYSTEM,
-    TELEMETRY,
-    AlarmCaseBridge,
-    EvidenceSource,
-    LiveFaults,
-)
+from controller.cases.alarm_bridge import AlarmCaseBridge, EvidenceSource, LiveFaults
 from controller.cases.config import CasesConfig
 from controller.cases.db import CaseDatabase, CaseRow, OutboxRow, TransitionRow
 from controller.cases.exchange import CaseRecord
 from controller.cases.reads import CaseReads
 from controller.cases.requests import (
+    SYSTEM,
+    TELEMETRY,
     CaseConflict,
     CaseInvalid,
     CaseNotFound,
