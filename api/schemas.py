@@ -309,6 +309,35 @@ class ShelveIn(BaseModel):
     reason: str = Field(default="", max_length=500)
 
 
+class AlarmIdsIn(BaseModel):
+    """Alarms to act on together (a bulk acknowledge)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[int] = Field(min_length=1, max_length=5000)
+
+
+class AlarmShelveManyIn(AlarmIdsIn):
+    """Alarms to shelve together, and for how long."""
+
+    minutes: float = Field(gt=0, le=7 * 24 * 60)
+    reason: str = Field(default="", max_length=500)
+
+
+class AlarmRefusal(BaseModel):
+    """One alarm a bulk action left alone, and why."""
+
+    id: int
+    reason: str
+
+
+class AlarmBatchOut(BaseModel):
+    """What a bulk action did."""
+
+    done: list[AlarmOut]
+    refused: list[AlarmRefusal]
+
+
 class OutOfServiceIn(BaseModel):
     """Take an alarm out of service, or back."""
 

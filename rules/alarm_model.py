@@ -130,6 +130,14 @@ class AlarmError(Conflict):
     """An operator action that does not fit the alarm's state."""
 
 
+@dataclass
+class AlarmBatch:
+    """What one bulk action did: the alarms changed, and each refused id with its reason."""
+
+    done: list[Alarm] = field(default_factory=list)
+    refused: list[tuple[int, str]] = field(default_factory=list)
+
+
 def alarm_payload(alarm: Alarm, now: float) -> dict[str, Any]:
     """The JSON form of an alarm (MQTT, webhooks), its state as of ``now``."""
     data = asdict(alarm)

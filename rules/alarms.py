@@ -20,6 +20,7 @@ from rules.alarm_floods import AlarmFloodDetector
 from rules.alarm_model import (
     SENSOR_FAULT,
     Alarm,
+    AlarmBatch,
     AlarmError,
     AlarmNotice,
     AlarmStorage,
@@ -310,8 +311,7 @@ class AlarmManager:
             raise KeyError(alarm_id)
         return alarm
 
-    async def acknowledge(self, alarm_id: int, who: str) -> Alarm:
-        """Acknowledge: active alarms stay active; returned ones close."""
+    def _acknowledge(self, alarm_id: int, who: str) -> Alarm:
         alarm = self._get(alarm_id)
         now = self.clock()
         if alarm.condition is Condition.ACTIVE_UNACK:
@@ -323,17 +323,49 @@ class AlarmManager:
             raise AlarmError(f"alarm {alarm_id} is {alarm.condition.value}: nothing to acknowledge")
         alarm.acked_at, alarm.acked_by = now, who
         self._dirty[alarm.id] = alarm
+        return alarm
+
+    def _shelve(self, alarm_id: int, who: str, minutes: float) -> Alarm:
+        alarm = self._get(alarm_id)
+        alarm.shelved_until = self.clock() + minutes * 60.0
+        alarm.shelved_by = who
+        self._dirty[alarm.id] = alarm
+        return alarm
+
+    async def acknowledge(self, alarm_id: int, who: str) -> Alarm:
+        """Acknowledge: active alarms stay active; returned ones close."""
+        alarm = self._acknowledge(alarm_id, who)
         await self._flush([AlarmNotice(alarm, "acknowledged")])
         return alarm
 
     async def shelve(self, alarm_id: int, who: str, minutes: float) -> Alarm:
         """Shelve for ``minutes``: still evaluated and recorded, not announced."""
-        alarm = self._get(alarm_id)
-        alarm.shelved_until = self.clock() + minutes * 60.0
-        alarm.shelved_by = who
-        self._dirty[alarm.id] = alarm
+        alarm = self._shelve(alarm_id, who, minutes)
         await self._flush([AlarmNotice(alarm, "shelved")])
         return alarm
+
+    async def acknowledge_many(self, alarm_ids: list[int], who: str) -> AlarmBatch:
+        """Acknowledge several alarms in one save (a duty officer's bulk action); each one
+        that cannot be acknowledged is refused with its reason, the others go ahead."""
+        return await self._batch(alarm_ids, lambda i: self._acknowledge(i, who), "acknowledged")
+
+    async def shelve_many(self, alarm_ids: list[int], who: str, minutes: float) -> AlarmBatch:
+        """Shelve several alarms for ``minutes`` in one save."""
+        return await self._batch(alarm_ids, lambda i: self._shelve(i, who, minutes), "shelved")
+
+    async def _batch(
+        self, alarm_ids: list[int], change: Callable[[int], Alarm], transition: str
+    ) -> AlarmBatch:
+        batch = AlarmBatch()
+        for alarm_id in dict.fromkeys(alarm_ids):  # each once, in the order given
+            try:
+                batch.done.append(change(alarm_id))
+            except KeyError:
+                batch.refused.append((alarm_id, f"no open alarm {alarm_id}"))
+            except AlarmError as error:
+                batch.refused.append((alarm_id, str(error)))
+        await self._flush([AlarmNotice(a, transition) for a in batch.done])
+        return batch
 
     async def unshelve(self, alarm_id: int, who: str) -> Alarm:
         """End shelving now."""

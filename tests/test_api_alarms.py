@@ -10,6 +10,7 @@ import httpx
 
 from api.app import create_app
 from api.keys import ApiKeyStore, Role
+from controller.alarm_store import AlarmStore
 from controller.config import LoadedConfig
 from simulators.faults import FaultKind, FaultSpec
 from tests.helpers import city_with_controller, reads_with
@@ -83,3 +84,48 @@ async def test_alarm_actions_need_the_right_role_and_statistics_count_them(
             (row,) = report["rows"]
             assert row["cleared"] == 1 and 0 < row["mttr_s"] < 10
         app.state.keys.close()
+
+
+async def test_alarms_are_acknowledged_and_shelved_in_bulk_with_refusals_named(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    doc = city_doc(tmp_path)
+    doc["api"] = {"keys_path": str(tmp_path / "keys.db")}
+    loaded = write_config(doc)
+    keys = ApiKeyStore(tmp_path / "keys.db")
+    viewer = keys.create("Zhou (viewer)", Role.VIEWER)
+    engineer = keys.create("Wang (engineer)", Role.ENGINEER)
+    keys.close()
+    async with city_with_controller(loaded) as (city, controller):
+        await controller.open_stores()
+        app = create_app(controller, manage_controller=False)
+        city.inject(FaultSpec(kind=FaultKind.CIRCUIT_CUT, device="CAB", circuit=2))
+        city.inject(FaultSpec(kind=FaultKind.DOOR_OPEN, device="CAB"))
+        await cycles(controller, 3)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://api", headers={"X-API-Key": engineer}
+        ) as client:
+            ids = [a["id"] for a in (await client.get("/alarms")).json()]
+            assert len(ids) >= 2
+            forbidden = await client.post(
+                "/alarms/acknowledge", json={"ids": ids}, headers={"X-API-Key": viewer}
+            )
+            assert forbidden.status_code == 403
+            assert (await client.post("/alarms/acknowledge", json={"ids": []})).status_code == 422
+            done = (await client.post("/alarms/acknowledge", json={"ids": [*ids, 999]})).json()
+            assert sorted(a["id"] for a in done["done"]) == sorted(ids)
+            assert {a["acknowledged_by"] for a in done["done"]} == {"Wang (engineer)"}
+            assert done["refused"] == [{"id": 999, "reason": "no open alarm 999"}]
+            again = (await client.post("/alarms/acknowledge", json={"ids": ids})).json()
+            assert again["done"] == [] and len(again["refused"]) == len(ids)
+            assert all("nothing to acknowledge" in r["reason"] for r in again["refused"])
+            shelved = await client.post("/alarms/shelve", json={"ids": ids, "minutes": 60})
+            assert {a["state"] for a in shelved.json()["done"]} == {"shelved"}
+            listed = (await client.get("/alarms", params={"state": "shelved"})).json()
+            assert sorted(a["id"] for a in listed) == sorted(ids)
+            # Saved in the one action: the database has them acknowledged.
+            store = controller.rules.manager.store
+            assert isinstance(store, AlarmStore)
+            rows = await store.query("SELECT id, acked_by FROM alarm")
+            assert all(dict(rows).get(i) == "Wang (engineer)" for i in ids)

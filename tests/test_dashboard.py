@@ -12,12 +12,16 @@ import asyncio
 import json
 import re
 import shutil
+import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from playwright.async_api import Browser, FilePayload, Page, async_playwright, expect
 
+from rules.astro import sun_times
 from tests.demo_process import ROOT, SIM_TOKEN, Demo, demo_config, run_demo
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -519,3 +523,75 @@ async def test_a_dispatcher_works_a_case_through_its_loop_in_the_browser(
     clicked = [h for h in history if h.get("action") in {"accept", "dispatch", "close"}]
     assert len(clicked) == 3 and all(h["actor"] == "demo-dispatcher" for h in clicked)
     await api.aclose()
+
+
+def lamp_faults_for_now(lamps: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """Faults that make twenty or more lamp alarms in the demo city now, and their kind: by
+    day a contactor stuck closed lights its circuit's 30 lamps whose controllers do not
+    switch off (day-burning), by night
+    burnt-out lamps spread over the street runs (lamp failure, each its own alarm)."""
+    sunrise, sunset = sun_times(np.array([21.86]), np.array([111.98]), time.time())
+    now, slack = time.time(), 45 * 60  # the rule's 30-minute margin at dawn and dusk, and more
+    if sunrise[0] + slack < now < sunset[0] - slack:
+        # Circuit 1 of JC-XJ-001 is its first 30 street lamps; their controllers stay on.
+        stuck = [{"kind": "lamp_stuck_on", "device": f"JC-XJ-001-L{n:03d}"} for n in range(1, 31)]
+        contactor = {"kind": "contactor_fail", "device": "JC-XJ-001", "circuit": 1}
+        return [contactor, *stuck], "day_burning"
+    if now < sunrise[0] - slack or now > sunset[0] + slack:
+        by_cabinet: dict[str, list[str]] = {}
+        for lamp in lamps:
+            if lamp["parent"] and re.search(r"-L\d{3}$", lamp["id"]):
+                by_cabinet.setdefault(lamp["parent"], []).append(lamp["id"])
+        spread = [lamp for ids in by_cabinet.values() for lamp in ids[1::4][:4]][:20]
+        return [{"kind": "lamp_burnt_out", "device": lamp} for lamp in spread], "lamp_failure"
+    pytest.skip("dawn or dusk in Yangjiang: lamps are neither surely lit nor surely dark")
+
+
+async def test_twenty_lamp_alarms_are_acknowledged_in_one_action(
+    running_demo: Demo, browser: Browser
+) -> None:
+    api = httpx.AsyncClient(
+        base_url=running_demo.api, headers={"X-API-Key": running_demo.keys["admin"]}
+    )
+    control = httpx.AsyncClient(base_url=running_demo.control)
+    headers = {"Authorization": f"Bearer {SIM_TOKEN}"}
+    lamps = (await api.get("/devices", params={"device_class": "lamp"})).json()
+    faults, alarm_kind = lamp_faults_for_now(lamps)
+    try:
+        for fault in faults:
+            assert (await control.post("/faults", json=fault, headers=headers)).status_code == 201
+        page = await open_dashboard(browser, running_demo, "engineer")
+        posts: list[str] = []
+        page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+        await page.select_option("#alarm-group", "none")
+        rows = page.locator("#alarms tbody tr[data-id]")
+        for _ in range(60):
+            alarms = (await api.get("/alarms", params={"state": "active_unacknowledged"})).json()
+            mine = [a for a in alarms if a["kind"] == alarm_kind]
+            if len(mine) >= 20:
+                break
+            await asyncio.sleep(1)
+        assert len(mine) >= 20, [(a["device"], a["kind"]) for a in alarms]
+        await asyncio.sleep(3)  # the rest of the circuit's lamps, a poll later
+        alarms = (await api.get("/alarms", params={"state": "active_unacknowledged"})).json()
+        mine = [a for a in alarms if a["kind"] == alarm_kind]
+        await page.select_option("#alarm-kind", alarm_kind)
+        await page.select_option("#alarm-state", "unacknowledged")
+        await expect(rows).to_have_count(len(mine))
+        await page.check("#alarm-pick-all")
+        await expect(page.locator("#ack-picked")).to_contain_text("确认所选")
+        await page.click("#ack-picked")
+        await expect(page.locator("#picked-status")).to_contain_text("已确认", timeout=10_000)
+        acked = [p for p in posts if "/alarms/" in p and p.endswith("acknowledge")]
+        assert acked == [f"{running_demo.api}/alarms/acknowledge"]  # one action, one call
+        after = {a["id"]: a for a in (await api.get("/alarms")).json()}
+        assert all(after[a["id"]]["acknowledged_by"] == "demo-engineer" for a in mine)
+        await expect(rows).to_have_count(0)
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.select_option("#alarm-state", "")
+        await page.screenshot(path=str(ARTIFACTS / "alarms-bulk-acknowledged.png"))
+    finally:
+        for device in {fault["device"] for fault in faults}:
+            await control.delete(f"/faults/{device}", headers=headers)
+        await api.aclose()
+        await control.aclose()

@@ -9,9 +9,19 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from api.auth import AlarmOperator, read_guard
 from api.deps import AlarmsDep, ControllerDep
-from api.schemas import AlarmOut, FloodWatchOut, OutOfServiceIn, ShelveIn, utc
+from api.schemas import (
+    AlarmBatchOut,
+    AlarmIdsIn,
+    AlarmOut,
+    AlarmRefusal,
+    AlarmShelveManyIn,
+    FloodWatchOut,
+    OutOfServiceIn,
+    ShelveIn,
+    utc,
+)
 from drivers.device_class import DeviceClass
-from rules.alarm_model import Alarm, severity_rank
+from rules.alarm_model import Alarm, AlarmBatch, severity_rank
 from rules.alarms import AlarmManager
 
 router = APIRouter(prefix="/alarms", tags=["alarms"], dependencies=[Depends(read_guard("alarms"))])
@@ -92,6 +102,29 @@ def flood_watch(controller: ControllerDep, manager: AlarmsDep) -> FloodWatchOut:
         },
         alarm_floods={k: datetime.fromtimestamp(v, tz=UTC) for k, v in manager.floods.items()},
     )
+
+
+def _batch_out(batch: AlarmBatch, manager: AlarmManager) -> AlarmBatchOut:
+    return AlarmBatchOut(
+        done=[alarm_out(a, manager) for a in batch.done],
+        refused=[AlarmRefusal(id=i, reason=r) for i, r in batch.refused],
+    )
+
+
+@router.post("/acknowledge", response_model=AlarmBatchOut)
+async def acknowledge_many(
+    body: AlarmIdsIn, manager: AlarmsDep, who: AlarmOperator
+) -> AlarmBatchOut:
+    """Acknowledge many alarms in one action; those that cannot be are listed with why."""
+    return _batch_out(await manager.acknowledge_many(body.ids, who.name), manager)
+
+
+@router.post("/shelve", response_model=AlarmBatchOut)
+async def shelve_many(
+    body: AlarmShelveManyIn, manager: AlarmsDep, who: AlarmOperator
+) -> AlarmBatchOut:
+    """Shelve many alarms for a while in one action."""
+    return _batch_out(await manager.shelve_many(body.ids, who.name, body.minutes), manager)
 
 
 def _open(manager: AlarmManager, alarm_id: int) -> None:

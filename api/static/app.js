@@ -637,7 +637,7 @@ async function refreshAlarms() {
 }
 
 const SEVERITY_RANK = { urgent: 0, high: 1, medium: 2, low: 3 };
-const alarmView = { expanded: new Set(), muted: localStorage.getItem("streetsense-mute") === "1",
+const alarmView = { expanded: new Set(), picked: new Set(), muted: localStorage.getItem("streetsense-mute") === "1",
   flashing: null, toning: null, notified: new Set(), title: document.title };
 window.streetsenseTones = 0;
 
@@ -676,11 +676,28 @@ function fillFilter(select, allKey, values, label) {
   select.value = [...select.options].some((o) => o.value === chosen) ? chosen : "";
 }
 
+// A tick box that picks alarms for a bulk action (one row's alarm, or a group's members).
+function pickCell(ids) {
+  const cell = el("td", { class: "pick" });
+  if (!state.may.alarms) return cell;
+  const box = el("input", { type: "checkbox", "aria-label": t("alarms.pick") });
+  box.checked = ids.every((id) => alarmView.picked.has(id));
+  box.addEventListener("change", () => {
+    for (const id of ids) {
+      if (box.checked) alarmView.picked.add(id);
+      else alarmView.picked.delete(id);
+    }
+    renderAlarms(state.alarms || []);
+  });
+  cell.append(box);
+  return cell;
+}
+
 function alarmRow(a, extra = "") {
   const row = el("tr", { "data-id": a.id, class: `sev-${a.severity} ${extra}`.trim() });
   const device = el("td");
   device.append(data(a.device));
-  row.append(el("td", {}, term("severity", a.severity)), device,
+  row.append(pickCell([a.id]), el("td", {}, term("severity", a.severity)), device,
     el("td", {}, alarmTitle(a)),
     el("td", { class: "state" }, term("alarm_state", a.state)),
     el("td", {}, localTime(a.raised_at)));
@@ -735,7 +752,7 @@ function renderAlarms(alarms) {
       else alarmView.expanded.add(key);
       renderAlarms(state.alarms || []);
     });
-    row.append(el("td", {}, term("severity", head.severity)), where,
+    row.append(pickCell(members.map((a) => a.id)), el("td", {}, term("severity", head.severity)), where,
       el("td", {}, `${alarmTitle(head)} ${t("alarms.group_count", { n: members.length })}`),
       el("td", { class: "state" }, t("alarms.unacked_count", { n: unacked.length })),
       el("td", {}, localTime(head.raised_at)));
@@ -756,13 +773,34 @@ function renderAlarms(alarms) {
   }
   alarmView.unacked = shown.filter((a) => a.state.endsWith("unacknowledged"));
   $("#ack-all").disabled = alarmView.unacked.length === 0;
+  // What is picked and still shown; an alarm that went away is no longer picked.
+  const present = new Set(shown.map((a) => a.id));
+  for (const id of [...alarmView.picked]) if (!present.has(id)) alarmView.picked.delete(id);
+  const n = alarmView.picked.size;
+  $("#ack-picked").textContent = t("alarms.ack_picked", { n });
+  $("#shelve-picked").textContent = t("alarms.shelve_picked", { n });
+  $("#ack-picked").disabled = $("#shelve-picked").disabled = n === 0;
+  $("#alarm-pick-all").checked = n > 0 && n === present.size;
   raiseUrgent(active.filter((a) => a.severity === "urgent" && a.state.endsWith("unacknowledged")));
 }
 
-async function acknowledgeAll(alarms) {
-  await Promise.all(alarms.map((a) => api(`/alarms/${a.id}/acknowledge`, { method: "POST" })
-    .catch(() => null)));
+// One call for many alarms (the API acknowledges or shelves them in one save, and names
+// any it refused); the outcome is told beside the buttons.
+async function bulkAlarmAction(ids, action, extra = {}) {
+  if (!ids.length) return;
+  try {
+    const result = await api(`/alarms/${action}`, { method: "POST", json: { ids, ...extra } });
+    $("#picked-status").textContent = t(`alarms.bulk_${action}`,
+      { n: result.done.length, refused: result.refused.length });
+    for (const a of result.done) alarmView.picked.delete(a.id);
+  } catch (error) {
+    $("#picked-status").textContent = error.message;
+  }
   await refreshAlarms();
+}
+
+async function acknowledgeAll(alarms) {
+  await bulkAlarmAction(alarms.map((a) => a.id), "acknowledge");
 }
 
 // An urgent alarm not yet acknowledged: a banner that stays, the title flashing, a tone
@@ -834,6 +872,16 @@ $("#mute").addEventListener("click", () => {
   }
 });
 $("#ack-all").addEventListener("click", () => acknowledgeAll(alarmView.unacked || []));
+$("#ack-picked").addEventListener("click", () =>
+  bulkAlarmAction([...alarmView.picked], "acknowledge"));
+$("#shelve-picked").addEventListener("click", () =>
+  bulkAlarmAction([...alarmView.picked], "shelve", { minutes: 30 }));
+$("#alarm-pick-all").addEventListener("change", (event) => {
+  const shown = [...document.querySelectorAll("#alarms tbody tr[data-id]")].map((r) => Number(r.dataset.id));
+  if (event.target.checked) for (const id of shown) alarmView.picked.add(id);
+  else alarmView.picked.clear();
+  renderAlarms(state.alarms || []);
+});
 $("#urgent-ack").addEventListener("click", () => acknowledgeAll(alarmView.urgent || []));
 for (const id of ["#alarm-group", "#alarm-severity", "#alarm-kind", "#alarm-area", "#alarm-state"]) {
   $(id).addEventListener("change", () => renderAlarms(state.alarms || []));
