@@ -45,6 +45,7 @@ from api.routers import (
 from api.routers.assets import MAX_IMPORT_BYTES
 from api.users import UserStore
 from controller.cases.db import CaseRow, TransitionRow
+from controller.cases.photos import MAX_PHOTO_BYTES
 from controller.control.dispatcher import Command
 from controller.runtime import Controller
 from rules.alarm_model import AlarmNotice, alarm_payload
@@ -91,7 +92,7 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
     app.add_middleware(
         BodyLimits,
         max_bytes=controller.loaded.config.api.max_body_bytes,
-        larger={"/assets/import": MAX_IMPORT_BYTES},
+        larger={r"/assets/import": MAX_IMPORT_BYTES, r"/cases/\d+/photos": MAX_PHOTO_BYTES},
     )
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(HTTPException, http_refusal)

@@ -67,17 +67,17 @@ def json_problem(body: bytes) -> str | None:
 
 
 class BodyLimits:
-    """ASGI middleware: size limits per path prefix, JSON sanity before parsing."""
+    """ASGI middleware: size limits per path (by pattern), JSON sanity before parsing."""
 
     def __init__(self, app: App, max_bytes: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.larger = larger or {}
+        self.larger = {re.compile(pattern): limit for pattern, limit in (larger or {}).items()}
 
     def limit_for(self, path: str) -> int:
-        """The body limit of a path (an import may be larger)."""
-        for prefix, limit in self.larger.items():
-            if path.startswith(prefix):
+        """The body limit of a path (an import or a photo may be larger)."""
+        for pattern, limit in self.larger.items():
+            if pattern.fullmatch(path):
                 return limit
         return self.max_bytes
 

@@ -598,6 +598,19 @@ class CaseDetailOut(CaseRecord):
     contact: dict[str, str] | None = None
 
 
+class CasePhotoOut(BaseModel):
+    """A photo attached to a case."""
+
+    id: int
+    case_id: int
+    url: str
+    at: datetime
+    by: str
+    stage: str
+    content_type: str
+    bytes: int
+
+
 class CaseIn(BaseModel):
     """A case reported by an inspector (监督员) or the hotline (12319)."""
 

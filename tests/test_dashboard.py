@@ -12,7 +12,9 @@ import asyncio
 import json
 import re
 import shutil
+import struct
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -510,6 +512,12 @@ async def test_a_dispatcher_works_a_case_through_its_loop_in_the_browser(
         ("close", "evaluated"),  # closing evaluates it at once (on time or not)
     ]:
         steps = len((await api.get(f"/cases/{case_id}")).json()["transitions"])
+        if action == "report_disposal":
+            # The proof of disposal: a photo from the phone, attached before reporting.
+            await card.locator("input.photo").set_input_files(
+                files=[FilePayload(name="repaired.png", mimeType="image/png", buffer=PHOTO)]
+            )
+            await expect(card.locator("img.thumb")).to_have_count(1)
         await card.locator(f"button[data-action={action}]").click()
         for _ in range(50):
             now = (await api.get(f"/cases/{case_id}")).json()
@@ -518,11 +526,43 @@ async def test_a_dispatcher_works_a_case_through_its_loop_in_the_browser(
             await asyncio.sleep(0.1)
         assert (await api.get(f"/cases/{case_id}")).json()["stage"] == stage
     await expect(card.locator("button")).to_have_count(0)  # closed: nothing left to do
-    history = (await api.get(f"/cases/{case_id}")).json()["transitions"]
+    detail = (await api.get(f"/cases/{case_id}")).json()
+    history = detail["transitions"]
     assert any(h.get("note") == "已更换灯具" for h in history)
+    # The photo went with the case, and reads back as sent.
+    [link] = detail["media"]
+    photo = await api.get(link)
+    assert photo.headers["content-type"] == "image/png" and photo.content == PHOTO
+    assert (await httpx.AsyncClient(base_url=running_demo.api).get(link)).status_code == 401
+    photos = f"/cases/{case_id}/photos"
+    not_a_photo = await api.post(photos, content=b"<script>", headers={"Content-Type": "image/png"})
+    assert not_a_photo.status_code == 422 and "not a JPEG" in not_a_photo.text
+    too_late = await api.post(photos, content=PHOTO, headers={"Content-Type": "image/png"})
+    assert too_late.status_code == 409 and "evaluated" in too_late.text
     clicked = [h for h in history if h.get("action") in {"accept", "dispatch", "close"}]
     assert len(clicked) == 3 and all(h["actor"] == "demo-dispatcher" for h in clicked)
     await api.aclose()
+
+
+def tiny_png() -> bytes:
+    """A real 8x8 PNG (a photo stand-in the browser can decode)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    rows = b"".join(b"\x00" + bytes([200, 120, 40]) * 8 for _ in range(8))
+    header = struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+PHOTO = tiny_png()
 
 
 def lamp_faults_for_now(lamps: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:

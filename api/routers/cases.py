@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from api.auth import DUTIES, Reader, Supervisor, may, read_guard, require
 from api.bounds import Offset, RowId
@@ -17,9 +17,11 @@ from api.schemas import (
     CaseDetailOut,
     CaseFiguresOut,
     CaseIn,
+    CasePhotoOut,
     WebhookStatusOut,
 )
 from controller.cases.exchange import CaseExport, CaseRecord, CaseWithHistory, TransitionRecord
+from controller.cases.photos import CasePhoto
 from controller.cases.requests import NewCase, TransitionRequest
 from controller.cases.stages import CaseAction
 from controller.cases.statistics import CaseGroupBy, case_report
@@ -174,6 +176,53 @@ async def get_case(case_id: RowId, cases: CasesDep, reader: Reader) -> CaseDetai
         transitions=[TransitionRecord.from_row(t) for t in history],
         contact=(row.contact or {}) if may(reader.role, "cases_centre") else None,
     )
+
+
+_PHOTO_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            kind: {"schema": {"type": "string", "format": "binary"}}
+            for kind in ("image/jpeg", "image/png", "image/webp")
+        },
+    }
+}
+
+
+def _photo_out(photo: CasePhoto) -> CasePhotoOut:
+    return CasePhotoOut(
+        id=photo.id,
+        case_id=photo.case_id,
+        url=f"/cases/{photo.case_id}/photos/{photo.id}",
+        at=datetime.fromtimestamp(photo.at, tz=UTC),
+        by=photo.actor,
+        stage=photo.stage,
+        content_type=photo.content_type,
+        bytes=len(photo.data),
+    )
+
+
+@router.post(
+    "/{case_id}/photos", status_code=201, response_model=CasePhotoOut, openapi_extra=_PHOTO_BODY
+)
+async def attach_photo(
+    case_id: RowId, request: Request, cases: CasesDep, principal: CaseWorker
+) -> CasePhotoOut:
+    """Attach a photo (JPEG, PNG or WebP, the body itself) to an open case: the proof of
+    disposal, or what an inspector saw. Its link joins the case's media."""
+    photo = await cases.photos.attach(case_id, await request.body(), principal.name)
+    return _photo_out(photo)
+
+
+@router.get(
+    "/{case_id}/photos/{photo_id}",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}},
+)
+async def get_photo(case_id: RowId, photo_id: RowId, cases: CasesDep) -> Response:
+    """A photo of a case, as it was sent."""
+    photo = await cases.photos.get(case_id, photo_id)
+    return Response(photo.data, media_type=photo.content_type, headers={"Cache-Control": "private"})
 
 
 @router.post("/{case_id}/{action}", response_model=CaseRecord)

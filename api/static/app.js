@@ -1228,7 +1228,44 @@ function caseActions(c) {
     button.addEventListener("click", () => caseAction(c, action));
     box.append(button);
   }
+  // The department's staff photograph the work: the proof of disposal goes with the case.
+  if (state.may.cases_work && PHOTO_STAGES.has(c.stage)) {
+    const label = el("label", { class: "photo-pick" });
+    const input = el("input", { type: "file", class: "photo", accept: "image/jpeg,image/png,image/webp",
+      capture: "environment" });
+    input.addEventListener("change", () => attachPhoto(c, input.files[0]));
+    label.append(el("span", {}, t("cases.attach_photo")), input);
+    box.append(label);
+  }
   return box;
+}
+
+const PHOTO_STAGES = new Set(["dispatched", "in_disposal", "disposal_reported"]);
+
+async function attachPhoto(c, file) {
+  if (!file) return;
+  try {
+    await api(`/cases/${c.id}/photos`, { method: "POST", body: file,
+      headers: { "Content-Type": file.type || "application/octet-stream" } });
+  } catch (error) {
+    alert(error.message);
+  }
+  await renderCases();
+}
+
+// Photos are fetched with the caller's credentials (a key header or the session), then shown.
+async function photoThumbs(c) {
+  const strip = el("div", { class: "thumbs" });
+  for (const link of c.media || []) {
+    if (!/^\/cases\/\d+\/photos\/\d+$/.test(link)) continue;
+    const img = el("img", { class: "thumb", alt: t("cases.photo"), loading: "lazy" });
+    strip.append(img);
+    const headers = state.key ? { "X-API-Key": state.key } : {};
+    fetch(link, { headers }).then((r) => (r.ok ? r.blob() : null)).then((blob) => {
+      if (blob) img.src = URL.createObjectURL(blob);
+    });
+  }
+  return strip;
 }
 
 async function caseAction(c, action) {
@@ -1264,6 +1301,7 @@ async function renderCases() {
       const who = el("div");
       who.append(data(c.department || "—"), ` · ${term("severity", c.severity)}`);
       card.append(heading, who, el("div", { class: "left" }, timeLeft(c)));
+      if ((c.media || []).length) card.append(await photoThumbs(c));
       const actions = caseActions(c);
       if (actions.childElementCount) card.append(actions);
       column.append(card);

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     event,
@@ -107,6 +108,21 @@ class TransitionRow(Base):
     role: Mapped[str] = mapped_column(String(20))
     note: Mapped[str] = mapped_column(Text, default="")
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class PhotoRow(Base):
+    """A photo attached to a case (the disposal's proof, an inspector's picture), kept in
+    the case database itself so that it moves, backs up and fails over with the case."""
+
+    __tablename__ = "case_photos"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    at: Mapped[float] = mapped_column()
+    actor: Mapped[str] = mapped_column(String(100))
+    stage: Mapped[str] = mapped_column(String(32))
+    content_type: Mapped[str] = mapped_column(String(40))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class OutboxRow(Base):

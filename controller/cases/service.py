@@ -24,6 +24,7 @@ from controller.cases.alarm_bridge import AlarmCaseBridge, EvidenceSource, LiveF
 from controller.cases.config import CasesConfig
 from controller.cases.db import CaseDatabase, CaseRow, OutboxRow, TransitionRow
 from controller.cases.exchange import CaseRecord
+from controller.cases.photos import CasePhotos
 from controller.cases.reads import CaseReads
 from controller.cases.requests import (
     SYSTEM,
@@ -73,6 +74,7 @@ class CaseService(CaseReads):
         self.faults = LiveFaults()
         #: Where alarms and polls come in (``on_alarm``, ``on_batch``).
         self.alarms = AlarmCaseBridge(self, self.faults, evidence)
+        self.photos = CasePhotos(db, clock)
         self._hooks: list[TransitionHook] = []
         self._tasks = BackgroundTasks()
         self._lock = asyncio.Lock()
