@@ -635,3 +635,48 @@ async def test_twenty_lamp_alarms_are_acknowledged_in_one_action(
             await control.delete(f"/faults/{device}", headers=headers)
         await api.aclose()
         await control.aclose()
+
+
+VIEWS = ("alarms", "water", "stats", "cases", "control", "schedules", "assets", "users")
+# How far the page reaches sideways, and the visible controls a thumb would miss (< 44 px).
+PAGE_WIDTH = "() => Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)"
+SMALL_TARGETS = """() => [...document.querySelectorAll(
+  "button, select, input:not([type=file]), .readings li")]
+  .filter((n) => n.checkVisibility() && !n.closest("#map, svg"))
+  .map((n) => [n.id || n.className || n.tagName,
+    // A tick box is hit through its label (or its table cell).
+    (n.type === "checkbox" ? n.closest("label, td") || n : n).getBoundingClientRect()])
+  .filter(([, r]) => Math.min(r.width, r.height) < 24 || r.height < 44)
+  .map(([name, r]) => `${name} ${Math.round(r.width)}x${Math.round(r.height)}`)"""
+
+
+async def test_every_view_fits_a_phone_and_is_photographed_at_both_sizes(
+    running_demo: Demo, browser: Browser
+) -> None:
+    page = await open_dashboard(browser, running_demo, "admin")
+    ARTIFACTS.mkdir(exist_ok=True)
+    sizes = {"desk": {"width": 1600, "height": 1000}, "phone": {"width": 390, "height": 844}}
+    overflow: dict[str, int] = {}
+    small: dict[str, list[str]] = {}
+    for size, viewport in sizes.items():
+        await page.set_viewport_size(viewport)
+        for view in VIEWS:
+            await page.click(f"[data-tab={view}]")
+            await expect(page.locator(f"#tab-{view}")).to_be_visible()
+            if view == "water":
+                await page.click(".gauge-item[data-id='WL-DF-UNDERPASS']")
+                await expect(page.locator("#gauge-chart polyline.series")).to_have_count(1)
+            await page.wait_for_timeout(700)
+            await page.screenshot(path=str(ARTIFACTS / f"view-{view}-{size}.png"), full_page=True)
+            if size == "phone":
+                if (width := await page.evaluate(PAGE_WIDTH)) > viewport["width"]:
+                    overflow[view] = width
+                if targets := await page.evaluate(SMALL_TARGETS):
+                    small[view] = targets
+    # The daily report, on the phone, with the same session.
+    await page.goto(f"{running_demo.api}/reports/day")
+    await page.screenshot(path=str(ARTIFACTS / "view-report-phone.png"), full_page=True)
+    if (width := await page.evaluate(PAGE_WIDTH)) > 390:
+        overflow["report"] = width
+    assert not overflow, overflow  # no view scrolls sideways at 390 px
+    assert not small, small  # every control a thumb can hit

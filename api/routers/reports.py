@@ -54,6 +54,9 @@ border-bottom: 1px solid #999; } .meta { color: #555; } table { border-collapse:
 td, th { border: 1px solid #bbb; padding: 3px 8px; text-align: left; font-size: 0.9em; }
 svg.chart text { font-size: 12px; } svg.chart .title { font-weight: bold; }
 svg.chart .bar { fill: #3b6ea8; } .figure { font-size: 1.4em; font-weight: bold; }
+svg.chart { max-width: 100%; height: auto; }
+table { display: block; max-width: 100%; overflow-x: auto; }
+@media (max-width: 600px) { body { margin: .6em; } td, th { padding: 3px 4px; } }
 @media print { body { margin: 1cm; } h2 { break-after: avoid; }
   svg, table { break-inside: avoid; } }
 """
@@ -152,6 +155,7 @@ async def report(
     rate = city_rate[0].rate if city_rate else None
     html = f"""<!doctype html>
 <html lang="zh-CN"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{escape(city)} {names[period]} {first.isoformat()}</title><style>{_STYLE}</style></head>
 <body>
 <h1>{escape(city)} — {names[period]}</h1>
