@@ -21,7 +21,15 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from playwright.async_api import Browser, FilePayload, Page, async_playwright, expect
+import yaml
+from playwright.async_api import (
+    Browser,
+    FilePayload,
+    Page,
+    ViewportSize,
+    async_playwright,
+    expect,
+)
 
 from rules.astro import sun_times
 from tests.demo_process import ROOT, SIM_TOKEN, Demo, demo_config, run_demo
@@ -655,7 +663,10 @@ async def test_every_view_fits_a_phone_and_is_photographed_at_both_sizes(
 ) -> None:
     page = await open_dashboard(browser, running_demo, "admin")
     ARTIFACTS.mkdir(exist_ok=True)
-    sizes = {"desk": {"width": 1600, "height": 1000}, "phone": {"width": 390, "height": 844}}
+    sizes: dict[str, ViewportSize] = {
+        "desk": {"width": 1600, "height": 1000},
+        "phone": {"width": 390, "height": 844},
+    }
     overflow: dict[str, int] = {}
     small: dict[str, list[str]] = {}
     for size, viewport in sizes.items():
@@ -680,3 +691,83 @@ async def test_every_view_fits_a_phone_and_is_photographed_at_both_sizes(
         overflow["report"] = width
     assert not overflow, overflow  # no view scrolls sideways at 390 px
     assert not small, small  # every control a thumb can hit
+
+
+@pytest.fixture(scope="module")
+def storm_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """The demo with a fast storm at the underpass: red (0.40 m) about 30 s after start."""
+    folder = tmp_path_factory.mktemp("storm")
+    scenario = folder / "storm.yaml"
+    rain = {"gauges": ["WL-DF-UNDERPASS"], "start": 0, "rise": 400, "peak_m": 0.6}
+    scenario.write_text(yaml.safe_dump({"rain": [{**rain, "hold": 3000, "recede": 3000}]}))
+    config = demo_config(folder)
+    doc = yaml.safe_load(config.read_text(encoding="utf-8"))
+    doc["simulator"]["scenario"] = str(scenario)
+    config.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    with run_demo(config) as demo:
+        yield demo
+
+
+# Notifications the page shows, recorded as the browser raises them.
+RECORD_NOTIFICATIONS = """
+window.streetsenseNotices = [];
+const Shown = window.Notification;
+window.Notification = class extends Shown {
+  constructor(title, options) {
+    super(title, options);
+    window.streetsenseNotices.push(`${title} ${options && options.body}`);
+  }
+};
+"""
+
+
+async def test_a_gauge_reaching_red_raises_the_banner_heads_the_list_and_is_red_everywhere(
+    storm_demo: Demo, browser: Browser
+) -> None:
+    demo = storm_demo
+    context = await browser.new_context(
+        viewport={"width": 1600, "height": 1000}, permissions=["notifications"]
+    )
+    await context.add_init_script(RECORD_NOTIFICATIONS)
+    page = await context.new_page()
+    await page.goto(f"{demo.api}/")
+    await expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=20_000)
+    await page.fill("#login-user", demo.logins["flood_duty"][0])
+    await page.fill("#login-password", demo.logins["flood_duty"][1])
+    await page.click("#login-button")
+    await expect(page.locator("#whoami")).to_contain_text("防汛值班员")
+    api = httpx.AsyncClient(base_url=demo.api, headers={"X-API-Key": demo.keys["admin"]})
+    config = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+    poll_s = float(config["polling"]["gauge_interval"])  # the storm demo's is the same
+    try:
+        band = None
+        for _ in range(240):
+            water = {w["id"]: w for w in (await api.get("/telemetry/water")).json()}
+            band = water["WL-DF-UNDERPASS"]["band"]
+            if band == "red":
+                break
+            await asyncio.sleep(0.5)
+        assert band == "red"
+        # Within a poll interval of the red reading (and the live stream's hop), the
+        # banner names the gauge, and a notification has been raised.
+        banner = page.locator("#urgent-banner")
+        await expect(banner).to_contain_text("WL-DF-UNDERPASS", timeout=poll_s * 1000 + 3000)
+        notices = await page.evaluate("window.streetsenseNotices")
+        assert any("WL-DF-UNDERPASS" in n for n in notices), notices
+        # At the top of the list, red on the map and in the flood panel.
+        first = page.locator("#alarms tbody tr").first
+        await expect(first).to_have_class(re.compile("sev-urgent"))
+        await expect(first).to_contain_text("WL-DF-UNDERPASS")
+        marker = page.locator("#map .device.gauge[data-id='WL-DF-UNDERPASS']")
+        await expect(marker).to_have_class(re.compile("band-red"))
+        await page.click("[data-tab=water]")
+        panel = page.locator(".gauge-item[data-id='WL-DF-UNDERPASS']")
+        await expect(panel.locator(".pill")).to_have_class(re.compile("band-red"))
+        await expect(page.locator(".gauge-item").first).to_have_attribute(
+            "data-id", "WL-DF-UNDERPASS"
+        )
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "storm-red.png"), full_page=True)
+    finally:
+        await api.aclose()
+        await context.close()
