@@ -56,6 +56,8 @@ class PointValue(BaseModel):
     unit: str
     ts: datetime | None
     quality: str
+    #: A switch or contact (1 is on, closed, open door...), shown as yes or no.
+    boolean: bool = False
 
 
 class DeviceDetail(DeviceSummary):

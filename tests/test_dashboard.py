@@ -135,6 +135,8 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     status = page.locator("#ctl-status")
     await expect(status).to_contain_text("已确认 — 确认 1，失败 0", timeout=20_000)
     await expect(page.locator("#ctl-results li")).to_have_text(["JC-DF-001/circuit2：已确认"])
+    # Recent commands name their targets as people know them.
+    await expect(page.locator("#ctl-recent li").first).to_contain_text("JC-DF-001 东风路一号箱变")
     audit = (await api.get("/audit", params={"target": "JC-DF-001"})).json()
     assert audit[0]["by"] == "demo-engineer" and audit[0]["outcome"] == "confirmed"
 
@@ -196,6 +198,9 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     await expect(
         page.locator("#device-detail .readings li[data-point=leakage_current]")
     ).to_be_visible()
+    # A contact reads 是 or 否, not 1 or 0.
+    door = page.locator("#device-detail .readings li[data-point=door_open] .bool")
+    await expect(door).to_have_text(re.compile("^[是否]$"))
     await page.click("#device-detail .readings li[data-point=current_a]")
     await expect(page.locator("#point-title")).to_contain_text("最近 24 小时")
     await expect(page.locator("#point-chart polyline.series")).to_have_count(1)
@@ -332,9 +337,18 @@ async def test_an_admin_adds_a_person_in_the_console_who_then_logs_in_and_is_dis
 def test_the_daily_report_prints_its_sections(running_demo: Demo) -> None:
     page = running_demo.get(f"{running_demo.api}/reports/day")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    # Chinese first, the sections in the words of 数字城管; English by ?lang=en.
+    for heading in ("亮灯率", "故障", "案件", "内涝", "遥控"):
+        assert f"<h2>{heading}</h2>" in page.text
+    assert '<html lang="zh-CN">' in page.text
+    assert "Asia/Shanghai" in page.text and page.text.count("<svg") >= 4
+    english = running_demo.get(f"{running_demo.api}/reports/day", params={"lang": "en"})
     for heading in ("Lighting rate", "Faults", "Cases", "Flood events", "Remote control"):
-        assert f"<h2>{heading}" in page.text
-    assert page.text.count("<svg") >= 4
+        assert f"<h2>{heading}</h2>" in english.text
+    assert (
+        running_demo.get(f"{running_demo.api}/reports/day", params={"lang": "fr"}).status_code
+        == 422
+    )
     assert running_demo.get(f"{running_demo.api}/reports/year").status_code == 422
 
 
@@ -427,6 +441,11 @@ def test_every_catalogue_entry_has_both_languages_and_every_key_the_console_uses
         re.findall(r'data-i18n(?:-[a-z-]+)?="([a-z_.]+)"', (static / "index.html").read_text())
     )
     assert used and not used - catalogue.keys(), used - catalogue.keys()
+    # The reports read the same catalogue.
+    reports = (ROOT / "api" / "routers" / "reports.py").read_text(encoding="utf-8")
+    in_reports = {f"report.{k}" for k in re.findall(r'\btr\(\s*"([a-z_]+)"', reports)}
+    in_reports |= {f"report.{p}" for p in ("day", "week", "month")}
+    assert len(in_reports) > 15 and not in_reports - catalogue.keys(), in_reports - catalogue.keys()
 
 
 async def test_an_urgent_alarm_demands_attention_and_alarms_sort_group_and_filter(

@@ -13,6 +13,7 @@ from api.schemas import DeviceDetail, DeviceHealthOut, DeviceSummary, PointValue
 from controller.registry import Device
 from controller.runtime import Controller
 from drivers.device_class import DeviceClass
+from drivers.profile import DataType, PointSpec
 from drivers.readings import Quality
 
 router = APIRouter(
@@ -86,6 +87,7 @@ def get_device(device_id: str, controller: ControllerDep) -> DeviceDetail:
                 unit=point.unit,
                 ts=utc(ts),
                 quality=Quality(int(latest.quality[device.index, i])).name.lower(),
+                boolean=isinstance(point, PointSpec) and point.type is DataType.BOOL,
             )
         )
     return DeviceDetail(

@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 
 from api.auth import read_guard
 from api.bounds import check_day
+from api.catalogue import Lang, catalogue
 from api.deps import ControllerDep
 from api.errors import COMMON, declared
 from api.svg import bar_chart
@@ -26,10 +27,12 @@ from rules.alarm_model import Alarm
 if TYPE_CHECKING:
     from controller.runtime import Controller
 
-_FLOOD_HEADER = (
-    "<tr><th>gauge</th><th>road</th><th>peak 峰值</th><th>peak at</th>"
-    "<th>time above 蓝/黄/橙/红 (min)</th><th>now 当前</th></tr>"
-)
+
+def _flood_header(tr: Callable[[str], str]) -> str:
+    cells = ("gauge", "road", "peak", "peak_at", "time_above", "now")
+    return "<tr>" + "".join(f"<th>{tr('flood_' + c)}</th>" for c in cells) + "</tr>"
+
+
 #: Readings of one gauge a report reads at most (a month at a 2 s storm poll fits).
 _MAX_FLOOD_SAMPLES = 1_500_000
 
@@ -114,6 +117,7 @@ async def report(
     period: Period,
     controller: ControllerDep,
     day: Annotated[date | None, Query(alias="date", description="a day in the period")] = None,
+    lang: Annotated[Lang, Query(description="zh (Simplified Chinese, default) or en")] = "zh",
 ) -> HTMLResponse:
     """The report of the day, week (from Monday) or month containing ``date`` (default today)."""
     check_day(day, "date")
@@ -123,11 +127,11 @@ async def report(
     t0 = datetime.combine(first, datetime.min.time(), tzinfo=tz).timestamp()
     t1 = datetime.combine(last, datetime.min.time(), tzinfo=tz).timestamp()
     city = controller.loaded.config.site.city
-    names = {
-        "day": "Daily report 日报",
-        "week": "Weekly report 周报",
-        "month": "Monthly report 月报",
-    }
+    cat = catalogue()
+
+    # The catalogue's texts are ours (they may carry markup); the values in them are escaped.
+    def tr(key: str, **values: object) -> str:
+        return cat.text(f"report.{key}", lang, **{k: escape(str(v)) for k, v in values.items()})
 
     lighting = lighting_rates(
         controller.registry, controller.latest, "road", controller.assets.circuit_load
@@ -153,56 +157,81 @@ async def report(
         for gauge, summary in await _flood_summaries(controller, floods, t0, t1)
     )
     rate = city_rate[0].rate if city_rate else None
+    none = tr("none")
+    kinds = Counter({cat.term("kind", k, lang): n for k, n in by_kind.items()})
     html = f"""<!doctype html>
-<html lang="zh-CN"><head><meta charset="utf-8">
+<html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{escape(city)} {names[period]} {first.isoformat()}</title><style>{_STYLE}</style></head>
+<title>{escape(city)} {tr(period)} {first.isoformat()}</title><style>{_STYLE}</style></head>
 <body>
-<h1>{escape(city)} — {names[period]}</h1>
-<p class="meta">{first.isoformat()} to {(last - timedelta(days=1)).isoformat()} ({escape(str(tz))}),
-generated {datetime.now(tz):%Y-%m-%d %H:%M}</p>
+<h1>{escape(city)} — {tr(period)}</h1>
+<p class="meta">{
+        tr(
+            "meta",
+            first=first.isoformat(),
+            last=(last - timedelta(days=1)).isoformat(),
+            tz=tz,
+            at=f"{datetime.now(tz):%Y-%m-%d %H:%M}",
+        )
+    }</p>
 
-<h2>Lighting rate 亮灯率</h2>
-<p>Now: <span class="figure">{_pct(rate)}</span> of lamps that should be lit are lit.</p>
+<h2>{tr("lighting")}</h2>
+<p>{tr("lighting_now", rate=_pct(rate))}</p>
 {
         bar_chart(
-            [(r.group or "(none)", round(100 * (r.rate or 0), 1)) for r in lighting],
-            "Lighting rate by road",
+            [(r.group or none, round(100 * (r.rate or 0), 1)) for r in lighting],
+            tr("lighting_by_road"),
             "%",
             max_value=100,
         )
     }
 
-<h2>Faults 故障</h2>
-<p>{len(raised)} faults raised in the period.</p>
-{bar_chart(sorted(by_kind.items(), key=lambda kv: -kv[1]), "Faults by type")}
-{bar_chart(sorted(by_grid.items(), key=lambda kv: -kv[1]), "Faults by grid cell")}
-
-<h2>Cases 案件</h2>
-<p>Due in the period: {cases.due}; closed {cases.closed}; closed on time {cases.closed_on_time}.
-Closure rate <span class="figure">{_pct(cases.closure_rate)}</span>,
-on-time closure rate <span class="figure">{_pct(cases.on_time_rate)}</span>;
-rework rate {_pct(cases.rework_rate)}, extension rate {_pct(cases.extension_rate)}.</p>
+<h2>{tr("faults")}</h2>
+<p>{tr("faults_raised", n=len(raised))}</p>
+{bar_chart(sorted(kinds.items(), key=lambda kv: -kv[1]), tr("faults_by_kind"))}
 {
         bar_chart(
-            [
-                ("due", cases.due),
-                ("closed", cases.closed),
-                ("closed on time", cases.closed_on_time),
-            ],
-            "Cases due in the period",
+            sorted(
+                Counter({g or none: n for g, n in by_grid.items()}).items(), key=lambda kv: -kv[1]
+            ),
+            tr("faults_by_grid"),
         )
     }
 
-<h2>Flood events 内涝</h2>
+<h2>{tr("cases")}</h2>
+<p>{
+        tr(
+            "cases_due",
+            due=cases.due,
+            closed=cases.closed,
+            on_time=cases.closed_on_time,
+            closure=_pct(cases.closure_rate),
+            on_time_rate=_pct(cases.on_time_rate),
+            rework=_pct(cases.rework_rate),
+            extension=_pct(cases.extension_rate),
+        )
+    }</p>
 {
-        f"<table>{_FLOOD_HEADER}{flood_rows}</table>"
-        if floods
-        else "<p>No water-level alarms in the period.</p>"
+        bar_chart(
+            [
+                (tr("due"), cases.due),
+                (tr("closed"), cases.closed),
+                (tr("closed_on_time"), cases.closed_on_time),
+            ],
+            tr("cases_chart"),
+        )
     }
 
-<h2>Remote control 遥控</h2>
-{bar_chart(sorted(outcomes.items()), "Commands by outcome")}
+<h2>{tr("floods")}</h2>
+{f"<table>{_flood_header(tr)}{flood_rows}</table>" if floods else f"<p>{tr('no_floods')}</p>"}
+
+<h2>{tr("control")}</h2>
+{
+        bar_chart(
+            sorted((cat.term("command_status", o, lang), n) for o, n in outcomes.items()),
+            tr("commands_by_outcome"),
+        )
+    }
 </body></html>
 """
     return HTMLResponse(html)

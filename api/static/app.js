@@ -51,6 +51,10 @@ function applyLanguage() {
       node.setAttribute(attr, t(node.dataset[data]));
     }
   }
+  // The reports open in the console's language.
+  for (const link of document.querySelectorAll("a[href^='/reports/']")) {
+    link.href = `${link.pathname}${state.lang === "en" ? "?lang=en" : ""}`;
+  }
   if (state.timezone) $("#timezone").textContent = t("app.timezone", { tz: state.timezone });
   if (state.me) $("#whoami").textContent = t("login.whoami", { name: state.me.name, role: term("role", state.me.role) });
   if (typeof showMute === "function") showMute();
@@ -607,7 +611,10 @@ async function selectDevice(id, follow = true) {
   const readings = el("ul", { class: "readings" });
   for (const r of detail.readings.filter((r) => r.value !== null)) {
     const item = el("li", { "data-point": r.point, tabindex: "0" });
-    item.append(el("span", {}, term("point", r.point)), " ", data(`${+r.value.toFixed(3)}${r.unit}`));
+    // A switch or a contact reads 是/否, not 1/0.
+    const value = r.boolean ? el("span", { class: "bool" }, t(r.value >= 0.5 ? "value.yes" : "value.no"))
+      : data(`${+r.value.toFixed(3)}${r.unit}`);
+    item.append(el("span", {}, term("point", r.point)), " ", value);
     const open = () => showPointHistory(id, r.point);
     item.addEventListener("click", open);
     item.addEventListener("keydown", (event) => { if (event.key === "Enter") open(); });
@@ -1408,11 +1415,23 @@ async function followCommand(command) {
   renderMap();
 }
 
+// A command's targets by name (the devices its results name), not the selector's ids.
+function namedTargets(c) {
+  const ids = [...new Set((c.results || []).map((r) => r.target.split("/")[0]))];
+  if (!ids.length) return c.targets;
+  const devices = state.map ? state.map.devices : [];
+  const named = ids.slice(0, 2).map((id) => {
+    const d = devices.find((x) => x.id === id);
+    return d && d.name && d.name !== id ? `${id} ${d.name}` : id;
+  });
+  return ids.length > 2 ? `${named.join("、")} ${t("control.and_more", { n: ids.length })}` : named.join("、");
+}
+
 async function renderRecent() {
   const recent = await api("/commands?limit=8");
   $("#ctl-recent").replaceChildren(...recent.map((c) =>
     el("li", { translate: "no" }, t("control.recent_row", { id: c.id, action: term("command_action", c.action),
-      targets: c.targets, by: c.by, status: term("command_status", c.status) }))));
+      targets: namedTargets(c), by: c.by, status: term("command_status", c.status) }))));
 }
 
 // -- live updates -----------------------------------------------------------------------------
