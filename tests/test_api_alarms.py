@@ -19,9 +19,9 @@ from tests.test_rules_e2e import city_doc, cycles
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
 
 
-async def test_alarm_actions_need_the_right_role_and_statistics_count_them(
-    tmp_path: Path, write_config: WriteConfig
-) -> None:
+def city_with_keys(tmp_path: Path, write_config: WriteConfig) -> tuple[LoadedConfig, str, str]:
+    """The small test city's config with its API key store, and a viewer's and an
+    engineer's key in it."""
     doc = city_doc(tmp_path)
     doc["api"] = {"keys_path": str(tmp_path / "keys.db")}
     loaded = write_config(doc)
@@ -29,6 +29,13 @@ async def test_alarm_actions_need_the_right_role_and_statistics_count_them(
     viewer = keys.create("Zhou (viewer)", Role.VIEWER)
     engineer = keys.create("Wang (engineer)", Role.ENGINEER)
     keys.close()
+    return loaded, viewer, engineer
+
+
+async def test_alarm_actions_need_the_right_role_and_statistics_count_them(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    loaded, viewer, engineer = city_with_keys(tmp_path, write_config)
     async with city_with_controller(loaded) as (city, controller):
         await controller.open_stores()
         app = create_app(controller, manage_controller=False)
@@ -89,13 +96,7 @@ async def test_alarm_actions_need_the_right_role_and_statistics_count_them(
 async def test_alarms_are_acknowledged_and_shelved_in_bulk_with_refusals_named(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
-    doc = city_doc(tmp_path)
-    doc["api"] = {"keys_path": str(tmp_path / "keys.db")}
-    loaded = write_config(doc)
-    keys = ApiKeyStore(tmp_path / "keys.db")
-    viewer = keys.create("Zhou (viewer)", Role.VIEWER)
-    engineer = keys.create("Wang (engineer)", Role.ENGINEER)
-    keys.close()
+    loaded, viewer, engineer = city_with_keys(tmp_path, write_config)
     async with city_with_controller(loaded) as (city, controller):
         await controller.open_stores()
         app = create_app(controller, manage_controller=False)
@@ -129,3 +130,4 @@ async def test_alarms_are_acknowledged_and_shelved_in_bulk_with_refusals_named(
             assert isinstance(store, AlarmStore)
             rows = await store.query("SELECT id, acked_by FROM alarm")
             assert all(dict(rows).get(i) == "Wang (engineer)" for i in ids)
+        app.state.keys.close()

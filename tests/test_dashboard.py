@@ -73,6 +73,12 @@ async def browser() -> AsyncIterator[Browser]:
 
 async def open_dashboard(browser: Browser, demo: Demo, role: str) -> Page:
     page = await browser.new_page(viewport={"width": 1500, "height": 950})
+    await log_in(page, demo, role)
+    return page
+
+
+async def log_in(page: Page, demo: Demo, role: str) -> None:
+    """Open the console in ``page`` and log in as the demo's person of ``role``."""
     await page.goto(f"{demo.api}/")
     await expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=20_000)
     # Private by default: before a key is given the page shows nothing of the city.
@@ -83,7 +89,6 @@ async def open_dashboard(browser: Browser, demo: Demo, role: str) -> Page:
     await page.fill("#login-password", password)
     await page.click("#login-button")
     await expect(page.locator("#whoami")).to_have_text(f"demo-{role}（{ROLE_ZH[role]}）")
-    return page
 
 
 async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
@@ -754,12 +759,7 @@ async def test_a_gauge_reaching_red_raises_the_banner_heads_the_list_and_is_red_
     )
     await context.add_init_script(RECORD_NOTIFICATIONS)
     page = await context.new_page()
-    await page.goto(f"{demo.api}/")
-    await expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=20_000)
-    await page.fill("#login-user", demo.logins["flood_duty"][0])
-    await page.fill("#login-password", demo.logins["flood_duty"][1])
-    await page.click("#login-button")
-    await expect(page.locator("#whoami")).to_contain_text("防汛值班员")
+    await log_in(page, demo, "flood_duty")
     api = httpx.AsyncClient(base_url=demo.api, headers={"X-API-Key": demo.keys["admin"]})
     config = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
     poll_s = float(config["polling"]["gauge_interval"])  # the storm demo's is the same

@@ -193,7 +193,7 @@ def _photo_out(photo: CasePhoto) -> CasePhotoOut:
     return CasePhotoOut(
         id=photo.id,
         case_id=photo.case_id,
-        url=f"/cases/{photo.case_id}/photos/{photo.id}",
+        url=photo.url,
         at=datetime.fromtimestamp(photo.at, tz=UTC),
         by=photo.actor,
         stage=photo.stage,

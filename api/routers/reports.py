@@ -141,8 +141,9 @@ async def report(
     )
     alarms = await controller.rules.store.history(t0, t1)
     raised = [a for a in alarms if t0 <= a.raised_at < t1]
-    by_kind = Counter(a.kind for a in raised)
-    by_grid = Counter(a.grid or "(none)" for a in raised)
+    none = tr("none")
+    by_kind = Counter(cat.term("kind", a.kind, lang) for a in raised)
+    by_grid = Counter(a.grid or none for a in raised)
     due = await controller.cases.due_between(t0, t1)
     cases = figures(due)
     floods = [a for a in raised if a.device_class == "gauge" and a.kind == "threshold"]
@@ -157,8 +158,6 @@ async def report(
         for gauge, summary in await _flood_summaries(controller, floods, t0, t1)
     )
     rate = city_rate[0].rate if city_rate else None
-    none = tr("none")
-    kinds = Counter({cat.term("kind", k, lang): n for k, n in by_kind.items()})
     html = f"""<!doctype html>
 <html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -188,15 +187,8 @@ async def report(
 
 <h2>{tr("faults")}</h2>
 <p>{tr("faults_raised", n=len(raised))}</p>
-{bar_chart(sorted(kinds.items(), key=lambda kv: -kv[1]), tr("faults_by_kind"))}
-{
-        bar_chart(
-            sorted(
-                Counter({g or none: n for g, n in by_grid.items()}).items(), key=lambda kv: -kv[1]
-            ),
-            tr("faults_by_grid"),
-        )
-    }
+{bar_chart(sorted(by_kind.items(), key=lambda kv: -kv[1]), tr("faults_by_kind"))}
+{bar_chart(sorted(by_grid.items(), key=lambda kv: -kv[1]), tr("faults_by_grid"))}
 
 <h2>{tr("cases")}</h2>
 <p>{

@@ -644,7 +644,7 @@ async function refreshAlarms() {
 }
 
 const SEVERITY_RANK = { urgent: 0, high: 1, medium: 2, low: 3 };
-const alarmView = { expanded: new Set(), picked: new Set(), muted: localStorage.getItem("streetsense-mute") === "1",
+const alarmView = { expanded: new Set(), picked: new Set(), shown: new Set(), muted: localStorage.getItem("streetsense-mute") === "1",
   flashing: null, toning: null, notified: new Set(), title: document.title };
 window.streetsenseTones = 0;
 
@@ -782,6 +782,7 @@ function renderAlarms(alarms) {
   $("#ack-all").disabled = alarmView.unacked.length === 0;
   // What is picked and still shown; an alarm that went away is no longer picked.
   const present = new Set(shown.map((a) => a.id));
+  alarmView.shown = present;
   for (const id of [...alarmView.picked]) if (!present.has(id)) alarmView.picked.delete(id);
   const n = alarmView.picked.size;
   $("#ack-picked").textContent = t("alarms.ack_picked", { n });
@@ -884,8 +885,7 @@ $("#ack-picked").addEventListener("click", () =>
 $("#shelve-picked").addEventListener("click", () =>
   bulkAlarmAction([...alarmView.picked], "shelve", { minutes: 30 }));
 $("#alarm-pick-all").addEventListener("change", (event) => {
-  const shown = [...document.querySelectorAll("#alarms tbody tr[data-id]")].map((r) => Number(r.dataset.id));
-  if (event.target.checked) for (const id of shown) alarmView.picked.add(id);
+  if (event.target.checked) for (const id of alarmView.shown || []) alarmView.picked.add(id);
   else alarmView.picked.clear();
   renderAlarms(state.alarms || []);
 });
@@ -1261,7 +1261,7 @@ async function attachPhoto(c, file) {
 }
 
 // Photos are fetched with the caller's credentials (a key header or the session), then shown.
-async function photoThumbs(c) {
+function photoThumbs(c) {
   const strip = el("div", { class: "thumbs" });
   for (const link of c.media || []) {
     if (!/^\/cases\/\d+\/photos\/\d+$/.test(link)) continue;
@@ -1308,7 +1308,7 @@ async function renderCases() {
       const who = el("div");
       who.append(data(c.department || "—"), ` · ${term("severity", c.severity)}`);
       card.append(heading, who, el("div", { class: "left" }, timeLeft(c)));
-      if ((c.media || []).length) card.append(await photoThumbs(c));
+      if ((c.media || []).length) card.append(photoThumbs(c));
       const actions = caseActions(c);
       if (actions.childElementCount) card.append(actions);
       column.append(card);

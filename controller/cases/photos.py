@@ -45,6 +45,16 @@ class CasePhoto:
     content_type: str
     data: bytes
 
+    @property
+    def url(self) -> str:
+        """Where the API serves it (the link kept in the case's media)."""
+        return photo_url(self.case_id, self.id)
+
+
+def photo_url(case_id: int, photo_id: int) -> str:
+    """The API path of a case's photo."""
+    return f"/cases/{case_id}/photos/{photo_id}"
+
 
 class CasePhotos:
     """Attaches photos to open cases and reads them back."""
@@ -72,7 +82,7 @@ class CasePhotos:
             )
             session.add(row)
             await session.flush()
-            case.media = [*case.media, f"/cases/{case_id}/photos/{row.id}"]
+            case.media = [*case.media, photo_url(case_id, row.id)]
             case.updated_at = now
             await session.commit()
             return _photo(row)
