@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 from pymodbus import FramerType
-from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import SimData, SimDevice
 
 from controller.config import LoadedConfig
@@ -31,6 +30,7 @@ from simulators.datastore import SimulatedUnit, UnitStore
 from simulators.dlt645_meter import SimulatedMeter
 from simulators.fast_responder import FastResponder
 from simulators.faults import FaultBoard, FaultKind, FaultSpec, Scenario, load_scenario
+from simulators.modbus_server import SimSerialServer, SimTcpServer
 from simulators.physics import CabinetModel, GaugeModel, LampModel, SimClock
 from simulators.sl651_station import Sl651Station
 
@@ -330,7 +330,7 @@ class SimulatedCity:
         if link.kind == "rtu_serial":
             assert link.sim_port is not None
             await self._serial_pair(link)
-            server = ModbusSerialServer(
+            server = SimSerialServer(
                 placeholder,
                 framer=FramerType.RTU,
                 port=link.sim_port,
@@ -344,7 +344,7 @@ class SimulatedCity:
         else:
             rtu = link.kind == "rtu_over_tcp"
             assert isinstance(link.port, int)
-            server = ModbusTcpServer(
+            server = SimTcpServer(
                 placeholder,
                 framer=FramerType.RTU if rtu else FramerType.SOCKET,
                 address=(link.host or "127.0.0.1", link.port),

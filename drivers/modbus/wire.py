@@ -120,7 +120,10 @@ class RtuFramer(Framer):
         if crc16_modbus(np.frombuffer(frame, dtype=np.uint8), len(frame) - 2) != check:
             raise LinkGarbled(f"CRC error in a {len(frame)}-byte answer")
         if frame[0] != unit:
-            raise LinkGarbled(f"answer from unit {frame[0]}, asked unit {unit}")
+            # A whole, checked answer from another unit on a bus that carries one request
+            # at a time is the late answer of a unit that timed out: skip it and go on
+            # waiting for this unit's own.
+            return None
         return frame[1:-2]
 
 
