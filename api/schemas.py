@@ -815,10 +815,23 @@ class GridCellOut(BaseModel):
     approximate: bool
 
 
+class TileLayerOut(BaseModel):
+    """The basemap's tile source as the browser uses it (the key filled in)."""
+
+    url: str
+    attribution: str
+    subdomains: str
+    min_zoom: int
+    max_zoom: int
+    datum: Literal["wgs84", "gcj02"]
+
+
 class MapOut(BaseModel):
     """What the dashboard map draws."""
 
     city: str
+    #: The basemap under the devices; null draws the map from the asset register alone.
+    tiles: TileLayerOut | None = None
     #: The site's time zone (IANA name): the console shows every time in it.
     timezone: str
     bounds: list[float]

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from controller.cases.config import CasesConfig
+from controller.config_base import EnvName
 from controller.config_checks import check_references
 from controller.control.config import ControlConfig
 from controller.device_config import (
@@ -71,6 +72,53 @@ class PollingConfig(_Strict):
     batch_interval: float = Field(default=1.0, gt=0)
 
 
+class TileLayerConfig(_Strict):
+    """The basemap the console's map draws under the devices (a slippy-map tile source).
+
+    ``url`` is a template with ``{z}``, ``{x}`` and ``{y}`` (and ``{s}`` for
+    ``subdomains``), for example 天地图 or a self-hosted tile server. A tile key
+    (天地图's ``tk``) is a secret: write ``{key}`` in the URL and name the
+    environment variable holding it in ``key_env``; the browser fetching the
+    tiles sees it, so use a key bound to the console's domain.
+    """
+
+    url: str = Field(pattern=r"^(https?://|/)", max_length=500)
+    #: Shown on the map, as every tile provider's terms require.
+    attribution: str = Field(min_length=1, max_length=300)
+    subdomains: str = ""
+    min_zoom: int = Field(default=3, ge=0, le=22)
+    max_zoom: int = Field(default=18, ge=1, le=22)
+    #: The datum the tiles are drawn in: devices are surveyed in WGS-84, and Chinese
+    #: commercial tiles (Gaode/Amap, Tencent) use GCJ-02, offset by up to several
+    #: hundred metres; the console shifts the devices onto such tiles. 天地图 is WGS-84
+    #: (CGCS2000, close enough at street scale).
+    datum: Literal["wgs84", "gcj02"] = "wgs84"
+    key_env: EnvName | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _tile_placeholders(cls, value: str) -> str:
+        missing = [p for p in ("{z}", "{x}", "{y}") if p not in value]
+        if missing:
+            raise ValueError(f"the tile URL lacks {', '.join(missing)}")
+        return value
+
+    @model_validator(mode="after")
+    def _key_where_named(self) -> TileLayerConfig:
+        if ("{key}" in self.url) != (self.key_env is not None):
+            raise ValueError("write {key} in url exactly when key_env names the tile key")
+        if self.min_zoom > self.max_zoom:
+            raise ValueError(f"min_zoom {self.min_zoom} is above max_zoom {self.max_zoom}")
+        return self
+
+
+class MapConfig(_Strict):
+    """The console's map."""
+
+    #: Without tiles (offline, the demo) the map is drawn from the asset register.
+    tiles: TileLayerConfig | None = None
+
+
 class SiteConfig(_Strict):
     """The city this controller serves."""
 
@@ -79,6 +127,7 @@ class SiteConfig(_Strict):
     #: GeoJSON FeatureCollection of the city-management grid cells (polygons with a
     #: ``code`` property), drawn on the dashboard map; relative to this file.
     grid_cells: str | None = None
+    map: MapConfig = MapConfig()
 
     @field_validator("timezone")
     @classmethod
@@ -279,6 +328,9 @@ def parse_config(raw: object, path: Path) -> LoadedConfig:
     extra_dirs = [
         (Path(d) if Path(d).is_absolute() else path.parent / d) for d in config.profile_dirs
     ]
+    tiles = config.site.map.tiles
+    if tiles is not None:
+        secret(tiles.key_env, file, "site.map.tiles.key_env")  # set now, not at first view
     profiles = ProfileLibrary.load(extra_dirs)
     sources = check_references(config, profiles, file)
     return LoadedConfig(config, profiles, path, sources)

@@ -84,6 +84,8 @@ def test_demo_serves_the_simulated_city(demo: Demo) -> None:
     base = demo.api
     health = httpx.get(f"{base}/health").json()
     assert health["devices"] == {"cabinet": 5, "lamp": 178, "gauge": 4, "meter": 3}
+    # Offline by default: no tile source, the map is drawn from the asset register.
+    assert demo.get(f"{base}/map").json()["tiles"] is None
     gauges = demo.get(f"{base}/devices", params={"device_class": "gauge"}).json()
     assert {g["id"] for g in gauges} == {
         "WL-DF-UNDERPASS",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -20,7 +21,7 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from api.auth import CurrentPrincipal, permissions, read_guard
 from api.deps import ControllerDep
 from api.events import EventHub
-from api.schemas import GridCellOut, MapDeviceOut, MapOut, WhoAmIOut
+from api.schemas import GridCellOut, MapDeviceOut, MapOut, TileLayerOut, WhoAmIOut
 from api.users import Session
 from controller.registry import Device
 from controller.runtime import Controller
@@ -123,6 +124,24 @@ def _grid_cells(controller: Controller, points: list[MapDeviceOut]) -> list[Grid
     ]
 
 
+def _tile_layer(controller: Controller) -> TileLayerOut | None:
+    tiles = controller.loaded.config.site.map.tiles
+    if tiles is None:
+        return None
+    url = tiles.url
+    if tiles.key_env is not None:
+        # Checked when the config was loaded; read now so that a rotated key needs no restart.
+        url = url.replace("{key}", os.environ.get(tiles.key_env, ""))
+    return TileLayerOut(
+        url=url,
+        attribution=tiles.attribution,
+        subdomains=tiles.subdomains,
+        min_zoom=tiles.min_zoom,
+        max_zoom=tiles.max_zoom,
+        datum=tiles.datum,
+    )
+
+
 @router.get("/map", response_model=MapOut, dependencies=[Depends(read_guard("map"))])
 def city_map(controller: ControllerDep) -> MapOut:
     """Every lamp, cabinet and gauge with its state, and the grid cell outlines."""
@@ -177,6 +196,7 @@ def city_map(controller: ControllerDep) -> MapOut:
     ]
     return MapOut(
         city=controller.loaded.config.site.city,
+        tiles=_tile_layer(controller),
         timezone=controller.loaded.config.site.timezone,
         bounds=bounds,
         devices=points,

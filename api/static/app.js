@@ -1,6 +1,8 @@
 // streetsense duty dashboard: plain ES module, no build step, no network beyond this API.
 // Roles come from /whoami; what a role may not do is not shown (the API refuses it anyway).
 
+import { TileMap, loadLeaflet, wgs84ToGcj02 } from "./tilemap.js";
+
 const SVG = "http://www.w3.org/2000/svg";
 // A person logs in with a password (the session is an HttpOnly cookie; the page keeps
 // only its CSRF token); a machine's API key may be pasted instead.
@@ -444,8 +446,28 @@ async function renderMap() {
   $("#timezone").textContent = data.timezone === "Asia/Shanghai" ? t("app.beijing_time")
     : t("app.timezone", { tz: data.timezone });
   fillSearch();
+  if (data.tiles && !state.tileMap && !state.tileMapFailed) await openTileMap(data.tiles);
   drawMap();
 }
+
+// With a tile source configured the map is Leaflet over the tiles; if the vendored
+// library is missing the drawn map stays, and says why.
+async function openTileMap(tiles) {
+  try {
+    await loadLeaflet();
+  } catch (err) {
+    state.tileMapFailed = true;
+    $("#map-note").textContent = t("map.no_library");
+    return;
+  }
+  $("#map").style.display = "none";  // an svg has no hidden property
+  $("#tile-map").hidden = false;
+  state.tileMap = new TileMap($("#tile-map"), tiles, (id) => selectDevice(id));
+  // For the people who run the console and for its tests: the map and its datum shift.
+  window.streetsense = { tileMap: state.tileMap, wgs84ToGcj02 };
+}
+
+const deviceTitle = (d) => `${d.id} ${d.name || ""} — ${term("device_state", d.state)}`;
 
 // The map's view: a window on the 1000 x 700 drawing, moved by drag, wheel, pinch and the
 // buttons. Marks keep their size on screen whatever the zoom.
@@ -471,6 +493,10 @@ function drawMap() {
   const data = state.map;
   if (!data) return;
   const bandOf = new Map((state.water || []).map((w) => [w.id, w.band || "none"]));
+  if (state.tileMap) {
+    state.tileMap.draw(data, bandOf, state.selected, deviceTitle);
+    return;
+  }
   const pad = 0.0008;
   const b = [...data.bounds];
   for (const cell of data.grids) {
@@ -511,7 +537,7 @@ function drawMap() {
     shape.setAttribute("class", `device ${d.device_class} ${d.state}${band}` +
       (state.selected === d.id ? " selected" : ""));
     shape.dataset.id = d.id;
-    shape.append(svgEl("title", {}, `${d.id} ${d.name || ""} — ${term("device_state", d.state)}`));
+    shape.append(svgEl("title", {}, deviceTitle(d)));
     shape.addEventListener("click", () => { if (!mapDrag.moved) selectDevice(d.id); });
     svg.append(shape);
   }
@@ -554,9 +580,10 @@ $("#map").addEventListener("touchmove", (event) => {
   mapDrag.pinch = gap;
 }, { passive: false });
 $("#map").addEventListener("touchend", () => { mapDrag.pinch = null; });
-$("#zoom-in").addEventListener("click", () => zoomAt(0.6));
-$("#zoom-out").addEventListener("click", () => zoomAt(1 / 0.6));
-$("#zoom-reset").addEventListener("click", () => setView({ ...FULL }));
+$("#zoom-in").addEventListener("click", () => (state.tileMap ? state.tileMap.zoomBy(1) : zoomAt(0.6)));
+$("#zoom-out").addEventListener("click", () => (state.tileMap ? state.tileMap.zoomBy(-1) : zoomAt(1 / 0.6)));
+$("#zoom-reset").addEventListener("click", () => (state.tileMap ? state.tileMap.whole(state.map)
+  : setView({ ...FULL })));
 
 // Find a device by id, name or road; the map zooms to it and opens its detail.
 function fillSearch() {
@@ -586,6 +613,12 @@ $("#map-search").addEventListener("submit", (event) => {
   event.preventDefault();
   const found = findDevice($("#map-search-input").value);
   $("#map-search-result").textContent = found ? "" : t("map.not_found");
+  if (found && state.tileMap) {
+    state.selected = found.id;
+    state.tileMap.focus(found.id);
+    selectDevice(found.id);
+    return;
+  }
   if (!found || !state.project) return;
   const [x, y] = state.project([found.lon, found.lat]);
   state.selected = found.id;
@@ -630,6 +663,7 @@ async function selectDevice(id, follow = true) {
   for (const node of document.querySelectorAll("#map .device")) {
     node.classList.toggle("selected", node.dataset.id === id);
   }
+  state.tileMap?.select(id);
 }
 
 // -- alarms -------------------------------------------------------------------------------
