@@ -1,21 +1,18 @@
 """The console's map over a configured tile source (site.map.tiles), in real Chromium.
 
-A self-hosted tile server on loopback stands in for 天地图 or the city's own
-tiles; it records what the browser asked for. The demo runs with that source,
-a tile key from the environment and the GCJ-02 datum (as Gaode tiles use).
+A self-hosted tile server on loopback (simulators.tile_server) stands in for
+天地图 or the city's own tiles; it records what the browser asked for. The demo
+runs with that source, a tile key from the environment and the GCJ-02 datum
+(as Gaode tiles use).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import struct
 import subprocess
 import sys
-import threading
-import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,68 +21,13 @@ import pytest
 import yaml
 from playwright.async_api import Browser, Page, Request, expect
 
-from simulators.servers import free_port
+from simulators.tile_server import TileServer
 from tests.demo_process import ROOT, Demo, demo_config, run_demo
 from tests.test_dashboard import ARTIFACTS, browser, log_in
 
 __all__ = ["browser"]  # the Chromium fixture, shared with the dashboard tests
 
 TILE_KEY = "test-tile-key-0001"
-
-
-def tile_png() -> bytes:
-    """A 256-pixel map-paper tile with its edges drawn, so the screenshots show the grid."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + body))
-        return struct.pack(">I", len(body)) + kind + body + crc
-
-    paper, line = bytes([238, 240, 234]), bytes([190, 196, 204])
-    edge = b"\x00" + line * 256
-    inner = b"\x00" + line + paper * 254 + line
-    rows = edge + inner * 254 + edge
-    header = struct.pack(">IIBBBBB", 256, 256, 8, 2, 0, 0, 0)
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
-    return png + chunk(b"IEND", b"")
-
-
-TILE = tile_png()
-
-
-class TileServer:
-    """A slippy-map tile server on loopback answering every /tiles/z/x/y.png with a PNG."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-        served = self.paths
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                served.append(self.path)
-                if not self.path.startswith("/tiles/"):
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "image/png")
-                self.send_header("Content-Length", str(len(TILE)))
-                self.send_header("Access-Control-Allow-Origin", "*")
-                self.end_headers()
-                self.wfile.write(TILE)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.port = free_port()
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> TileServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +38,7 @@ def tiled_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Demo,
         doc = yaml.safe_load(config.read_text(encoding="utf-8"))
         doc["site"]["map"] = {
             "tiles": {
-                "url": f"http://127.0.0.1:{tiles.port}/tiles/{{z}}/{{x}}/{{y}}.png?tk={{key}}",
+                "url": tiles.url("?tk={key}"),
                 "attribution": "测试底图 © streetsense",
                 "datum": "gcj02",
                 "key_env": "STREETSENSE_TILE_KEY",
