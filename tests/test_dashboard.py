@@ -437,7 +437,7 @@ async def test_the_console_speaks_chinese_everywhere_and_english_by_the_switch(
 
 def test_every_catalogue_entry_has_both_languages_and_every_key_the_console_uses_exists() -> None:
     static = ROOT / "api" / "static"
-    catalogue = json.loads((static / "messages.json").read_text(encoding="utf-8"))
+    catalogue = json.loads((ROOT / "controller" / "messages.json").read_text(encoding="utf-8"))
     assert all(set(entry) == {"zh", "en"} and all(entry.values()) for entry in catalogue.values())
     source = (static / "app.js").read_text(encoding="utf-8")
     used = set(re.findall(r'\bt\("([a-z_.]+)"', source))
@@ -451,6 +451,10 @@ def test_every_catalogue_entry_has_both_languages_and_every_key_the_console_uses
     in_reports = {f"report.{k}" for k in re.findall(r'\btr\(\s*"([a-z_]+)"', reports)}
     in_reports |= {f"report.{p}" for p in ("day", "week", "month")}
     assert len(in_reports) > 15 and not in_reports - catalogue.keys(), in_reports - catalogue.keys()
+    # So do the case titles: a fault has the name the alarm list gives it.
+    titles = (ROOT / "controller" / "cases" / "titles.py").read_text(encoding="utf-8")
+    in_titles = set(re.findall(r'"(fault\.[a-z_]+)"', titles))
+    assert len(in_titles) >= 5 and not in_titles - catalogue.keys(), in_titles - catalogue.keys()
 
 
 async def test_an_urgent_alarm_demands_attention_and_alarms_sort_group_and_filter(

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import RedirectResponse, StreamingResponse
+from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
 from api.auth import CurrentPrincipal, permissions, read_guard
 from api.deps import ControllerDep
 from api.events import EventHub
 from api.schemas import GridCellOut, MapDeviceOut, MapOut, TileLayerOut, WhoAmIOut
 from api.users import Session
+from controller.catalogue import CATALOGUE_PATH
 from controller.registry import Device
 from controller.runtime import Controller
 from rules.alarm_model import severity_rank
@@ -39,6 +40,13 @@ LAMP_SPACING = 0.00022
 def root() -> RedirectResponse:
     """The dashboard is the front page."""
     return RedirectResponse("/dashboard/")
+
+
+@router.get("/dashboard/messages.json", include_in_schema=False)
+def messages() -> FileResponse:
+    """The message catalogue, beside the console's files (it lives with the controller,
+    which writes case titles from it)."""
+    return FileResponse(CATALOGUE_PATH, media_type="application/json")
 
 
 @router.get("/whoami", response_model=WhoAmIOut)

@@ -13,11 +13,11 @@ from fastapi.responses import HTMLResponse
 
 from api.auth import read_guard
 from api.bounds import check_day
-from api.catalogue import Lang, catalogue
 from api.deps import ControllerDep
 from api.errors import COMMON, declared
 from api.svg import bar_chart
 from controller.cases.statistics import figures
+from controller.catalogue import Lang, catalogue
 from controller.control.audit import AuditQuery
 from controller.device_config import GaugeLevels
 from controller.statistics import Period, lighting_rates

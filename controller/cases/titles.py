@@ -1,62 +1,65 @@
-"""Case titles that name the fault in words a dispatcher reads (Chinese first).
+"""Case titles that name the fault in words a dispatcher reads, from the one catalogue.
 
 A title built from the alarm's raw fields ("threshold level 1") reads the same
 for a supply loss and for leakage; these words come from the rule's kind and
-the point it watches.
+the point it watches, in the catalogue the console and the reports use
+(``kind.*``, ``fault.*``, ``level.*``), so a fault has one name everywhere.
+Titles are written in Chinese: they are the city's record and go to its
+platform.
 """
 
 from __future__ import annotations
 
+from controller.catalogue import Lang, catalogue
 from rules.alarm_model import SENSOR_FAULT, Alarm
 
-#: Words for a fault by the kind of rule that found it.
-_KIND_WORDS: dict[str, str] = {
-    "circuit_break": "线路中断",
-    "contactor": "接触器不动作",
-    "comm_loss": "通信中断",
-    "lamp_failure": "灯具故障",
-    "lamp_power": "灯具功率异常",
-    "lamp_cycling": "灯具频繁开关",
-    "day_burning": "白天亮灯",
-    "stuck": "读数卡滞",
-    "rate_of_change": "水位快速上涨",
-    SENSOR_FAULT: "传感器故障",
-}
-
-#: Words for a threshold alarm by the point it watches.
-_POINT_WORDS: dict[str, str] = {
-    "mains_present": "停电",
-    "leakage_current": "漏电",
-    "door_open": "箱门打开",
-    "power_factor": "功率因数低",
-    "water_level": "积水",
-}
-
-_FLOOD_COLOURS = {"blue": "蓝色", "yellow": "黄色", "orange": "橙色", "red": "红色"}
+#: Kinds of rule named by their kind; the other (threshold) alarms by the point they watch.
+_NAMED_KINDS = frozenset(
+    {
+        "circuit_break",
+        "contactor",
+        "comm_loss",
+        "lamp_failure",
+        "lamp_power",
+        "lamp_cycling",
+        "day_burning",
+        "stuck",
+        "rate_of_change",
+        SENSOR_FAULT,
+    }
+)
+_FLOOD_BANDS = frozenset({"blue", "yellow", "orange", "red"})
 
 
-def _voltage_words(alarm: Alarm) -> str | None:
+def _voltage_words(alarm: Alarm, lang: Lang) -> str | None:
     if not alarm.point.startswith("voltage_"):
         return None
     phase = alarm.point.removeprefix("voltage_").upper()
     # Which way the limit was crossed, from the alarm itself rather than the rule's id.
     low = alarm.value is not None and alarm.limit is not None and alarm.value < alarm.limit
-    return f"{phase}相{'欠压' if low else '过压'}"
+    return catalogue().text("fault.voltage_low" if low else "fault.voltage_high", lang, phase=phase)
 
 
-def fault_words(alarm: Alarm) -> str:
+def fault_words(alarm: Alarm, lang: Lang = "zh") -> str:
     """What is wrong, in words: 停电, 漏电 1级, 线路中断 回路2, 积水 红色预警 ..."""
-    if alarm.kind in _KIND_WORDS:
-        words = _KIND_WORDS[alarm.kind]
+    words = catalogue()
+    if alarm.kind in _NAMED_KINDS:
+        fault = words.text(f"kind.{alarm.kind}", lang)
         if alarm.kind in ("circuit_break", "contactor") and alarm.circuit is not None:
-            words += f" 回路{alarm.circuit}"
-        return words
-    words = _POINT_WORDS.get(alarm.point) or _voltage_words(alarm) or alarm.rule
-    if alarm.point == "water_level" and alarm.level_name in _FLOOD_COLOURS:
-        return f"{words} {_FLOOD_COLOURS[alarm.level_name]}预警"
+            fault = words.text("fault.on_circuit", lang, fault=fault, n=alarm.circuit)
+        return fault
+    point_key = f"fault.point.{alarm.point}"
+    fault = (
+        (words.text(point_key, lang) if point_key in words.entries else None)
+        or _voltage_words(alarm, lang)
+        or alarm.rule
+    )
+    if alarm.point == "water_level" and alarm.level_name in _FLOOD_BANDS:
+        colour = words.text(f"level.{alarm.level_name}", lang)
+        return words.text("fault.flood", lang, fault=fault, colour=colour)
     if alarm.point == "leakage_current":
-        return f"{words} {alarm.level}级"
-    return words
+        return words.text("fault.numbered", lang, fault=fault, n=alarm.level)
+    return fault
 
 
 def case_title(category_name: str, alarm: Alarm) -> str:

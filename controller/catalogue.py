@@ -1,5 +1,9 @@
-"""The one message catalogue (api/static/messages.json) for what people read: the console
-uses it in the browser, the reports and other server-made texts use it here."""
+"""The one message catalogue (controller/messages.json) for what people read.
+
+The console reads it in the browser (served as ``/dashboard/messages.json``),
+the reports and the case titles here: one vocabulary, so a fault has the same
+name on the alarm list, in a case's title and in the daily report.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 Lang = Literal["zh", "en"]
-CATALOGUE_PATH = Path(__file__).parent / "static" / "messages.json"
+CATALOGUE_PATH = Path(__file__).parent / "messages.json"
 
 
 class Catalogue:
