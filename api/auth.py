@@ -28,8 +28,10 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPBearer
 
+from api.errors import Refusal
 from api.keys import ApiKeyStore, Principal, Role
 from api.users import SESSION_KEY_PREFIX, UserStore
+from drivers.errors import PeopleMessage
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +201,9 @@ def _by_session(request: Request, cookie: str) -> Principal:
     """A person's session from its cookie; a state-changing call also needs its CSRF token."""
     session = users(request).session(cookie)
     if session is None:
-        raise HTTPException(401, "the session has ended: log in again")
+        raise Refusal(
+            401, "the session has ended: log in again", PeopleMessage("refusal.session_ended")
+        )
     if request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
         if not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):

@@ -19,7 +19,14 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from api.open311_format import error, format_of
-from drivers.errors import Conflict, Invalid, NeedsConfirmation, NotFound, RateLimited
+from drivers.errors import (
+    Conflict,
+    Invalid,
+    NeedsConfirmation,
+    NotFound,
+    PeopleMessage,
+    RateLimited,
+)
 
 OPEN311_PREFIX = "/open311/"
 
@@ -31,10 +38,32 @@ class ValidationIssue(BaseModel):
     msg: str
 
 
+class MessageOut(BaseModel):
+    """A refusal in the catalogue's words: the console shows it in the reader's language."""
+
+    key: str
+    params: dict[str, str | int]
+
+
 class ErrorOut(BaseModel):
-    """Why a request was refused."""
+    """Why a request was refused (``message``: the same for people, where worded)."""
 
     detail: str | list[ValidationIssue]
+    message: MessageOut | None = None
+
+
+class Refusal(HTTPException):
+    """An HTTP refusal with its reason in the catalogue's words too."""
+
+    def __init__(
+        self,
+        status_code: int,
+        detail: str,
+        message: PeopleMessage,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status_code, detail, headers=headers)
+        self.message = message
 
 
 class GeoReportError(BaseModel):
@@ -117,7 +146,11 @@ def as_http(exc: Exception) -> HTTPException:
     headers = None
     if isinstance(exc, RateLimited):
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
-    return HTTPException(status_of(exc), getattr(exc, "reason", str(exc)), headers=headers)
+    reason = getattr(exc, "reason", str(exc))
+    message = getattr(exc, "message", None)
+    if isinstance(message, PeopleMessage):
+        return Refusal(status_of(exc), reason, message, headers=headers)
+    return HTTPException(status_of(exc), reason, headers=headers)
 
 
 async def domain_refusal(request: Request, exc: Exception) -> Response:
@@ -137,7 +170,12 @@ async def http_refusal(request: Request, exc: Exception) -> Response:
         refusal = error(format_of(request.url.path), exc.status_code, text)
         refusal.headers.update(headers or {})
         return refusal
-    return JSONResponse({"detail": text[:1000]}, status_code=exc.status_code, headers=headers)
+    body = ErrorOut(detail=text[:1000])
+    if isinstance(exc, Refusal):
+        body.message = MessageOut(key=exc.message.key, params=dict(exc.message.params))
+    return JSONResponse(
+        body.model_dump(exclude_none=True), status_code=exc.status_code, headers=headers
+    )
 
 
 async def invalid_request(request: Request, exc: Exception) -> Response:

@@ -10,18 +10,33 @@ HTTP code lives below the API.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
 
-class StreetsenseError(Exception):
-    """The root of every error streetsense raises on purpose; ``reason`` is for people."""
+@dataclass(frozen=True)
+class PeopleMessage:
+    """A refusal as the message catalogue words it: its key and its placeholders' values.
 
-    def __init__(self, reason: str = "") -> None:
+    The English ``reason`` stays for machines and logs; a console shows this in
+    the reader's language (``refusal.*`` keys of ``controller/messages.json``).
+    """
+
+    key: str
+    params: Mapping[str, str | int] = field(default_factory=dict)
+
+
+class StreetsenseError(Exception):
+    """The root of every error streetsense raises on purpose; ``reason`` is for people,
+    and ``message``, where given, is the same in the catalogue's words."""
+
+    def __init__(self, reason: str = "", message: PeopleMessage | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.message = message
 
 
 class NotFound(StreetsenseError):

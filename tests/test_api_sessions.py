@@ -60,6 +60,8 @@ async def test_a_person_logs_in_and_a_change_needs_the_sessions_csrf_token(
             # Who exists is not told: the same answer for a wrong password and no user.
             assert refused.status_code == 401, refused.text
             assert refused.json()["detail"] == "wrong username or password"
+            # The same refusal in the catalogue's words, for the console to show.
+            assert refused.json()["message"] == {"key": "refusal.wrong_login", "params": {}}
             assert "set-cookie" not in refused.headers
 
         opened = await login(client, "chen", PASSWORD)
@@ -119,6 +121,10 @@ async def test_five_wrong_passwords_lock_the_account_even_against_the_right_one(
             assert wrong.status_code == (401 if attempt < 4 else 429), (attempt, wrong.text)
         locked = await login(client, "huang", PASSWORD)
         assert locked.status_code == 429 and "locked for 15 min" in locked.text
+        assert locked.json()["message"] == {
+            "key": "refusal.account_locked",
+            "params": {"minutes": 15},
+        }
         assert int(locked.headers["Retry-After"]) > 800
         [user] = (await client.get("/users", headers=admin)).json()
         assert user["locked_until"] is not None

@@ -24,6 +24,7 @@ import pytest
 import yaml
 from playwright.async_api import (
     Browser,
+    Dialog,
     FilePayload,
     Page,
     ViewportSize,
@@ -455,6 +456,14 @@ def test_every_catalogue_entry_has_both_languages_and_every_key_the_console_uses
     titles = (ROOT / "controller" / "cases" / "titles.py").read_text(encoding="utf-8")
     in_titles = set(re.findall(r'"(fault\.[a-z_]+)"', titles))
     assert len(in_titles) >= 5 and not in_titles - catalogue.keys(), in_titles - catalogue.keys()
+    # And the refusals the API words for people.
+    worded = {
+        key
+        for folder in ("api", "controller", "drivers")
+        for source_file in (ROOT / folder).rglob("*.py")
+        for key in re.findall(r'"(refusal\.[a-z_]+)"', source_file.read_text(encoding="utf-8"))
+    }
+    assert len(worded) >= 7 and not worded - catalogue.keys(), worded - catalogue.keys()
 
 
 async def test_an_urgent_alarm_demands_attention_and_alarms_sort_group_and_filter(
@@ -512,6 +521,62 @@ async def test_an_urgent_alarm_demands_attention_and_alarms_sort_group_and_filte
     finally:
         await control.delete("/faults/JC-XJ-001", headers=headers)
         await control.aclose()
+
+
+async def test_a_refused_case_action_is_told_in_the_readers_language(
+    running_demo: Demo, browser: Browser
+) -> None:
+    """Two dispatchers on one case: the second, whose phone has lost the live stream (so
+    the board has not caught up), clicks on a stage that has moved on."""
+    api = httpx.AsyncClient(
+        base_url=running_demo.api, headers={"X-API-Key": running_demo.keys["admin"]}
+    )
+    reported = await api.post(
+        "/cases",
+        json={
+            "source": "hotline",
+            "category": "streetlight",
+            "title": "江城路 路灯闪烁",
+            "lat": 21.86,
+            "lon": 111.98,
+            "grid": "441702002001",
+        },
+    )
+    assert reported.status_code == 201, reported.text
+    case_id = reported.json()["id"]
+    page = await browser.new_page(viewport={"width": 390, "height": 844})
+    await page.route("**/events?**", lambda route: route.abort())
+    await log_in(page, running_demo, "dispatcher")
+    told: list[str] = []
+
+    async def answer(dialog: Dialog) -> None:
+        told.append(dialog.message)
+        await dialog.accept()
+
+    page.on("dialog", lambda dialog: asyncio.ensure_future(answer(dialog)))
+    await page.click("[data-tab=cases]")
+    card = page.locator(f"#case-board .case[data-id='{case_id}']")
+    try:
+        for action, lang, expected in [
+            ("accept", "zh", "案件处于“已受理”阶段，不能受理。"),
+            ("file", "en", "Cannot file a case that is filed."),
+        ]:
+            if lang == "en":
+                await page.click("#lang")
+                await expect(page.locator("html")).to_have_attribute("lang", "en")
+            button = card.locator(f"button[data-action={action}]")
+            await expect(button).to_be_visible()
+            # The other dispatcher is quicker.
+            assert (await api.post(f"/cases/{case_id}/{action}", json={})).status_code == 200
+            await button.click()
+            for _ in range(50):
+                if told:
+                    break
+                await asyncio.sleep(0.1)
+            assert told.pop() == expected
+    finally:
+        await page.close()
+        await api.aclose()
 
 
 async def test_a_dispatcher_works_a_case_through_its_loop_in_the_browser(

@@ -6,11 +6,13 @@ import logging
 import time
 from datetime import datetime
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from api.auth import SESSION_COOKIE, AuthThrottle, CurrentPrincipal, permissions, users
+from api.errors import Refusal
 from api.schemas import LoginIn, SessionOut, utc
 from api.users import SESSION_SECONDS
+from drivers.errors import PeopleMessage
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,11 @@ def login(body: LoginIn, request: Request, response: Response) -> SessionOut:
     now = time.monotonic()
     wait = throttle.refused_for(address, now)
     if wait > 0:
-        raise HTTPException(
-            429, "too many failed logins from here", headers={"Retry-After": str(int(wait) + 1)}
+        raise Refusal(
+            429,
+            "too many failed logins from here",
+            PeopleMessage("refusal.address_locked"),
+            headers={"Retry-After": str(int(wait) + 1)},
         )
     result = users(request).login(body.username, body.password)
     if result.session is None:
@@ -45,12 +50,13 @@ def login(body: LoginIn, request: Request, response: Response) -> SessionOut:
         log.warning("failed login for %r from %s", body.username[:64], address)
         if result.locked_for > 0:
             minutes = max(round(result.locked_for / 60), 1)
-            raise HTTPException(
+            raise Refusal(
                 429,
                 f"too many wrong passwords: the account is locked for {minutes} min",
+                PeopleMessage("refusal.account_locked", {"minutes": minutes}),
                 headers={"Retry-After": str(int(result.locked_for) + 1)},
             )
-        raise HTTPException(401, "wrong username or password")
+        raise Refusal(401, "wrong username or password", PeopleMessage("refusal.wrong_login"))
     session = result.session
     response.set_cookie(
         SESSION_COOKIE,

@@ -89,11 +89,23 @@ async function api(path, options = {}) {
   const body = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
   if (!response.ok) {
     const detail = body && body.detail ? body.detail : response.statusText;
-    const error = new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+    const words = refusalText(body && body.message);
+    const error = new Error(words || (typeof detail === "string" ? detail : JSON.stringify(detail)));
     error.status = response.status;
+    error.worded = Boolean(words);
     throw error;
   }
   return body;
+}
+
+// A refusal the API words for people (its catalogue key and values) is shown in the
+// reader's language, the stage and action in it named too; others as the API says them.
+const REFUSAL_TERMS = { stage: "stage", action: "case_action", role: "role" };
+function refusalText(message) {
+  if (!message || !MESSAGES[message.key]) return null;
+  const params = Object.fromEntries(Object.entries(message.params || {})
+    .map(([k, v]) => [k, REFUSAL_TERMS[k] ? term(REFUSAL_TERMS[k], v) : v]));
+  return t(message.key, params);
 }
 
 // -- session ------------------------------------------------------------------------------
@@ -127,7 +139,8 @@ async function whoami() {
 
 function loginFailed(error, unknown) {
   signOut();
-  const message = error.status === 401 ? t(unknown) : error.status === 429 ? t("login.locked") : error.message;
+  const message = error.worded ? error.message
+    : error.status === 401 ? t(unknown) : error.status === 429 ? t("login.locked") : error.message;
   $("#login-error").textContent = message;
 }
 

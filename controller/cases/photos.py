@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from controller.cases.db import CaseDatabase, CaseRow, PhotoRow
 from controller.cases.stages import Stage
-from drivers.errors import Conflict, Invalid, NotFound
+from drivers.errors import Conflict, Invalid, NotFound, PeopleMessage
 
 #: What a phone camera sends, recognised by the file's first bytes (not by what it claims).
 _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
@@ -75,7 +75,10 @@ class CasePhotos:
             if case is None:
                 raise NotFound(f"no case {case_id}")
             if not Stage(case.stage).open:
-                raise Conflict(f"case {case_id} is {case.stage}: no more photos")
+                raise Conflict(
+                    f"case {case_id} is {case.stage}: no more photos",
+                    PeopleMessage("refusal.photo_stage", {"case": case_id, "stage": case.stage}),
+                )
             now = self.clock()
             row = PhotoRow(
                 case_id=case_id, at=now, actor=actor, stage=case.stage, content_type=kind, data=data

@@ -40,6 +40,7 @@ from controller.cases.stages import CaseAction, Stage, TransitionRefused, next_s
 from controller.cases.titles import case_title, fault_words
 from controller.control.audit import Actor
 from controller.registry import Registry
+from drivers.errors import PeopleMessage
 from drivers.tasks import BackgroundTasks
 from rules.alarm_model import Alarm, severity_rank
 
@@ -190,7 +191,10 @@ class CaseService(CaseReads):
             try:
                 after = next_stage(before, request.action)
             except TransitionRefused as exc:
-                raise CaseConflict(str(exc)) from exc
+                words = PeopleMessage(
+                    "refusal.case_stage", {"stage": exc.stage.value, "action": exc.action.value}
+                )
+                raise CaseConflict(str(exc), words) from exc
             self._refuse_under_live_fault(row, request, actor)
             details = self._apply(row, request)
             if request.force and request.action in ENDING_ACTIONS:
@@ -239,6 +243,14 @@ class CaseService(CaseReads):
                 f"the fault is still active ({fault_words(alarm)} on {alarm.device}): "
                 "wait for it to clear, or give force with a note saying why; "
                 "a forced close opens a new case at the next poll that still sees it",
+                PeopleMessage(
+                    "refusal.fault_active",
+                    {
+                        "device": alarm.device,
+                        "fault": fault_words(alarm, "zh"),
+                        "fault_en": fault_words(alarm, "en"),
+                    },
+                ),
             )
         if not request.note:
             raise CaseInvalid(f"a forced {request.action.value} needs a note saying why")
@@ -274,7 +286,10 @@ class CaseService(CaseReads):
             row.verified_at = None
         elif action is CaseAction.CLOSE:
             if row.verified_at is None:
-                raise CaseConflict("cannot close: verification has not passed")
+                raise CaseConflict(
+                    "cannot close: verification has not passed",
+                    PeopleMessage("refusal.close_unverified"),
+                )
             row.closed_at = now
         elif action is CaseAction.EXTEND:
             if request.due_at is None or row.due_at is None or request.due_at <= row.due_at:

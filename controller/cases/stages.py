@@ -76,6 +76,11 @@ TRANSITIONS: dict[tuple[Stage, CaseAction], Stage] = {
 class TransitionRefused(ValueError):
     """An action that does not fit the case's stage."""
 
+    def __init__(self, reason: str, stage: Stage, action: CaseAction) -> None:
+        super().__init__(reason)
+        self.stage = stage
+        self.action = action
+
 
 def next_stage(stage: Stage, action: CaseAction) -> Stage:
     """The stage ``action`` leads to from ``stage``; TransitionRefused with the reason if none."""
@@ -84,6 +89,8 @@ def next_stage(stage: Stage, action: CaseAction) -> Stage:
         allowed = sorted(a.value for (s, a) in TRANSITIONS if s is stage)
         raise TransitionRefused(
             f"cannot {action.value} a case that is {stage.value}"
-            + (f" (possible: {', '.join(allowed)})" if allowed else " (it is finished)")
+            + (f" (possible: {', '.join(allowed)})" if allowed else " (it is finished)"),
+            stage,
+            action,
         )
     return target
