@@ -598,6 +598,14 @@ class CaseDetailOut(CaseRecord):
 
     transitions: list[TransitionRecord]
     contact: dict[str, str] | None = None
+    #: Where the routing table would dispatch it (the dispatcher may choose another).
+    routed_department: str
+
+
+class DepartmentsOut(BaseModel):
+    """The departments cases are dispatched to (from the routing table)."""
+
+    departments: list[str]
 
 
 class CasePhotoOut(BaseModel):

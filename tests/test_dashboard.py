@@ -523,6 +523,23 @@ async def test_an_urgent_alarm_demands_attention_and_alarms_sort_group_and_filte
         await control.aclose()
 
 
+async def report_hotline_case(api: httpx.AsyncClient, title: str) -> str:
+    """A citizen's streetlight report by the 12345 hotline, in a grid cell of the demo city."""
+    reported = await api.post(
+        "/cases",
+        json={
+            "source": "hotline",
+            "category": "streetlight",
+            "title": title,
+            "lat": 21.86,
+            "lon": 111.98,
+            "grid": "441702002001",
+        },
+    )
+    assert reported.status_code == 201, reported.text
+    return str(reported.json()["id"])
+
+
 async def test_a_refused_case_action_is_told_in_the_readers_language(
     running_demo: Demo, browser: Browser
 ) -> None:
@@ -531,19 +548,7 @@ async def test_a_refused_case_action_is_told_in_the_readers_language(
     api = httpx.AsyncClient(
         base_url=running_demo.api, headers={"X-API-Key": running_demo.keys["admin"]}
     )
-    reported = await api.post(
-        "/cases",
-        json={
-            "source": "hotline",
-            "category": "streetlight",
-            "title": "江城路 路灯闪烁",
-            "lat": 21.86,
-            "lon": 111.98,
-            "grid": "441702002001",
-        },
-    )
-    assert reported.status_code == 201, reported.text
-    case_id = reported.json()["id"]
+    case_id = await report_hotline_case(api, "江城路 路灯闪烁")
     page = await browser.new_page(viewport={"width": 390, "height": 844})
     await page.route("**/events?**", lambda route: route.abort())
     await log_in(page, running_demo, "dispatcher")
@@ -569,6 +574,7 @@ async def test_a_refused_case_action_is_told_in_the_readers_language(
             # The other dispatcher is quicker.
             assert (await api.post(f"/cases/{case_id}/{action}", json={})).status_code == 200
             await button.click()
+            await page.click("#confirm-yes")  # every step is confirmed first
             for _ in range(50):
                 if told:
                     break
@@ -582,26 +588,39 @@ async def test_a_refused_case_action_is_told_in_the_readers_language(
 async def test_a_dispatcher_works_a_case_through_its_loop_in_the_browser(
     running_demo: Demo, browser: Browser
 ) -> None:
+    """From the board's search to the case's own page, on a phone: every step confirmed,
+    dispatched to a department of the dispatcher's choosing, a photo at disposal, and
+    the history, the position and the evaluation on the page."""
     api = httpx.AsyncClient(
         base_url=running_demo.api, headers={"X-API-Key": running_demo.keys["admin"]}
     )
-    reported = await api.post(
-        "/cases",
-        json={
-            "source": "hotline",
-            "category": "streetlight",
-            "title": "东风路 路灯不亮",
-            "lat": 21.86,
-            "lon": 111.98,
-            "grid": "441702002001",
-        },
-    )
-    assert reported.status_code == 201
-    case_id = reported.json()["id"]
-    page = await open_dashboard(browser, running_demo, "dispatcher")
-    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept("已更换灯具")))
+    case_id = await report_hotline_case(api, "东风路 路灯不亮")
+    page = await browser.new_page(viewport={"width": 390, "height": 844})
+    await log_in(page, running_demo, "dispatcher")
+    alerts: list[str] = []
+
+    async def answer(dialog: Dialog) -> None:
+        # Prompts ask for a note; an alert would be a refusal, which this loop must not meet.
+        if dialog.type == "alert":
+            alerts.append(dialog.message)
+        await dialog.accept("已更换灯具")
+
+    page.on("dialog", lambda dialog: asyncio.ensure_future(answer(dialog)))
     await page.click("[data-tab=cases]")
+    # The board finds the case by its words, and the lateness filter leaves it out.
+    await page.fill("#case-q", "东风路 路灯不亮")
     card = page.locator(f"#case-board .case[data-id='{case_id}']")
+    await expect(card).to_be_visible()
+    await page.check("#case-overdue")
+    await expect(card).to_have_count(0)
+    await page.uncheck("#case-overdue")
+    await card.locator("a.case-link").click()
+    case_page = page.locator("#case-page")
+    await expect(case_page.locator("h3")).to_contain_text("东风路 路灯不亮")
+    assert page.url.endswith(f"#case-{case_id}")
+    await expect(case_page.locator(".facts")).to_contain_text("热线")
+    await expect(case_page.locator(".stage")).to_contain_text("待受理")
+    confirms: list[str] = []
     for action, stage in [
         ("accept", "accepted"),
         ("file", "filed"),
@@ -613,22 +632,51 @@ async def test_a_dispatcher_works_a_case_through_its_loop_in_the_browser(
         ("close", "evaluated"),  # closing evaluates it at once (on time or not)
     ]:
         steps = len((await api.get(f"/cases/{case_id}")).json()["transitions"])
+        if action == "dispatch":
+            # Not where the routing table would send it: the dispatcher chooses.
+            await case_page.locator("select.department").select_option("市城市照明管理所")
         if action == "report_disposal":
             # The proof of disposal: a photo from the phone, attached before reporting.
-            await card.locator("input.photo").set_input_files(
+            await case_page.locator("input.photo").set_input_files(
                 files=[FilePayload(name="repaired.png", mimeType="image/png", buffer=PHOTO)]
             )
-            await expect(card.locator("img.thumb")).to_have_count(1)
-        await card.locator(f"button[data-action={action}]").click()
+            await expect(case_page.locator("img.photo-large")).to_have_count(1)
+        await case_page.locator(f"button[data-action={action}]").click()
+        if action != "report_disposal":  # that one asked for its note instead
+            await expect(page.locator("#confirm")).to_be_visible()
+            confirms.append(await page.locator("#confirm-text").inner_text())
+            await page.click("#confirm-yes")
         for _ in range(50):
             now = (await api.get(f"/cases/{case_id}")).json()
             if now["stage"] == stage and len(now["transitions"]) > steps:
                 break
             await asyncio.sleep(0.1)
         assert (await api.get(f"/cases/{case_id}")).json()["stage"] == stage
-    await expect(card.locator("button")).to_have_count(0)  # closed: nothing left to do
+    assert alerts == []
+    assert f"#{case_id}" in confirms[0] and "受理" in confirms[0]
+    assert "派往 市城市照明管理所" in confirms[2]
+    # Closed: nothing left to do; every step is on the page, in Chinese, in order.
+    await expect(case_page.locator(".stage")).to_contain_text("已评价")
+    await expect(case_page.locator("button[data-action]")).to_have_count(0)
     detail = (await api.get(f"/cases/{case_id}")).json()
     history = detail["transitions"]
+    assert detail["department"] == "市城市照明管理所"
+    rows = case_page.locator(".history li")
+    await expect(rows).to_have_count(len(history))
+    await expect(rows.nth(1)).to_contain_text("受理")
+    await expect(case_page.locator(".history")).to_contain_text("已更换灯具")
+    await expect(case_page.locator(".facts")).to_contain_text("评价")
+    # Where it is: the pin on the page's drawing, then on the city map.
+    await expect(case_page.locator("svg.case-map .case-pin")).to_have_count(1)
+    await case_page.locator("button.show-on-map").click()
+    await expect(page.locator("#map path.case-pin")).to_have_count(1)
+    assert await page.evaluate(PAGE_WIDTH) <= 390
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "case-page-phone.png"), full_page=True)
+    # A link to the case opens its page.
+    await page.reload()
+    await expect(page.locator("#case-page h3")).to_contain_text("东风路 路灯不亮", timeout=20_000)
+    await page.close()
     assert any(h.get("note") == "已更换灯具" for h in history)
     # The photo went with the case, and reads back as sent.
     [link] = detail["media"]

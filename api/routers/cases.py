@@ -18,6 +18,7 @@ from api.schemas import (
     CaseFiguresOut,
     CaseIn,
     CasePhotoOut,
+    DepartmentsOut,
     WebhookStatusOut,
 )
 from controller.cases.exchange import CaseExport, CaseRecord, CaseWithHistory, TransitionRecord
@@ -166,6 +167,12 @@ def webhook_status(controller: ControllerDep, _principal: Supervisor) -> Webhook
     )
 
 
+@router.get("/departments", response_model=DepartmentsOut)
+async def list_departments(cases: CasesDep) -> DepartmentsOut:
+    """The departments a dispatcher may send a case to."""
+    return DepartmentsOut(departments=cases.routing.departments())
+
+
 @router.get("/{case_id}", response_model=CaseDetailOut)
 async def get_case(case_id: RowId, cases: CasesDep, reader: Reader) -> CaseDetailOut:
     """A case with every transition (and, for dispatchers and admins, who to call back)."""
@@ -175,6 +182,7 @@ async def get_case(case_id: RowId, cases: CasesDep, reader: Reader) -> CaseDetai
         **CaseRecord.from_row(row).model_dump(),
         transitions=[TransitionRecord.from_row(t) for t in history],
         contact=(row.contact or {}) if may(reader.role, "cases_centre") else None,
+        routed_department=cases.routing.department_for(row.category, row.grid, row.department),
     )
 
 

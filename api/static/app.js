@@ -554,6 +554,14 @@ function drawMap() {
     shape.addEventListener("click", () => { if (!mapDrag.moved) selectDevice(d.id); });
     svg.append(shape);
   }
+  // The case the reader asked to see (from its page) is pinned over the devices.
+  if (state.casePin) {
+    const [x, y] = project([state.casePin.lon, state.casePin.lat]);
+    const pin = svgEl("path", { d: `M${x},${y} l${-7 * k},${-16 * k} a${8 * k},${8 * k} 0 1,1 ${14 * k},0 z`,
+      class: "case-pin" });
+    pin.append(svgEl("title", {}, state.casePin.title));
+    svg.append(pin);
+  }
 }
 
 // Drag to pan (mouse or one finger), wheel or two fingers to zoom.
@@ -1273,13 +1281,13 @@ const CENTRE_ACTIONS = new Set(["accept", "reject", "file", "dispatch", "close",
   "start_verification", "pass_verification", "fail_verification"]);
 const NOTE_NEEDED = new Set(["reject", "return"]);
 
-function caseActions(c) {
+function caseActions(c, onDone = renderCases) {
   const box = el("div", { class: "case-actions" });
   for (const action of STAGE_ACTIONS[c.stage] || []) {
     const allowed = CENTRE_ACTIONS.has(action) ? state.may.cases_centre : state.may.cases_work;
     if (!allowed) continue;
     const button = el("button", { "data-action": action }, t(`case_action.${action}`));
-    button.addEventListener("click", () => caseAction(c, action));
+    button.addEventListener("click", () => caseAction(c, action, {}, onDone));
     box.append(button);
   }
   // The department's staff photograph the work: the proof of disposal goes with the case.
@@ -1287,7 +1295,7 @@ function caseActions(c) {
     const label = el("label", { class: "photo-pick" });
     const input = el("input", { type: "file", class: "photo", accept: "image/jpeg,image/png,image/webp",
       capture: "environment" });
-    input.addEventListener("change", () => attachPhoto(c, input.files[0]));
+    input.addEventListener("change", () => attachPhoto(c, input.files[0], onDone));
     label.append(el("span", {}, t("cases.attach_photo")), input);
     box.append(label);
   }
@@ -1295,8 +1303,9 @@ function caseActions(c) {
 }
 
 const PHOTO_STAGES = new Set(["dispatched", "in_disposal", "disposal_reported"]);
+const FINISHED = new Set(["closed", "evaluated", "rejected"]);
 
-async function attachPhoto(c, file) {
+async function attachPhoto(c, file, onDone = renderCases) {
   if (!file) return;
   try {
     await api(`/cases/${c.id}/photos`, { method: "POST", body: file,
@@ -1304,15 +1313,15 @@ async function attachPhoto(c, file) {
   } catch (error) {
     alert(error.message);
   }
-  await renderCases();
+  await onDone();
 }
 
 // Photos are fetched with the caller's credentials (a key header or the session), then shown.
-function photoThumbs(c) {
+function photoThumbs(c, size = "thumb") {
   const strip = el("div", { class: "thumbs" });
   for (const link of c.media || []) {
     if (!/^\/cases\/\d+\/photos\/\d+$/.test(link)) continue;
-    const img = el("img", { class: "thumb", alt: t("cases.photo"), loading: "lazy" });
+    const img = el("img", { class: size, alt: t("cases.photo"), loading: "lazy" });
     strip.append(img);
     const headers = state.key ? { "X-API-Key": state.key } : {};
     fetch(link, { headers }).then((r) => (r.ok ? r.blob() : null)).then((blob) => {
@@ -1322,35 +1331,74 @@ function photoThumbs(c) {
   return strip;
 }
 
-async function caseAction(c, action) {
+// Every step is confirmed: one that needs a note asks for it (the note is the confirmation),
+// the others ask in the console's confirm dialog, naming the case and, for a dispatch, where to.
+async function caseAction(c, action, extra = {}, onDone = renderCases) {
   let note = "";
   if (NOTE_NEEDED.has(action) || action === "report_disposal" || action === "fail_verification") {
     note = window.prompt(t("cases.note_prompt", { action: t(`case_action.${action}`) })) ?? null;
     if (note === null) return;
     if (NOTE_NEEDED.has(action) && !note.trim()) return;
+  } else {
+    const to = action === "dispatch" ? t("cases.confirm_to", { department: extra.department || c.department
+      || c.routed_department || t("cases.no_department") }) : "";
+    if (!(await ask(t("cases.confirm", { action: t(`case_action.${action}`), id: c.id, title: c.title, to })))) return;
   }
   try {
-    await api(`/cases/${c.id}/${action}`, { method: "POST", json: { note } });
+    await api(`/cases/${c.id}/${action}`, { method: "POST", json: { note, ...extra } });
   } catch (error) {
     alert(error.message);
   }
-  await renderCases();
+  await onDone();
+}
+
+// The board's filters: by words (number, title, road, address), severity, source, department
+// and lateness; the columns are the stages.
+const caseFilters = () => ({ q: $("#case-q").value.trim().toLowerCase(), severity: $("#case-severity").value,
+  source: $("#case-source").value, department: $("#case-department").value, overdue: $("#case-overdue").checked });
+
+function isLate(c) {
+  return c.overdue || (c.due_at !== null && c.due_at * 1000 < Date.now() && !FINISHED.has(c.stage));
+}
+
+function caseMatches(c, f) {
+  if (f.severity && c.severity !== f.severity) return false;
+  if (f.source && c.source !== f.source) return false;
+  if (f.department && c.department !== f.department) return false;
+  if (f.overdue && !isLate(c)) return false;
+  if (!f.q) return true;
+  return [`#${c.id}`, String(c.id), c.title, c.road, c.address, c.component_id, c.device_id]
+    .some((v) => (v || "").toLowerCase().includes(f.q));
+}
+
+function fillDepartmentFilter(cases) {
+  const select = $("#case-department");
+  const keep = select.value;
+  const names = [...new Set(cases.map((c) => c.department).filter(Boolean))].sort();
+  select.replaceChildren(el("option", { value: "" }, t("cases.all_departments")),
+    ...names.map((n) => el("option", { value: n }, n)));
+  select.value = names.includes(keep) ? keep : "";
 }
 
 async function renderCases() {
-  const cases = await api("/cases?limit=300");
+  if (routeCase()) return;
+  const cases = await api("/cases?limit=1000");
+  fillDepartmentFilter(cases);
+  const filters = caseFilters();
+  const shown = cases.filter((c) => caseMatches(c, filters));
+  $("#case-count").textContent = t("cases.count", { n: shown.length, total: cases.length });
   const board = $("#case-board");
   board.replaceChildren();
   for (const [titleKey, stages] of COLUMNS) {
     const title = t(titleKey);
     const column = el("div", { class: "column", "data-stage": stages[0] });
-    const members = cases.filter((c) => stages.includes(c.stage));
+    // Overdue cases first, then the nearest time limit.
+    const members = shown.filter((c) => stages.includes(c.stage))
+      .sort((a, b) => isLate(b) - isLate(a) || (a.due_at ?? Infinity) - (b.due_at ?? Infinity));
     column.append(el("h4", {}, `${title} (${members.length})`));
     for (const c of members.slice(0, 30)) {
-      const late = c.overdue || (c.due_at !== null && c.due_at * 1000 < Date.now() &&
-        !["closed", "evaluated", "rejected"].includes(c.stage));
-      const card = el("div", { class: `case${late ? " overdue" : ""}`, "data-id": c.id });
-      const heading = el("div", {}, `#${c.id} `);
+      const card = el("div", { class: `case${isLate(c) ? " overdue" : ""}`, "data-id": c.id });
+      const heading = el("a", { href: `#case-${c.id}`, class: "case-link" }, `#${c.id} `);
       heading.append(data(c.title));
       const who = el("div");
       who.append(data(c.department || "—"), ` · ${term("severity", c.severity)}`);
@@ -1362,6 +1410,211 @@ async function renderCases() {
     }
     board.append(column);
   }
+}
+
+for (const id of ["#case-severity", "#case-source", "#case-department", "#case-overdue"]) {
+  $(id).addEventListener("change", () => renderCases());
+}
+$("#case-q").addEventListener("input", () => renderCases());
+$("#case-filters").addEventListener("submit", (event) => event.preventDefault());
+
+// -- the case page ------------------------------------------------------------------------
+// A case's own page (#case-<n>, so it can be linked): what it is, where, its time left, every
+// step with who and when, the photos, and the steps the reader's role may take.
+
+function routeCase() {
+  const match = /^#case-(\d+)$/.exec(location.hash);
+  const page = $("#case-page");
+  if (!match) {
+    page.hidden = true;
+    $("#case-board").hidden = false;
+    $("#case-filters").hidden = false;
+    return false;
+  }
+  if ($("#tab-cases").hidden) showTab("cases");
+  else renderCasePage(Number(match[1]));
+  return true;
+}
+window.addEventListener("hashchange", () => { if (signedIn()) routeCase(); });
+$("#case-back").addEventListener("click", () => { history.pushState(null, "", location.pathname); renderCases(); });
+
+let casePageRender = 0;
+
+async function renderCasePage(id) {
+  // Hash changes, refreshes and board renders may ask at once; only the newest
+  // request may fill the page, or its parts would be appended twice.
+  const mine = ++casePageRender;
+  let c;
+  try {
+    c = await api(`/cases/${id}`);
+  } catch (error) {
+    if (mine !== casePageRender) return;
+    $("#case-body").replaceChildren(el("p", { class: "error" }, error.message));
+    showCasePage();
+    return;
+  }
+  const body = document.createElement("div");
+  const heading = el("h3", { class: isLate(c) ? "overdue" : "" }, `#${c.id} `);
+  heading.append(data(c.title));
+  const stage = el("p", { class: "stage" }, term("stage", c.stage));
+  const left = timeLeft(c);
+  if (left) stage.append(" · ", el("span", { class: isLate(c) ? "late" : "left" }, left));
+  body.replaceChildren(heading, stage, caseFacts(c));
+  if (c.description) {
+    const description = el("p", { class: "description" });
+    description.append(data(c.description));
+    body.append(description);
+  }
+  body.append(casePosition(c));
+  if ((c.media || []).length) {
+    body.append(el("h4", {}, t("cases.evidence")), photoThumbs(c, "photo-large"));
+  }
+  const actions = caseActions(c, () => renderCasePage(id));
+  if (state.may.cases_centre && actions.querySelector("[data-action=dispatch]")) {
+    actions.prepend(await departmentChoice(c, actions));
+  }
+  if (mine !== casePageRender) return;
+  if (state.may.cases_centre && c.due_at !== null && !FINISHED.has(c.stage)) actions.append(extendControl(c, id));
+  if (actions.childElementCount) body.append(el("h4", {}, t("cases.actions")), actions);
+  body.append(el("h4", {}, t("cases.history")), caseHistory(c));
+  $("#case-body").replaceChildren(...body.childNodes);
+  showCasePage();
+}
+
+function showCasePage() {
+  $("#case-board").hidden = true;
+  $("#case-filters").hidden = true;
+  $("#case-page").hidden = false;
+}
+
+function caseFacts(c) {
+  const facts = el("dl", { class: "facts" });
+  const add = (key, value, isData = true) => {
+    if (value === null || value === undefined || value === "") return;
+    const dd = el("dd");
+    dd.append(isData ? data(String(value)) : String(value));
+    facts.append(el("dt", {}, t(key)), dd);
+  };
+  add("cases.source", term("source", c.source), false);
+  add("cases.severity", term("severity", c.severity), false);
+  add("cases.category", c.category);
+  add("cases.department", c.department || t("cases.no_department"), Boolean(c.department));
+  add("cases.assignee", c.assignee);
+  add("cases.address", [c.district, c.road, c.address].filter(Boolean).join(" "));
+  add("cases.grid", c.grid);
+  add("cases.device", c.device_id || c.component_id);
+  add("cases.reported", localTime(c.reported_at * 1000), false);
+  if (c.due_at !== null) add("cases.due", localTime(c.due_at * 1000), false);
+  if (c.closed_at !== null) add("cases.closed", localTime(c.closed_at * 1000), false);
+  if (c.evaluation) add("cases.evaluation", term("evaluation", c.evaluation), false);
+  if (c.rework_count || c.extension_count || c.return_count) {
+    add("cases.counts", t("cases.counts_text", { rework: c.rework_count, extension: c.extension_count,
+      returned: c.return_count }), false);
+  }
+  // The reporter's contact is sent only to the command centre.
+  if (c.contact && Object.keys(c.contact).length) add("cases.contact", Object.values(c.contact).join(" "));
+  return facts;
+}
+
+function caseHistory(c) {
+  const list = el("ol", { class: "history" });
+  for (const step of c.transitions) {
+    const item = el("li");
+    item.append(el("time", {}, localTime(step.at * 1000)), " ",
+      el("strong", {}, term("case_action", step.action)), " ",
+      step.from_stage && step.from_stage !== step.to_stage
+        ? t("cases.step", { from: term("stage", step.from_stage), to: term("stage", step.to_stage) })
+        : term("stage", step.to_stage), " · ");
+    item.append(data(step.actor), ` (${term("role", step.role)})`);
+    if (step.note) {
+      const note = el("div", { class: "note" });
+      note.append(data(step.note));
+      item.append(note);
+    }
+    list.append(item);
+  }
+  return list;
+}
+
+// Where the case is: a small drawing of the devices around it (300 m each way), the nearest
+// named, and a button to show it on the city map.
+function casePosition(c) {
+  const box = el("div", { class: "case-position" });
+  const span = 0.003;
+  const k = Math.cos((c.lat * Math.PI) / 180);
+  const project = ([lon, lat]) => [150 + ((lon - c.lon) * k * 150) / span, 100 - ((lat - c.lat) * 100) / (span * 0.667)];
+  const svg = svgEl("svg", { viewBox: "0 0 300 200", class: "case-map", role: "img",
+    "aria-label": t("cases.position") });
+  const devices = (state.map?.devices || []).filter((d) => Math.abs(d.lat - c.lat) < span && Math.abs(d.lon - c.lon) < span / k * 1.5);
+  for (const cell of state.map?.grids || []) {
+    for (const ring of cell.rings) {
+      const d = ring.map((p, i) => `${i ? "L" : "M"}${project(p).join(",")}`).join(" ") + "Z";
+      svg.append(svgEl("path", { d, class: "cell" }));
+    }
+  }
+  for (const d of devices) {
+    const [x, y] = project([d.lon, d.lat]);
+    const mark = svgEl("circle", { cx: x, cy: y, r: d.device_class === "lamp" ? 3 : 6,
+      class: `device ${d.device_class} ${d.state}${d.id === c.device_id ? " selected" : ""}` });
+    mark.append(svgEl("title", {}, deviceTitle(d)));
+    svg.append(mark);
+  }
+  svg.append(svgEl("path", { d: "M150,100 l-7,-16 a8,8 0 1,1 14,0 z", class: "case-pin" }));
+  box.append(svg);
+  const metres = (d) => Math.hypot((d.lon - c.lon) * k, d.lat - c.lat) * 111320;
+  const nearest = devices.map((d) => [metres(d), d]).sort((a, b) => a[0] - b[0])[0];
+  const line = el("p", {}, t("cases.coordinates", { lat: c.lat.toFixed(5), lon: c.lon.toFixed(5) }));
+  if (nearest) {
+    line.append(" · ", t("cases.nearest", { m: Math.round(nearest[0]) }), " ");
+    line.append(data(`${nearest[1].id} ${nearest[1].name || ""}`.trim()));
+  }
+  const show = el("button", { type: "button", class: "show-on-map" }, t("cases.show_on_map"));
+  show.addEventListener("click", () => showCaseOnMap(c));
+  box.append(line, show);
+  return box;
+}
+
+function showCaseOnMap(c) {
+  state.casePin = { id: c.id, lat: c.lat, lon: c.lon, title: `#${c.id} ${c.title}` };
+  if (state.tileMap) state.tileMap.pin(state.casePin);
+  else if (state.project) {
+    const [x, y] = state.project([c.lon, c.lat]);
+    setView({ x: x - 75, y: y - 52.5, w: 150, h: 105 });
+  }
+  $("#map-panel").scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+async function departmentChoice(c, actions) {
+  const { departments } = await api("/cases/departments");
+  const chosen = c.department || c.routed_department;
+  const select = el("select", { class: "department", "aria-label": t("cases.department"), translate: "no" });
+  for (const name of new Set([chosen, ...departments].filter(Boolean))) select.append(el("option", { value: name }, name));
+  select.value = chosen;
+  // The dispatch button sends to the chosen department.
+  const button = actions.querySelector("[data-action=dispatch]");
+  const again = button.cloneNode(true);
+  again.addEventListener("click", () => caseAction(c, "dispatch", { department: select.value },
+    () => renderCasePage(c.id)));
+  button.replaceWith(again);
+  const label = el("label", { class: "department-pick" });
+  label.append(el("span", {}, t("cases.dispatch_to")), select);
+  return label;
+}
+
+function extendControl(c, id) {
+  const button = el("button", { "data-action": "extend", type: "button" }, t("case_action.extend"));
+  button.addEventListener("click", async () => {
+    const hours = Number(window.prompt(t("cases.extend_prompt"), "24"));
+    if (!Number.isFinite(hours) || hours <= 0) return;
+    const due = new Date(Math.max(c.due_at * 1000, Date.now()) + hours * 3600000).toISOString();
+    try {
+      await api(`/cases/${c.id}/extend`, { method: "POST", json: { due_at: due, note: t("cases.extend_note", { h: hours }) } });
+    } catch (error) {
+      alert(error.message);
+    }
+    await renderCasePage(id);
+  });
+  return button;
 }
 
 // -- remote control -------------------------------------------------------------------------
@@ -1523,6 +1776,8 @@ async function loadAll() {
   await refreshAlarms();
   renderRecent();
   await connect();
+  // A link to a case (#case-<n>) opens its page.
+  routeCase();
 }
 
 for (const link of document.querySelectorAll("nav.reports a")) {

@@ -84,6 +84,7 @@ export class TileMap {
       disableClusteringAtZoom: Math.min(17, tiles.max_zoom), iconCreateFunction: (c) => this.clusterIcon(c) });
     this.lamps.addTo(this.map);
     this.marks = new Map();
+    this.selected = undefined;
     this.ids = "";
     this.fitted = false;
   }
@@ -105,6 +106,7 @@ export class TileMap {
   draw(data, bandOf, selected, title) {
     const ids = data.devices.map((d) => d.id).join("\n");
     if (ids !== this.ids) this.build(data, bandOf, selected, title);
+    this.selected = selected;
     const changedLamps = [];
     for (const d of data.devices) {
       const mark = this.marks.get(d.id);
@@ -159,10 +161,23 @@ export class TileMap {
   }
 
   select(id) {
-    for (const [key, mark] of this.marks) {
+    // Only the old and the new selection change: a 42,000-lamp register is not walked per click.
+    for (const key of new Set([this.selected, id])) {
+      const mark = key === undefined ? undefined : this.marks.get(key);
+      if (!mark) continue;
       mark.getElement()?.classList.toggle("selected", key === id);
       mark.options.className = mark.options.className.replace(/ selected$/, "") + (key === id ? " selected" : "");
     }
+    this.selected = id;
+  }
+
+  /** Mark a case's position (one at a time) and centre on it at street zoom. */
+  pin(where) {
+    const at = this.place(where.lat, where.lon);
+    this.casePin?.remove();
+    this.casePin = this.L.circleMarker(at, { radius: 11, className: "case-pin", weight: 3,
+      color: null, fillColor: null, fillOpacity: 0.35 }).bindTooltip(where.title).addTo(this.map);
+    this.map.setView(at, Math.max(this.map.getZoom(), 17));
   }
 
   zoomBy(steps) { this.map.setZoom(this.map.getZoom() + steps); }

@@ -46,3 +46,7 @@ class CaseRouting:
                 continue
             return rule.department
         return fallback
+
+    def departments(self) -> list[str]:
+        """Every department the routing table names, in its order: the choices to dispatch to."""
+        return list(dict.fromkeys(rule.department for rule in self.config.routing))
