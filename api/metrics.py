@@ -12,7 +12,12 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from controller.runtime import Controller
@@ -155,7 +160,19 @@ class ControllerCollector(Collector):
         by_severity = Counter(a.severity for a in rules.manager.list() if a.active)
         for severity in SEVERITIES:
             alarms.add_metric([severity], by_severity[severity])
-        yield from (duration, batches, alarms)
+        latency = HistogramMetricFamily(
+            "streetsense_batch_to_alarm_seconds",
+            "From a batch's arrival at the rules until its alarms are applied",
+        )
+        record = rules.stats.batch_to_alarm
+        latency.add_metric([], record.cumulative(), record.total_s)
+        age = HistogramMetricFamily(
+            "streetsense_reading_to_alarm_seconds",
+            "From a batch's oldest reading until its alarms are applied",
+        )
+        record = rules.stats.reading_to_alarm
+        age.add_metric([], record.cumulative(), record.total_s)
+        yield from (duration, batches, alarms, latency, age)
 
     def _work(self) -> Iterator[Metric]:
         c = self.controller

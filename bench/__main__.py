@@ -14,6 +14,7 @@ BENCHMARKS = {
     "control": "bench.control",
     "sl651": "bench.sl651",
     "console": "bench.console",
+    "city": "bench.megacity",
 }
 
 
@@ -23,9 +24,9 @@ def main() -> int:
     parser.add_argument("name", choices=sorted(BENCHMARKS))
     parser.add_argument(
         "--size",
-        type=float,
-        default=1.0,
-        help="fraction of the full size (1.0: a Yangjiang-sized city); run two to see scaling",
+        default="1.0",
+        help="fraction of the full size (1.0: a Yangjiang-sized city; for city, Shenzhen), "
+        "or a city's name where the benchmark knows it (city: shenzhen, yangjiang)",
     )
     parser.add_argument("--quick", action="store_true", help="same as --size 0.1, a smoke run")
     parser.add_argument(
@@ -34,10 +35,16 @@ def main() -> int:
     args = parser.parse_args()
     if args.field and args.name != "poll":
         parser.error("--field applies to the poll benchmark only")
-    if args.size <= 0:
-        parser.error("--size must be positive")
-    size = 0.1 if args.quick else args.size
     module = importlib.import_module(BENCHMARKS[args.name])
+    named: dict[str, float] = getattr(module, "SIZES", {})
+    try:
+        size = named[args.size] if args.size in named else float(args.size)
+    except ValueError:
+        choices = ", ".join(sorted(named)) or "none for this benchmark"
+        parser.error(f"--size must be a number or a city's name ({choices}): {args.size!r}")
+    if size <= 0:
+        parser.error("--size must be positive")
+    size = 0.1 if args.quick else size
     figures = module.run(size=size, field=True) if args.field else module.run(size=size)
     print(json.dumps(figures, ensure_ascii=False))
     return 0

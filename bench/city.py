@@ -30,22 +30,36 @@ def pin_to_cpu(cpu: int) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
-def start_simulator(config: Path) -> subprocess.Popen[str]:
-    """``streetsense simulate`` for the config, on core 1; returns once it serves."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "simulate", "-c", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: pin_to_cpu(1),
-    )
+def start_simulator(
+    config: Path, control_port: int | None = None, token: str = ""
+) -> subprocess.Popen[str]:
+    """``streetsense simulate`` for the config, on core 1; returns once it serves.
+
+    With ``control_port``, faults can be injected over its control API with ``token``.
+    Its log goes to ``simulator.log`` beside the config (a pipe nobody reads would
+    fill and stop the devices answering).
+    """
+    command = [sys.executable, "-m", "api.cli", "simulate", "-c", str(config)]
+    if control_port is not None:
+        command += ["--control-port", str(control_port)]
+    log_path = config.parent / "simulator.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            preexec_fn=lambda: pin_to_cpu(1),
+            env=os.environ | ({"STREETSENSE_SIM_TOKEN": token} if token else {}),
+        )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("simulating"):
         proc.kill()
-        raise RuntimeError(
-            f"simulator did not start: {line} {proc.stderr.read() if proc.stderr else ''}"
-        )
+        proc.wait()
+        raise RuntimeError(f"simulator did not start: {line} {log_path.read_text()[-3000:]}")
+    if control_port is not None:
+        proc.stdout.readline()  # the control API's address: it listens
     return proc
 
 

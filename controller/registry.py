@@ -97,6 +97,8 @@ class Registry:
         self.devices: list[Device] = []
         self.targets: list[PollTarget] = []
         cfg = loaded.config
+        #: ``site.city``: tags every series, so that a province's cities share one store.
+        self.city = cfg.site.city
         library = loaded.profiles
         for cab in cfg.cabinets:
             profile = library[cab.profile]

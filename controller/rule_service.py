@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from controller.alarm_store import AlarmStore
 from controller.config import LoadedConfig
+from controller.latency import LatencyRecord
 from controller.poller import Poller
 from controller.registry import Registry
 from controller.telemetry.mqtt import encode_messages
@@ -44,6 +45,11 @@ class RuleStats:
     events: int = 0
     last_eval_s: float = 0.0
     last_batch_to_alarm_s: float = 0.0
+    #: From a batch's arrival at the rules until its alarms are applied and stored.
+    batch_to_alarm: LatencyRecord = field(default_factory=LatencyRecord)
+    #: From the oldest reading of a batch being taken until its alarms are applied
+    #: (the batching wait included): how stale the city's picture can be.
+    reading_to_alarm: LatencyRecord = field(default_factory=LatencyRecord)
     storms: dict[str, float] = field(default_factory=dict)
 
 
@@ -215,6 +221,9 @@ class RuleService:
         self.stats.events += len(events) + len(comm)
         self.stats.last_eval_s = evaluated - arrived
         self.stats.last_batch_to_alarm_s = time.perf_counter() - arrived
+        self.stats.batch_to_alarm.observe(self.stats.last_batch_to_alarm_s)
+        if len(batch):
+            self.stats.reading_to_alarm.observe(max(0.0, time.time() - float(batch.ts.min())))
 
     async def _sweep_loop(self) -> None:
         while True:

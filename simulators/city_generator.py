@@ -13,6 +13,8 @@ from typing import Any
 YANGJIANG_CABINETS = 659
 YANGJIANG_SINGLE_LAMP_CONTROLLERS = 3500
 SHANTOU_GAUGES = 57
+#: Gauges are spread over these districts, a gateway's gauges in one (storm mode is per district).
+DISTRICTS = ("江城区", "阳东区", "阳西县", "阳春市")
 
 
 def spread(total: int, buckets: int, rng: random.Random, cap: int) -> list[int]:
@@ -38,9 +40,12 @@ def generate_city(
     timeout: float = 2.0,
     seed: int = 1,
     meters: bool = False,
+    sl651_stations: int = 0,
 ) -> dict[str, Any]:
     """A config mapping for a city of the given size on loopback ports from ``base_port``;
-    with ``meters``, each cabinet has a DL/T 645 meter on its line, as many cities wire it."""
+    with ``meters``, each cabinet has a DL/T 645 meter on its line, as many cities wire it;
+    ``sl651_stations`` of the ``gauges`` are SL651 stations dialling in to one listener
+    (on the port after the links')."""
     rng = random.Random(seed)
     links: list[dict[str, Any]] = []
     cabinet_docs: list[dict[str, Any]] = []
@@ -64,7 +69,8 @@ def generate_city(
             share = count // 2 + (count % 2 if circuit == 1 else 0)
             if share:
                 runs.append({"circuit": circuit, "count": share, "rated_w": 150})
-        grid = f"4417020{(i // 40) + 1:02d}{(i % 40) + 1:03d}"
+        # 12 digits: district, street (a hundred per district), cell (forty per street).
+        grid = f"4417{2 + i // 4000:02d}{(i // 40) % 100 + 1:03d}{i % 40 + 1:03d}"
         cabinet_docs.append(
             {
                 "id": f"CAB-{i + 1:04d}",
@@ -79,7 +85,8 @@ def generate_city(
             }
         )
     gauge_docs: list[dict[str, Any]] = []
-    for g in range(gauges):
+    modbus_gauges = gauges - min(sl651_stations, gauges)
+    for g in range(modbus_gauges):
         if g % gauges_per_gateway == 0:
             links.append(
                 {
@@ -97,6 +104,7 @@ def generate_city(
                 "link": links[-1]["id"],
                 "unit": g % gauges_per_gateway + 1,
                 "profile": "wl-radar" if g % 2 else "wl-pressure",
+                "district": DISTRICTS[g // gauges_per_gateway % len(DISTRICTS)],
                 "levels": {"blue": 0.1, "yellow": 0.2, "orange": 0.3, "red": 0.4},
             }
         )
@@ -106,6 +114,22 @@ def generate_city(
         "cabinets": cabinet_docs,
         "gauges": gauge_docs,
     }
+    if modbus_gauges < gauges:
+        doc["listeners"] = [
+            {"id": "sl651-centre", "protocol": "sl651", "host": "127.0.0.1", "port": port}
+        ]
+        doc["sl651_stations"] = [
+            {
+                "id": f"WL-S{s + 1:03d}",
+                "listener": "sl651-centre",
+                "station": f"00441{s + 1:05d}",
+                "password": "1234",
+                "report_interval": 10,
+                "district": DISTRICTS[s % len(DISTRICTS)],
+                "levels": {"blue": 0.1, "yellow": 0.2, "orange": 0.3, "red": 0.4},
+            }
+            for s in range(gauges - modbus_gauges)
+        ]
     if meters:
         doc["meters"] = [
             {

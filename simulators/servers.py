@@ -166,6 +166,8 @@ class VictoriaMetrics(ServerProcess):
             f"-httpListenAddr=127.0.0.1:{self.port}",
             f"-storageDataPath={self.folder}/vmdata",
             "-search.disableCache",
+            # Queries at "now" see what was just written (the default hides the last 30 s).
+            "-search.latencyOffset=1s",
             "-loggerLevel=ERROR",
         ]
 

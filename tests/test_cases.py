@@ -333,6 +333,25 @@ async def test_a_chattering_fault_is_one_case_and_a_suppressed_alarm_none(
     assert len(await svc.find()) == 1
 
 
+async def test_with_no_routing_rule_an_alarm_case_waits_filed_for_a_dispatcher(
+    tmp_path: Path,
+) -> None:
+    # The shipped default: auto_dispatch on, no routing. The case must not be lost
+    # to the missing department; a dispatcher picks one on the board.
+    db = CaseDatabase(make_url(f"sqlite+aiosqlite:///{tmp_path}/cases.db"))
+    svc = CaseService(CasesConfig(), db, registry(tmp_path))
+    await svc.start()
+    await svc.alarms.on_alarm(AlarmNotice(lamp_alarm(9), "raised"))
+    [case] = await svc.find()
+    assert case.stage == "filed" and case.department == ""
+    assert svc.alarms.pending_notices == 0
+    row = await svc.transition(
+        case.id, TransitionRequest(CaseAction.DISPATCH, department="江城区照明所"), DISPATCHER
+    )
+    assert row.stage == "dispatched"
+    await svc.stop()
+
+
 async def test_an_alarm_while_the_database_is_away_becomes_a_case_later(tmp_path: Path) -> None:
     db = CaseDatabase(make_url(f"sqlite+aiosqlite:///{tmp_path}/cases.db"))
     svc = CaseService(CONFIG.model_copy(update={"webhook": None}), db, registry(tmp_path))

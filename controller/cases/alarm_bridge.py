@@ -173,8 +173,18 @@ class AlarmCaseBridge:
         )
         row = await self.cases.open_case(new, SYSTEM)
         if self.cases.config.auto_dispatch:
-            for action in (CaseAction.ACCEPT, CaseAction.FILE, CaseAction.DISPATCH):
+            for action in (CaseAction.ACCEPT, CaseAction.FILE):
                 row = await self.cases.transition(row.id, TransitionRequest(action), SYSTEM)
+            if not self.cases.routing.department_for(row.category, row.grid, row.department):
+                # Filed, it waits on the board for a dispatcher to choose: raising here
+                # would lose the rest of this alarm's handling for a gap in routing.
+                log.warning(
+                    "case %d (%s) is filed but not dispatched: no routing rule gives a department",
+                    row.id,
+                    row.category,
+                )
+                return
+            await self.cases.transition(row.id, TransitionRequest(CaseAction.DISPATCH), SYSTEM)
 
     async def _join(self, row: CaseRow, alarm: Alarm) -> None:
         """A repeat of a fault with an open case: note it there, and if the case was

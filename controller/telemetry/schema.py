@@ -8,7 +8,7 @@ from drivers.profile import DeviceProfile
 
 
 def device_tags(registry: Registry, device: Device) -> dict[str, str]:
-    """Tags of a device's lines: where it is and what it hangs off."""
+    """Tags of a device's lines: the city, where the device is and what it hangs off."""
     loc = device.location
     if device.parent is not None:
         cabinet = registry.devices[device.parent].id
@@ -19,6 +19,7 @@ def device_tags(registry: Registry, device: Device) -> dict[str, str]:
     else:
         cabinet = ""
     return {
+        "city": registry.city,
         "device": device.id,
         "cabinet": cabinet,
         "circuit": "" if device.circuit is None else str(device.circuit),

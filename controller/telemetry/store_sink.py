@@ -26,6 +26,8 @@ class StoreHealth:
     """Writes of the embedded store: a failing store is reported, not silent."""
 
     writes: int = 0
+    #: Readings the writes stored.
+    points: int = 0
     failures: int = 0
     consecutive_failures: int = 0
     last_error: str = ""
@@ -38,9 +40,10 @@ class StoreHealth:
         self.last_error = f"{type(exc).__name__}: {exc}"
         return self.consecutive_failures == 1
 
-    def wrote(self) -> None:
-        """Count a write that went in."""
+    def wrote(self, points: int) -> None:
+        """Count a write of ``points`` readings that went in."""
         self.writes += 1
+        self.points += points
         self.consecutive_failures = 0
         self.last_write = time.time()
 
@@ -66,7 +69,7 @@ class EmbeddedStoreTransport:
         except Exception as exc:
             self.health.failed(exc)
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
-        self.health.wrote()
+        self.health.wrote(len(batch))
 
 
 class StoreSink:
@@ -103,7 +106,7 @@ class StoreSink:
                         extra={"sink": "embedded"},
                     )
             else:
-                self.health.wrote()
+                self.health.wrote(len(batch))
                 return
         await self.delivery.submit([SpoolItem(encode_batch(batch, self.layout), len(batch))])
 
