@@ -210,10 +210,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(loaded.config.logging, args.verbose)
     host = args.host or loaded.config.api.host
     port = args.port if args.port is not None else loaded.config.api.port
-    api_socket = prepare(loaded, host, port)
+    prepared = prepare(loaded, host, port)
     links = f"{len(loaded.config.links)} links"
     options = ServeOptions(host, port, on_started=_banner(loaded, host, port, links))
-    asyncio.run(serve(loaded, api_socket, options))
+    asyncio.run(serve(loaded, prepared, options))
     return 0
 
 
@@ -228,7 +228,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     host = loaded.config.api.host
     port = args.port if args.port is not None else loaded.config.api.port
     control_port = args.sim_control_port if args.sim_control_port is not None else port + 1
-    api_socket = prepare(loaded, host, port)
+    prepared = prepare(loaded, host, port)
     control_socket = listen_socket("127.0.0.1", control_port, "simulator control")
 
     async def run() -> None:
@@ -247,7 +247,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
             extra = [ExtraServer(create_control_app(city, token), control_socket)]
             options = ServeOptions(host, port, "demo", args.duration, started, extra)
-            await serve(loaded, api_socket, options)
+            await serve(loaded, prepared, options)
 
     asyncio.run(run())
     return 0
@@ -375,6 +375,30 @@ def create_demo_keys(loaded: LoadedConfig) -> dict[str, str]:
         store.close()
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    """Back up or restore the config's SQLite stores (docs/deploy.md)."""
+    from controller.backup import BackupError, backup, restore
+
+    loaded = _load(args.config)
+    folder = Path(args.folder)
+    try:
+        if args.action == "backup":
+            manifest = backup(loaded, folder)
+            verb = "backed up to"
+        else:
+            manifest = restore(loaded, folder)
+            verb = "restored from"
+    except BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for item in manifest.stores:
+        print(f"{item.name:<16} {item.bytes:>12,} bytes  {item.file}")
+    for name, reason in manifest.not_included.items():
+        print(f"{name:<16} not included: {reason}")
+    print(f"{len(manifest.stores)} databases {verb} {folder}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``streetsense``."""
     parser = argparse.ArgumentParser(
@@ -443,6 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="what the person may do (add)",
     )
     p.set_defaults(func=cmd_users)
+    p = add("db", "back up the SQLite stores (online), or restore them with the controller stopped")
+    p.add_argument("action", choices=["backup", "restore"])
+    p.add_argument("folder", help="the backup folder (backup: new or empty)")
+    p.set_defaults(func=cmd_db)
     return parser
 
 

@@ -22,6 +22,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from controller.config import LoadedConfig
+from controller.data_lock import DataDirLock
 from controller.runtime import Controller
 from controller.startup import check_data_dir, listen_socket
 
@@ -82,14 +83,37 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
-def prepare(loaded: LoadedConfig, host: str, port: int) -> socket.socket:
-    """What is checked before anything starts: the data folder and the API's port."""
+@dataclass
+class Prepared:
+    """What ``prepare`` secured: the API's listening socket and the data folder's lock."""
+
+    api_socket: socket.socket
+    data_lock: DataDirLock
+
+
+def prepare(loaded: LoadedConfig, host: str, port: int) -> Prepared:
+    """What is checked before anything starts: the data folder (writable, and no other
+    controller on it) and the API's port."""
     check_data_dir(loaded.data_dir)
-    return listen_socket(host, port, "API")
+    lock = DataDirLock(loaded.data_dir)
+    lock.acquire()
+    try:
+        return Prepared(listen_socket(host, port, "API"), lock)
+    except BaseException:
+        lock.release()
+        raise
 
 
-async def serve(loaded: LoadedConfig, api_socket: socket.socket, options: ServeOptions) -> None:
-    """Start the controller, serve the API until a signal (or ``duration``), stop in order."""
+async def serve(loaded: LoadedConfig, prepared: Prepared, options: ServeOptions) -> None:
+    """Start the controller, serve the API until a signal (or ``duration``), stop in order;
+    the data folder stays locked until the stores are closed."""
+    try:
+        await _serve(loaded, prepared.api_socket, options)
+    finally:
+        prepared.data_lock.release()
+
+
+async def _serve(loaded: LoadedConfig, api_socket: socket.socket, options: ServeOptions) -> None:
     controller = Controller(loaded)
     app = create_app(controller, manage_controller=False)
     stop = stop_on_signals()

@@ -7,6 +7,7 @@ from contextlib import AsyncExitStack
 
 from controller.assets.store import AssetStore
 from controller.cases.alarm_bridge import fault_key
+from controller.cases.case_feed import CaseFeed
 from controller.cases.db import CaseDatabase, database_url
 from controller.cases.evidence import EvidenceCollector
 from controller.cases.service import CaseService
@@ -124,6 +125,7 @@ class Controller:
             self.registry, self.latest, lambda: self.telemetry.reader, cfg.evidence_minutes
         )
         self.cases = CaseService(cfg, self.case_db, self.registry, evidence.collect)
+        self.case_feed = CaseFeed(self.cases.alarms)
         self.webhook: WebhookSender | None = None
         if cfg.webhook is not None:
             key = secret(cfg.webhook.secret_env, file, "cases.webhook.secret_env")
@@ -162,6 +164,9 @@ class Controller:
             async with opening(f"the case database {url}"):
                 await self.cases.start()
             stack.push_async_callback(self.cases.stop)
+            self.case_feed.start()
+            # Stopped before the case database closes: what is queued becomes cases.
+            stack.push_async_callback(self.case_feed.stop)
             # Commands are audited: any still running end before the audit log closes.
             stack.push_async_callback(self.commands.stop)
             active = {fault_key(a): a for a in self.rules.manager.list() if a.active and a.case}
@@ -180,16 +185,18 @@ class Controller:
         the rules, then case verification: a batch's alarms are known when cases
         count it. Alarm notices go to flood watch (storm mode changes poll rates
         before anyone reads the alarm), the MQTT alarm topics, cases; the API adds
-        its live event stream last.
+        its live event stream last. Cases take notices and batches through the
+        case feed, one queue in that same order, so opening cases never holds up
+        the next batch's alarms.
         """
         self.poller.subscribe(self.telemetry.on_batch)
         self.poller.subscribe(self.rules.on_batch)
-        self.poller.subscribe(self.cases.alarms.on_batch)
+        self.poller.subscribe(self.case_feed.on_batch)
         manager = self.rules.manager
         if self.rules.flood_watch is not None:
             manager.subscribe(self.rules.flood_watch.on_notice)
         manager.subscribe(self.rules.publish)
-        manager.subscribe(self.cases.alarms.on_alarm)
+        manager.subscribe(self.case_feed.on_alarm)
 
     async def start(self) -> None:
         """Open the stores, start polling, the push sources and the schedules."""

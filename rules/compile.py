@@ -282,9 +282,12 @@ def compile_rules(site: RuleSite, registry: Site) -> CompiledRules:
             for d in chosen:
                 if d.parent is None:  # lamps behind a cabinet share their cabinet's link
                     comm_rule[d.index] = r
-                    # A station that dials in reports at its own interval, not the poll rate.
-                    every = getattr(d.location, "report_interval", None) or interval[d.device_class]
-                    comm_limit[d.index] = rule.intervals * every
+                    # A station that dials in reports at its own interval, not the poll
+                    # rate, and stamps its readings with an observation time to the minute
+                    # (SL651 TT): its latest reading may look a minute old as it arrives.
+                    report = getattr(d.location, "report_interval", None)
+                    every = report or interval[d.device_class]
+                    comm_limit[d.index] = rule.intervals * every + (60.0 if report else 0.0)
                     matched += 1
         elif rule.kind in _LAMP_SLOT:
             for d in chosen:

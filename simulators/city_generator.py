@@ -124,7 +124,7 @@ def generate_city(
                 "listener": "sl651-centre",
                 "station": f"00441{s + 1:05d}",
                 "password": "1234",
-                "report_interval": 10,
+                "report_interval": 60,
                 "district": DISTRICTS[s % len(DISTRICTS)],
                 "levels": {"blue": 0.1, "yellow": 0.2, "orange": 0.3, "red": 0.4},
             }

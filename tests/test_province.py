@@ -44,6 +44,9 @@ def cell_config(folder: Path, city: str, cabinets: int, vm_url: str, pg_url: str
     doc["site"] = {"city": city}
     doc["data_dir"] = str(folder / "var")
     doc["storage"]["influxdb"] = {"url": vm_url, "database": "province", "flush_interval": 0.1}
+    # victoria-metrics takes line protocol but answers no InfluxQL: the cell's own
+    # charts and evidence read its embedded store (docs/scale.md).
+    doc["storage"]["query_from"] = "embedded"
     doc["cases"]["db_url"] = pg_url
     # Each city's devices read differently, so a value tells which city it came from.
     doc["simulator"] = {"seed": len(city) * 7 + cabinets}

@@ -134,6 +134,7 @@ async def cycles(controller: Controller, n: int) -> None:
     for _ in range(n):
         await controller.poller.push(await controller.poller.poll_all_once())
         await controller.poller.flush()
+        await controller.case_feed.settled()
         await asyncio.sleep(INTERVAL)
 
 

@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 
 from controller.config import LoadedConfig
+from controller.registry import Registry
 from controller.runtime import Controller
 from drivers.sl651 import frame as fr
 from drivers.sl651.body import parse_report
 from drivers.sl651.crc import crc16
 from drivers.sl651.listener import StationKey
+from rules.compile import compile_rules
 from simulators.faults import RainEvent, Scenario
 from simulators.fleet import SimulatedCity
 from simulators.servers import free_port
@@ -158,6 +160,21 @@ def station_city(tmp_path: Path, port: int) -> dict[str, Any]:
         "polling": {"batch_interval": 0.1},
         "storage": {"embedded": {"path": str(tmp_path / "e.db")}},
     }
+
+
+def test_a_station_is_lost_after_its_report_intervals_plus_the_minute_of_its_clock(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    # A station reporting every 5 minutes stamps readings to the minute: judged on the
+    # poll interval (10 s) or on the bare report interval, a healthy one would be lost.
+    doc = station_city(tmp_path, 15026)
+    doc["sl651_stations"][0]["report_interval"] = 300
+    doc["rules"].append({"id": "comm-loss", "kind": "comm_loss", "intervals": 3})
+    loaded = write_config(doc)
+    registry = Registry(loaded)
+    compiled = compile_rules(loaded.rule_site(), registry)
+    station = registry.by_id["WL-TUNNEL"].index
+    assert compiled.comm_limit[station] == 3 * 300 + 60
 
 
 async def test_a_station_dialling_in_is_confirmed_stored_and_raises_red_water(
