@@ -375,11 +375,49 @@ def create_demo_keys(loaded: LoadedConfig) -> dict[str, str]:
         store.close()
 
 
+def _upgrade_case_database(loaded: LoadedConfig) -> int:
+    from controller.cases.db import CaseDatabase, database_url
+    from controller.cases.schema import SchemaError, SchemaState
+    from controller.config import secret
+
+    cfg = loaded.config.cases
+    password = secret(cfg.password_env, str(loaded.path), "cases.password_env")
+    db = CaseDatabase(database_url(cfg.db_url, str(loaded.data_dir), password))
+    shown = db.url.render_as_string(hide_password=True)
+
+    async def upgrade() -> tuple[SchemaState, SchemaState]:
+        try:
+            return await db.open(upgrade=True)
+        finally:
+            await db.close()
+
+    try:
+        before, after = asyncio.run(upgrade())
+    except SchemaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        print(f"error: cannot open the case database {shown}: {exc}", file=sys.stderr)
+        return 1
+    was = before.current or ("from before migrations" if before.has_tables else "empty")
+    if before.current == after.current:
+        print(f"case database {shown}: at revision {after.current}, nothing to do")
+    else:
+        print(f"case database {shown}: {was} -> revision {after.current}")
+    return 0
+
+
 def cmd_db(args: argparse.Namespace) -> int:
-    """Back up or restore the config's SQLite stores (docs/deploy.md)."""
+    """Upgrade the case database's schema, or back up or restore the config's SQLite
+    stores (docs/deploy.md)."""
     from controller.backup import BackupError, backup, restore
 
     loaded = _load(args.config)
+    if args.action == "upgrade":
+        return _upgrade_case_database(loaded)
+    if args.folder is None:
+        print(f"error: db {args.action} needs the backup folder", file=sys.stderr)
+        return 2
     folder = Path(args.folder)
     try:
         if args.action == "backup":
@@ -467,9 +505,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="what the person may do (add)",
     )
     p.set_defaults(func=cmd_users)
-    p = add("db", "back up the SQLite stores (online), or restore them with the controller stopped")
-    p.add_argument("action", choices=["backup", "restore"])
-    p.add_argument("folder", help="the backup folder (backup: new or empty)")
+    p = add(
+        "db",
+        "upgrade the case database's schema; back up the SQLite stores (online), "
+        "or restore them with the controller stopped",
+    )
+    p.add_argument("action", choices=["upgrade", "backup", "restore"])
+    p.add_argument("folder", nargs="?", help="the backup folder (backup: new or empty)")
     p.set_defaults(func=cmd_db)
     return parser
 

@@ -185,6 +185,11 @@ class ControllerCollector(Collector):
         )
         for outcome in ("confirmed", "partial", "failed"):
             commands.add_metric([outcome], c.commands.outcomes[outcome])
+        feed = GaugeMetricFamily(
+            "streetsense_case_feed_backlog",
+            "Alarm notices and batches queued for the case workflow",
+        )
+        feed.add_metric([], c.case_feed.backlog)
         steps = CounterMetricFamily(
             "streetsense_schedule_steps", "Schedule steps and overrides carried out"
         )
@@ -199,7 +204,7 @@ class ControllerCollector(Collector):
             "streetsense_auth_failures", "Requests refused for an unknown key or ticket"
         )
         failures.add_metric([], self.auth_failures)
-        yield from (cases, overdue, commands, steps, health, failures)
+        yield from (cases, overdue, feed, commands, steps, health, failures)
 
 
 async def controller_registry(controller: Controller, auth_failures: int = 0) -> CollectorRegistry:

@@ -120,7 +120,7 @@ class Controller:
         file = str(loaded.path)
         password = secret(cfg.password_env, file, "cases.password_env")
         url = database_url(cfg.db_url, str(loaded.data_dir), password)
-        self.case_db = CaseDatabase(url)
+        self.case_db = CaseDatabase(url, cfg.migrate_on_start)
         evidence = EvidenceCollector(
             self.registry, self.latest, lambda: self.telemetry.reader, cfg.evidence_minutes
         )

@@ -116,9 +116,7 @@ async def test_a_backup_taken_while_running_restores_exactly_what_it_held(
     assert (await _case_stage(loaded, case.id)) == case.stage
     async with Controller(loaded) as restored:
         await restored.open_stores()
-        assert {
-            (a.rule, a.device) for a in restored.rules.manager.list() if a.active
-        } == alarms
+        assert {(a.rule, a.device) for a in restored.rules.manager.list() if a.active} == alarms
 
 
 async def _case_stage(loaded: LoadedConfig, case_id: int) -> str:

@@ -11,7 +11,6 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
-    Connection,
     Float,
     ForeignKey,
     Integer,
@@ -19,8 +18,6 @@ from sqlalchemy import (
     String,
     Text,
     event,
-    inspect,
-    text,
 )
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
@@ -30,6 +27,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from controller.cases.schema import SchemaState, ensure_schema
 
 
 class Base(DeclarativeBase):
@@ -155,24 +154,35 @@ def database_url(url: str, base_dir: str, password: str | None) -> URL:
 
 
 class CaseDatabase:
-    """The engine and sessions; tables are created when missing."""
+    """The engine and sessions, on a schema this release can use (``controller.cases.schema``).
 
-    def __init__(self, url: URL) -> None:
+    ``migrate_on_start``: an existing database of an older schema is upgraded when
+    opened; off, opening it is refused until ``streetsense db upgrade`` has run.
+    """
+
+    def __init__(self, url: URL, migrate_on_start: bool = True) -> None:
         self.url = url
+        self.migrate_on_start = migrate_on_start
         self.engine: AsyncEngine | None = None
         self.sessions: async_sessionmaker[AsyncSession] | None = None
 
-    async def open(self) -> None:
-        """Connect and create the tables."""
+    async def open(self, upgrade: bool | None = None) -> tuple[SchemaState, SchemaState]:
+        """Connect, and create or upgrade the schema (``upgrade``: as configured);
+        the schema's state before and after."""
         if self.url.get_backend_name() == "sqlite" and self.url.database:
             Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_async_engine(self.url)
         if self.url.get_backend_name() == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        async with self.engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
-            await conn.run_sync(_add_columns_of_this_release)
+        try:
+            states = await ensure_schema(
+                self.engine, self.migrate_on_start if upgrade is None else upgrade
+            )
+        except BaseException:
+            await self.close()
+            raise
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        return states
 
     def session(self) -> AsyncSession:
         """A new session (use as ``async with``)."""
@@ -186,13 +196,6 @@ class CaseDatabase:
             await self.engine.dispose()
             self.engine = None
             self.sessions = None
-
-
-def _add_columns_of_this_release(conn: Connection) -> None:
-    """Columns added since a database was created (create_all only makes missing tables)."""
-    present = {c["name"] for c in inspect(conn).get_columns("cases")}
-    if "contact" not in present:
-        conn.execute(text("ALTER TABLE cases ADD COLUMN contact JSON"))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -183,49 +183,66 @@ class CaseService(CaseReads):
 
     async def transition(self, case_id: int, request: TransitionRequest, actor: Actor) -> CaseRow:
         """Apply one action; 409 with the reason when it does not fit the case."""
+        return await self.transitions(case_id, [request], actor)
+
+    async def transitions(
+        self, case_id: int, requests: list[TransitionRequest], actor: Actor
+    ) -> CaseRow:
+        """Apply actions in turn, in one database transaction (all or none: the
+        controller's accept, file and dispatch of a sensor case); 409 as for one."""
         async with self._lock, self.db.session() as session:
             row = await session.get(CaseRow, case_id)
             if row is None:
                 raise CaseNotFound(f"no case {case_id}")
-            before = Stage(row.stage)
-            try:
-                after = next_stage(before, request.action)
-            except TransitionRefused as exc:
-                words = PeopleMessage(
-                    "refusal.case_stage", {"stage": exc.stage.value, "action": exc.action.value}
-                )
-                raise CaseConflict(str(exc), words) from exc
-            self._refuse_under_live_fault(row, request, actor)
-            details = self._apply(row, request)
-            if request.force and request.action in ENDING_ACTIONS:
-                details["forced"] = True
-            row.stage = after.value
-            row.updated_at = self.clock()
-            transition = await self._record(
-                session, row, request.action.value, before.value, actor, request.note, details
-            )
-            extra: list[TransitionRow] = []
-            if after is Stage.CLOSED:
-                # Evaluation follows from the record: on time, overdue or reworked.
-                row.evaluation = _evaluation(row)
-                row.stage = Stage.EVALUATED.value
-                extra.append(
-                    await self._record(
-                        session,
-                        row,
-                        CaseAction.EVALUATE.value,
-                        Stage.CLOSED.value,
-                        SYSTEM,
-                        row.evaluation,
-                        {"evaluation": row.evaluation},
-                    )
-                )
+            recorded: list[TransitionRow] = []
+            for request in requests:
+                recorded += await self._apply_action(session, row, request, actor)
             await session.commit()
-        if after in (Stage.CLOSED, Stage.REJECTED) and self.faults.is_active(row.fault_key):
+        after = Stage(row.stage)
+        if after in (Stage.EVALUATED, Stage.REJECTED) and self.faults.is_active(row.fault_key):
             self.faults.reopen.add(row.fault_key)
-        for t in (transition, *extra):
+        for t in recorded:
             await self._announce(row, t)
         return row
+
+    async def _apply_action(
+        self, session: AsyncSession, row: CaseRow, request: TransitionRequest, actor: Actor
+    ) -> list[TransitionRow]:
+        before = Stage(row.stage)
+        try:
+            after = next_stage(before, request.action)
+        except TransitionRefused as exc:
+            words = PeopleMessage(
+                "refusal.case_stage", {"stage": exc.stage.value, "action": exc.action.value}
+            )
+            raise CaseConflict(str(exc), words) from exc
+        self._refuse_under_live_fault(row, request, actor)
+        details = self._apply(row, request)
+        if request.force and request.action in ENDING_ACTIONS:
+            details["forced"] = True
+        row.stage = after.value
+        row.updated_at = self.clock()
+        recorded = [
+            await self._record(
+                session, row, request.action.value, before.value, actor, request.note, details
+            )
+        ]
+        if after is Stage.CLOSED:
+            # Evaluation follows from the record: on time, overdue or reworked.
+            row.evaluation = _evaluation(row)
+            row.stage = Stage.EVALUATED.value
+            recorded.append(
+                await self._record(
+                    session,
+                    row,
+                    CaseAction.EVALUATE.value,
+                    Stage.CLOSED.value,
+                    SYSTEM,
+                    row.evaluation,
+                    {"evaluation": row.evaluation},
+                )
+            )
+        return recorded
 
     def _refuse_under_live_fault(
         self, row: CaseRow, request: TransitionRequest, actor: Actor

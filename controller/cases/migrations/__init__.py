@@ -1,0 +1,1 @@
+"""Alembic migrations of the case database (``streetsense db upgrade``)."""
