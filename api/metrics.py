@@ -168,7 +168,7 @@ class ControllerCollector(Collector):
         latency.add_metric([], record.cumulative(), record.total_s)
         age = HistogramMetricFamily(
             "streetsense_reading_to_alarm_seconds",
-            "From a batch's oldest reading until its alarms are applied",
+            "From a batch's oldest polled reading until its alarms are applied",
         )
         record = rules.stats.reading_to_alarm
         age.add_metric([], record.cumulative(), record.total_s)

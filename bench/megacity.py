@@ -19,9 +19,9 @@ warm-up of one lamp interval the window is two lamp intervals; figures:
 - CPU share of one core (process CPU, threads included, over wall time);
 - RSS: the peak sampled each second over the window, and the kernel's high-water mark;
 - batch-to-alarm (a batch's arrival at the rules until its alarms are applied,
-  stored, published and their cases opened) and reading-to-alarm (its oldest
-  reading taken until then; an SL651 observation time is to the minute, so a
-  station's reading counts as up to a minute old) p50 / p99 / max;
+  stored and published; cases follow from their own queue) and
+  reading-to-alarm (its oldest polled reading taken until then: the batching
+  wait included) p50 / p99 / max;
 - whether the sinks keep up: what was pending at the window's end, and how
   long it took to deliver once polling stopped;
 - CPU per device per minute, and its ratio between the two sizes;

@@ -47,8 +47,8 @@ class RuleStats:
     last_batch_to_alarm_s: float = 0.0
     #: From a batch's arrival at the rules until its alarms are applied and stored.
     batch_to_alarm: LatencyRecord = field(default_factory=LatencyRecord)
-    #: From the oldest reading of a batch being taken until its alarms are applied
-    #: (the batching wait included): how stale the city's picture can be.
+    #: From the oldest polled reading of a batch being taken until its alarms are
+    #: applied (the batching wait included): how stale the city's picture can be.
     reading_to_alarm: LatencyRecord = field(default_factory=LatencyRecord)
     storms: dict[str, float] = field(default_factory=dict)
 
@@ -141,6 +141,11 @@ class RuleService:
         self.store = AlarmStore(loaded.data_path(cfg.alarms.path))
         self.manager = AlarmManager(self.compiled.rules, registry, cfg.alarms, self.store)
         self.stats = RuleStats()
+        # Readings a push device stamps itself (an SL651 observation minute) would
+        # measure its protocol, not us: reading-to-alarm counts polled readings.
+        self._polled = np.zeros(len(registry), dtype=bool)
+        for target in registry.targets:
+            self._polled[target.field_device] = True
         self.flood_watch: FloodWatch | None = None
         if cfg.flood_watch is not None:
             self.flood_watch = FloodWatch(cfg.flood_watch, loaded, registry, poller, self.manager)
@@ -222,8 +227,9 @@ class RuleService:
         self.stats.last_eval_s = evaluated - arrived
         self.stats.last_batch_to_alarm_s = time.perf_counter() - arrived
         self.stats.batch_to_alarm.observe(self.stats.last_batch_to_alarm_s)
-        if len(batch):
-            self.stats.reading_to_alarm.observe(max(0.0, time.time() - float(batch.ts.min())))
+        polled = batch.ts[self._polled[batch.device]]
+        if len(polled):
+            self.stats.reading_to_alarm.observe(max(0.0, time.time() - float(polled.min())))
 
     async def _sweep_loop(self) -> None:
         while True:
