@@ -600,10 +600,9 @@ async def test_a_dispatcher_works_a_case_through_its_loop_in_the_browser(
     alerts: list[str] = []
 
     async def answer(dialog: Dialog) -> None:
-        # Prompts ask for a note; an alert would be a refusal, which this loop must not meet.
-        if dialog.type == "alert":
-            alerts.append(dialog.message)
-        await dialog.accept("已更换灯具")
+        # An alert would be a refusal, which this loop must not meet.
+        alerts.append(dialog.message)
+        await dialog.accept()
 
     page.on("dialog", lambda dialog: asyncio.ensure_future(answer(dialog)))
     await page.click("[data-tab=cases]")
@@ -631,6 +630,19 @@ async def test_a_dispatcher_works_a_case_through_its_loop_in_the_browser(
         ("pass_verification", "under_verification"),
         ("close", "evaluated"),  # closing evaluates it at once (on time or not)
     ]:
+        if action == "start_disposal":
+            # Dispatched with too little time for the crew: the centre gives 48 hours more.
+            due = (await api.get(f"/cases/{case_id}")).json()["due_at"]
+            await case_page.locator("button[data-action=extend]").click()
+            await expect(page.locator("#confirm-input")).to_have_value("24")
+            await page.fill("#confirm-input", "48")
+            await page.click("#confirm-yes")
+            for _ in range(50):
+                if (await api.get(f"/cases/{case_id}")).json()["due_at"] != due:
+                    break
+                await asyncio.sleep(0.1)
+            extended = (await api.get(f"/cases/{case_id}")).json()["due_at"]
+            assert 47.9 * 3600 <= extended - max(due, time.time() - 60) <= 48.1 * 3600
         steps = len((await api.get(f"/cases/{case_id}")).json()["transitions"])
         if action == "dispatch":
             # Not where the routing table would send it: the dispatcher chooses.
@@ -642,10 +654,14 @@ async def test_a_dispatcher_works_a_case_through_its_loop_in_the_browser(
             )
             await expect(case_page.locator("img.photo-large")).to_have_count(1)
         await case_page.locator(f"button[data-action={action}]").click()
-        if action != "report_disposal":  # that one asked for its note instead
-            await expect(page.locator("#confirm")).to_be_visible()
+        await expect(page.locator("#confirm")).to_be_visible()
+        if action == "report_disposal":  # the note it asks for is the confirmation
+            await expect(page.locator("#confirm-input")).to_be_visible()
+            await page.fill("#confirm-input", "已更换灯具")
+        else:
+            await expect(page.locator("#confirm-input")).to_be_hidden()
             confirms.append(await page.locator("#confirm-text").inner_text())
-            await page.click("#confirm-yes")
+        await page.click("#confirm-yes")
         for _ in range(50):
             now = (await api.get(f"/cases/{case_id}")).json()
             if now["stage"] == stage and len(now["transitions"]) > steps:

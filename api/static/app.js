@@ -398,8 +398,8 @@ async function renderUsers() {
     const toggle = el("button", { type: "button" }, t(u.disabled ? "users.enable" : "users.disable"));
     toggle.addEventListener("click", () => changeUser(u.username, { disabled: !u.disabled }));
     const reset = el("button", { type: "button" }, t("users.reset"));
-    reset.addEventListener("click", () => {
-      const password = prompt(t("users.reset_prompt", { user: u.username }));
+    reset.addEventListener("click", async () => {
+      const password = await askFor(t("users.reset_prompt", { user: u.username }), { type: "password" });
       if (password) changeUser(u.username, { password });
     });
     actions.append(toggle, " ", reset);
@@ -1336,7 +1336,7 @@ function photoThumbs(c, size = "thumb") {
 async function caseAction(c, action, extra = {}, onDone = renderCases) {
   let note = "";
   if (NOTE_NEEDED.has(action) || action === "report_disposal" || action === "fail_verification") {
-    note = window.prompt(t("cases.note_prompt", { action: t(`case_action.${action}`) })) ?? null;
+    note = await askFor(t("cases.note_prompt", { action: t(`case_action.${action}`) }));
     if (note === null) return;
     if (NOTE_NEEDED.has(action) && !note.trim()) return;
   } else {
@@ -1604,7 +1604,9 @@ async function departmentChoice(c, actions) {
 function extendControl(c, id) {
   const button = el("button", { "data-action": "extend", type: "button" }, t("case_action.extend"));
   button.addEventListener("click", async () => {
-    const hours = Number(window.prompt(t("cases.extend_prompt"), "24"));
+    const answer = await askFor(t("cases.extend_prompt"), { type: "number", value: "24", min: 1 });
+    if (answer === null) return;
+    const hours = Number(answer);
     if (!Number.isFinite(hours) || hours <= 0) return;
     const due = new Date(Math.max(c.due_at * 1000, Date.now()) + hours * 3600000).toISOString();
     try {
@@ -1665,13 +1667,38 @@ function commandRequest() {
 }
 
 function ask(text) {
+  return askFor(text, null).then((answer) => answer !== null);
+}
+
+// The confirm dialog with a field: a note, hours, a password. The answer is the field's
+// text, or null when cancelled; Enter in the field is the confirm button.
+function askFor(text, field = {}) {
   return new Promise((resolve) => {
     const dialog = $("#confirm");
+    const input = $("#confirm-input");
     $("#confirm-text").textContent = text;
-    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+    input.hidden = field === null;
+    if (field !== null) {
+      input.type = field.type || "text";
+      input.value = field.value ?? "";
+      if (field.min !== undefined) input.min = field.min; else input.removeAttribute("min");
+    }
+    dialog.returnValue = "";
+    dialog.addEventListener("close", () => {
+      if (dialog.returnValue !== "ok") resolve(null);
+      else resolve(field === null ? "" : input.value);
+    }, { once: true });
     dialog.showModal();
+    if (field !== null) input.focus();
   });
 }
+
+$("#confirm-input").addEventListener("keydown", (event) => {
+  if (event.key === "Enter") {
+    event.preventDefault();
+    $("#confirm").close("ok");
+  }
+});
 
 $("#control-form").addEventListener("submit", async (event) => {
   event.preventDefault();
