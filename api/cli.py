@@ -415,9 +415,6 @@ def cmd_db(args: argparse.Namespace) -> int:
     loaded = _load(args.config)
     if args.action == "upgrade":
         return _upgrade_case_database(loaded)
-    if args.folder is None:
-        print(f"error: db {args.action} needs the backup folder", file=sys.stderr)
-        return 2
     folder = Path(args.folder)
     try:
         if args.action == "backup":
@@ -505,14 +502,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="what the person may do (add)",
     )
     p.set_defaults(func=cmd_users)
-    p = add(
-        "db",
-        "upgrade the case database's schema; back up the SQLite stores (online), "
-        "or restore them with the controller stopped",
+    what = "the case database's schema, and backups of the SQLite stores"
+    db = sub.add_parser("db", help=what, description=what).add_subparsers(
+        dest="action", required=True
     )
-    p.add_argument("action", choices=["upgrade", "backup", "restore"])
-    p.add_argument("folder", nargs="?", help="the backup folder (backup: new or empty)")
-    p.set_defaults(func=cmd_db)
+    for action, text in (
+        ("upgrade", "bring the case database's schema to this release"),
+        ("backup", "copy every SQLite store into FOLDER (new or empty), online"),
+        ("restore", "put a backup's stores back; the controller must be stopped"),
+    ):
+        p = db.add_parser(action, help=text, description=text)
+        p.add_argument("-c", "--config", default="config.yaml", help="config file")
+        if action != "upgrade":
+            p.add_argument("folder", help="the backup folder")
+        p.set_defaults(func=cmd_db)
     return parser
 
 

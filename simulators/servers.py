@@ -269,7 +269,6 @@ class PostgresServer:
             os.chown(self.folder, owner.pw_uid, owner.pw_gid)
             self._as = ["runuser", "-u", "postgres", "--"]
         data = self.folder / "data"
-        log = self.folder / "server.log"
         subprocess.run(
             [
                 *self._as,
@@ -288,27 +287,7 @@ class PostgresServer:
             check=True,
             capture_output=True,
         )
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    *self._as,
-                    str(binaries / "postgres"),
-                    "-D",
-                    str(data),
-                    "-p",
-                    str(self.port),
-                    "-k",
-                    str(self.folder),
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                ],
-                stdout=out,
-                stderr=out,
-            )
+        self._serve()
         try:
             _wait_port(self.port)
             deadline = time.monotonic() + 20
@@ -334,6 +313,57 @@ class PostgresServer:
         except RuntimeError:
             self.stop()
             raise
+
+    def _serve(self) -> None:
+        """Run the server on the cluster (its port and socket folder)."""
+        binaries = postgres_bin()
+        data = self.folder / "data"
+        log = self.folder / "server.log"
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    *self._as,
+                    str(binaries / "postgres"),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.folder),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                ],
+                stdout=out,
+                stderr=out,
+            )
+
+    def halt(self) -> None:
+        """Stop the server as an outage does (open connections cut: a "fast" shutdown),
+        keeping the cluster for :meth:`resume`."""
+        if self.proc is not None and self.proc.poll() is None:
+            pg_ctl = str(postgres_bin() / "pg_ctl")
+            subprocess.run(
+                [*self._as, pg_ctl, "stop", "-D", str(self.folder / "data"), "-m", "fast"],
+                check=True,
+                capture_output=True,
+            )
+            self.proc.wait(timeout=20)
+        self.proc = None
+
+    def resume(self) -> None:
+        """Start the halted server again on the same port, with its data."""
+        self._serve()
+        _wait_port(self.port)
+        ready = [str(postgres_bin() / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)]
+        deadline = time.monotonic() + 20
+        while subprocess.run(ready, capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL on {self.port} did not come back")
+            time.sleep(0.1)
 
     def stop(self) -> None:
         """Stop the server and remove the cluster."""

@@ -315,7 +315,10 @@ async def test_an_admin_adds_a_person_in_the_console_who_then_logs_in_and_is_dis
     await admin.select_option("#user-role", "flood_duty")
     await admin.fill("#user-password", "short")
     await admin.click("#user-form button[type=submit]")
-    await expect(admin.locator("#user-error")).to_contain_text("at least 10 characters")
+    # Refused: framed in the reader's language, the API's reason after it.
+    await expect(admin.locator("#user-error")).to_have_text(
+        "输入有误：a password needs at least 10 characters"
+    )
     await admin.fill("#user-password", "Storm-night 2026")
     await admin.click("#user-form button[type=submit]")
     await expect(admin.locator("#user-error")).to_have_text("已创建 huang.duty")
@@ -443,6 +446,10 @@ def test_every_catalogue_entry_has_both_languages_and_every_key_the_console_uses
     source = (static / "app.js").read_text(encoding="utf-8")
     used = set(re.findall(r'\bt\("([a-z_.]+)"', source))
     used |= set(re.findall(r'"(cases\.col_[a-z]+)"', source))
+    # Unworded refusals are framed by their HTTP status.
+    framed = set(re.findall(r'"(refusal\.http_[a-z0-9]+)"', source))
+    assert len(framed) >= 11, framed
+    used |= framed
     used |= set(
         re.findall(r'data-i18n(?:-[a-z-]+)?="([a-z_.]+)"', (static / "index.html").read_text())
     )

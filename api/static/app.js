@@ -90,12 +90,31 @@ async function api(path, options = {}) {
   if (!response.ok) {
     const detail = body && body.detail ? body.detail : response.statusText;
     const words = refusalText(body && body.message);
-    const error = new Error(words || (typeof detail === "string" ? detail : JSON.stringify(detail)));
+    const reason = typeof detail === "string" ? detail : validationText(detail);
+    const framed = t(REFUSAL_BY_STATUS[response.status] || "refusal.http_other",
+      { status: response.status, reason });
+    const error = new Error(words || framed);
     error.status = response.status;
     error.worded = Boolean(words);
+    error.detail = reason;  // the API's own reason, for a sentence that frames it itself
     throw error;
   }
   return body;
+}
+
+// A refusal the API does not word for people is framed in the reader's language by its
+// status, the API's reason after it (validation: each field and what is wrong with it).
+const REFUSAL_BY_STATUS = {
+  400: "refusal.http_400", 401: "refusal.http_401", 403: "refusal.http_403", 404: "refusal.http_404",
+  409: "refusal.http_409", 413: "refusal.http_413", 415: "refusal.http_415", 422: "refusal.http_422",
+  428: "refusal.http_428", 429: "refusal.http_429",
+};
+function validationText(detail) {
+  if (!Array.isArray(detail)) return JSON.stringify(detail);
+  return detail.map((d) => {
+    const where = (d.loc || []).filter((p) => p !== "body" && p !== "query").join(".");
+    return where ? `${where}: ${d.msg}` : d.msg;
+  }).join("; ");
 }
 
 // A refusal the API words for people (its catalogue key and values) is shown in the
@@ -1710,10 +1729,10 @@ $("#control-form").addEventListener("submit", async (event) => {
   try {
     command = await api(path, { method: "POST", json: body });
   } catch (error) {
-    if (error.status === 428 && (await ask(t("control.ask_large", { reason: error.message })))) {
+    if (error.status === 428 && (await ask(t("control.ask_large", { reason: error.detail })))) {
       command = await api(path, { method: "POST", json: { ...body, confirm: true } });
     } else {
-      status.textContent = t("control.refused", { reason: error.message });
+      status.textContent = t("control.refused", { reason: error.worded ? error.message : error.detail });
       status.className = "status failed";
       return;
     }
