@@ -177,6 +177,23 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     assert box is not None
     await page.mouse.move(box["x"] + box["width"] * 0.97, box["y"] + box["height"] / 2)
     await expect(page.locator("#gauge-chart .cursor text")).to_contain_text(" m")
+    # Dragging across the chart zooms in on that span; 还原 shows the range again.
+    chart = page.locator("#gauge-chart")
+    two_hours = [float(await chart.get_attribute(a) or 0) for a in ("data-start", "data-end")]
+    y_mid = box["y"] + box["height"] / 2
+    await page.mouse.move(box["x"] + box["width"] * 0.3, y_mid)
+    await page.mouse.down()
+    await page.mouse.move(box["x"] + box["width"] * 0.7, y_mid, steps=5)
+    await page.mouse.up()
+    await expect(page.locator("#gauge-zoom-out")).to_be_visible()
+    await expect(page.locator("#gauge-title")).to_contain_text("至")
+    start, end = [float(await chart.get_attribute(a) or 0) for a in ("data-start", "data-end")]
+    whole_span = two_hours[1] - two_hours[0]
+    assert 0.3 * whole_span < end - start < 0.5 * whole_span, (two_hours, start, end)
+    assert two_hours[0] < start < end < two_hours[1]
+    await page.click("#gauge-zoom-out")
+    await expect(page.locator("#gauge-zoom-out")).to_be_hidden()
+    await expect(page.locator("#gauge-chart polyline.series")).to_have_count(1)
 
     # The map zooms and finds a place by its name.
     whole = await page.locator("#map").get_attribute("viewBox")

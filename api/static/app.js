@@ -1054,19 +1054,23 @@ function zoneOffset(ms) {
 }
 
 // Downsampled to about 300 buckets: one request whatever the span, and a line a phone draws.
-async function seriesBuckets(id, point, hours) {
-  const end = Date.now();
-  const start = end - hours * HOUR;
-  const every = Math.max(1, Math.round((hours * 3600) / 300));
+async function seriesBuckets(id, point, hours, span = null) {
+  const end = span ? span.end : Date.now();
+  const start = span ? span.start : end - hours * HOUR;
+  const every = Math.max(1, Math.round((end - start) / 1000 / 300));
   const series = await api(`/telemetry/series/${encodeURIComponent(id)}/${encodeURIComponent(point)}?` +
     new URLSearchParams({ start: new Date(start).toISOString(), end: new Date(end).toISOString(), every }));
   return { start, end, unit: series.unit, buckets: series.buckets || [] };
 }
 
-function timeChart(svg, { start, end, buckets, unit = "", bands = {} }) {
+// A time series with its threshold bands, the city's hours on the time axis, a cursor
+// that reads out the nearest value, and drag across it to zoom in (``onZoom(start, end)``).
+function timeChart(svg, { start, end, buckets, unit = "", bands = {}, onZoom = null }) {
   const W = 600, H = 260, L = 48, R = 10, T = 10, B = 34;
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.replaceChildren();
+  svg.dataset.start = String(Math.round(start));
+  svg.dataset.end = String(Math.round(end));
   const values = buckets.flatMap((b) => [b.min, b.max]);
   const bandValues = Object.values(bands);
   let lo = Math.min(...values, ...(bandValues.length ? [0] : []));
@@ -1137,27 +1141,62 @@ function timeChart(svg, { start, end, buckets, unit = "", bands = {} }) {
     label.textContent = `${clock(at(near), true)}  ${+near.mean.toFixed(3)} ${unit}`;
     cursor.setAttribute("visibility", "visible");
   };
-  svg.onmousemove = follow;
+  const box = svgEl("rect", { class: "zoom-box", y: T, height: H - T - B, width: 0, visibility: "hidden" });
+  svg.append(box);
+  const toX = (event) => {
+    const rect = svg.getBoundingClientRect();
+    return Math.min(W - R, Math.max(L, ((event.clientX - rect.left) / rect.width) * W));
+  };
+  const toMs = (px) => start + ((px - L) / (W - L - R)) * (end - start);
+  let dragFrom = null;
+  svg.onmousedown = (event) => {
+    if (!onZoom) return;
+    dragFrom = toX(event);
+    event.preventDefault();
+  };
+  svg.onmousemove = (event) => {
+    follow(event);
+    if (dragFrom === null) return;
+    const to = toX(event);
+    box.setAttribute("x", Math.min(dragFrom, to));
+    box.setAttribute("width", Math.abs(to - dragFrom));
+    box.setAttribute("visibility", "visible");
+  };
+  svg.onmouseup = (event) => {
+    if (dragFrom === null) return;
+    const from = dragFrom, to = toX(event);
+    dragFrom = null;
+    box.setAttribute("visibility", "hidden");
+    // A click is not a zoom; under a minute of span is too little to read.
+    const [a, b] = [toMs(Math.min(from, to)), toMs(Math.max(from, to))];
+    if (Math.abs(to - from) >= 8 && b - a >= 60000) onZoom(a, b);
+  };
   svg.ontouchstart = follow;
   svg.ontouchmove = follow;
-  svg.onmouseleave = () => cursor.setAttribute("visibility", "hidden");
+  svg.onmouseleave = () => {
+    cursor.setAttribute("visibility", "hidden");
+    dragFrom = null;
+    box.setAttribute("visibility", "hidden");
+  };
 }
 
-async function showPointHistory(id, point) {
+async function showPointHistory(id, point, span = null) {
   for (const node of document.querySelectorAll("#device-detail .readings li")) {
     node.classList.toggle("selected", node.dataset.point === point);
   }
-  const span = await seriesBuckets(id, point, 24);
+  const shown = await seriesBuckets(id, point, 24, span);
   $("#point-title").textContent = t("detail.history", { point: term("point", point) });
   let chart = $("#point-chart");
   if (!chart) {
     chart = svgEl("svg", { id: "point-chart", class: "chart", role: "img" });
     $("#point-title").after(chart);
   }
-  timeChart(chart, { ...span, unit: span.unit });
+  timeChart(chart, { ...shown, unit: shown.unit,
+    onZoom: (start, end) => showPointHistory(id, point, { start, end }) });
 }
 
 async function showGauge(id) {
+  if (state.gauge !== id) state.gaugeSpan = null;  // another gauge opens on its whole range
   state.gauge = id;
   renderGauges();
   const gauge = state.map.devices.find((d) => d.id === id);
@@ -1165,9 +1204,16 @@ async function showGauge(id) {
   for (const b of document.querySelectorAll("#gauge-range button")) {
     b.classList.toggle("active", Number(b.dataset.hours) === hours);
   }
-  $("#gauge-title").textContent = t("water.title", { name: gauge.name || id, id, hours });
-  const span = await seriesBuckets(id, "water_level", hours);
-  timeChart($("#gauge-chart"), { ...span, unit: "m", bands: gauge.levels || {} });
+  const zoomed = state.gaugeSpan;
+  $("#gauge-title").textContent = zoomed
+    ? t("water.title_span", { name: gauge.name || id, id, from: clock(zoomed.start, true), to: clock(zoomed.end, true) })
+    : t("water.title", { name: gauge.name || id, id, hours });
+  $("#gauge-zoom-out").hidden = !zoomed;
+  const span = await seriesBuckets(id, "water_level", hours, zoomed);
+  timeChart($("#gauge-chart"), { ...span, unit: "m", bands: gauge.levels || {}, onZoom: (start, end) => {
+    state.gaugeSpan = { start, end };
+    showGauge(id);
+  } });
   // The rate of rise from the raw readings of the last ten minutes.
   const end = new Date();
   const recent = await api(`/telemetry/series/${encodeURIComponent(id)}/water_level?` +
@@ -1187,12 +1233,17 @@ async function showGauge(id) {
   }
 }
 
-for (const button of document.querySelectorAll("#gauge-range button")) {
+for (const button of document.querySelectorAll("#gauge-range button[data-hours]")) {
   button.addEventListener("click", () => {
     state.gaugeHours = Number(button.dataset.hours);
+    state.gaugeSpan = null;
     if (state.gauge) showGauge(state.gauge);
   });
 }
+$("#gauge-zoom-out").addEventListener("click", () => {
+  state.gaugeSpan = null;
+  if (state.gauge) showGauge(state.gauge);
+});
 
 // -- statistics -------------------------------------------------------------------------------
 
