@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from sqlalchemy.engine import make_url
 
+from controller.cases.alarm_bridge import fault_key
 from controller.cases.config import CasesConfig
 from controller.cases.db import CaseDatabase, CaseRow
 from controller.cases.requests import CaseError, NewCase, TransitionRequest
@@ -349,6 +351,30 @@ async def test_with_no_routing_rule_an_alarm_case_waits_filed_for_a_dispatcher(
         case.id, TransitionRequest(CaseAction.DISPATCH, department="江城区照明所"), DISPATCHER
     )
     assert row.stage == "dispatched"
+    await svc.stop()
+
+
+async def test_an_active_fault_left_without_a_case_at_stop_gets_one_at_restart(
+    tmp_path: Path,
+) -> None:
+    # The controller stopped while the case database was away: the alarm is stored,
+    # its notice was only in memory. The next start opens the case, once.
+    db = CaseDatabase(make_url(f"sqlite+aiosqlite:///{tmp_path}/cases.db"))
+    config = CONFIG.model_copy(update={"webhook": None})
+    for _ in range(2):  # two restarts: still one case
+        svc = CaseService(config, db, registry(tmp_path))
+        await svc.start()
+        alarm = lamp_alarm(11)
+        await svc.alarms.resume_verification({fault_key(alarm): alarm})
+        [case] = await svc.find()
+        assert case.alarm_ids == [11] and case.stage == "dispatched"
+        await svc.stop()
+    # A suppressed alarm (its circuit is cut) is not a case of its own.
+    svc = CaseService(config, db, registry(tmp_path))
+    await svc.start()
+    dark = replace(lamp_alarm(12, suppressed_by="circuit_break:CAB/1"), device="DF-L018")
+    await svc.alarms.resume_verification({fault_key(dark): dark})
+    assert len(await svc.find()) == 1
     await svc.stop()
 
 

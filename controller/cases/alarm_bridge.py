@@ -212,11 +212,27 @@ class AlarmCaseBridge:
 
     async def resume_verification(self, active_faults: dict[str, Alarm]) -> int:
         """After a restart: open sensor cases whose fault is no longer active start
-        counting polls again (the count itself is not kept). Returns how many.
+        counting polls again (the count itself is not kept), and an active fault with
+        no open case gets one (its notice was still waiting when the controller
+        stopped: the case database away, or the stop's grace ran out). Returns how
+        many cases resumed verification.
 
         ``active_faults`` maps each active fault's key to its alarm.
         """
         self.faults.active.update(active_faults)
+        async with self.cases.db.session() as session:
+            with_case = set(
+                await session.scalars(
+                    select(CaseRow.fault_key).where(
+                        CaseRow.stage.in_([s.value for s in Stage if s.open])
+                    )
+                )
+            )
+        if self.cases.config.enabled:
+            for key, alarm in active_faults.items():
+                if key not in with_case and not alarm.suppressed_by:
+                    log.warning("alarm %d had no case at restart: opening it now", alarm.id)
+                    await self._fault_active(key, alarm)
         open_stages = [
             Stage.DISPATCHED.value,
             Stage.IN_DISPOSAL.value,
