@@ -7,13 +7,14 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from controller.config import LoadedConfig, load_config
+from drivers.modbus.links import ModbusLink
 from simulators.city_generator import (
     SHANTOU_GAUGES,
     YANGJIANG_CABINETS,
@@ -22,6 +23,11 @@ from simulators.city_generator import (
 )
 
 Measure = Callable[[LoadedConfig, float], Coroutine[Any, Any, dict[str, Any]]]
+
+
+def requests_made(links: Mapping[str, ModbusLink]) -> int:
+    """Requests the controller's links have sent so far."""
+    return sum(link.health.requests for link in links.values())
 
 
 def pin_to_cpu(cpu: int) -> None:

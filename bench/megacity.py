@@ -52,7 +52,7 @@ from typing import Any
 import httpx
 import yaml
 
-from bench.city import pin_to_cpu, start_simulator
+from bench.city import pin_to_cpu, requests_made, start_simulator
 from bench.raw_client import RawPoller
 from controller.config import LoadedConfig, load_config
 from controller.runtime import Controller
@@ -160,17 +160,9 @@ def _delivered(controller: Controller) -> dict[str, int]:
     return out
 
 
-def _requests(controller: Controller) -> int:
-    return sum(link.health.requests for link in controller.links.values())
-
-
 async def _raw_baseline(controller: Controller) -> dict[str, float]:
     """CPU per request of the raw client over the city's targets (a full cycle, twice)."""
-    endpoints = {}
-    for link in controller.loaded.config.links:
-        assert isinstance(link.port, int)  # the fast responder serves TCP links
-        endpoints[link.id] = (link.host or "127.0.0.1", link.port, link.kind == "rtu_over_tcp")
-    raw = RawPoller(endpoints)
+    raw = RawPoller.of_links(controller.loaded.config.links)
     await raw.connect()
     by_link = controller.poller.targets_by_link()
     await raw.poll_all_once(by_link)  # warm-up
@@ -214,7 +206,7 @@ async def _measure(
         rules.batch_to_alarm.clear_recent()
         rules.reading_to_alarm.clear_recent()
         polls, failed = controller.poller.stats.polls, controller.poller.stats.failed_polls
-        requests, readings = _requests(controller), controller.poller.stats.readings
+        requests, readings = requests_made(controller.links), controller.poller.stats.readings
         cases = len(await controller.cases.find(limit=1_000_000))
         delivered = _delivered(controller)
         peak = [0]
@@ -239,7 +231,7 @@ async def _measure(
         drain_s = time.perf_counter() - drained
         rss_now, rss_hwm = _rss_bytes()
         poll_stats = controller.poller.stats
-        requests = _requests(controller) - requests
+        requests = requests_made(controller.links) - requests
         sinks = {
             s.name: {
                 "points_delivered": _delivered(controller)[s.name] - delivered[s.name],

@@ -32,7 +32,7 @@ from typing import Any
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusTcpClient
 
-from bench.city import run_against_city
+from bench.city import requests_made, run_against_city
 from bench.raw_client import RawPoller
 from controller.config import LoadedConfig, WireConfig
 from controller.poller import Poller
@@ -47,10 +47,6 @@ CYCLES_PER_ROUND = 2
 PRODUCTION_INTERVAL_S = 4.0
 PRODUCTION_INTERVALS = 3
 TARGET_RATIO_TO_CEILING = 1.5
-
-
-def _requests(links: dict[str, Any]) -> int:
-    return sum(link.health.requests for link in links.values())
 
 
 def _point_reads(
@@ -140,11 +136,7 @@ async def _against_ceiling(
     """CPU per request of ``poll`` (the poller over ``by_link``) against the raw client
     polling the same targets with the same requests, interleaved round by round."""
     links = controller.links
-    endpoints = {}
-    for link in controller.loaded.config.links:
-        assert isinstance(link.port, int)  # the fast responder serves TCP links
-        endpoints[link.id] = (link.host or "127.0.0.1", link.port, link.kind == "rtu_over_tcp")
-    raw = RawPoller(endpoints)
+    raw = RawPoller.of_links(controller.loaded.config.links)
     await raw.connect()
     await raw.poll_all_once(by_link)  # warm-up; not measured
     poller_cpu, poller_wall, raw_cpu, raw_wall = [], [], [], []
@@ -152,10 +144,10 @@ async def _against_ceiling(
     requests = 0
     for _ in range(ROUNDS):
         # Interleaved, so a noisy neighbour on the machine hits both alike.
-        before, wall, cpu = _requests(links), time.perf_counter(), time.process_time()
+        before, wall, cpu = requests_made(links), time.perf_counter(), time.process_time()
         for _ in range(CYCLES_PER_ROUND):
             readings = await poll()
-        requests = (_requests(links) - before) // CYCLES_PER_ROUND
+        requests = (requests_made(links) - before) // CYCLES_PER_ROUND
         poller_cpu.append((time.process_time() - cpu) / (requests * CYCLES_PER_ROUND))
         poller_wall.append((time.perf_counter() - wall) / CYCLES_PER_ROUND)
         raw.requests = 0
@@ -234,13 +226,13 @@ async def _production(controller: Controller) -> dict[str, Any]:
     """The real scheduler and every batch subscriber, for a few poll intervals."""
     await controller.open_stores()
     links = controller.links
-    before, cpu, wall = _requests(links), time.process_time(), time.perf_counter()
+    before, cpu, wall = requests_made(links), time.process_time(), time.perf_counter()
     polls_before = controller.poller.stats.polls
     controller.poller.start()
     await asyncio.sleep(PRODUCTION_INTERVAL_S * PRODUCTION_INTERVALS)
     await controller.poller.stop()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    requests = _requests(links) - before
+    requests = requests_made(links) - before
     polls = controller.poller.stats.polls - polls_before
     targets = len(controller.registry.targets)
     return {

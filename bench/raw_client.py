@@ -16,6 +16,7 @@ from functools import partial
 import numpy as np
 from pymodbus.framer.rtu import FramerRTU
 
+from controller.device_config import LinkConfig
 from controller.registry import PollTarget
 from drivers.dlt645 import codec
 from drivers.dlt645.profile import MeterPlan
@@ -79,6 +80,15 @@ class _RawConnection(asyncio.Protocol):
 
 class RawPoller:
     """Polls targets link by link with :class:`_RawConnection`; counts requests."""
+
+    @classmethod
+    def of_links(cls, links: list[LinkConfig]) -> RawPoller:
+        """A raw poller for the config's links (the fast responder serves them over TCP)."""
+        endpoints = {}
+        for link in links:
+            assert isinstance(link.port, int)  # the fast responder serves TCP links
+            endpoints[link.id] = (link.host or "127.0.0.1", link.port, link.kind == "rtu_over_tcp")
+        return cls(endpoints)
 
     def __init__(self, endpoints: dict[str, tuple[str, int, bool]]) -> None:
         self.endpoints = endpoints
