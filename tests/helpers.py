@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -149,3 +151,22 @@ async def city_with_controller(
     the devices start first and stop last, so the controller never sees them vanish."""
     async with SimulatedCity(loaded) as city, Controller(loaded) as controller:
         yield city, controller
+
+
+ROOT = Path(__file__).parent.parent
+
+
+async def streetsense(*args: str) -> tuple[int, str, str]:
+    """The command line in its own process (the event loop goes on meanwhile)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "api.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

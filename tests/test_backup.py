@@ -3,7 +3,6 @@ data folder lock that keeps a second controller (or a restore) off a running one
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import sqlite3
@@ -22,28 +21,11 @@ from controller.data_lock import DataDirLock
 from controller.runtime import Controller
 from simulators.faults import FaultKind, FaultSpec
 from simulators.servers import free_port
-from tests.helpers import city_with_controller
+from tests.helpers import ROOT, city_with_controller, streetsense
 from tests.test_cases_e2e import case_city
 from tests.test_rules_e2e import cycles
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
-ROOT = Path(__file__).parent.parent
-
-
-async def streetsense(*args: str) -> tuple[int, str, str]:
-    """The command line in its own process (the event loop goes on meanwhile)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "api.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 def readings(db: Path) -> int:

@@ -4,8 +4,6 @@ and a database from a newer release refused with what to do."""
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -24,9 +22,9 @@ from controller.cases.service import CaseService
 from controller.config import LoadedConfig, parse_config
 from controller.control.audit import Actor
 from controller.registry import Registry
+from tests.helpers import streetsense
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
-ROOT = Path(__file__).parent.parent
 CLERK = Actor("Chen (command centre)", "k1", "dispatcher")
 
 
@@ -147,21 +145,9 @@ async def test_a_database_from_a_newer_release_is_refused_with_what_to_do(
         await CaseDatabase(make_url(url)).open()
 
     loaded = write_config({"cases": {"db_url": "sqlite+aiosqlite:///cases.db"}})
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "api.cli",
-        "db",
-        "upgrade",
-        "-c",
-        str(loaded.path),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await proc.communicate()
-    assert proc.returncode == 1
-    assert "0099" in err.decode() and "there is no downgrade" in err.decode()
+    code, _, err = await streetsense("db", "upgrade", "-c", str(loaded.path))
+    assert code == 1
+    assert "0099" in err and "there is no downgrade" in err
 
 
 async def test_db_upgrade_on_the_command_line_reports_what_it_did(
@@ -172,26 +158,8 @@ async def test_db_upgrade_on_the_command_line_reports_what_it_did(
     await make_previous_release_database(
         f"sqlite+aiosqlite:///{loaded.data_dir}/cases.db", without_contact=True
     )
-
-    async def upgrade() -> tuple[int, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "api.cli",
-            "db",
-            "upgrade",
-            "-c",
-            str(loaded.path),
-            cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await proc.communicate()
-        assert proc.returncode is not None
-        return proc.returncode, out.decode() + err.decode()
-
-    code, text_out = await upgrade()
-    assert code == 0, text_out
-    assert f"from before migrations -> revision {head_revision()}" in text_out
-    code, text_out = await upgrade()
-    assert code == 0 and "nothing to do" in text_out
+    code, out, err = await streetsense("db", "upgrade", "-c", str(loaded.path))
+    assert code == 0, err
+    assert f"from before migrations -> revision {head_revision()}" in out
+    code, out, err = await streetsense("db", "upgrade", "-c", str(loaded.path))
+    assert code == 0 and "nothing to do" in out
