@@ -376,13 +376,10 @@ def create_demo_keys(loaded: LoadedConfig) -> dict[str, str]:
 
 
 def _upgrade_case_database(loaded: LoadedConfig) -> int:
-    from controller.cases.db import CaseDatabase, database_url
+    from controller.cases.db import CaseDatabase
     from controller.cases.schema import SchemaError, SchemaState
-    from controller.config import secret
 
-    cfg = loaded.config.cases
-    password = secret(cfg.password_env, str(loaded.path), "cases.password_env")
-    db = CaseDatabase(database_url(cfg.db_url, str(loaded.data_dir), password))
+    db = CaseDatabase.of_config(loaded)
     shown = db.url.render_as_string(hide_password=True)
 
     async def upgrade() -> tuple[SchemaState, SchemaState]:

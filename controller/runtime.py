@@ -8,7 +8,7 @@ from contextlib import AsyncExitStack
 from controller.assets.store import AssetStore
 from controller.cases.alarm_bridge import fault_key
 from controller.cases.case_feed import CaseFeed
-from controller.cases.db import CaseDatabase, database_url
+from controller.cases.db import CaseDatabase
 from controller.cases.evidence import EvidenceCollector
 from controller.cases.service import CaseService
 from controller.cases.webhook import WebhookSender
@@ -118,9 +118,7 @@ class Controller:
     def _build_cases(self, loaded: LoadedConfig) -> None:
         cfg = loaded.config.cases
         file = str(loaded.path)
-        password = secret(cfg.password_env, file, "cases.password_env")
-        url = database_url(cfg.db_url, str(loaded.data_dir), password)
-        self.case_db = CaseDatabase(url, cfg.migrate_on_start)
+        self.case_db = CaseDatabase.of_config(loaded)
         evidence = EvidenceCollector(
             self.registry, self.latest, lambda: self.telemetry.reader, cfg.evidence_minutes
         )

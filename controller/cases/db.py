@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from controller.cases.schema import SchemaState, ensure_schema
+from controller.config import LoadedConfig, secret
 
 
 class Base(DeclarativeBase):
@@ -159,6 +160,14 @@ class CaseDatabase:
     ``migrate_on_start``: an existing database of an older schema is upgraded when
     opened; off, opening it is refused until ``streetsense db upgrade`` has run.
     """
+
+    @classmethod
+    def of_config(cls, loaded: LoadedConfig) -> CaseDatabase:
+        """The case database the config names, its password from the environment."""
+        cfg = loaded.config.cases
+        password = secret(cfg.password_env, str(loaded.path), "cases.password_env")
+        url = database_url(cfg.db_url, str(loaded.data_dir), password)
+        return cls(url, cfg.migrate_on_start)
 
     def __init__(self, url: URL, migrate_on_start: bool = True) -> None:
         self.url = url
