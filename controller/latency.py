@@ -42,11 +42,6 @@ class LatencyRecord:
     def __post_init__(self) -> None:
         self.recent = deque(maxlen=self.keep)
 
-    @property
-    def count(self) -> int:
-        """How many durations were observed."""
-        return sum(self.counts)
-
     def observe(self, seconds: float) -> None:
         """Count one duration."""
         self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
