@@ -55,6 +55,7 @@ import yaml
 from bench.city import pin_to_cpu, requests_made, start_simulator
 from bench.raw_client import RawPoller
 from controller.config import LoadedConfig, load_config
+from controller.latency import LatencyRecord
 from controller.runtime import Controller
 from rules.alarm_model import AlarmNotice
 from simulators.city_generator import generate_city
@@ -182,7 +183,7 @@ async def _sample_rss(peak: list[int]) -> None:
         await asyncio.sleep(1.0)
 
 
-def _latency(record: Any) -> dict[str, float]:
+def _latency(record: LatencyRecord) -> dict[str, float]:
     return {
         "p50_ms": round(record.quantile(0.5) * 1e3, 2),
         "p99_ms": round(record.quantile(0.99) * 1e3, 2),
