@@ -375,43 +375,48 @@ def create_demo_keys(loaded: LoadedConfig) -> dict[str, str]:
         store.close()
 
 
-def _upgrade_case_database(loaded: LoadedConfig) -> int:
-    from controller.cases.db import CaseDatabase
-    from controller.cases.schema import SchemaError, SchemaState
+def _upgrade_state_database(loaded: LoadedConfig) -> int:
+    from controller.state.database import StateDatabase
+    from controller.state.legacy import ImportedFile, import_legacy, legacy_files
+    from controller.state.schema import SchemaError, SchemaState
 
-    db = CaseDatabase.of_config(loaded)
-    shown = db.url.render_as_string(hide_password=True)
+    db = StateDatabase.of_config(loaded)
+    shown = db.shown_url
 
-    async def upgrade() -> tuple[SchemaState, SchemaState]:
+    async def upgrade() -> tuple[SchemaState, SchemaState, list[ImportedFile]]:
         try:
-            return await db.open(upgrade=True)
+            before, after = await db.open(upgrade=True)
+            return before, after, await import_legacy(db, legacy_files(loaded))
         finally:
             await db.close()
 
     try:
-        before, after = asyncio.run(upgrade())
+        before, after, imported = asyncio.run(upgrade())
     except SchemaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
-        print(f"error: cannot open the case database {shown}: {exc}", file=sys.stderr)
+        print(f"error: cannot open the state database {shown}: {exc}", file=sys.stderr)
         return 1
     was = before.current or ("from before migrations" if before.has_tables else "empty")
     if before.current == after.current:
-        print(f"case database {shown}: at revision {after.current}, nothing to do")
+        print(f"state database {shown}: at revision {after.current}, nothing to do")
     else:
-        print(f"case database {shown}: {was} -> revision {after.current}")
+        print(f"state database {shown}: {was} -> revision {after.current}")
+    for file in imported:
+        rows = ", ".join(f"{n} {table}" for table, n in file.rows.items()) or "no rows"
+        print(f"imported {file.path}: {rows}")
     return 0
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    """Upgrade the case database's schema, or back up or restore the config's SQLite
+    """Upgrade the state database's schema, or back up or restore the config's SQLite
     stores (docs/deploy.md)."""
     from controller.backup import BackupError, backup, restore
 
     loaded = _load(args.config)
     if args.action == "upgrade":
-        return _upgrade_case_database(loaded)
+        return _upgrade_state_database(loaded)
     folder = Path(args.folder)
     try:
         if args.action == "backup":
@@ -499,12 +504,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="what the person may do (add)",
     )
     p.set_defaults(func=cmd_users)
-    what = "the case database's schema, and backups of the SQLite stores"
+    what = "the state database's schema, and backups of the SQLite stores"
     db = sub.add_parser("db", help=what, description=what).add_subparsers(
         dest="action", required=True
     )
     for action, text in (
-        ("upgrade", "bring the case database's schema to this release"),
+        (
+            "upgrade",
+            "bring the state database's schema to this release and import the stores' old files",
+        ),
         ("backup", "copy every SQLite store into FOLDER (new or empty), online"),
         ("restore", "put a backup's stores back; the controller must be stopped"),
     ):

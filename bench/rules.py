@@ -26,10 +26,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import yaml
+from sqlalchemy.engine import make_url
 
 from controller.alarm_store import AlarmStore
 from controller.config import load_config
 from controller.registry import Registry
+from controller.state.database import StateDatabase
 from drivers.readings import ReadingBatch
 from rules import kernels as K
 from rules.alarm_model import AlarmNotice
@@ -237,9 +239,9 @@ async def _to_published(
     engine: RuleEngine,
     batch: ReadingBatch,
 ) -> tuple[float, int]:
-    manager = AlarmManager(
-        compiled.rules, registry_copies, AlarmsConfig(), AlarmStore(folder / "alarms.db")
-    )
+    db = StateDatabase(make_url(f"sqlite+aiosqlite:///{folder / 'state.db'}"))
+    store = AlarmStore(db, folder / "alarms-unwritten.json")
+    manager = AlarmManager(compiled.rules, registry_copies, AlarmsConfig(), store)
     await manager.start()
     published: list[float] = []
 

@@ -1,80 +1,185 @@
-"""The alarm database: every alarm, open and closed, in SQLite on a worker thread."""
+"""The alarm table of the state database: every alarm, open and closed.
+
+Alarms are raised in memory and written behind: a save that cannot reach the
+database (PostgreSQL restarting) keeps the alarms' latest states in order and
+writes them when it is back, so the rules never wait on it and nothing is
+lost. What is still unwritten when the controller stops goes to a small file
+in the data folder and is written first at the next start.
+"""
 
 from __future__ import annotations
 
-from dataclasses import fields
+import asyncio
+import json
+import logging
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from controller.sqlite_worker import SqliteWorker
+from sqlalchemy import ColumnElement, and_, func, or_, select
+
+from controller.state.database import StateDatabase
+from controller.state.tables import alarm as alarm_table
+from controller.state.upsert import upsert
 from rules.alarm_model import Alarm, Condition
+
+log = logging.getLogger(__name__)
+
+#: The file in the data folder where unwritten alarms wait across a stop.
+UNWRITTEN_ALARMS = "alarms-unwritten.json"
+#: How often unwritten alarms are tried again while the database is away.
+RETRY_SECONDS = 2.0
+#: How long a stop waits for the database to take what is unwritten before spilling it.
+STOP_GRACE = 5.0
 
 
 class AlarmStore:
-    """Alarms in SQLite (open and closed), on a worker thread."""
+    """Alarms in the state database, written behind (see the module's docstring)."""
 
     _COLUMNS: ClassVar[tuple[str, ...]] = tuple(
         f.name for f in fields(Alarm) if f.name != "transitions"
     )
-    #: Column names quoted: some (``limit``) are SQL keywords.
-    _SELECT: ClassVar[str] = ", ".join(f'"{c}"' for c in _COLUMNS)
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        cols = ", ".join(
-            f'"{c}" INTEGER PRIMARY KEY' if c == "id" else f'"{c}"' for c in self._COLUMNS
-        )
-        schema = [
-            f"CREATE TABLE IF NOT EXISTS alarm ({cols})",
-            "CREATE INDEX IF NOT EXISTS alarm_open ON alarm (closed_at)",
-            "CREATE INDEX IF NOT EXISTS alarm_raised ON alarm (raised_at)",
-        ]
-        self._db = SqliteWorker(path, schema, "alarms-db")
+    def __init__(self, db: StateDatabase, spill: Path) -> None:
+        """``spill``: where unwritten alarms wait across a stop."""
+        self.db = db
+        self.spill = spill
+        #: Alarms saved but not yet written, by id (the latest state of each).
+        self._unwritten: dict[int, Alarm] = {}
+        self._retry: asyncio.Task[None] | None = None
+        self._write_lock = asyncio.Lock()
+        self._owns_db = False
+
+    @property
+    def unwritten(self) -> int:
+        """Alarms saved in memory that the database has not taken yet."""
+        return len(self._unwritten)
 
     async def open(self) -> list[Alarm]:
-        """Open the database; returns the alarms that were open."""
-        await self._db.open()
-        rows = await self.query(f"SELECT {self._SELECT} FROM alarm WHERE closed_at IS NULL")
+        """Write what a stop left unwritten; returns the alarms that were open. Opens the
+        database if nobody has (a store on its own: the rules bench, tests)."""
+        self._owns_db = not self.db.is_open
+        if self._owns_db:
+            await self.db.open()
+        if self.spill.is_file():
+            spilled = await asyncio.to_thread(self._read_spill)
+            self._merge(spilled)
+            await self._write()
+            await asyncio.to_thread(self.spill.unlink)
+            log.warning("wrote %d alarms left unwritten at the last stop", len(spilled))
+        rows = await self._select(alarm_table.c.closed_at.is_(None))
         return [self._from_row(row) for row in rows]
 
-    def _from_row(self, row: tuple[Any, ...]) -> Alarm:
+    def _from_row(self, row: Any) -> Alarm:
         values = dict(zip(self._COLUMNS, row, strict=True))
         values["condition"] = Condition(values["condition"])
-        values["out_of_service"] = bool(values["out_of_service"])
-        values["chattering"] = bool(values["chattering"])
-        values["case"] = bool(values["case"])
+        for flag in ("out_of_service", "chattering", "case"):
+            values[flag] = bool(values[flag])
         return Alarm(**values)
 
+    def _row(self, alarm: Alarm) -> dict[str, Any]:
+        return {c: getattr(alarm, c) for c in self._COLUMNS}
+
+    def _merge(self, alarms: list[Alarm]) -> None:
+        for alarm in alarms:
+            # Re-inserted so the dict's order stays the order of the last change.
+            self._unwritten.pop(alarm.id, None)
+            self._unwritten[alarm.id] = alarm
+
     async def save(self, alarms: list[Alarm]) -> None:
-        """Insert or update these alarms."""
+        """Insert or update these alarms (now if the database answers, else later)."""
         if not alarms:
             return
-        rows = [tuple(getattr(a, c) for c in self._COLUMNS) for a in alarms]
-        sql = (
-            f"INSERT OR REPLACE INTO alarm ({self._SELECT}) "
-            f"VALUES ({', '.join('?' * len(self._COLUMNS))})"
-        )
-        await self._db.run(lambda db: db.executemany(sql, rows))
+        self._merge(alarms)
+        if self._retry is None:
+            try:
+                await self._write()
+            except Exception as exc:
+                log.warning(
+                    "%d alarms wait for the state database (%s); retrying every %.0f s",
+                    len(self._unwritten),
+                    exc,
+                    RETRY_SECONDS,
+                )
+                self._retry = asyncio.create_task(self._retry_loop(), name="alarms:retry")
+
+    async def _write(self) -> None:
+        async with self._write_lock:
+            if not self._unwritten:
+                return
+            taken = dict(self._unwritten)
+            rows = [self._row(a) for a in taken.values()]
+            async with self.db.connected().begin() as conn:
+                await upsert(conn, alarm_table, rows)
+            for alarm_id, alarm in taken.items():
+                if self._unwritten.get(alarm_id) is alarm:
+                    del self._unwritten[alarm_id]
+
+    async def _retry_loop(self) -> None:
+        while self._unwritten:
+            await asyncio.sleep(RETRY_SECONDS)
+            try:
+                await self._write()
+            except Exception:
+                continue
+            log.warning("the state database took the alarms that waited for it")
+        self._retry = None
 
     async def next_id(self) -> int:
-        """One more than the highest id ever used."""
-        [(next_id,)] = await self.query("SELECT coalesce(max(id), 0) + 1 FROM alarm")
-        return int(next_id)
+        """One more than the highest id ever used (written or waiting)."""
+        async with self.db.connected().connect() as conn:
+            top = await conn.scalar(select(func.coalesce(func.max(alarm_table.c.id), 0)))
+        return max([int(top or 0), *self._unwritten]) + 1
 
-    async def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Run a read-only query (statistics)."""
-        return await self._db.run(lambda db: db.execute(sql, args).fetchall())
+    async def _select(self, where: ColumnElement[bool]) -> list[Any]:
+        columns = [alarm_table.c[c] for c in self._COLUMNS]
+        async with self.db.connected().connect() as conn:
+            return list((await conn.execute(select(*columns).where(where))).all())
 
     async def history(self, since: float, until: float) -> list[Alarm]:
         """Alarms active at some time in ``[since, until)`` (raised before its end, not cleared
-        before its start)."""
-        rows = await self.query(
-            f"SELECT {self._SELECT} FROM alarm WHERE raised_at < ? "
-            "AND (cleared_at IS NULL OR cleared_at >= ?)",
-            (until, since),
+        before its start), those still waiting to be written included."""
+        t = alarm_table.c
+        rows = await self._select(
+            and_(t.raised_at < until, or_(t.cleared_at.is_(None), t.cleared_at >= since))
         )
-        return [self._from_row(r) for r in rows]
+        found = {a.id: a for a in map(self._from_row, rows)}
+        for alarm in list(self._unwritten.values()):
+            if alarm.raised_at < until and (alarm.cleared_at is None or alarm.cleared_at >= since):
+                found[alarm.id] = alarm
+        return list(found.values())
 
     async def close(self) -> None:
-        """Close the database and its thread."""
-        await self._db.close()
+        """Write what waits (for a few seconds at most), spill the rest to disk."""
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if self._unwritten:
+            try:
+                await asyncio.wait_for(self._write(), STOP_GRACE)
+            except Exception as exc:
+                log.warning(
+                    "%d alarms kept in %s for the next start (%s)",
+                    len(self._unwritten),
+                    self.spill,
+                    exc or "the state database did not answer",
+                )
+                await asyncio.to_thread(self._write_spill, list(self._unwritten.values()))
+                self._unwritten.clear()
+        if self._owns_db:
+            await self.db.close()
+
+    def _read_spill(self) -> list[Alarm]:
+        out = []
+        for values in json.loads(self.spill.read_text(encoding="utf-8")):
+            values["condition"] = Condition(values["condition"])
+            out.append(Alarm(**values))
+        return out
+
+    def _write_spill(self, alarms: list[Alarm]) -> None:
+        earlier = self._read_spill() if self.spill.is_file() else []
+        merged = {a.id: a for a in [*earlier, *alarms]}
+        self.spill.parent.mkdir(parents=True, exist_ok=True)
+        part = self.spill.with_suffix(".part")
+        part.write_text(json.dumps([asdict(a) for a in merged.values()]), encoding="utf-8")
+        part.replace(self.spill)

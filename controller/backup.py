@@ -6,8 +6,8 @@ included); every copy is checked with ``PRAGMA integrity_check`` and listed
 with its SHA-256 in ``manifest.json``. ``streetsense db restore`` refuses while
 a controller holds the data folder, checks every file against the manifest
 before touching anything, then writes each database back through the same
-API. Cases kept in PostgreSQL are not in the backup (``pg_dump`` is the tool
-for them); the manifest says so.
+API. A state database in PostgreSQL is not in the backup (``pg_dump`` is the
+tool for it); the manifest says so.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from controller.cases.db import database_url
 from controller.config import LoadedConfig
 from controller.data_lock import holder_of
+from controller.state.database import database_url, sqlite_file
+from controller.state.legacy import legacy_files
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -68,22 +69,22 @@ class Manifest:
 def sqlite_stores(loaded: LoadedConfig) -> tuple[list[StoreFile], dict[str, str]]:
     """The config's SQLite databases, and the stores that live elsewhere."""
     cfg = loaded.config
-    stores = [
-        StoreFile("alarms", loaded.data_path(cfg.alarms.path)),
-        StoreFile("audit", loaded.data_path(cfg.control.db_path)),
-        StoreFile("assets", loaded.data_path(cfg.assets.db_path)),
-        StoreFile("overrides", loaded.data_path(cfg.schedules.db_path)),
-        StoreFile("keys-and-users", loaded.data_path(cfg.api.keys_path)),
-    ]
+    stores = [StoreFile("keys-and-users", loaded.data_path(cfg.api.keys_path))]
     elsewhere: dict[str, str] = {}
     if cfg.storage.embedded.enabled:
         stores.append(StoreFile("telemetry", loaded.data_path(cfg.storage.embedded.path)))
-    url = database_url(cfg.cases.db_url, str(loaded.data_dir), None)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        stores.append(StoreFile("cases", Path(str(url.database))))
+    url = database_url(cfg.database.url, str(loaded.data_dir), None)
+    state_file = sqlite_file(url)
+    if state_file is not None:
+        stores.append(StoreFile("state", state_file))
     else:
-        shown = make_url(cfg.cases.db_url).render_as_string(hide_password=True)
-        elsewhere["cases"] = f"in {shown}: back it up with pg_dump"
+        shown = make_url(cfg.database.url).render_as_string(hide_password=True)
+        elsewhere["state"] = f"in {shown}: back it up with pg_dump"
+    # The stores' files of the release before the state database, while they are there:
+    # a backup taken before the first start of this release still holds their data.
+    for legacy in legacy_files(loaded):
+        if legacy.path.is_file():
+            stores.append(StoreFile("legacy-" + "-".join(legacy.stores), legacy.path))
     spool = loaded.data_path(cfg.storage.spool.path)
     for file in sorted(spool.glob("*.db")) if spool.is_dir() else []:
         stores.append(StoreFile(f"spool-{file.stem}", file))

@@ -216,7 +216,29 @@ class ApiConfig(_Strict):
 class AssetsConfig(_Strict):
     """The lamp-pole asset register."""
 
+    #: The register's SQLite file before the state database: imported once, then unused.
     db_path: str = "assets.db"
+
+
+class DatabaseConfig(_Strict):
+    """The state database (``controller.state.database``): alarms, audit, assets,
+    overrides and cases, under one URL."""
+
+    #: SQLAlchemy URL; default SQLite in the data folder. For PostgreSQL:
+    #: postgresql+psycopg://streetsense@db.example/streetsense, password in ``password_env``.
+    url: str = "sqlite+aiosqlite:///state.db"
+    password_env: EnvName | None = None
+    #: Upgrade an older schema when the controller starts (off: refuse to start until
+    #: ``streetsense db upgrade`` has run, for sites that upgrade by hand after a backup).
+    migrate_on_start: bool = True
+
+
+#: ``cases`` keys of the release before the state database, now ``database`` keys.
+_MOVED_TO_DATABASE = {
+    "db_url": "url",
+    "password_env": "password_env",
+    "migrate_on_start": "migrate_on_start",
+}
 
 
 class StreetsenseConfig(_Strict):
@@ -252,6 +274,28 @@ class StreetsenseConfig(_Strict):
     assets: AssetsConfig = AssetsConfig()
     schedules: SchedulesConfig = SchedulesConfig()
     cases: CasesConfig = CasesConfig()
+    database: DatabaseConfig = DatabaseConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _database_from_cases(cls, data: object) -> object:
+        """Take ``cases.db_url`` (and its password and migration keys) as ``database``,
+        as the release before the state database named them; both at once is refused."""
+        if not isinstance(data, dict) or not isinstance(data.get("cases"), dict):
+            return data
+        moved = {k: v for k, v in data["cases"].items() if k in _MOVED_TO_DATABASE}
+        if not moved:
+            return data
+        if "database" in data:
+            old = ", ".join(f"cases.{k}" for k in moved)
+            raise ValueError(
+                f"{old} and database are both set: {old} is the old name of the database "
+                "keys (database.url, database.password_env, database.migrate_on_start); "
+                "keep database only"
+            )
+        cases = {k: v for k, v in data["cases"].items() if k not in _MOVED_TO_DATABASE}
+        database = {_MOVED_TO_DATABASE[k]: v for k, v in moved.items()}
+        return {**data, "cases": cases, "database": database}
 
 
 class LoadedConfig:

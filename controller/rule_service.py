@@ -16,11 +16,12 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from controller.alarm_store import AlarmStore
+from controller.alarm_store import UNWRITTEN_ALARMS, AlarmStore
 from controller.config import LoadedConfig
 from controller.latency import LatencyRecord
 from controller.poller import Poller
 from controller.registry import Registry
+from controller.state.database import StateDatabase
 from controller.telemetry.mqtt import encode_messages
 from controller.telemetry.pipeline import TelemetryPipeline
 from controller.telemetry.spool import SpoolItem
@@ -129,7 +130,12 @@ class RuleService:
     """Engine, alarm manager, MQTT alarm topics and flood watch, fed by the poller."""
 
     def __init__(
-        self, loaded: LoadedConfig, registry: Registry, poller: Poller, telemetry: TelemetryPipeline
+        self,
+        loaded: LoadedConfig,
+        registry: Registry,
+        poller: Poller,
+        telemetry: TelemetryPipeline,
+        state_db: StateDatabase,
     ) -> None:
         cfg = loaded.config
         self.registry = registry
@@ -138,7 +144,7 @@ class RuleService:
         self.compiled = compile_rules(loaded.rule_site(), registry)
         self.engine = RuleEngine(self.compiled, len(registry), registry.max_points)
         #: Every alarm, open and closed (history and statistics read it).
-        self.store = AlarmStore(loaded.data_path(cfg.alarms.path))
+        self.store = AlarmStore(state_db, loaded.data_path(UNWRITTEN_ALARMS))
         self.manager = AlarmManager(self.compiled.rules, registry, cfg.alarms, self.store)
         self.stats = RuleStats()
         # Readings a push device stamps itself (an SL651 observation minute) would

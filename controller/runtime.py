@@ -8,7 +8,6 @@ from contextlib import AsyncExitStack
 from controller.assets.store import AssetStore
 from controller.cases.alarm_bridge import fault_key
 from controller.cases.case_feed import CaseFeed
-from controller.cases.db import CaseDatabase
 from controller.cases.evidence import EvidenceCollector
 from controller.cases.service import CaseService
 from controller.cases.webhook import WebhookSender
@@ -27,6 +26,8 @@ from controller.schedules.plan import SchedulePlan
 from controller.schedules.runner import ScheduleRunner
 from controller.schedules.table_pusher import DeviceTablePusher
 from controller.startup import opening
+from controller.state.database import StateDatabase
+from controller.state.legacy import import_legacy, legacy_files
 from controller.station_commands import StationCommands
 from controller.station_reports import StationReports
 from controller.telemetry.pipeline import TelemetryPipeline
@@ -49,10 +50,12 @@ class Controller:
         self.latest = LatestValues(len(self.registry), self.registry.max_points)
         self.poller.subscribe(self.latest.on_batch)
         self.telemetry = TelemetryPipeline(loaded, self.registry, self.poller)
-        self.rules = RuleService(loaded, self.registry, self.poller, self.telemetry)
+        #: Everything the controller keeps but telemetry: one database, one URL.
+        self.state_db = StateDatabase.of_config(loaded)
+        self.rules = RuleService(loaded, self.registry, self.poller, self.telemetry, self.state_db)
         control = loaded.config.control
-        self.audit = AuditLog(loaded.data_path(control.db_path))
-        self.assets = AssetStore(loaded.data_path(loaded.config.assets.db_path))
+        self.audit = AuditLog(self.state_db)
+        self.assets = AssetStore(self.state_db)
         self.commands = CommandDispatcher(
             self.registry, self.links, self.audit, control, poles_on=self.assets.poles_on
         )
@@ -79,7 +82,7 @@ class Controller:
             protocol.build(cfg, self._source_devices(cfg.id)) for protocol, cfg in loaded.sources
         ]
         schedules = loaded.config.schedules
-        self.overrides = OverrideStore(loaded.data_path(schedules.db_path))
+        self.overrides = OverrideStore(self.state_db)
         tz = loaded.config.site.tz
         self.schedule_plan = SchedulePlan(self.registry, schedules, tz, str(loaded.path))
         self.schedules = ScheduleRunner(
@@ -118,7 +121,7 @@ class Controller:
     def _build_cases(self, loaded: LoadedConfig) -> None:
         cfg = loaded.config.cases
         file = str(loaded.path)
-        self.case_db = CaseDatabase.of_config(loaded)
+        self.case_db = self.state_db
         evidence = EvidenceCollector(
             self.registry, self.latest, lambda: self.telemetry.reader, cfg.evidence_minutes
         )
@@ -137,7 +140,8 @@ class Controller:
             self.cases.on_transition(wake)
 
     async def open_stores(self) -> None:
-        """Open the stores: telemetry (replaying spools), alarms (seeding rules), audit, assets."""
+        """Open the stores: telemetry (replaying spools), the state database (importing the
+        files of the release before it), alarms (seeding rules), assets, cases."""
         if not self._stores_open:
             loaded, cfg = self.loaded, self.loaded.config
             storage = cfg.storage
@@ -146,21 +150,17 @@ class Controller:
             async with opening(f"the telemetry store {embedded or ''}".strip()):
                 await self.telemetry.start()
             stack.push_async_callback(self.telemetry.stop)
-            async with opening(f"the alarm store {loaded.data_path(cfg.alarms.path)}"):
+            async with opening(f"the state database {self.state_db.shown_url}"):
+                await self.state_db.open()
+                await import_legacy(self.state_db, legacy_files(loaded))
+            # Closed last: every store below writes to it until it stops.
+            stack.push_async_callback(self.state_db.close)
+            async with opening(f"the alarms of {self.state_db.shown_url}"):
                 await self.rules.start()
             stack.push_async_callback(self.rules.stop)
-            async with opening(f"the audit log {loaded.data_path(cfg.control.db_path)}"):
-                await self.audit.open()
-            stack.push_async_callback(self.audit.close)
-            async with opening(f"the asset register {loaded.data_path(cfg.assets.db_path)}"):
+            async with opening(f"the asset register of {self.state_db.shown_url}"):
                 await self.assets.open()
-            stack.push_async_callback(self.assets.close)
-            async with opening(f"the override store {loaded.data_path(cfg.schedules.db_path)}"):
-                await self.overrides.open()
-            stack.push_async_callback(self.overrides.close)
-            url = self.case_db.url.render_as_string(hide_password=True)
-            async with opening(f"the case database {url}"):
-                await self.cases.start()
+            await self.cases.start()
             stack.push_async_callback(self.cases.stop)
             self.case_feed.start()
             # Stopped before the case database closes: what is queued becomes cases.

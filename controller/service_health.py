@@ -54,9 +54,13 @@ def assess(controller: Controller, now: float | None = None) -> ServiceHealth:
     ]
     if offline:
         reasons.append(f"{len(offline)} devices offline: {_listing(offline)}")
+    unwritten = controller.rules.store.unwritten
+    if unwritten:
+        reasons.append(f"{unwritten} alarm changes wait for the state database")
     if controller.cases.alarms.pending_notices:
         reasons.append(
-            f"{controller.cases.alarms.pending_notices} alarms wait for the case database"
+            f"{controller.cases.alarms.pending_notices} alarms wait for the state database "
+            "to become cases"
         )
     return ServiceHealth("degraded" if reasons else "ok", reasons)
 

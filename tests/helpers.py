@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy.engine import make_url
 
 from api.app import create_app
 from api.keys import ApiKeyStore, Role
 from controller.config import LoadedConfig
 from controller.runtime import Controller
+from controller.state.database import StateDatabase
 from drivers.profile import DataType, DeviceProfile
 from drivers.readings import ReadingBatch
 from simulators.faults import FaultBoard
@@ -170,3 +172,8 @@ async def streetsense(*args: str) -> tuple[int, str, str]:
     out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+def sqlite_state(path: Path) -> StateDatabase:
+    """A state database in a SQLite file (not yet open)."""
+    return StateDatabase(make_url(f"sqlite+aiosqlite:///{path}"))

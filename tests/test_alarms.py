@@ -13,6 +13,7 @@ from controller.config import LoadedConfig
 from rules.alarm_model import Alarm, AlarmError, AlarmNotice, Condition
 from rules.alarms import AlarmManager
 from rules.config import AlarmsConfig
+from tests.helpers import sqlite_state
 from tests.rules_helpers import T0, Bench, cabinet_poll, lamp_poll
 from tests.test_rules_kernels import LEVELS
 
@@ -38,7 +39,7 @@ class Rig:
             self.bench.compiled.rules,
             self.bench.registry,
             self.alarm_cfg,
-            AlarmStore(self.path),
+            AlarmStore(sqlite_state(self.path), self.path.with_suffix(".unwritten.json")),
             clock=lambda: self.now,
         )
 

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
 from api.app import create_app
 from api.keys import ApiKeyStore, Role
-from controller.alarm_store import AlarmStore
 from controller.config import LoadedConfig
+from controller.state.tables import alarm
 from simulators.faults import FaultKind, FaultSpec
 from tests.helpers import city_with_controller, reads_with
 from tests.test_rules_e2e import city_doc, cycles
@@ -126,8 +127,7 @@ async def test_alarms_are_acknowledged_and_shelved_in_bulk_with_refusals_named(
             listed = (await client.get("/alarms", params={"state": "shelved"})).json()
             assert sorted(a["id"] for a in listed) == sorted(ids)
             # Saved in the one action: the database has them acknowledged.
-            store = controller.rules.manager.store
-            assert isinstance(store, AlarmStore)
-            rows = await store.query("SELECT id, acked_by FROM alarm")
+            async with controller.state_db.connected().connect() as conn:
+                rows = (await conn.execute(select(alarm.c.id, alarm.c.acked_by))).all()
             assert all(dict(rows).get(i) == "Wang (engineer)" for i in ids)
         app.state.keys.close()

@@ -16,7 +16,7 @@ from controller.control.dispatcher import CommandRefused, CommandRequest
 from controller.control.selector import GroupSelector
 from controller.control.writes import Action
 from controller.runtime import Controller
-from tests.helpers import api_client
+from tests.helpers import api_client, sqlite_state
 from tests.test_control import control_city
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
@@ -165,7 +165,7 @@ async def test_lamps_without_controllers_count_in_the_lighting_rate_by_circuit_c
         }
     )
     registry = Registry(loaded)
-    assets = AssetStore(tmp_path / "assets.db")
+    assets = AssetStore(sqlite_state(tmp_path / "state.db"))
     await assets.open()
     try:
         pole = {"lat": 21.85, "lon": 111.97, "cabinet": "CAB-P", "rated_w": 150.0}

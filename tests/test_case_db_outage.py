@@ -1,6 +1,6 @@
 """PostgreSQL away for 20 s under a running controller: polling and alarms go on, health
-says what waits, and the cases of the alarms raised meanwhile are written, in order, once
-it is back."""
+says what waits, and the alarms raised meanwhile and their cases are written, in order,
+once it is back."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ async def test_cases_raised_while_postgresql_is_down_are_written_in_order_when_i
     tmp_path: Path, write_config: WriteConfig, postgres: PostgresServer
 ) -> None:
     doc = deepcopy(case_city(tmp_path))
-    doc["cases"] |= {"db_url": postgres.url, "overdue_check_interval": 0.5}
+    doc["database"] = {"url": postgres.url}
+    doc["cases"] |= {"overdue_check_interval": 0.5}
     loaded = write_config(doc)
     async with city_with_controller(loaded) as (city, controller):
         await controller.start()
@@ -62,11 +63,13 @@ async def test_cases_raised_while_postgresql_is_down_are_written_in_order_when_i
         await wait_until(lambda: _true("lamp-failure" in active()), 10)
         city.inject(FaultSpec(kind=FaultKind.CIRCUIT_CUT, device="CAB", circuit=2))
         await wait_until(lambda: _true("circuit-break" in active()), 10)
-        # The alarms are known at once, and health says their cases wait.
+        # The alarms are known at once, and health says they and their cases wait.
         await wait_until(lambda: _true(controller.cases.alarms.pending_notices >= 2), 10)
         health = assess(controller)
         assert health.status == "degraded"
-        assert any("wait for the case database" in r for r in health.reasons)
+        assert any("alarm changes wait for the state database" in r for r in health.reasons)
+        assert any("to become cases" in r for r in health.reasons)
+        raised = {a.id: a.rule for a in controller.rules.manager.list() if a.active}
         await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
         # Polling went on through the outage.
         assert poller.stats.polls > polls + 20 and poller.stats.failed_polls == failed
@@ -84,7 +87,12 @@ async def test_cases_raised_while_postgresql_is_down_are_written_in_order_when_i
         cases = sorted(await controller.cases.find(), key=lambda c: c.id)
         assert [c.fault_key for c in cases] == ["lamp-failure|CAB-L003|0", "circuit-break|CAB|2"]
         assert all(c.stage == "dispatched" for c in cases)
-        assert not any("case database" in r for r in assess(controller).reasons)
+        assert sorted(cases[0].alarm_ids + cases[1].alarm_ids) == sorted(raised)
+        # The alarms themselves are in the database, as they stand now.
+        await wait_until(lambda: _true(controller.rules.store.unwritten == 0), 10)
+        stored = {a.id: a for a in await controller.rules.store.history(0, time.time() + 1)}
+        assert {i: stored[i].rule for i in raised} == raised
+        assert not any("state database" in r for r in assess(controller).reasons)
 
 
 async def _true(value: bool) -> bool:

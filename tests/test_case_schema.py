@@ -1,4 +1,4 @@
-"""The case database's schema under Alembic: an empty database, one made by the last
+"""The state database's schema under Alembic: an empty database, one made by the last
 release before migrations (and one older still), an upgrade refused until asked for,
 and a database from a newer release refused with what to do."""
 
@@ -15,15 +15,16 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from controller.cases.config import CasesConfig
-from controller.cases.db import Base, CaseDatabase
 from controller.cases.requests import NewCase
-from controller.cases.schema import SchemaError, head_revision
 from controller.cases.service import CaseService
 from controller.config import LoadedConfig, parse_config
 from controller.control.audit import Actor
 from controller.registry import Registry
+from controller.state.database import Base, StateDatabase
+from controller.state.schema import SchemaError, head_revision
 from tests.helpers import streetsense
 
+CASE_TABLES = ("cases", "case_transitions", "case_photos", "webhook_outbox")
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
 CLERK = Actor("Chen (command centre)", "k1", "dispatcher")
 
@@ -61,7 +62,9 @@ async def make_previous_release_database(url: str, without_contact: bool) -> Non
     case in them; ``without_contact``: as releases before the contact column made them."""
     engine = create_async_engine(url)
     async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
+        # That release had the case tables only.
+        case_tables = [Base.metadata.tables[name] for name in CASE_TABLES]
+        await conn.run_sync(lambda c: Base.metadata.create_all(c, tables=case_tables))
         if without_contact:
             await conn.execute(text("ALTER TABLE cases DROP COLUMN contact"))
         await conn.execute(
@@ -84,7 +87,7 @@ async def make_previous_release_database(url: str, without_contact: bool) -> Non
 async def test_an_empty_database_gets_the_whole_schema_at_the_head_revision(
     empty_url: str, tmp_path: Path
 ) -> None:
-    db = CaseDatabase(make_url(empty_url))
+    db = StateDatabase(make_url(empty_url))
     before, after = await db.open()
     await db.close()
     assert (before.current, before.has_tables) == (None, False)
@@ -92,7 +95,7 @@ async def test_an_empty_database_gets_the_whole_schema_at_the_head_revision(
     columns, revision = await columns_and_revision(empty_url)
     assert revision == head_revision() and "contact" in columns
     # Opened again: nothing to do.
-    again = CaseDatabase(make_url(empty_url), migrate_on_start=False)
+    again = StateDatabase(make_url(empty_url), migrate_on_start=False)
     before, after = await again.open()
     await again.close()
     assert before.current == after.current == head_revision()
@@ -104,10 +107,10 @@ async def test_a_database_of_the_release_before_migrations_is_stamped_and_upgrad
 ) -> None:
     await make_previous_release_database(empty_url, without_contact)
     # Asked not to migrate at start, the controller refuses and says what to run.
-    held = CaseDatabase(make_url(empty_url), migrate_on_start=False)
+    held = StateDatabase(make_url(empty_url), migrate_on_start=False)
     with pytest.raises(SchemaError, match="streetsense db upgrade"):
         await held.open()
-    db = CaseDatabase(make_url(empty_url))
+    db = StateDatabase(make_url(empty_url))
     before, after = await db.open()
     assert (before.current, before.has_tables) == (None, True)
     assert after.current == head_revision()
@@ -135,14 +138,14 @@ async def test_a_database_from_a_newer_release_is_refused_with_what_to_do(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/var/cases.db"
-    db = CaseDatabase(make_url(url))
+    db = StateDatabase(make_url(url))
     await db.open()
     assert db.engine is not None
     async with db.engine.begin() as conn:
         await conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
     await db.close()
     with pytest.raises(SchemaError, match=r"0099.*does not know.*restore the backup"):
-        await CaseDatabase(make_url(url)).open()
+        await StateDatabase(make_url(url)).open()
 
     loaded = write_config({"cases": {"db_url": "sqlite+aiosqlite:///cases.db"}})
     code, _, err = await streetsense("db", "upgrade", "-c", str(loaded.path))

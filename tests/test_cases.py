@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from controller.cases.alarm_bridge import fault_key
 from controller.cases.config import CasesConfig
-from controller.cases.db import CaseDatabase, CaseRow
+from controller.cases.db import CaseRow
 from controller.cases.requests import CaseError, NewCase, TransitionRequest
 from controller.cases.service import CaseService
 from controller.cases.stages import CaseAction, Stage, TransitionRefused, next_stage
@@ -27,6 +27,7 @@ from controller.cases.webhook import WebhookSender
 from controller.config import parse_config
 from controller.control.audit import Actor
 from controller.registry import Registry
+from controller.state.database import StateDatabase
 from drivers.errors import Conflict, Invalid
 from rules.alarm_model import Alarm, AlarmNotice, Condition
 from simulators.servers import free_port
@@ -69,13 +70,13 @@ async def service(
         url = make_url(f"sqlite+aiosqlite:///{tmp_path}/cases.db")
     else:
         url = make_url(request.getfixturevalue("postgres_url"))
-    db = CaseDatabase(url)
+    db = StateDatabase(url)
     clock = FakeClock()
     svc = CaseService(CONFIG, db, registry(tmp_path), clock=clock)
     await svc.start()
     if request.param == "postgresql":
         # One database serves the module's tests: start each from empty tables.
-        from controller.cases.db import Base
+        from controller.state.database import Base
 
         assert db.engine is not None
         async with db.engine.begin() as conn:
@@ -244,7 +245,7 @@ async def test_a_receiver_that_was_down_gets_every_transition_once_in_order(
             "webhook": CONFIG.webhook.model_copy(update={"url": f"http://127.0.0.1:{port}/hook"})  # type: ignore[union-attr]
         }
     )
-    db = CaseDatabase(make_url(f"sqlite+aiosqlite:///{tmp_path}/cases.db"))
+    db = StateDatabase(make_url(f"sqlite+aiosqlite:///{tmp_path}/cases.db"))
     svc = CaseService(config, db, registry(tmp_path))
     await svc.start()
     assert config.webhook is not None
@@ -340,7 +341,7 @@ async def test_with_no_routing_rule_an_alarm_case_waits_filed_for_a_dispatcher(
 ) -> None:
     # The shipped default: auto_dispatch on, no routing. The case must not be lost
     # to the missing department; a dispatcher picks one on the board.
-    db = CaseDatabase(make_url(f"sqlite+aiosqlite:///{tmp_path}/cases.db"))
+    db = StateDatabase(make_url(f"sqlite+aiosqlite:///{tmp_path}/cases.db"))
     svc = CaseService(CasesConfig(), db, registry(tmp_path))
     await svc.start()
     await svc.alarms.on_alarm(AlarmNotice(lamp_alarm(9), "raised"))
@@ -359,7 +360,7 @@ async def test_an_active_fault_left_without_a_case_at_stop_gets_one_at_restart(
 ) -> None:
     # The controller stopped while the case database was away: the alarm is stored,
     # its notice was only in memory. The next start opens the case, once.
-    db = CaseDatabase(make_url(f"sqlite+aiosqlite:///{tmp_path}/cases.db"))
+    db = StateDatabase(make_url(f"sqlite+aiosqlite:///{tmp_path}/cases.db"))
     config = CONFIG.model_copy(update={"webhook": None})
     for _ in range(2):  # two restarts: still one case
         svc = CaseService(config, db, registry(tmp_path))
@@ -379,7 +380,7 @@ async def test_an_active_fault_left_without_a_case_at_stop_gets_one_at_restart(
 
 
 async def test_an_alarm_while_the_database_is_away_becomes_a_case_later(tmp_path: Path) -> None:
-    db = CaseDatabase(make_url(f"sqlite+aiosqlite:///{tmp_path}/cases.db"))
+    db = StateDatabase(make_url(f"sqlite+aiosqlite:///{tmp_path}/cases.db"))
     svc = CaseService(CONFIG.model_copy(update={"webhook": None}), db, registry(tmp_path))
     await svc.start()
     await db.close()  # the database goes away

@@ -125,7 +125,6 @@ def city_doc(tmp_path: Path) -> dict[str, Any]:
             "embedded": {"path": str(tmp_path / "e.db")},
             "spool": {"path": str(tmp_path / "spool")},
         },
-        "alarms": {"path": str(tmp_path / "alarms.db")},
     }
 
 

@@ -77,7 +77,7 @@ def test_run_serves_real_links_switches_and_stops_on_sigterm_losing_nothing(
     # The gauge is polled every 0.1 s: its last reading before SIGTERM was stored.
     assert newest / 1000.0 > stopped_at - 0.3, (newest / 1000.0, stopped_at)
 
-    with sqlite3.connect(tmp_path / "var" / "control.db") as db:
+    with sqlite3.connect(tmp_path / "var" / "state.db") as db:
         audit = db.execute("SELECT who, role, action, outcome FROM audit").fetchall()
     assert ("Chen Gong", "engineer", "circuit_off", "confirmed") in audit
 
@@ -132,15 +132,15 @@ def test_a_missing_secret_is_one_line_naming_the_key(field: Path) -> None:
     )
 
 
-def test_a_case_database_that_cannot_be_opened_is_one_line(field: Path) -> None:
+def test_a_state_database_that_cannot_be_opened_is_one_line(field: Path) -> None:
     doc = yaml.safe_load(field.read_text(encoding="utf-8"))
     dead = free_port()
-    doc["cases"] = {"db_url": f"postgresql+psycopg://streetsense@127.0.0.1:{dead}/cases"}
+    doc["database"] = {"url": f"postgresql+psycopg://streetsense@127.0.0.1:{dead}/cases"}
     field.write_text(yaml.safe_dump(doc), encoding="utf-8")
     code, err = run_briefly(field)
     assert code == 3
     url = f"postgresql+psycopg://streetsense@127.0.0.1:{dead}/cases"
-    assert err.startswith(f"error: cannot open the case database {url}: ")
+    assert err.startswith(f"error: cannot open the state database {url}: ")
     assert err.count("\n") == 1 and "Traceback" not in err
 
 

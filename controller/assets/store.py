@@ -1,4 +1,4 @@
-"""The asset register in SQLite, with per-circuit lamp counts kept in memory.
+"""The asset register in the state database, with per-circuit lamp counts kept in memory.
 
 The counts answer "how many lamps go dark if this circuit is switched off"
 for the confirm rule, including poles that have no controller, and give the
@@ -9,37 +9,37 @@ how many such lamps a circuit feeds and their rated power.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Select, case, func, select
+
 from controller.assets.model import PoleAsset
-from controller.sqlite_worker import SqliteWorker
+from controller.state.database import StateDatabase
+from controller.state.tables import pole
+from controller.state.upsert import upsert
 from controller.statistics import CircuitLoad
 
-_SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS pole (
-        pole_id TEXT PRIMARY KEY,
-        cabinet TEXT,
-        circuit INTEGER,
-        road TEXT NOT NULL,
-        grid TEXT NOT NULL,
-        body TEXT NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS pole_road ON pole (road)",
-    "CREATE INDEX IF NOT EXISTS pole_grid ON pole (grid)",
-    "CREATE INDEX IF NOT EXISTS pole_cabinet ON pole (cabinet, circuit)",
-]
-#: Poles per circuit, and those without a controller with their rated power.
-_CIRCUIT_LOADS = (
-    "SELECT cabinet, circuit, count(*), "
-    "sum(json_extract(body, '$.controller') IS NULL), "
-    "total(CASE WHEN json_extract(body, '$.controller') IS NULL "
-    "THEN json_extract(body, '$.rated_w') END) "
-    "FROM pole WHERE cabinet IS NOT NULL AND circuit IS NOT NULL"
-)
+_NO_CONTROLLER = pole.c.body["controller"].as_string().is_(None)
+_RATED_W = pole.c.body["rated_w"].as_float()
+
+
+def _circuit_loads() -> Select[Any]:
+    """Poles per circuit, and those without a controller with their rated power."""
+    c = pole.c
+    return (
+        select(
+            c.cabinet,
+            c.circuit,
+            func.count(),
+            func.sum(case((_NO_CONTROLLER, 1), else_=0)),
+            func.coalesce(func.sum(case((_NO_CONTROLLER, _RATED_W), else_=None)), 0.0),
+        )
+        .where(c.cabinet.is_not(None), c.circuit.is_not(None))
+        .group_by(c.cabinet, c.circuit)
+    )
 
 
 @dataclass(frozen=True)
@@ -63,37 +63,39 @@ class AssetGroup:
     rated_kw: float
 
 
-_GROUP_COLUMNS = {"road": "road", "grid": "grid", "cabinet": "cabinet"}
+_GROUP_COLUMNS = {"road": pole.c.road, "grid": pole.c.grid, "cabinet": pole.c.cabinet}
 
 
 class AssetStore:
     """Poles by id, listed by road, grid cell or cabinet."""
 
-    def __init__(self, path: Path) -> None:
-        self._db = SqliteWorker(path, _SCHEMA, "assets-db")
+    def __init__(self, db: StateDatabase) -> None:
+        self.db = db
         self._per_circuit: Counter[tuple[str, int]] = Counter()
         self._loads: dict[tuple[str, int], CircuitLoad] = {}
+        self._owns_db = False
 
     async def open(self) -> None:
-        """Open the register and count the poles per circuit."""
-        await self._db.open()
-        rows = await self._db.run(
-            lambda db: db.execute(_CIRCUIT_LOADS + " GROUP BY cabinet, circuit").fetchall()
-        )
-        self._count(rows)
+        """Count the poles per circuit (opening the database if nobody has)."""
+        self._owns_db = not self.db.is_open
+        if self._owns_db:
+            await self.db.open()
+        async with self.db.connected().connect() as conn:
+            self._count((await conn.execute(_circuit_loads())).all())
 
-    def _count(self, rows: list[tuple[Any, ...]]) -> None:
+    def _count(self, rows: Sequence[Any]) -> None:
         for cab, circuit, poles, uncontrolled, watts in rows:
             self._per_circuit[cab, circuit] = poles
             self._loads[cab, circuit] = CircuitLoad(int(uncontrolled or 0), float(watts or 0.0))
 
+    async def close(self) -> None:
+        """Close the database if :meth:`open` opened it."""
+        if self._owns_db:
+            await self.db.close()
+
     def circuit_load(self, cabinet: str, circuit: int) -> CircuitLoad:
         """The lamps without a controller on one circuit, and their rated power."""
         return self._loads.get((cabinet, circuit), CircuitLoad(0, 0.0))
-
-    async def close(self) -> None:
-        """Close the register."""
-        await self._db.close()
 
     def poles_on(self, cabinet: str, circuit: int) -> int:
         """Poles fed by one circuit of a cabinet."""
@@ -101,32 +103,36 @@ class AssetStore:
 
     async def get(self, pole_id: str) -> PoleAsset | None:
         """One pole by id."""
-        row = await self._db.run(
-            lambda db: db.execute("SELECT body FROM pole WHERE pole_id = ?", (pole_id,)).fetchone()
-        )
-        return None if row is None else PoleAsset.model_validate_json(row[0])
+        async with self.db.connected().connect() as conn:
+            body = await conn.scalar(select(pole.c.body).where(pole.c.pole_id == pole_id))
+        return None if body is None else PoleAsset.model_validate(body)
 
     async def put(self, assets: list[PoleAsset]) -> None:
         """Insert or replace poles."""
         rows = [
-            (a.pole_id, a.cabinet, a.circuit, a.road, a.grid, a.model_dump_json()) for a in assets
+            {
+                "pole_id": a.pole_id,
+                "cabinet": a.cabinet,
+                "circuit": a.circuit,
+                "road": a.road,
+                "grid": a.grid,
+                "body": a.model_dump(mode="json"),
+            }
+            for a in assets
         ]
-
-        def write(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            ids = [(a.pole_id,) for a in assets]
-            old = []
-            for (pole_id,) in ids:
-                found = db.execute(
-                    "SELECT cabinet, circuit FROM pole WHERE pole_id = ? AND cabinet IS NOT NULL",
-                    (pole_id,),
-                ).fetchone()
-                if found is not None:
-                    old.append(found)
-            db.executemany("INSERT OR REPLACE INTO pole VALUES (?, ?, ?, ?, ?, ?)", rows)
-            return old
-
-        replaced = await self._db.run(write)
-        touched = set(replaced) | {
+        ids = [a.pole_id for a in assets]
+        async with self.db.connected().begin() as conn:
+            replaced: set[tuple[str, int]] = set()
+            for chunk in _chunks(ids):
+                found = await conn.execute(
+                    select(pole.c.cabinet, pole.c.circuit).where(
+                        pole.c.pole_id.in_(chunk), pole.c.cabinet.is_not(None)
+                    )
+                )
+                replaced.update((cab, circuit) for cab, circuit in found.all())
+            for start in range(0, len(rows), _CHUNK):
+                await upsert(conn, pole, rows[start : start + _CHUNK])
+        touched = replaced | {
             (a.cabinet, a.circuit)
             for a in assets
             if a.cabinet is not None and a.circuit is not None
@@ -135,65 +141,62 @@ class AssetStore:
 
     async def _recount(self, circuits: set[tuple[str, int]]) -> None:
         """Count these circuits' poles again from the register."""
-
-        def count(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            rows = []
+        rows = []
+        async with self.db.connected().connect() as conn:
             for cabinet, circuit in circuits:
-                row = db.execute(
-                    _CIRCUIT_LOADS + " AND cabinet = ? AND circuit = ?", (cabinet, circuit)
-                ).fetchone()
-                rows.append((cabinet, circuit, *row[2:]) if row[0] is not None else None)
-            return [r for r in rows if r is not None]
-
+                statement = _circuit_loads().where(
+                    pole.c.cabinet == cabinet, pole.c.circuit == circuit
+                )
+                rows += (await conn.execute(statement)).all()
         for key in circuits:
             self._per_circuit.pop(key, None)
             self._loads.pop(key, None)
-        self._count(await self._db.run(count))
+        self._count(rows)
 
     async def exists(self, pole_ids: list[str]) -> set[str]:
         """Which of these pole ids are already registered."""
-
-        def find(db: sqlite3.Connection) -> set[str]:
-            found: set[str] = set()
-            for start in range(0, len(pole_ids), 500):
-                chunk = pole_ids[start : start + 500]
-                marks = ", ".join("?" * len(chunk))
-                found.update(
-                    r[0]
-                    for r in db.execute(
-                        f"SELECT pole_id FROM pole WHERE pole_id IN ({marks})", chunk
-                    )
-                )
-            return found
-
-        return await self._db.run(find)
+        found: set[str] = set()
+        async with self.db.connected().connect() as conn:
+            for chunk in _chunks(pole_ids):
+                result = await conn.scalars(select(pole.c.pole_id).where(pole.c.pole_id.in_(chunk)))
+                found.update(result.all())
+        return found
 
     async def find(self, f: AssetFilter) -> list[PoleAsset]:
         """Poles matching the filter, by pole id."""
-        where, args = [], []
+        statement = select(pole.c.body)
         for column, value in (("road", f.road), ("grid", f.grid), ("cabinet", f.cabinet)):
             if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        sql = "SELECT body FROM pole"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY pole_id LIMIT ? OFFSET ?"
-        rows = await self._db.run(lambda db: db.execute(sql, [*args, f.limit, f.offset]).fetchall())
-        return [PoleAsset.model_validate_json(r[0]) for r in rows]
+                statement = statement.where(_GROUP_COLUMNS[column] == value)
+        statement = statement.order_by(pole.c.pole_id).limit(f.limit).offset(f.offset)
+        async with self.db.connected().connect() as conn:
+            bodies = (await conn.scalars(statement)).all()
+        return [PoleAsset.model_validate(b) for b in bodies]
 
     async def summary(self, by: str) -> list[AssetGroup]:
         """Pole counts and rated power per road, grid cell or cabinet."""
-        column = _GROUP_COLUMNS[by]
-        rows = await self._db.run(
-            lambda db: db.execute(
-                f"SELECT coalesce({column}, ''), count(*), "
-                "sum(json_extract(body, '$.controller') IS NOT NULL), "
-                "sum(json_extract(body, '$.rated_w')) "
-                f"FROM pole GROUP BY 1 ORDER BY 1"
-            ).fetchall()
+        group = func.coalesce(_GROUP_COLUMNS[by], "")
+        statement = (
+            select(
+                group,
+                func.count(),
+                func.sum(case((_NO_CONTROLLER, 0), else_=1)),
+                func.coalesce(func.sum(_RATED_W), 0.0),
+            )
+            .group_by(group)
+            .order_by(group)
         )
+        async with self.db.connected().connect() as conn:
+            rows = (await conn.execute(statement)).all()
         return [AssetGroup(g, n, int(c), float(w) / 1000.0) for g, n, c, w in rows]
+
+
+#: Ids per ``IN (...)`` and rows per insert: well below SQLite's parameter limit.
+_CHUNK = 500
+
+
+def _chunks(items: list[str]) -> list[list[str]]:
+    return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
 
 
 def dump_geojson(assets: list[PoleAsset]) -> dict[str, Any]:

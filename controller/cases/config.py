@@ -69,13 +69,6 @@ class CasesConfig(_Strict):
     """Cases into the city-management workflow."""
 
     enabled: bool = True
-    #: SQLAlchemy URL; default SQLite beside config.yaml. For PostgreSQL:
-    #: postgresql+psycopg://streetsense@db.example/streetsense, password in ``password_env``.
-    db_url: str = "sqlite+aiosqlite:///cases.db"
-    password_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
-    #: Upgrade an older schema when the controller starts (off: refuse to start until
-    #: ``streetsense db upgrade`` has run, for sites that upgrade by hand after a backup).
-    migrate_on_start: bool = True
     #: Sensor cases are accepted, filed and dispatched without a person in between.
     auto_dispatch: bool = True
     #: Polls with the fault gone after which telemetry verifies a case.

@@ -1,43 +1,17 @@
-"""Case storage: SQLAlchemy models and the async engine (SQLite by default, or PostgreSQL).
-
-Three tables: cases, their transitions (who, when, what, note), and the
+"""The case tables: cases, their transitions (who, when, what, note), photos, and the
 webhook outbox (each transition waits there until the city platform took it).
+
+They live in the state database (``controller.state.database``) with every other store.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Float,
-    ForeignKey,
-    Integer,
-    LargeBinary,
-    String,
-    Text,
-    event,
-)
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import JSON, Float, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
 
-from controller.cases.schema import SchemaState, ensure_schema
-from controller.config import LoadedConfig, secret
-
-
-class Base(DeclarativeBase):
-    """Declarative base of the case tables."""
-
-    # Times are Unix seconds (float), as everywhere in streetsense: no time zone surprises
-    # between SQLite (which has no timestamp type) and PostgreSQL.
-    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+from controller.state.database import Base
 
 
 class CaseRow(Base):
@@ -137,78 +111,3 @@ class OutboxRow(Base):
     next_at: Mapped[float] = mapped_column(index=True)
     delivered_at: Mapped[float | None] = mapped_column(default=None, index=True)
     last_error: Mapped[str] = mapped_column(Text, default="")
-
-
-def database_url(url: str, base_dir: str, password: str | None) -> URL:
-    """The URL with a relative SQLite path made relative to the data folder, and the password."""
-    parsed = make_url(url)
-    if (
-        parsed.get_backend_name() == "sqlite"
-        and parsed.database
-        and not parsed.database.startswith("/")
-        and parsed.database != ":memory:"
-    ):
-        parsed = parsed.set(database=f"{base_dir}/{parsed.database}")
-    if password is not None:
-        parsed = parsed.set(password=password)
-    return parsed
-
-
-class CaseDatabase:
-    """The engine and sessions, on a schema this release can use (``controller.cases.schema``).
-
-    ``migrate_on_start``: an existing database of an older schema is upgraded when
-    opened; off, opening it is refused until ``streetsense db upgrade`` has run.
-    """
-
-    @classmethod
-    def of_config(cls, loaded: LoadedConfig) -> CaseDatabase:
-        """The case database the config names, its password from the environment."""
-        cfg = loaded.config.cases
-        password = secret(cfg.password_env, str(loaded.path), "cases.password_env")
-        url = database_url(cfg.db_url, str(loaded.data_dir), password)
-        return cls(url, cfg.migrate_on_start)
-
-    def __init__(self, url: URL, migrate_on_start: bool = True) -> None:
-        self.url = url
-        self.migrate_on_start = migrate_on_start
-        self.engine: AsyncEngine | None = None
-        self.sessions: async_sessionmaker[AsyncSession] | None = None
-
-    async def open(self, upgrade: bool | None = None) -> tuple[SchemaState, SchemaState]:
-        """Connect, and create or upgrade the schema (``upgrade``: as configured);
-        the schema's state before and after."""
-        if self.url.get_backend_name() == "sqlite" and self.url.database:
-            Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_async_engine(self.url)
-        if self.url.get_backend_name() == "sqlite":
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        try:
-            states = await ensure_schema(
-                self.engine, self.migrate_on_start if upgrade is None else upgrade
-            )
-        except BaseException:
-            await self.close()
-            raise
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        return states
-
-    def session(self) -> AsyncSession:
-        """A new session (use as ``async with``)."""
-        if self.sessions is None:
-            raise RuntimeError("case database is not open")
-        return self.sessions()
-
-    async def close(self) -> None:
-        """Close every connection."""
-        if self.engine is not None:
-            await self.engine.dispose()
-            self.engine = None
-            self.sessions = None
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()

@@ -55,7 +55,9 @@ class EvidenceCollector:
                 }
         evidence["readings"] = readings
         reader = self.reader()
-        if reader is not None and alarm.point and self.minutes > 0:
+        # An alarm from before a profile change may name a point the device no longer has.
+        known = any(p.name == alarm.point for p in device.points)
+        if reader is not None and known and self.minutes > 0:
             samples = await reader.raw(
                 device,
                 alarm.point,

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from controller.cases.db import CaseDatabase, CaseRow, PhotoRow
+from controller.cases.db import CaseRow, PhotoRow
 from controller.cases.stages import Stage
+from controller.state.database import StateDatabase
 from drivers.errors import Conflict, Invalid, NotFound, PeopleMessage
 
 #: What a phone camera sends, recognised by the file's first bytes (not by what it claims).
@@ -59,7 +60,7 @@ def photo_url(case_id: int, photo_id: int) -> str:
 class CasePhotos:
     """Attaches photos to open cases and reads them back."""
 
-    def __init__(self, db: CaseDatabase, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: StateDatabase, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.clock = clock
 

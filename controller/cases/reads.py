@@ -6,15 +6,16 @@ from collections.abc import Collection
 
 from sqlalchemy import func, select
 
-from controller.cases.db import CaseDatabase, CaseRow, TransitionRow
+from controller.cases.db import CaseRow, TransitionRow
 from controller.cases.requests import CaseNotFound
 from controller.cases.stages import Stage
+from controller.state.database import StateDatabase
 
 
 class CaseReads:
     """Queries of the case database; the case service is one, with its workflow on top."""
 
-    db: CaseDatabase
+    db: StateDatabase
 
     async def get(self, case_id: int) -> CaseRow:
         """One case; 404 if there is none."""

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.cases.alarm_bridge import AlarmCaseBridge, EvidenceSource, LiveFaults
 from controller.cases.config import CasesConfig
-from controller.cases.db import CaseDatabase, CaseRow, OutboxRow, TransitionRow
+from controller.cases.db import CaseRow, OutboxRow, TransitionRow
 from controller.cases.exchange import CaseRecord
 from controller.cases.photos import CasePhotos
 from controller.cases.reads import CaseReads
@@ -40,6 +40,7 @@ from controller.cases.stages import CaseAction, Stage, TransitionRefused, next_s
 from controller.cases.titles import case_title, fault_words
 from controller.control.audit import Actor
 from controller.registry import Registry
+from controller.state.database import StateDatabase
 from drivers.errors import PeopleMessage
 from drivers.tasks import BackgroundTasks
 from rules.alarm_model import Alarm, severity_rank
@@ -61,13 +62,14 @@ class CaseService(CaseReads):
     def __init__(
         self,
         config: CasesConfig,
-        db: CaseDatabase,
+        db: StateDatabase,
         registry: Registry,
         evidence: EvidenceSource | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.db = db
+        self._owns_db = False
         self.registry = registry
         self.clock = clock
         self.categories = {c.id: c for c in config.categories}
@@ -85,14 +87,18 @@ class CaseService(CaseReads):
         self._hooks.append(hook)
 
     async def start(self) -> None:
-        """Open the database and start the overdue watch."""
-        await self.db.open()
+        """Start the overdue watch, opening the database if nobody has (a service on its
+        own; in the controller the state database is opened before any store)."""
+        self._owns_db = not self.db.is_open
+        if self._owns_db:
+            await self.db.open()
         self._tasks.start(self._overdue_loop(), "cases:overdue")
 
     async def stop(self) -> None:
-        """Stop the overdue watch and close the database."""
+        """Stop the overdue watch (and close the database if :meth:`start` opened it)."""
         await self._tasks.stop()
-        await self.db.close()
+        if self._owns_db:
+            await self.db.close()
 
     # -- opening ---------------------------------------------------------------------------
 

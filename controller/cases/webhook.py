@@ -30,7 +30,8 @@ import httpx
 from sqlalchemy import func, select
 
 from controller.cases.config import WebhookConfig
-from controller.cases.db import CaseDatabase, OutboxRow
+from controller.cases.db import OutboxRow
+from controller.state.database import StateDatabase
 from drivers.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class WebhookSender:
         self,
         config: WebhookConfig,
         secret: str,
-        db: CaseDatabase,
+        db: StateDatabase,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config

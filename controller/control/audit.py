@@ -1,6 +1,6 @@
 """The command audit log: who commanded what, when, and what came of it.
 
-Append-only in SQLite, kept across restarts. A command is written when it is
+Append-only in the state database, kept across restarts. A command is written when it is
 accepted and updated once when it ends; a refused attempt (needs confirm, rate
 limited, wrong role) is written too, so the log answers "who tried to switch
 off Dongfeng Road last night", not only who succeeded.
@@ -9,41 +9,17 @@ off Dongfeng Road last night", not only who succeeded.
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from controller.sqlite_worker import SqliteWorker
+from sqlalchemy import or_, select
 
-_SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS audit (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        at REAL NOT NULL,
-        source TEXT NOT NULL,
-        key_id TEXT NOT NULL,
-        who TEXT NOT NULL,
-        role TEXT NOT NULL,
-        action TEXT NOT NULL,
-        dim INTEGER,
-        selector TEXT NOT NULL,
-        target_count INTEGER NOT NULL,
-        outcome TEXT NOT NULL,
-        reason TEXT NOT NULL DEFAULT '',
-        confirmed INTEGER NOT NULL DEFAULT 0,
-        failed INTEGER NOT NULL DEFAULT 0,
-        finished_at REAL,
-        results TEXT NOT NULL DEFAULT '{}'
-    )""",
-    "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",
-]
+from controller.state.database import StateDatabase
+from controller.state.tables import audit
 
-_COLUMNS = (
-    "id, at, source, key_id, who, role, action, dim, selector, target_count, "
-    "outcome, reason, confirmed, failed, finished_at, results"
-)
-#: Columns a row carries (all but the id, which SQLite assigns).
-_WRITTEN = _COLUMNS.split(", ")[1:]
+_COLUMNS = [c.name for c in audit.c]
+#: Columns a row carries (all but the id, which the database assigns).
+_WRITTEN = _COLUMNS[1:]
 
 
 def like_literal(text: str) -> str:
@@ -94,7 +70,11 @@ class AuditQuery:
     limit: int = 100
 
 
-def _row(entry: AuditEntry) -> tuple[Any, ...]:
+def _row(entry: AuditEntry) -> dict[str, Any]:
+    return dict(zip(_WRITTEN, _values(entry), strict=True))
+
+
+def _values(entry: AuditEntry) -> tuple[Any, ...]:
     return (
         entry.at,
         entry.source,
@@ -134,71 +114,57 @@ def _entry(row: tuple[Any, ...]) -> AuditEntry:
 
 
 class AuditLog:
-    """The audit log in SQLite."""
+    """The audit log in the state database."""
 
-    def __init__(self, path: Path) -> None:
-        self._db = SqliteWorker(path, _SCHEMA, "audit-db")
-
-    async def open(self) -> None:
-        """Open (or create) the log."""
-        await self._db.open()
-
-    async def close(self) -> None:
-        """Close the log."""
-        await self._db.close()
+    def __init__(self, db: StateDatabase) -> None:
+        self.db = db
 
     async def append(self, entry: AuditEntry) -> int:
         """Write a new entry; returns its id (also the command id)."""
-        entry.id = await self._db.insert("audit", _WRITTEN, _row(entry))
+        async with self.db.connected().begin() as conn:
+            result = await conn.execute(audit.insert().values(_row(entry)).returning(audit.c.id))
+            entry.id = int(result.scalar_one())
         return entry.id
 
     async def update(self, entry: AuditEntry) -> None:
         """Record how an entry's command ended (the whole entry is written again)."""
-        assignments = ", ".join(f"{c} = ?" for c in _WRITTEN)
-        values = (*_row(entry), entry.id)
-        await self._db.run(
-            lambda db: db.execute(f"UPDATE audit SET {assignments} WHERE id = ?", values)
-        )
+        async with self.db.connected().begin() as conn:
+            await conn.execute(audit.update().where(audit.c.id == entry.id).values(_row(entry)))
 
     async def get(self, entry_id: int) -> AuditEntry | None:
         """One entry by id."""
-
-        def get(db: sqlite3.Connection) -> tuple[Any, ...] | None:
-            row: tuple[Any, ...] | None = db.execute(
-                f"SELECT {_COLUMNS} FROM audit WHERE id = ?", (entry_id,)
-            ).fetchone()
-            return row
-
-        row = await self._db.run(get)
-        return None if row is None else _entry(row)
+        async with self.db.connected().connect() as conn:
+            row = (await conn.execute(_SELECT.where(audit.c.id == entry_id))).first()
+        return None if row is None else _entry(tuple(row))
 
     async def query(self, q: AuditQuery) -> list[AuditEntry]:
         """Entries matching ``q``, newest first."""
-        where: list[str] = []
-        args: list[Any] = []
-        for clause, value in (
-            ("at >= ?", q.since),
-            ("at < ?", q.until),
-            ("who = ?", q.who),
-            ("outcome = ?", q.outcome),
-            ("action = ?", q.action),
-        ):
-            if value is not None:
-                where.append(clause)
-                args.append(value)
+        c = audit.c
+        statement = _SELECT
+        conditions = [
+            c.at >= q.since if q.since is not None else None,
+            c.at < q.until if q.until is not None else None,
+            c.who == q.who if q.who is not None else None,
+            c.outcome == q.outcome if q.outcome is not None else None,
+            c.action == q.action if q.action is not None else None,
+        ]
+        for condition in conditions:
+            if condition is not None:
+                statement = statement.where(condition)
         if q.target is not None:
             # Targets are keys of the results object, or named in the selector text.
             # The target is matched literally: % and _ in it are not wildcards.
-            where.append("(results LIKE ? ESCAPE '\\' OR selector LIKE ? ESCAPE '\\')")
             target = like_literal(q.target)
-            args += [f'%"{target}%', f"%{target}%"]
-        sql = f"SELECT {_COLUMNS} FROM audit"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
-        args.append(q.limit)
+            statement = statement.where(
+                or_(
+                    c.results.like(f'%"{target}%', escape="\\"),
+                    c.selector.like(f"%{target}%", escape="\\"),
+                )
+            )
+        statement = statement.order_by(c.id.desc()).limit(q.limit)
+        async with self.db.connected().connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        return [_entry(tuple(row)) for row in rows]
 
-        def select(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            return db.execute(sql, args).fetchall()
 
-        return [_entry(row) for row in await self._db.run(select)]
+_SELECT = select(*(audit.c[name] for name in _COLUMNS))

@@ -3,41 +3,22 @@
 An override puts a group into a state from its start to its expiry; while it
 holds, scheduled steps leave that group's devices alone, and when it ends
 (or is cancelled) they go back to what the schedule wants at that moment.
-Overrides are kept in SQLite so a restart neither forgets nor repeats them.
+Overrides are kept in the state database so a restart neither forgets nor repeats them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
+
+from sqlalchemy import Select, select
 
 from controller.control.audit import Actor
 from controller.control.selector import GroupSelector
-from controller.sqlite_worker import SqliteWorker
+from controller.state.database import StateDatabase
+from controller.state.tables import override as table
 
-_SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS override (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        selector TEXT NOT NULL,
-        action TEXT NOT NULL,
-        level INTEGER,
-        starts_at REAL NOT NULL,
-        expires_at REAL NOT NULL,
-        reason TEXT NOT NULL,
-        who TEXT NOT NULL,
-        key_id TEXT NOT NULL,
-        role TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        cancelled_at REAL,
-        applied INTEGER NOT NULL DEFAULT 0,
-        ended INTEGER NOT NULL DEFAULT 0
-    )""",
-]
-_COLUMNS = (
-    "id, selector, action, level, starts_at, expires_at, reason, who, key_id, role, "
-    "created_at, cancelled_at, applied, ended"
-)
+_COLUMNS = [c.name for c in table.c]
 
 
 @dataclass
@@ -66,7 +47,11 @@ class Override:
         )
 
 
-def _row(o: Override) -> tuple[Any, ...]:
+def _row(o: Override) -> dict[str, Any]:
+    return dict(zip(_COLUMNS[1:], _values(o), strict=True))
+
+
+def _values(o: Override) -> tuple[Any, ...]:
     return (
         o.selector.model_dump_json(exclude_none=True),
         o.action,
@@ -79,8 +64,8 @@ def _row(o: Override) -> tuple[Any, ...]:
         o.actor.role,
         o.created_at,
         o.cancelled_at,
-        int(o.applied),
-        int(o.ended),
+        o.applied,
+        o.ended,
     )
 
 
@@ -102,47 +87,43 @@ def _override(row: tuple[Any, ...]) -> Override:
 
 
 class OverrideStore:
-    """Overrides in SQLite."""
+    """Overrides in the state database."""
 
-    def __init__(self, path: Path) -> None:
-        self._db = SqliteWorker(path, _SCHEMA, "overrides-db")
-
-    async def open(self) -> None:
-        """Open (or create) the store."""
-        await self._db.open()
-
-    async def close(self) -> None:
-        """Close the store."""
-        await self._db.close()
+    def __init__(self, db: StateDatabase) -> None:
+        self.db = db
 
     async def add(self, override: Override) -> Override:
         """Store a new override; sets its id."""
-        override.id = await self._db.insert("override", _COLUMNS.split(", ")[1:], _row(override))
+        async with self.db.connected().begin() as conn:
+            result = await conn.execute(table.insert().values(_row(override)).returning(table.c.id))
+            override.id = int(result.scalar_one())
         return override
 
     async def save(self, override: Override) -> None:
         """Store an override's changed state."""
-        values = (override.cancelled_at, int(override.applied), int(override.ended), override.id)
-        await self._db.run(
-            lambda db: db.execute(
-                "UPDATE override SET cancelled_at=?, applied=?, ended=? WHERE id=?", values
+        async with self.db.connected().begin() as conn:
+            await conn.execute(
+                table.update()
+                .where(table.c.id == override.id)
+                .values(
+                    cancelled_at=override.cancelled_at,
+                    applied=override.applied,
+                    ended=override.ended,
+                )
             )
-        )
 
     async def unfinished(self) -> list[Override]:
         """Overrides not yet ended."""
-        rows = await self._db.run(
-            lambda db: db.execute(
-                f"SELECT {_COLUMNS} FROM override WHERE ended = 0 ORDER BY id"
-            ).fetchall()
-        )
-        return [_override(r) for r in rows]
+        return await self._select(_SELECT.where(table.c.ended.is_(False)).order_by(table.c.id))
 
     async def recent(self, limit: int) -> list[Override]:
         """The newest overrides, ended or not."""
-        rows = await self._db.run(
-            lambda db: db.execute(
-                f"SELECT {_COLUMNS} FROM override ORDER BY id DESC LIMIT ?", (limit,)
-            ).fetchall()
-        )
-        return [_override(r) for r in rows]
+        return await self._select(_SELECT.order_by(table.c.id.desc()).limit(limit))
+
+    async def _select(self, statement: Select[Any]) -> list[Override]:
+        async with self.db.connected().connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        return [_override(tuple(r)) for r in rows]
+
+
+_SELECT = select(*(table.c[name] for name in _COLUMNS))

@@ -1,6 +1,6 @@
-"""The case database's schema revision: created, upgraded or refused, by Alembic.
+"""The state database's schema revision: created, upgraded or refused, by Alembic.
 
-At start (``cases.migrate_on_start``, on by default) and by ``streetsense db
+At start (``database.migrate_on_start``, on by default) and by ``streetsense db
 upgrade``, an empty database gets the whole schema, a database of a release
 before migrations (tables, no ``alembic_version``) is stamped as the baseline
 and upgraded, and an older revision is upgraded. A revision this release does
@@ -81,7 +81,7 @@ async def ensure_schema(engine: AsyncEngine, upgrade: bool) -> tuple[SchemaState
         before = await conn.run_sync(_state)
         if before.current is not None and not _known(before.current):
             raise SchemaError(
-                f"the case database is at schema revision {before.current}, which this "
+                f"the state database is at schema revision {before.current}, which this "
                 f"release does not know (it goes up to {before.head}): a newer release "
                 "upgraded it. Run that release, or restore the backup taken before the "
                 "upgrade; there is no downgrade"
@@ -92,9 +92,9 @@ async def ensure_schema(engine: AsyncEngine, upgrade: bool) -> tuple[SchemaState
         if existing and not upgrade:
             at = before.current or "from before migrations"
             raise SchemaError(
-                f"the case database is at schema revision {at} and this release needs "
+                f"the state database is at schema revision {at} and this release needs "
                 f"{before.head}: back it up, then run "
-                "`streetsense db upgrade` (or set cases.migrate_on_start)"
+                "`streetsense db upgrade` (or set database.migrate_on_start)"
             )
         await conn.run_sync(_upgrade, before)
         after = await conn.run_sync(_state)

@@ -1,6 +1,6 @@
 """Alembic's environment: migrations run on the connection the caller hands in.
 
-``controller.cases.schema`` opens the database (SQLite or PostgreSQL, async
+``controller.state.schema`` opens the database (SQLite or PostgreSQL, async
 drivers) and runs Alembic inside ``run_sync``; there is no alembic.ini.
 """
 
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from controller.cases.db import Base
+# Imported for their tables: the metadata holds every table of the state database.
+from controller.state.database import Base
 
 connection = context.config.attributes["connection"]
 context.configure(
