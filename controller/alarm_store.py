@@ -107,12 +107,13 @@ class AlarmStore:
         async with self._write_lock:
             if not self._unwritten:
                 return
-            taken = dict(self._unwritten)
-            rows = [self._row(a) for a in taken.values()]
+            # Snapshots: the manager changes alarms in place, also while this write waits.
+            written = {alarm_id: self._row(a) for alarm_id, a in self._unwritten.items()}
             async with self.db.connected().begin() as conn:
-                await upsert(conn, alarm_table, rows)
-            for alarm_id, alarm in taken.items():
-                if self._unwritten.get(alarm_id) is alarm:
+                await upsert(conn, alarm_table, list(written.values()))
+            for alarm_id, row in written.items():
+                alarm = self._unwritten.get(alarm_id)
+                if alarm is not None and self._row(alarm) == row:
                     del self._unwritten[alarm_id]
 
     async def _retry_loop(self) -> None:

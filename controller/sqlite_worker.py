@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -53,17 +53,6 @@ class SqliteWorker:
                 return fn(self._db)
 
         return await self.run_raw(call)
-
-    async def insert(self, table: str, columns: list[str], row: tuple[Any, ...]) -> int:
-        """Insert one row; returns its rowid."""
-        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(row))})"
-
-        def insert(db: sqlite3.Connection) -> int:
-            rowid = db.execute(sql, row).lastrowid
-            assert rowid is not None
-            return rowid
-
-        return await self.run(insert)
 
     async def close(self) -> None:
         """Close the connection and the thread."""

@@ -18,8 +18,6 @@ from controller.state.database import StateDatabase
 from controller.state.tables import audit
 
 _COLUMNS = [c.name for c in audit.c]
-#: Columns a row carries (all but the id, which the database assigns).
-_WRITTEN = _COLUMNS[1:]
 
 
 def like_literal(text: str) -> str:
@@ -71,27 +69,23 @@ class AuditQuery:
 
 
 def _row(entry: AuditEntry) -> dict[str, Any]:
-    return dict(zip(_WRITTEN, _values(entry), strict=True))
-
-
-def _values(entry: AuditEntry) -> tuple[Any, ...]:
-    return (
-        entry.at,
-        entry.source,
-        entry.actor.key_id,
-        entry.actor.name,
-        entry.actor.role,
-        entry.action,
-        entry.dim,
-        entry.selector,
-        entry.target_count,
-        entry.outcome,
-        entry.reason,
-        entry.confirmed,
-        entry.failed,
-        entry.finished_at,
-        json.dumps(entry.results, ensure_ascii=False),
-    )
+    return {
+        "at": entry.at,
+        "source": entry.source,
+        "key_id": entry.actor.key_id,
+        "who": entry.actor.name,
+        "role": entry.actor.role,
+        "action": entry.action,
+        "dim": entry.dim,
+        "selector": entry.selector,
+        "target_count": entry.target_count,
+        "outcome": entry.outcome,
+        "reason": entry.reason,
+        "confirmed": entry.confirmed,
+        "failed": entry.failed,
+        "finished_at": entry.finished_at,
+        "results": json.dumps(entry.results, ensure_ascii=False),
+    }
 
 
 def _entry(row: tuple[Any, ...]) -> AuditEntry:

@@ -48,25 +48,21 @@ class Override:
 
 
 def _row(o: Override) -> dict[str, Any]:
-    return dict(zip(_COLUMNS[1:], _values(o), strict=True))
-
-
-def _values(o: Override) -> tuple[Any, ...]:
-    return (
-        o.selector.model_dump_json(exclude_none=True),
-        o.action,
-        o.level,
-        o.starts_at,
-        o.expires_at,
-        o.reason,
-        o.actor.name,
-        o.actor.key_id,
-        o.actor.role,
-        o.created_at,
-        o.cancelled_at,
-        o.applied,
-        o.ended,
-    )
+    return {
+        "selector": o.selector.model_dump_json(exclude_none=True),
+        "action": o.action,
+        "level": o.level,
+        "starts_at": o.starts_at,
+        "expires_at": o.expires_at,
+        "reason": o.reason,
+        "who": o.actor.name,
+        "key_id": o.actor.key_id,
+        "role": o.actor.role,
+        "created_at": o.created_at,
+        "cancelled_at": o.cancelled_at,
+        "applied": o.applied,
+        "ended": o.ended,
+    }
 
 
 def _override(row: tuple[Any, ...]) -> Override:
