@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
 from api.auth import AuthThrottle, TicketSigner
@@ -20,6 +21,7 @@ from api.errors import (
     domain_refusal,
     http_refusal,
     invalid_request,
+    state_unreachable,
 )
 from api.events import EventHub
 from api.keys import ApiKeyStore
@@ -43,6 +45,7 @@ from api.routers import (
     users,
 )
 from api.routers.assets import MAX_IMPORT_BYTES
+from api.standby import StandbyReferral
 from api.users import UserStore
 from controller.cases.db import CaseRow, TransitionRow
 from controller.cases.photos import MAX_PHOTO_BYTES
@@ -64,8 +67,6 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
             app.state.events.close()
             if manage_controller:
                 await controller.stop()
-            app.state.keys.close()
-            app.state.users.close()
 
     app = FastAPI(
         title="streetsense",
@@ -82,19 +83,23 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
     app.state.auth_throttle = AuthThrottle(controller.loaded.config.api.auth_failures_allowed)
     # Tickets die with the process: a restart only asks browsers for new ones.
     app.state.tickets = TicketSigner(secrets.token_bytes(32))
-    app.state.keys = ApiKeyStore(
-        controller.loaded.data_path(controller.loaded.config.api.keys_path)
-    )
-    app.state.users = UserStore(controller.loaded.data_path(controller.loaded.config.api.keys_path))
+    # Keys and accounts live in the state database, which the controller opens at start.
+    app.state.keys = ApiKeyStore(controller.state_db)
+    app.state.users = UserStore(controller.state_db)
     app.state.events = _live_events(controller)
     limits = controller.loaded.config.control.rate_limit
     app.state.rate_limiter = RateLimiter(limits.commands_per_minute, limits.burst)
+    # Added before the body limits, so it runs after them: on a standby it answers alone.
+    app.add_middleware(StandbyReferral, controller=controller)
     app.add_middleware(
         BodyLimits,
         max_bytes=controller.loaded.config.api.max_body_bytes,
         larger={r"/assets/import": MAX_IMPORT_BYTES, r"/cases/\d+/photos": MAX_PHOTO_BYTES},
     )
     app.add_exception_handler(RequestValidationError, invalid_request)
+    # A lost connection, not a wrong query: those stay errors of ours.
+    for lost in (OperationalError, InterfaceError):
+        app.add_exception_handler(lost, state_unreachable)
     app.add_exception_handler(HTTPException, http_refusal)
     for kind in REFUSAL_KINDS:
         app.add_exception_handler(kind, domain_refusal)

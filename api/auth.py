@@ -22,7 +22,7 @@ import hmac
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security
@@ -114,11 +114,11 @@ def users(request: Request) -> UserStore:
     return store
 
 
-def _still_valid(request: Request, key_id: str) -> bool:
+async def _still_valid(request: Request, key_id: str) -> bool:
     """Whether the key or user a ticket was issued to may still call."""
     if key_id.startswith(SESSION_KEY_PREFIX):
-        return users(request).active(key_id.removeprefix(SESSION_KEY_PREFIX))
-    return _store(request).active(key_id)
+        return await users(request).active(key_id.removeprefix(SESSION_KEY_PREFIX))
+    return await _store(request).active(key_id)
 
 
 # Declared as security schemes (so OpenAPI says how to authenticate); the headers are
@@ -132,7 +132,7 @@ TICKET = APIKeyQuery(
 )
 
 
-def current_principal(
+async def current_principal(
     request: Request,
     _bearer: Annotated[object, Security(BEARER)] = None,
     _key: Annotated[object, Security(API_KEY)] = None,
@@ -145,14 +145,16 @@ def current_principal(
     known: Principal | None = getattr(request.state, "principal", None)
     if known is not None:
         return known
-    principal = _authenticate(
+    principal = await _authenticate(
         request, request.headers.get("authorization"), request.headers.get("x-api-key")
     )
     request.state.principal = principal
     return principal
 
 
-def _authenticate(request: Request, authorization: str | None, x_api_key: str | None) -> Principal:
+async def _authenticate(
+    request: Request, authorization: str | None, x_api_key: str | None
+) -> Principal:
     address = request.client.host if request.client else "?"
     throttle: AuthThrottle = request.app.state.auth_throttle
     now = time.monotonic()
@@ -176,18 +178,18 @@ def _authenticate(request: Request, authorization: str | None, x_api_key: str | 
     if not token and ticket and request.method == "GET":
         signer: TicketSigner = request.app.state.tickets
         principal = signer.verify(ticket, time.time())
-        if principal is not None and _still_valid(request, principal.key_id):
+        if principal is not None and await _still_valid(request, principal.key_id):
             return principal
         _failed(throttle, address, now, "ticket")
         raise HTTPException(401, "ticket expired or invalid: ask for a new one")
     cookie = request.cookies.get(SESSION_COOKIE)
     if not token and not ticket and cookie:
-        return _by_session(request, cookie)
+        return await _by_session(request, cookie)
     if not token:
         raise HTTPException(
             401, "this call needs an API key", headers={"WWW-Authenticate": "Bearer"}
         )
-    principal = _store(request).verify(token)
+    principal = await _store(request).verify(token)
     if principal is None:
         parts = token.split("_", 2)
         _failed(throttle, address, now, parts[1] if len(parts) == 3 else "malformed")
@@ -197,9 +199,9 @@ def _authenticate(request: Request, authorization: str | None, x_api_key: str | 
     return principal
 
 
-def _by_session(request: Request, cookie: str) -> Principal:
+async def _by_session(request: Request, cookie: str) -> Principal:
     """A person's session from its cookie; a state-changing call also needs its CSRF token."""
-    session = users(request).session(cookie)
+    session = await users(request).session(cookie)
     if session is None:
         raise Refusal(
             401, "the session has ended: log in again", PeopleMessage("refusal.session_ended")
@@ -276,13 +278,13 @@ def require(*roles: Role) -> Callable[..., Principal]:
 AlarmOperator = Annotated[Principal, Depends(require(*DUTIES["alarms"]))]
 
 
-def read_guard(view: str) -> Callable[..., None]:
+def read_guard(view: str) -> Callable[..., Awaitable[None]]:
     """A router dependency: its reads need a reading role unless ``view`` is public.
 
     Writes are left to each route's own role check.
     """
 
-    def check(
+    async def check(
         request: Request,
         _bearer: Annotated[object, Security(BEARER)] = None,
         _key: Annotated[object, Security(API_KEY)] = None,
@@ -292,7 +294,7 @@ def read_guard(view: str) -> Callable[..., None]:
             return
         if view in request.app.state.public_views:
             return
-        principal = current_principal(request)
+        principal = await current_principal(request)
         if principal.role not in READERS:
             raise HTTPException(403, f"a {principal.role.value} key may not read {view}")
 

@@ -9,9 +9,11 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TextIO
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.keys import Role
 from controller.config import LoadedConfig, LoggingConfig, load_config
@@ -19,6 +21,8 @@ from controller.logs import configure_logging
 from controller.registry import Registry
 from controller.runtime import Controller
 from controller.startup import EXIT_STARTUP, StartupError, listen_socket
+from controller.state.database import StateDatabase
+from controller.state.schema import SchemaError
 from drivers.errors import ConfigError
 from simulators.faults import load_scenario
 
@@ -187,8 +191,10 @@ def cmd_poll(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
-def _banner(loaded: LoadedConfig, host: str, port: int, links: str) -> Callable[[Controller], None]:
-    def show(controller: Controller) -> None:
+def _banner(
+    loaded: LoadedConfig, host: str, port: int, links: str
+) -> Callable[[Controller], Awaitable[None]]:
+    async def show(controller: Controller) -> None:
         counts = controller.registry.count_by_class()
         print(
             f"{loaded.config.site.city}: {counts.get('cabinet', 0)} cabinets, "
@@ -213,8 +219,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     prepared = prepare(loaded, host, port)
     links = f"{len(loaded.config.links)} links"
     options = ServeOptions(host, port, on_started=_banner(loaded, host, port, links))
-    asyncio.run(serve(loaded, prepared, options))
-    return 0
+    return asyncio.run(serve(loaded, prepared, options))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -236,13 +241,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             token = simulator_token()
             show = _banner(loaded, host, port, f"{len(city.stores)} simulated links")
 
-            def started(controller: Controller) -> None:
+            async def started(controller: Controller) -> None:
                 print("streetsense demo", flush=True)
-                show(controller)
+                await show(controller)
                 _announce_control("127.0.0.1", control_port, token)
-                for role, key in create_demo_keys(loaded).items():
+                for role, key in (await create_demo_keys(controller.state_db)).items():
                     print(f"demo API key {role:<11} {key}", flush=True)
-                for username, password in create_demo_users(loaded).items():
+                for username, password in (await create_demo_users(controller.state_db)).items():
                     print(f"demo login   {username:<11} password {password}", flush=True)
 
             extra = [ExtraServer(create_control_app(city, token), control_socket)]
@@ -254,30 +259,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    """Create, list or revoke API keys (stored hashed in api.keys_path)."""
+    """Create, list or revoke API keys (stored hashed in the state database)."""
     from api.keys import ApiKeyStore, Role
 
     loaded = _load(args.config)
-    store = ApiKeyStore(loaded.data_path(loaded.config.api.keys_path))
-    try:
+    if args.action == "create" and not (args.name and args.role):
+        print("error: keys create needs --name and --role", file=sys.stderr)
+        return EXIT_CONFIG
+
+    async def act(db: StateDatabase) -> int:
+        store = ApiKeyStore(db)
         if args.action == "create":
-            if not args.name or not args.role:
-                print("error: keys create needs --name and --role", file=sys.stderr)
-                return EXIT_CONFIG
-            token = store.create(args.name, Role(args.role))
+            token = await store.create(args.name, Role(args.role))
             print(f"{token}\n(shown once: store it now; only its hash is kept)")
         elif args.action == "list":
-            for key in store.list():
+            for key in await store.list():
                 state = "revoked" if key.revoked_at else "active"
                 print(f"{key.key_id}  {key.role.value:<11} {state:<8} {key.name}")
         else:
-            if not args.id or not store.revoke(args.id):
+            if not args.id or not await store.revoke(args.id):
                 print(f"error: no active key {args.id!r}", file=sys.stderr)
                 return 1
             print(f"revoked {args.id}")
         return 0
-    finally:
-        store.close()
+
+    return _with_state(loaded, act)
+
+
+def _with_state(loaded: LoadedConfig, act: Callable[[StateDatabase], Awaitable[int]]) -> int:
+    """Run ``act`` on the state database (opened, with the old files imported, as at start)."""
+    from controller.state.legacy import opened_state
+
+    async def run() -> int:
+        async with opened_state(loaded) as db:
+            return await act(db)
+
+    try:
+        return asyncio.run(run())
+    except (OSError, SQLAlchemyError, SchemaError) as exc:
+        print(f"error: the state database: {exc}", file=sys.stderr)
+        return 1
 
 
 #: Where ``users add`` and ``users passwd`` take the password from when not asked for it.
@@ -303,76 +324,72 @@ def cmd_users(args: argparse.Namespace) -> int:
     from api.users import UserError, UserStore
 
     loaded = _load(args.config)
-    store = UserStore(loaded.data_path(loaded.config.api.keys_path))
-    try:
+    if args.action != "list" and not args.username:
+        print(f"error: users {args.action} needs a username", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.action == "add" and not args.role:
+        print("error: users add needs --role", file=sys.stderr)
+        return EXIT_CONFIG
+
+    async def act(db: StateDatabase) -> int:
+        store = UserStore(db)
         if args.action == "list":
-            for user in store.list():
+            for user in await store.list():
                 state = "disabled" if user.disabled else ("locked" if user.locked_until else "")
                 print(f"{user.username:<20} {user.role.value:<11} {state:<8} {user.name}")
-            return 0
-        if not args.username:
-            print(f"error: users {args.action} needs a username", file=sys.stderr)
-            return EXIT_CONFIG
-        if args.action == "add":
-            if not args.role:
-                print("error: users add needs --role", file=sys.stderr)
-                return EXIT_CONFIG
-            user = store.create(args.username, args.name or "", Role(args.role), _new_password())
+        elif args.action == "add":
+            role = Role(args.role)
+            user = await store.create(args.username, args.name or "", role, _new_password())
             print(f"added {user.username} ({user.role.value})")
         elif args.action == "passwd":
-            store.update(args.username, password=_new_password())
+            await store.update(args.username, password=_new_password())
             print(f"password of {args.username} changed; their sessions ended")
         else:
-            store.update(args.username, disabled=args.action == "disable")
+            await store.update(args.username, disabled=args.action == "disable")
             print(f"{args.username} {args.action}d")
         return 0
+
+    try:
+        return _with_state(loaded, act)
     except (UserError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyError:
         print(f"error: no user {args.username!r}", file=sys.stderr)
         return 1
-    finally:
-        store.close()
 
 
-def create_demo_users(loaded: LoadedConfig) -> dict[str, str]:
+async def create_demo_users(db: StateDatabase) -> dict[str, str]:
     """A demo account per people's role (username = role), with a fresh password each run."""
     import secrets
 
     from api.users import UserStore
 
-    store = UserStore(loaded.data_path(loaded.config.api.keys_path))
-    try:
-        out = {}
-        for role in Role:
-            if role is Role.REPORTER:
-                continue
-            username = role.value.replace("_", "-")
-            password = secrets.token_urlsafe(9)
-            if store.get(username) is None:
-                store.create(username, f"demo-{role.value}", role, password)
-            else:
-                store.update(username, password=password, disabled=False)
-            out[username] = password
-        return out
-    finally:
-        store.close()
+    store = UserStore(db)
+    out = {}
+    for role in Role:
+        if role is Role.REPORTER:
+            continue
+        username = role.value.replace("_", "-")
+        password = secrets.token_urlsafe(9)
+        if await store.get(username) is None:
+            await store.create(username, f"demo-{role.value}", role, password)
+        else:
+            await store.update(username, password=password, disabled=False)
+        out[username] = password
+    return out
 
 
-def create_demo_keys(loaded: LoadedConfig) -> dict[str, str]:
+async def create_demo_keys(db: StateDatabase) -> dict[str, str]:
     """A fresh key per role for the demo (older demo keys are revoked)."""
     from api.keys import ApiKeyStore, Role
 
-    store = ApiKeyStore(loaded.data_path(loaded.config.api.keys_path))
-    try:
-        keys = {}
-        for role in Role:
-            store.revoke_named(f"demo-{role.value}")
-            keys[role.value] = store.create(f"demo-{role.value}", role)
-        return keys
-    finally:
-        store.close()
+    store = ApiKeyStore(db)
+    keys = {}
+    for role in Role:
+        await store.revoke_named(f"demo-{role.value}")
+        keys[role.value] = await store.create(f"demo-{role.value}", role)
+    return keys
 
 
 def _upgrade_state_database(loaded: LoadedConfig) -> int:

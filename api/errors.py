@@ -24,6 +24,7 @@ from drivers.errors import (
     Invalid,
     NeedsConfirmation,
     NotFound,
+    NotLeading,
     PeopleMessage,
     RateLimited,
 )
@@ -126,6 +127,7 @@ _STATUS_OF_KIND: tuple[tuple[type[Exception], int], ...] = (
     (Invalid, 422),
     (NeedsConfirmation, 428),
     (RateLimited, 429),
+    (NotLeading, 503),
 )
 
 
@@ -176,6 +178,22 @@ async def http_refusal(request: Request, exc: Exception) -> Response:
     return JSONResponse(
         body.model_dump(exclude_none=True), status_code=exc.status_code, headers=headers
     )
+
+
+#: How soon a client may try again while the state database is away (PostgreSQL restarting).
+STATE_RETRY_SECONDS = 5
+
+
+async def state_unreachable(request: Request, exc: Exception) -> Response:
+    """503 while the state database cannot be reached: the controller is up and the
+    call may be repeated; it is not the caller's fault, and not a crash."""
+    refusal = Refusal(
+        503,
+        "the state database cannot be reached just now: try again in a moment",
+        PeopleMessage("refusal.state_unreachable"),
+        headers={"Retry-After": str(STATE_RETRY_SECONDS)},
+    )
+    return await http_refusal(request, refusal)
 
 
 async def invalid_request(request: Request, exc: Exception) -> Response:

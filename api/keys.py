@@ -1,4 +1,4 @@
-"""API keys: stored hashed, each with one role.
+"""API keys: stored hashed in the state database, each with one role.
 
 A key looks like ``ssk_<id>_<secret>``; only the SHA-256 of the secret is
 stored (the secret is 32 random bytes, so a fast hash is enough). One more key
@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import secrets
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
+
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from controller.state.database import StateDatabase
+from controller.state.tables import api_key
 
 ADMIN_KEY_ENV = "STREETSENSE_ADMIN_KEY"
+#: How long a verified key is taken as still valid before the database is asked again.
+RECHECK_SECONDS = 10.0
+
+log = logging.getLogger(__name__)
 
 
 class Role(StrEnum):
@@ -59,57 +67,58 @@ def _hash(secret: str) -> str:
 
 
 class ApiKeyStore:
-    """Keys in a small SQLite file; lookups are quick enough to run in the request."""
+    """Keys in the state database, shared by every controller on it.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False)
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS api_key (id TEXT PRIMARY KEY, name TEXT NOT NULL, "
-            "role TEXT NOT NULL, hash TEXT NOT NULL, created_at REAL NOT NULL, revoked_at REAL)"
-        )
-        self._db.commit()
+    A verified key is remembered for :data:`RECHECK_SECONDS`: a request does not
+    wait on the database each time, a key revoked on another node stops working
+    within that time (on this node at once), and while the database is away a
+    key this node has already seen keeps working, so the duty console does not
+    lock its officers out during a PostgreSQL restart.
+    """
 
-    def create(self, name: str, role: Role) -> str:
+    def __init__(self, db: StateDatabase) -> None:
+        self.db = db
+        self._known: dict[str, _KnownKey] = {}
+
+    async def create(self, name: str, role: Role) -> str:
         """A new key; the returned token is shown once and never stored."""
         key_id = secrets.token_hex(4)
         secret = secrets.token_urlsafe(32)
-        with self._lock, self._db:
-            self._db.execute(
-                "INSERT INTO api_key VALUES (?, ?, ?, ?, ?, NULL)",
-                (key_id, name, role.value, _hash(secret), time.time()),
-            )
+        row = {"id": key_id, "name": name, "role": role.value, "hash": _hash(secret)}
+        async with self.db.connected().begin() as conn:
+            await conn.execute(api_key.insert().values({**row, "created_at": time.time()}))
         return f"ssk_{key_id}_{secret}"
 
-    def revoke(self, key_id: str) -> bool:
+    async def revoke(self, key_id: str) -> bool:
         """Revoke a key; False if there is no such active key."""
-        with self._lock, self._db:
-            cur = self._db.execute(
-                "UPDATE api_key SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                (time.time(), key_id),
-            )
-        return cur.rowcount == 1
+        return await self._revoke(api_key.c.id == key_id) == 1
 
-    def revoke_named(self, name: str) -> int:
+    async def revoke_named(self, name: str) -> int:
         """Revoke every active key with this name."""
-        with self._lock, self._db:
-            cur = self._db.execute(
-                "UPDATE api_key SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-                (time.time(), name),
-            )
-        return cur.rowcount
+        return await self._revoke(api_key.c.name == name)
 
-    def list(self) -> list[KeyInfo]:
+    async def _revoke(self, which: ColumnElement[bool]) -> int:
+        statement = (
+            api_key.update()
+            .where(which, api_key.c.revoked_at.is_(None))
+            .values(revoked_at=time.time())
+            .returning(api_key.c.id)
+        )
+        async with self.db.connected().begin() as conn:
+            revoked = list((await conn.execute(statement)).scalars())
+        for key_id in revoked:
+            self._known.pop(key_id, None)
+        return len(revoked)
+
+    async def list(self) -> list[KeyInfo]:
         """Every key (active and revoked)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, name, role, created_at, revoked_at FROM api_key ORDER BY created_at"
-            ).fetchall()
+        c = api_key.c
+        statement = select(c.id, c.name, c.role, c.created_at, c.revoked_at).order_by(c.created_at)
+        async with self.db.connected().connect() as conn:
+            rows = (await conn.execute(statement)).all()
         return [KeyInfo(r[0], r[1], Role(r[2]), r[3], r[4]) for r in rows]
 
-    def verify(self, token: str) -> Principal | None:
+    async def verify(self, token: str) -> Principal | None:
         """The caller a token belongs to, or None."""
         env_key = os.environ.get(ADMIN_KEY_ENV)
         if env_key and hmac.compare_digest(token.encode(), env_key.encode()):
@@ -117,26 +126,43 @@ class ApiKeyStore:
         parts = token.split("_", 2)
         if len(parts) != 3 or parts[0] != "ssk":
             return None
-        with self._lock:
-            row = self._db.execute(
-                "SELECT name, role, hash FROM api_key WHERE id = ? AND revoked_at IS NULL",
-                (parts[1],),
-            ).fetchone()
-        if row is None or not hmac.compare_digest(row[2], _hash(parts[2])):
+        known = await self._lookup(parts[1])
+        if known is None or not hmac.compare_digest(known.hash, _hash(parts[2])):
             return None
-        return Principal(parts[1], row[0], Role(row[1]))
+        return known.principal
 
-    def active(self, key_id: str) -> bool:
+    async def active(self, key_id: str) -> bool:
         """Whether a key id is still valid (the environment's admin key while it is set)."""
         if key_id == "env":
             return bool(os.environ.get(ADMIN_KEY_ENV))
-        with self._lock:
-            row = self._db.execute(
-                "SELECT 1 FROM api_key WHERE id = ? AND revoked_at IS NULL", (key_id,)
-            ).fetchone()
-        return row is not None
+        return await self._lookup(key_id) is not None
 
-    def close(self) -> None:
-        """Close the database."""
-        with self._lock:
-            self._db.close()
+    async def _lookup(self, key_id: str) -> _KnownKey | None:
+        """The active key of an id: remembered if checked lately (or the database is away)."""
+        known = self._known.get(key_id)
+        now = time.monotonic()
+        if known is not None and now - known.checked_at < RECHECK_SECONDS:
+            return known
+        c = api_key.c
+        statement = select(c.name, c.role, c.hash).where(c.id == key_id, c.revoked_at.is_(None))
+        try:
+            async with self.db.connected().connect() as conn:
+                row = (await conn.execute(statement)).first()
+        except (SQLAlchemyError, OSError):
+            if known is None:
+                raise
+            log.warning("state database unreachable: key %s admitted as last checked", key_id)
+            return known
+        if row is None:
+            self._known.pop(key_id, None)
+            return None
+        known = _KnownKey(Principal(key_id, row[0], Role(row[1])), row[2], now)
+        self._known[key_id] = known
+        return known
+
+
+@dataclass(frozen=True)
+class _KnownKey:
+    principal: Principal
+    hash: str
+    checked_at: float

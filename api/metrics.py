@@ -49,6 +49,37 @@ class ControllerCollector(Collector):
         yield from self._sinks()
         yield from self._rules_and_alarms()
         yield from self._work()
+        yield from self._leadership()
+
+    def _leadership(self) -> Iterator[Metric]:
+        """Which node of a pair leads (nothing for a controller alone)."""
+        elector = self.controller.leadership
+        if elector is None:
+            return
+        node = [elector.lease.node]
+        leader = GaugeMetricFamily(
+            "streetsense_leader", "1 while this node leads its pair", labels=["node"]
+        )
+        leader.add_metric(node, 1.0 if elector.leading else 0.0)
+        yield leader
+        epoch = GaugeMetricFamily(
+            "streetsense_leader_epoch", "Epoch of the lease this node holds", labels=["node"]
+        )
+        since = GaugeMetricFamily(
+            "streetsense_leader_since_seconds",
+            "Unix time this node took the lease",
+            labels=["node"],
+        )
+        if elector.leading and elector.epoch is not None and elector.since is not None:
+            epoch.add_metric(node, float(elector.epoch))
+            since.add_metric(node, elector.since)
+        yield epoch
+        yield since
+        elections = CounterMetricFamily(
+            "streetsense_leader_elections", "Times this node took the lease", labels=["node"]
+        )
+        elections.add_metric(node, float(elector.elections))
+        yield elections
 
     def _polling(self) -> Iterator[Metric]:
         c = self.controller

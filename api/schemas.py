@@ -186,6 +186,22 @@ class StationCommandOut(BaseModel):
     settings: dict[str, float | None] = {}
 
 
+class LeadershipOut(BaseModel):
+    """Which node of an active/standby pair this is, and who leads."""
+
+    role: Literal["leader", "standby"]
+    node: str
+    #: The epoch of the lease this node holds (None on the standby).
+    epoch: int | None
+    #: Since when this node leads (None on the standby).
+    since: datetime | None
+    #: The node that leads, as far as this one knows, and where its API is.
+    leader: str | None
+    leader_url: str | None
+    #: Whether this node reached the state database at its last try for the lease.
+    database_reachable: bool
+
+
 class SystemHealth(BaseModel):
     """Whether the controller does its job (ok, degraded, failing), why, and the fleet."""
 
@@ -196,6 +212,8 @@ class SystemHealth(BaseModel):
     devices: dict[str, int]
     poll_targets: int
     online: int
+    #: Present for a controller of a pair.
+    leadership: LeadershipOut | None = None
 
 
 class SampleOut(BaseModel):

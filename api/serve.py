@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import uvicorn
@@ -24,7 +24,7 @@ from api.app import create_app
 from controller.config import LoadedConfig
 from controller.data_lock import DataDirLock
 from controller.runtime import Controller
-from controller.startup import check_data_dir, listen_socket
+from controller.startup import EXIT_DEPOSED, check_data_dir, listen_socket
 
 log = logging.getLogger("streetsense")
 
@@ -39,6 +39,10 @@ class QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+async def _nothing(_controller: Controller) -> None:
+    return None
 
 
 @dataclass
@@ -59,7 +63,7 @@ class ServeOptions:
     name: str = "streetsense"
     duration: float | None = None
     #: Called once the controller runs, before the servers open (the banner).
-    on_started: Callable[[Controller], None] = lambda _controller: None
+    on_started: Callable[[Controller], Awaitable[None]] = _nothing
     extra: list[ExtraServer] = field(default_factory=list)
 
 
@@ -104,16 +108,17 @@ def prepare(loaded: LoadedConfig, host: str, port: int) -> Prepared:
         raise
 
 
-async def serve(loaded: LoadedConfig, prepared: Prepared, options: ServeOptions) -> None:
+async def serve(loaded: LoadedConfig, prepared: Prepared, options: ServeOptions) -> int:
     """Start the controller, serve the API until a signal (or ``duration``), stop in order;
-    the data folder stays locked until the stores are closed."""
+    the data folder stays locked until the stores are closed. The exit status: 0, or
+    :data:`EXIT_DEPOSED` when another node of the pair took the lease."""
     try:
-        await _serve(loaded, prepared.api_socket, options)
+        return await _serve(loaded, prepared.api_socket, options)
     finally:
         prepared.data_lock.release()
 
 
-async def _serve(loaded: LoadedConfig, api_socket: socket.socket, options: ServeOptions) -> None:
+async def _serve(loaded: LoadedConfig, api_socket: socket.socket, options: ServeOptions) -> int:
     controller = Controller(loaded)
     app = create_app(controller, manage_controller=False)
     stop = stop_on_signals()
@@ -125,14 +130,19 @@ async def _serve(loaded: LoadedConfig, api_socket: socket.socket, options: Serve
     servers: list[tuple[uvicorn.Server, socket.socket]] = [(uvicorn_server(app), api_socket)]
     servers += [(uvicorn_server(extra.app), extra.sock) for extra in options.extra]
     try:
-        options.on_started(controller)
+        await options.on_started(controller)
         tasks = {asyncio.create_task(s.serve(sockets=[sock])) for s, sock in servers}
         stopper = asyncio.create_task(stop.wait())
-        # A signal, a server stopping by itself, or the end of ``duration``.
+        deposed = asyncio.create_task(controller.deposed.wait())
+        # A signal, a server stopping by itself, the end of ``duration``, or a take-over
+        # by the other node of the pair.
         await asyncio.wait(
-            {*tasks, stopper}, timeout=options.duration, return_when=asyncio.FIRST_COMPLETED
+            {*tasks, stopper, deposed},
+            timeout=options.duration,
+            return_when=asyncio.FIRST_COMPLETED,
         )
         stopper.cancel()
+        deposed.cancel()
         for server, _ in servers:
             server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -145,3 +155,11 @@ async def _serve(loaded: LoadedConfig, api_socket: socket.socket, options: Serve
             f"{stats.readings} readings",
             flush=True,
         )
+    if controller.deposed.is_set():
+        print(
+            f"{options.name}: another controller of the pair took the lease; exiting "
+            f"{EXIT_DEPOSED} so that the service manager starts this one again as the standby",
+            flush=True,
+        )
+        return EXIT_DEPOSED
+    return 0

@@ -7,23 +7,27 @@ back on every call that changes state. Five wrong passwords in a row lock the
 account for 15 minutes, whatever the address they came from. Disabling a
 user, changing their role or password ends their sessions.
 
-Kept in the same SQLite file as the API keys (``api.keys_path``).
+Kept in the state database beside the API keys, so that a login holds on every
+controller that shares it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from api.keys import Principal, Role
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from api.keys import RECHECK_SECONDS, Principal, Role
+from controller.state.database import StateDatabase
+from controller.state.tables import app_user, user_session
 from drivers.errors import Invalid
 
 #: scrypt cost: about 16 MB and some tens of milliseconds per try on a small server.
@@ -118,27 +122,18 @@ def _token_hash(token: str) -> str:
 
 
 class UserStore:
-    """Users and their sessions in the API keys' SQLite file."""
+    """Users and their sessions in the state database, shared by every controller on it.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False)
-        with self._db:
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS app_user (username TEXT PRIMARY KEY, "
-                "name TEXT NOT NULL, role TEXT NOT NULL, hash TEXT NOT NULL, "
-                "created_at REAL NOT NULL, disabled_at REAL, failures INTEGER NOT NULL "
-                "DEFAULT 0, locked_until REAL)"
-            )
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS user_session (token_hash TEXT PRIMARY KEY, "
-                "username TEXT NOT NULL, csrf TEXT NOT NULL, created_at REAL NOT NULL, "
-                "expires_at REAL NOT NULL)"
-            )
+    Password hashing (tens of milliseconds of scrypt) runs on a worker thread. An open
+    session is remembered for :data:`~api.keys.RECHECK_SECONDS` like a key, and kept
+    while the database is away.
+    """
 
-    def create(self, username: str, name: str, role: Role, password: str) -> UserInfo:
+    def __init__(self, db: StateDatabase) -> None:
+        self.db = db
+        self._known: dict[str, tuple[Session, float]] = {}
+
+    async def create(self, username: str, name: str, role: Role, password: str) -> UserInfo:
         """A new user; UserError for a bad username, a weak password or a taken name."""
         if not USERNAME.match(username):
             raise UserError(
@@ -146,20 +141,18 @@ class UserStore:
                 "starting with a letter"
             )
         check_password(username, password)
-        hashed = hash_password(password)
+        hashed = await asyncio.to_thread(hash_password, password)
         now = time.time()
+        row: dict[str, object] = {"username": username, "name": name or username}
+        row |= {"role": role.value, "hash": hashed, "created_at": now}
         try:
-            with self._lock, self._db:
-                self._db.execute(
-                    "INSERT INTO app_user (username, name, role, hash, created_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (username, name or username, role.value, hashed, now),
-                )
-        except sqlite3.IntegrityError:
+            async with self.db.connected().begin() as conn:
+                await conn.execute(app_user.insert().values(row))
+        except IntegrityError:
             raise UserError(f"user {username!r} already exists") from None
         return UserInfo(username, name or username, role, now, False, None)
 
-    def update(
+    async def update(
         self,
         username: str,
         *,
@@ -170,52 +163,44 @@ class UserStore:
     ) -> UserInfo:
         """Change a user; KeyError if there is none. A new role, password or a
         disabling ends the user's sessions; enabling also lifts a lock."""
-        if self.get(username) is None:
+        if await self.get(username) is None:
             raise KeyError(username)
         if password is not None:
             check_password(username, password)
-        changes: list[tuple[str, object]] = []
+        changes: dict[str, object] = {}
         if name is not None:
-            changes.append(("name", name))
+            changes["name"] = name
         if role is not None:
-            changes.append(("role", role.value))
+            changes["role"] = role.value
         if password is not None:
-            changes.append(("hash", hash_password(password)))
+            changes["hash"] = await asyncio.to_thread(hash_password, password)
         if disabled is not None:
-            changes.append(("disabled_at", time.time() if disabled else None))
+            changes["disabled_at"] = time.time() if disabled else None
             if not disabled:
-                changes += [("failures", 0), ("locked_until", None)]
-        with self._lock, self._db:
-            for column, value in changes:
-                # The column names are this method's own literals, never a caller's.
-                self._db.execute(
-                    f"UPDATE app_user SET {column} = ? WHERE username = ?",
-                    (value, username),
+                changes |= {"failures": 0, "locked_until": None}
+        async with self.db.connected().begin() as conn:
+            if changes:
+                await conn.execute(
+                    app_user.update().where(app_user.c.username == username).values(changes)
                 )
             if role is not None or password is not None or disabled:
-                self._db.execute("DELETE FROM user_session WHERE username = ?", (username,))
-        found = self.get(username)
+                await conn.execute(user_session.delete().where(user_session.c.username == username))
+                self._forget(username)
+        found = await self.get(username)
         assert found is not None
         return found
 
-    def get(self, username: str) -> UserInfo | None:
+    async def get(self, username: str) -> UserInfo | None:
         """One user."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT username, name, role, created_at, disabled_at, locked_until "
-                "FROM app_user WHERE username = ?",
-                (username,),
-            ).fetchone()
-        return None if row is None else self._info(row)
+        async with self.db.connected().connect() as conn:
+            row = (await conn.execute(_USERS.where(app_user.c.username == username))).first()
+        return None if row is None else self._info(tuple(row))
 
-    def list(self) -> list[UserInfo]:
+    async def list(self) -> list[UserInfo]:
         """Every user, by username."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT username, name, role, created_at, disabled_at, locked_until "
-                "FROM app_user ORDER BY username"
-            ).fetchall()
-        return [self._info(r) for r in rows]
+        async with self.db.connected().connect() as conn:
+            rows = (await conn.execute(_USERS.order_by(app_user.c.username))).all()
+        return [self._info(tuple(r)) for r in rows]
 
     @staticmethod
     def _info(row: tuple[Any, ...]) -> UserInfo:
@@ -224,76 +209,111 @@ class UserStore:
             str(row[0]), str(row[1]), Role(str(row[2])), float(row[3]), row[4] is not None, locked
         )
 
-    def login(self, username: str, password: str, now: float | None = None) -> LoginResult:
+    async def login(self, username: str, password: str, now: float | None = None) -> LoginResult:
         """Check a password and open a session. Unknown users, wrong passwords and
         disabled users all fail the same way; a locked account says for how long."""
         now = time.time() if now is None else now
-        with self._lock:
-            row = self._db.execute(
-                "SELECT name, role, hash, disabled_at, failures, locked_until "
-                "FROM app_user WHERE username = ?",
-                (username,),
-            ).fetchone()
+        u = app_user.c
+        async with self.db.connected().connect() as conn:
+            row = (
+                await conn.execute(
+                    select(u.name, u.role, u.hash, u.disabled_at, u.failures, u.locked_until).where(
+                        u.username == username
+                    )
+                )
+            ).first()
         if row is None:
             # The same work as for a real user: the time taken does not tell who exists.
-            password_matches(password, _DUMMY_HASH)
+            await asyncio.to_thread(password_matches, password, _DUMMY_HASH)
             return LoginResult(None)
         name, role, stored, disabled_at, failures, locked_until = row
         if locked_until is not None and locked_until > now:
             return LoginResult(None, locked_for=locked_until - now)
-        if not password_matches(password, stored) or disabled_at is not None:
+        matches = await asyncio.to_thread(password_matches, password, stored)
+        by_name = app_user.update().where(u.username == username)
+        if not matches or disabled_at is not None:
             failures += 1
             lock = now + LOCK_SECONDS if failures >= LOCK_AFTER else None
-            with self._lock, self._db:
-                self._db.execute(
-                    "UPDATE app_user SET failures = ?, locked_until = ? WHERE username = ?",
-                    (0 if lock else failures, lock, username),
+            async with self.db.connected().begin() as conn:
+                await conn.execute(
+                    by_name.values(failures=0 if lock else failures, locked_until=lock)
                 )
             return LoginResult(None, locked_for=LOCK_SECONDS if lock else 0.0)
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
         expires = now + SESSION_SECONDS
-        with self._lock, self._db:
-            self._db.execute(
-                "UPDATE app_user SET failures = 0, locked_until = NULL WHERE username = ?",
-                (username,),
-            )
-            self._db.execute("DELETE FROM user_session WHERE expires_at < ?", (now,))
-            self._db.execute(
-                "INSERT INTO user_session VALUES (?, ?, ?, ?, ?)",
-                (_token_hash(token), username, csrf, now, expires),
+        async with self.db.connected().begin() as conn:
+            await conn.execute(by_name.values(failures=0, locked_until=None))
+            await conn.execute(user_session.delete().where(user_session.c.expires_at < now))
+            await conn.execute(
+                user_session.insert().values(
+                    token_hash=_token_hash(token),
+                    username=username,
+                    csrf=csrf,
+                    created_at=now,
+                    expires_at=expires,
+                )
             )
         principal = Principal(SESSION_KEY_PREFIX + username, name, Role(role))
         return LoginResult(Session(principal, csrf, expires), token)
 
-    def session(self, token: str, now: float | None = None) -> Session | None:
+    async def session(self, token: str, now: float | None = None) -> Session | None:
         """The open session of a cookie token (None if unknown, expired or disabled)."""
         now = time.time() if now is None else now
-        with self._lock:
-            row = self._db.execute(
-                "SELECT u.username, u.name, u.role, s.csrf, s.expires_at FROM user_session s "
-                "JOIN app_user u ON u.username = s.username "
-                "WHERE s.token_hash = ? AND s.expires_at > ? AND u.disabled_at IS NULL",
-                (_token_hash(token), now),
-            ).fetchone()
+        token_hash = _token_hash(token)
+        remembered = self._known.get(token_hash)
+        if remembered is not None and remembered[0].expires_at <= now:
+            self._known.pop(token_hash, None)
+            remembered = None
+        checked = time.monotonic()
+        if remembered is not None and checked - remembered[1] < RECHECK_SECONDS:
+            return remembered[0]
+        s, u = user_session.c, app_user.c
+        statement = (
+            select(u.username, u.name, u.role, s.csrf, s.expires_at)
+            .join_from(user_session, app_user, s.username == u.username)
+            .where(s.token_hash == token_hash, s.expires_at > now, u.disabled_at.is_(None))
+        )
+        try:
+            async with self.db.connected().connect() as conn:
+                row = (await conn.execute(statement)).first()
+        except (SQLAlchemyError, OSError):
+            if remembered is None:
+                raise
+            return remembered[0]
         if row is None:
+            self._known.pop(token_hash, None)
             return None
         principal = Principal(SESSION_KEY_PREFIX + row[0], row[1], Role(row[2]))
-        return Session(principal, row[3], row[4])
+        found = Session(principal, row[3], row[4])
+        self._known[token_hash] = (found, checked)
+        return found
 
-    def logout(self, token: str) -> None:
+    async def logout(self, token: str) -> None:
         """End the session of a cookie token."""
-        with self._lock, self._db:
-            self._db.execute("DELETE FROM user_session WHERE token_hash = ?", (_token_hash(token),))
+        token_hash = _token_hash(token)
+        self._known.pop(token_hash, None)
+        async with self.db.connected().begin() as conn:
+            await conn.execute(user_session.delete().where(user_session.c.token_hash == token_hash))
 
-    def active(self, username: str) -> bool:
+    async def active(self, username: str) -> bool:
         """Whether the user exists and is not disabled (a ticket of theirs still holds)."""
-        user = self.get(username)
+        user = await self.get(username)
         return user is not None and not user.disabled
 
-    def close(self) -> None:
-        """Close the database."""
-        with self._lock:
-            self._db.close()
+    def _forget(self, username: str) -> None:
+        """Drop this node's memory of the user's sessions (they have just ended)."""
+        key_id = SESSION_KEY_PREFIX + username
+        for token_hash, (session, _) in list(self._known.items()):
+            if session.principal.key_id == key_id:
+                del self._known[token_hash]
 
 
+_USERS = select(
+    app_user.c.username,
+    app_user.c.name,
+    app_user.c.role,
+    app_user.c.created_at,
+    app_user.c.disabled_at,
+    app_user.c.locked_until,
+)
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))

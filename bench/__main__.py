@@ -15,6 +15,7 @@ BENCHMARKS = {
     "sl651": "bench.sl651",
     "console": "bench.console",
     "city": "bench.megacity",
+    "failover": "bench.failover",
 }
 
 

@@ -37,7 +37,8 @@ from playwright.async_api import async_playwright
 
 from api.keys import ApiKeyStore, Role
 from bench.city import city_of_size
-from controller.config import load_config
+from controller.config import LoadedConfig, load_config
+from controller.state.legacy import opened_state
 from simulators.city_generator import SHANTOU_GAUGES, YANGJIANG_CABINETS, generate_city
 from simulators.tile_server import TileServer
 
@@ -179,19 +180,22 @@ async def _measure(api: str, key: str, controller_pid: int, tiled: bool) -> dict
 YANGJIANG_LAMPS = 42_000
 
 
+async def _viewer_key(loaded: LoadedConfig) -> str:
+    async with opened_state(loaded) as db:
+        return await ApiKeyStore(db).create("bench console", Role.VIEWER)
+
+
 def _measure_city(doc: dict[str, Any], tiled: bool) -> dict[str, Any]:
     """Run the controller on a generated city and measure its console's map."""
     with tempfile.TemporaryDirectory() as folder, TileServer() as tiles:
         doc["data_dir"] = f"{folder}/var"
-        doc["api"] = {"port": API_PORT, "keys_path": "keys.db"}
+        doc["api"] = {"port": API_PORT}
         if tiled:
             doc["site"]["map"] = {"tiles": {"url": tiles.url(), "attribution": "bench tiles"}}
         config = Path(folder) / "city.yaml"
         config.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
         loaded = load_config(config)
-        store = ApiKeyStore(loaded.data_path("keys.db"))
-        key = store.create("bench console", Role.VIEWER)
-        store.close()
+        key = asyncio.run(_viewer_key(loaded))
         proc = subprocess.Popen(
             [sys.executable, "-m", "api.cli", "run", "-c", str(config)],
             stdout=subprocess.DEVNULL,

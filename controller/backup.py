@@ -69,7 +69,7 @@ class Manifest:
 def sqlite_stores(loaded: LoadedConfig) -> tuple[list[StoreFile], dict[str, str]]:
     """The config's SQLite databases, and the stores that live elsewhere."""
     cfg = loaded.config
-    stores = [StoreFile("keys-and-users", loaded.data_path(cfg.api.keys_path))]
+    stores: list[StoreFile] = []
     elsewhere: dict[str, str] = {}
     if cfg.storage.embedded.enabled:
         stores.append(StoreFile("telemetry", loaded.data_path(cfg.storage.embedded.path)))
@@ -88,7 +88,7 @@ def sqlite_stores(loaded: LoadedConfig) -> tuple[list[StoreFile], dict[str, str]
     spool = loaded.data_path(cfg.storage.spool.path)
     for file in sorted(spool.glob("*.db")) if spool.is_dir() else []:
         stores.append(StoreFile(f"spool-{file.stem}", file))
-    # Two settings may name one file (keys and users share theirs by default).
+    # Two settings may name one file (the old stores shared some).
     unique: dict[Path, StoreFile] = {}
     for store in stores:
         unique.setdefault(store.path.resolve(), store)

@@ -233,6 +233,33 @@ class DatabaseConfig(_Strict):
     migrate_on_start: bool = True
 
 
+class LeadershipConfig(_Strict):
+    """An active/standby pair (``controller.leadership``): two controllers with the same
+    config and the same PostgreSQL; only the holder of the lease polls, switches and
+    listens."""
+
+    enabled: bool = False
+    #: This controller's name in the lease (default: the host's name). Each node sets
+    #: its own, by ``STREETSENSE_NODE`` in its environment.
+    node: str | None = None
+    #: Where this node's API is reached (named to callers of the standby); default
+    #: ``STREETSENSE_ADVERTISE_URL``, else http://HOSTNAME:api.port.
+    advertise_url: str | None = None
+    #: A leader that has not renewed its lease for this long is taken over.
+    lease_seconds: float = Field(default=8.0, ge=2.0, le=120.0)
+    #: How often the leader renews and the standby tries to take over.
+    renew_seconds: float = Field(default=2.0, ge=0.2, le=40.0)
+
+    @model_validator(mode="after")
+    def _renewed_within_the_lease(self) -> LeadershipConfig:
+        if self.renew_seconds * 2 > self.lease_seconds:
+            raise ValueError(
+                f"renew_seconds ({self.renew_seconds:g}) must be at most half of "
+                f"lease_seconds ({self.lease_seconds:g}): one late renewal must not lose the lease"
+            )
+        return self
+
+
 #: ``cases`` keys of the release before the state database, now ``database`` keys.
 _MOVED_TO_DATABASE = {
     "db_url": "url",
@@ -275,6 +302,17 @@ class StreetsenseConfig(_Strict):
     schedules: SchedulesConfig = SchedulesConfig()
     cases: CasesConfig = CasesConfig()
     database: DatabaseConfig = DatabaseConfig()
+    leadership: LeadershipConfig = LeadershipConfig()
+
+    @model_validator(mode="after")
+    def _a_pair_shares_a_server_database(self) -> StreetsenseConfig:
+        if self.leadership.enabled and not self.database.url.startswith("postgresql"):
+            raise ValueError(
+                "leadership.enabled needs database.url on PostgreSQL: the two controllers "
+                f"of a pair share one state database, and {self.database.url.split(':')[0]} "
+                "is a file of one machine"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import socket
 import time
 from contextlib import AsyncExitStack
+from typing import Literal
 
 from controller.assets.store import AssetStore
 from controller.cases.alarm_bridge import fault_key
@@ -16,6 +21,8 @@ from controller.control.audit import AuditLog
 from controller.control.dispatcher import CommandDispatcher
 from controller.derived_points import DerivedPoints
 from controller.latest import LatestValues
+from controller.leadership.elector import LeaderElector
+from controller.leadership.lease import LeaderLease
 from controller.link_factory import build_link
 from controller.poller import Poller
 from controller.registry import Registry
@@ -34,6 +41,13 @@ from controller.telemetry.pipeline import TelemetryPipeline
 from drivers.sl651.encoding import ENCODINGS
 from drivers.sl651.listener import Sl651Listener, StationKey
 from drivers.sources import SourceDevice
+
+log = logging.getLogger(__name__)
+
+#: Where a node of a pair takes its name in the lease, unless the config names it.
+NODE_ENV = "STREETSENSE_NODE"
+#: ... and where the other node and callers reach its API.
+ADVERTISE_ENV = "STREETSENSE_ADVERTISE_URL"
 
 
 class Controller:
@@ -60,6 +74,7 @@ class Controller:
             self.registry, self.links, self.audit, control, poles_on=self.assets.poles_on
         )
         self.commands.read_back = self.poller.read_now
+        self.commands.may_write = self.may_write
         self.station_reports = StationReports(self.registry, self.poller, self.telemetry.on_batch)
         self.listeners = [
             Sl651Listener(
@@ -85,10 +100,12 @@ class Controller:
         self.overrides = OverrideStore(self.state_db)
         tz = loaded.config.site.tz
         self.schedule_plan = SchedulePlan(self.registry, schedules, tz, str(loaded.path))
+        self.table_pusher = DeviceTablePusher(self.registry, self.links, self.audit, tz)
+        self.table_pusher.may_write = self.may_write
         self.schedules = ScheduleRunner(
             self.schedule_plan,
             self.commands,
-            DeviceTablePusher(self.registry, self.links, self.audit, tz),
+            self.table_pusher,
             schedule_clock or WallClock(),
             self.overrides,
         )
@@ -98,6 +115,11 @@ class Controller:
         self.rules.engine.hold_day_burning(self.schedule_plan.scheduled_lamps())
         self.schedules.on_places_applied(self.rules.engine.judge_day_burning)
         self._build_cases(loaded)
+        self.leadership = self._build_leadership(loaded)
+        #: Set when another node has taken the lease: the process should stop (and its
+        #: service manager start it again, as the standby).
+        self.deposed = asyncio.Event()
+        self._duties_started = False
         self._stores_open = False
         self._schedules_running = False
         #: What start opened, each with its stop; stop unwinds it in reverse.
@@ -117,6 +139,47 @@ class Controller:
             )
             for index in self.registry.source_devices.get(source, [])
         ]
+
+    def _build_leadership(self, loaded: LoadedConfig) -> LeaderElector | None:
+        cfg = loaded.config.leadership
+        if not cfg.enabled:
+            return None
+        node = cfg.node or os.environ.get(NODE_ENV) or socket.gethostname()
+        api = loaded.config.api
+        address = (
+            cfg.advertise_url
+            or os.environ.get(ADVERTISE_ENV)
+            or f"http://{socket.gethostname()}:{api.port}"
+        )
+        lease = LeaderLease(self.state_db, node, address, cfg.lease_seconds)
+        return LeaderElector(
+            lease, cfg.renew_seconds, self._elected, self._deposed, self._new_epoch
+        )
+
+    def may_write(self) -> bool:
+        """Whether this controller may send to devices now (in a pair: while it leads)."""
+        return self.leadership is None or self.leadership.holds()
+
+    @property
+    def role(self) -> Literal["single", "leader", "standby"]:
+        """A controller alone, or which of its pair this one is."""
+        if self.leadership is None:
+            return "single"
+        return "leader" if self.leadership.leading else "standby"
+
+    async def _elected(self, epoch: int) -> None:
+        self.audit.epoch = epoch
+        try:
+            await self.start_duties()
+        except Exception:
+            log.exception("elected, but the duties did not start: giving the lease up")
+            self.deposed.set()
+
+    async def _deposed(self) -> None:
+        self.deposed.set()
+
+    def _new_epoch(self, epoch: int) -> None:
+        self.audit.epoch = epoch
 
     def _build_cases(self, loaded: LoadedConfig) -> None:
         cfg = loaded.config.cases
@@ -150,11 +213,7 @@ class Controller:
             async with opening(f"the telemetry store {embedded or ''}".strip()):
                 await self.telemetry.start()
             stack.push_async_callback(self.telemetry.stop)
-            async with opening(f"the state database {self.state_db.shown_url}"):
-                await self.state_db.open()
-                await import_legacy(self.state_db, legacy_files(loaded))
-            # Closed last: every store below writes to it until it stops.
-            stack.push_async_callback(self.state_db.close)
+            await self._open_state()
             async with opening(f"the alarms of {self.state_db.shown_url}"):
                 await self.rules.start()
             stack.push_async_callback(self.rules.stop)
@@ -196,7 +255,28 @@ class Controller:
         manager.subscribe(self.rules.publish)
         manager.subscribe(self.case_feed.on_alarm)
 
+    async def _open_state(self) -> None:
+        """Open the state database (importing the files of the release before it)."""
+        if not self.state_db.is_open:
+            async with opening(f"the state database {self.state_db.shown_url}"):
+                await self.state_db.open()
+                await import_legacy(self.state_db, legacy_files(self.loaded))
+            # Closed last: every store opened after it writes to it until it stops.
+            self._started.push_async_callback(self.state_db.close)
+
     async def start(self) -> None:
+        """Start: alone, everything at once; in a pair, the state database and the
+        election, and everything else once this node leads."""
+        if self.leadership is None:
+            await self.start_duties()
+            return
+        await self._open_state()
+        self.started_at = time.time()
+        await self.leadership.start()
+        self._started.push_async_callback(self.leadership.stop)
+        self.running = True
+
+    async def start_duties(self) -> None:
         """Open the stores, start polling, the push sources and the schedules."""
         await self.open_stores()
         self.started_at = time.time()
@@ -208,6 +288,7 @@ class Controller:
         self._started.push_async_callback(self.commands.stop)
         await self.start_listeners()
         await self.start_schedules()
+        self._duties_started = True
         self.running = True
 
     async def start_listeners(self) -> None:
@@ -242,6 +323,7 @@ class Controller:
             await link.close()
         self._stores_open = False
         self._schedules_running = False
+        self._duties_started = False
         self.running = False
 
     async def __aenter__(self) -> Controller:

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+from controller.leadership.elector import LeaderElector
 from controller.runtime import Controller
 
 Status = Literal["ok", "degraded", "failing"]
@@ -38,10 +39,16 @@ def assess(controller: Controller, now: float | None = None) -> ServiceHealth:
     now = time.time() if now is None else now
     if not controller.running:
         return ServiceHealth("failing", ["the controller is not running"])
+    if controller.leadership is not None:
+        lease = _lease_reasons(controller.leadership)
+        if not controller.leadership.leading:
+            return ServiceHealth("degraded" if lease else "ok", lease)
+    else:
+        lease = []
     failing = _data_not_flowing(controller, now)
     if failing:
         return ServiceHealth("failing", failing)
-    reasons: list[str] = []
+    reasons: list[str] = lease
     reasons += _sink_reasons(controller, now)
     down = [link_id for link_id, link in controller.links.items() if not link.health.connected]
     if down:
@@ -63,6 +70,21 @@ def assess(controller: Controller, now: float | None = None) -> ServiceHealth:
             "to become cases"
         )
     return ServiceHealth("degraded" if reasons else "ok", reasons)
+
+
+def _lease_reasons(elector: LeaderElector) -> list[str]:
+    """What is wrong with the pair, as seen from this node (no I/O)."""
+    if not elector.reachable:
+        if elector.leading and not elector.holds():
+            return [
+                "the lease has run out (state database unreachable): polling goes on, "
+                "nothing is sent to devices"
+            ]
+        if not elector.leading:
+            return ["the state database is unreachable: this standby cannot take over"]
+    if not elector.leading and elector.other is None:
+        return ["no controller of the pair holds the lease"]
+    return []
 
 
 def _data_not_flowing(controller: Controller, now: float) -> list[str]:

@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 EXIT_STARTUP = 3
+#: A node of a pair whose lease another node took (EX_TEMPFAIL: start it again).
+EXIT_DEPOSED = 75
 
 
 class StartupError(Exception):

@@ -63,6 +63,10 @@ class RateLimited(StreetsenseError):
         self.retry_after = retry_after
 
 
+class NotLeading(StreetsenseError):
+    """This controller of a pair does not (or no longer) lead: it may not act on devices."""
+
+
 class ConfigError(StreetsenseError):
     """A configuration or profile file is wrong: names the file, the key and the reason."""
 

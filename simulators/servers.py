@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -376,3 +377,17 @@ class PostgresServer:
                 self.proc.wait()
         self.proc = None
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+async def fresh_postgres_database(server_url: str) -> str:
+    """A new, empty database on a PostgreSQL server; its URL."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    name = f"schema_{uuid.uuid4().hex[:10]}"
+    admin = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    await admin.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from sqlalchemy.engine import make_url
@@ -17,6 +18,7 @@ from api.keys import ApiKeyStore, Role
 from controller.config import LoadedConfig
 from controller.runtime import Controller
 from controller.state.database import StateDatabase
+from controller.state.legacy import opened_state
 from drivers.profile import DataType, DeviceProfile
 from drivers.readings import ReadingBatch
 from simulators.faults import FaultBoard
@@ -38,6 +40,9 @@ class FixedModel:
 
     def write_point(self, owner: int, point: str, value: float) -> None:
         self.writes.append((owner, point, value))
+
+
+T = TypeVar("T")
 
 
 def chosen_values(profile: DeviceProfile, seed: int = 0) -> dict[str, float]:
@@ -97,13 +102,35 @@ def readings_by_device(controller: Controller, batch: ReadingBatch) -> dict[str,
     return out
 
 
-def role_headers(keys_path: Path) -> dict[str, dict[str, str]]:
-    """A fresh key of every role in a key store, as request headers by role name."""
-    store = ApiKeyStore(keys_path)
-    try:
-        return {r.value: {"X-API-Key": store.create(f"test {r.value}", r)} for r in Role}
-    finally:
-        store.close()
+def on_own_loop(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``work`` to its end on an event loop of its own thread, so that a synchronous
+    fixture, or an async test before its controller starts, can prepare the state."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work()).result()
+
+
+def issue_keys(loaded: LoadedConfig, *wanted: tuple[str, Role]) -> list[str]:
+    """New API keys (name, role) in the config's state database, as tokens."""
+
+    async def create() -> list[str]:
+        async with opened_state(loaded) as db:
+            store = ApiKeyStore(db)
+            return [await store.create(name, role) for name, role in wanted]
+
+    return on_own_loop(create)
+
+
+def new_key(loaded: LoadedConfig, name: str, role: Role) -> str:
+    """One new API key in the config's state database, as its token."""
+    [token] = issue_keys(loaded, (name, role))
+    return token
+
+
+def role_headers(loaded: LoadedConfig) -> dict[str, dict[str, str]]:
+    """A fresh key of every role in the config's state database, as request headers by
+    role name."""
+    tokens = issue_keys(loaded, *((f"test {r.value}", r) for r in Role))
+    return {r.value: {"X-API-Key": token} for r, token in zip(Role, tokens, strict=True)}
 
 
 def reads_with(key: str) -> Callable[[httpx.Request], Awaitable[None]]:
@@ -123,26 +150,23 @@ def reads_with(key: str) -> Callable[[httpx.Request], Awaitable[None]]:
 
 @asynccontextmanager
 async def api_client(controller: Controller) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client to the controller's API in this process (the app's lifespan is not run,
-    so the key store it opened is closed here).
+    """An HTTP client to the controller's API in this process (the app's lifespan is not
+    run; the controller's stores are opened here, as its start would).
 
     Reads need a key: a GET that names none goes as an admin of the test, so tests
     about something else need not carry one. A test about anonymous reads sends
     the header ``X-Anonymous: 1``, which is taken off before the request goes.
     """
     app = create_app(controller, manage_controller=False)
-    default_reader = reads_with(app.state.keys.create("test reader (admin)", Role.ADMIN))
-    transport = httpx.ASGITransport(app=app)
-    try:
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="http://api",
-            event_hooks={"request": [default_reader]},
-        ) as client:
-            yield client
-    finally:
-        app.state.keys.close()
-        app.state.users.close()
+    # Keys live in the state database.
+    await controller.open_stores()
+    default_reader = reads_with(await app.state.keys.create("test reader (admin)", Role.ADMIN))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://api",
+        event_hooks={"request": [default_reader]},
+    ) as client:
+        yield client
 
 
 @asynccontextmanager

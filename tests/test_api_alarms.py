@@ -10,11 +10,11 @@ import httpx
 from sqlalchemy import select
 
 from api.app import create_app
-from api.keys import ApiKeyStore, Role
+from api.keys import Role
 from controller.config import LoadedConfig
 from controller.state.tables import alarm
 from simulators.faults import FaultKind, FaultSpec
-from tests.helpers import city_with_controller, reads_with
+from tests.helpers import city_with_controller, new_key, reads_with
 from tests.test_rules_e2e import city_doc, cycles
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
@@ -24,12 +24,9 @@ def city_with_keys(tmp_path: Path, write_config: WriteConfig) -> tuple[LoadedCon
     """The small test city's config with its API key store, and a viewer's and an
     engineer's key in it."""
     doc = city_doc(tmp_path)
-    doc["api"] = {"keys_path": str(tmp_path / "keys.db")}
     loaded = write_config(doc)
-    keys = ApiKeyStore(tmp_path / "keys.db")
-    viewer = keys.create("Zhou (viewer)", Role.VIEWER)
-    engineer = keys.create("Wang (engineer)", Role.ENGINEER)
-    keys.close()
+    viewer = new_key(loaded, "Zhou (viewer)", Role.VIEWER)
+    engineer = new_key(loaded, "Wang (engineer)", Role.ENGINEER)
     return loaded, viewer, engineer
 
 
@@ -91,7 +88,6 @@ async def test_alarm_actions_need_the_right_role_and_statistics_count_them(
             ).json()
             (row,) = report["rows"]
             assert row["cleared"] == 1 and 0 < row["mttr_s"] < 10
-        app.state.keys.close()
 
 
 async def test_alarms_are_acknowledged_and_shelved_in_bulk_with_refusals_named(
@@ -130,4 +126,3 @@ async def test_alarms_are_acknowledged_and_shelved_in_bulk_with_refusals_named(
             async with controller.state_db.connected().connect() as conn:
                 rows = (await conn.execute(select(alarm.c.id, alarm.c.acked_by))).all()
             assert all(dict(rows).get(i) == "Wang (engineer)" for i in ids)
-        app.state.keys.close()

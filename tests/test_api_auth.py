@@ -41,7 +41,7 @@ async def test_every_read_needs_a_reading_role_and_supervised_ones_the_centre(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
     loaded = write_config(small_city(tmp_path))
-    key = role_headers(tmp_path / "keys.db")
+    key = role_headers(loaded)
     async with Controller(loaded) as controller, api_client(controller) as client:
         await controller.open_stores()
         spec = (await client.get("/openapi.json", headers=ANON)).json()
@@ -76,7 +76,7 @@ async def test_a_config_opens_named_views_and_nothing_else(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
     doc = small_city(tmp_path)
-    doc["api"]["public"] = ["map", "devices"]
+    doc["api"] = {"public": ["map", "devices"]}
     loaded = write_config(doc)
     async with Controller(loaded) as controller, api_client(controller) as client:
         assert (await client.get("/map", headers=ANON)).status_code == 200
@@ -92,7 +92,7 @@ async def test_live_events_open_with_a_ticket_and_a_failing_address_is_throttled
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
     loaded = write_config(small_city(tmp_path))
-    key = role_headers(tmp_path / "keys.db")
+    key = role_headers(loaded)
     async with Controller(loaded) as controller, api_client(controller) as client:
         assert (await client.get("/events", headers=ANON)).status_code == 401
         issued = await client.post("/session/ticket", headers=key["viewer"])

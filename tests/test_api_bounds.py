@@ -21,8 +21,9 @@ HUGE = "99999999999999999999"
 
 
 @pytest.fixture
-def keys(tmp_path: Path) -> dict[str, dict[str, str]]:
-    return role_headers(tmp_path / "keys.db")
+def keys(tmp_path: Path, write_config: WriteConfig) -> dict[str, dict[str, str]]:
+    """A key of every role, in the state database of the small city the tests run."""
+    return role_headers(write_config(small_city(tmp_path)))
 
 
 async def test_odd_ids_dates_and_numbers_are_refused_with_a_reason(

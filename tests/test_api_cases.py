@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
-from api.keys import ApiKeyStore, Role
+from api.keys import Role
 from controller.assets.model import PoleAsset
 from controller.cases.exchange import CaseExport, json_schema
 from controller.config import LoadedConfig
 from controller.runtime import Controller
-from tests.helpers import api_client
+from tests.helpers import api_client, new_key
 from tests.test_cases_e2e import ROUTING
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
@@ -28,15 +28,11 @@ def test_the_published_exchange_schema_is_current() -> None:
 
 
 async def test_cases_and_open311_through_the_api(tmp_path: Path, write_config: WriteConfig) -> None:
-    loaded = write_config(
-        {"api": {"keys_path": str(tmp_path / "keys.db")}, "cases": {"routing": ROUTING}}
-    )
-    keys = ApiKeyStore(tmp_path / "keys.db")
-    app_key = keys.create("12345 hotline app", Role.REPORTER)
-    centre = {"X-API-Key": keys.create("Huang (command centre)", Role.DISPATCHER)}
-    crew = {"X-API-Key": keys.create("Liu (lighting crew)", Role.ENGINEER)}
-    viewer = {"X-API-Key": keys.create("Zhou", Role.VIEWER)}
-    keys.close()
+    loaded = write_config({"cases": {"routing": ROUTING}})
+    app_key = new_key(loaded, "12345 hotline app", Role.REPORTER)
+    centre = {"X-API-Key": new_key(loaded, "Huang (command centre)", Role.DISPATCHER)}
+    crew = {"X-API-Key": new_key(loaded, "Liu (lighting crew)", Role.ENGINEER)}
+    viewer = {"X-API-Key": new_key(loaded, "Zhou", Role.VIEWER)}
     async with Controller(loaded) as controller:
         await controller.open_stores()
         async with api_client(controller) as client:
@@ -161,14 +157,10 @@ def xml_items(text: str, root: str, item: str) -> list[dict[str, str]]:
 async def test_open311_walk_in_both_formats_with_every_filter(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
-    loaded = write_config(
-        {"api": {"keys_path": str(tmp_path / "keys.db")}, "cases": {"routing": ROUTING}}
-    )
-    keys = ApiKeyStore(tmp_path / "keys.db")
-    app_key = keys.create("12345 hotline app", Role.REPORTER)
-    centre = {"X-API-Key": keys.create("Huang (command centre)", Role.DISPATCHER)}
-    viewer = {"X-API-Key": keys.create("Zhou", Role.VIEWER)}
-    keys.close()
+    loaded = write_config({"cases": {"routing": ROUTING}})
+    app_key = new_key(loaded, "12345 hotline app", Role.REPORTER)
+    centre = {"X-API-Key": new_key(loaded, "Huang (command centre)", Role.DISPATCHER)}
+    viewer = {"X-API-Key": new_key(loaded, "Zhou", Role.VIEWER)}
     base = "/open311/v2"
     async with Controller(loaded) as controller:
         await controller.open_stores()

@@ -6,11 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from api.keys import ApiKeyStore, Role
+from api.keys import Role
 from controller.config import LoadedConfig
 from controller.runtime import Controller
 from simulators.fleet import SimulatedCity
-from tests.helpers import api_client, city_with_controller
+from tests.helpers import api_client, city_with_controller, new_key
 from tests.test_control import control_city
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
@@ -20,14 +20,11 @@ async def test_control_api_checks_roles_confirms_and_audits_every_command(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
     doc = control_city(tmp_path)
-    doc["api"] = {"keys_path": str(tmp_path / "keys.db")}
     doc["control"]["rate_limit"] = {"commands_per_minute": 1, "burst": 3}
     loaded = write_config(doc)
-    keys = ApiKeyStore(tmp_path / "keys.db")
-    viewer = {"X-API-Key": keys.create("Zhou", Role.VIEWER)}
-    dispatcher = {"X-API-Key": keys.create("Li (dispatch)", Role.DISPATCHER)}
-    engineer = {"Authorization": "Bearer " + keys.create("Chen Gong", Role.ENGINEER)}
-    keys.close()
+    viewer = {"X-API-Key": new_key(loaded, "Zhou", Role.VIEWER)}
+    dispatcher = {"X-API-Key": new_key(loaded, "Li (dispatch)", Role.DISPATCHER)}
+    engineer = {"Authorization": "Bearer " + new_key(loaded, "Chen Gong", Role.ENGINEER)}
     off_road = {"action": "off", "targets": {"road": "东风路"}}
     async with city_with_controller(loaded) as (city, controller):
         await controller.open_stores()
@@ -109,11 +106,8 @@ async def test_the_map_shows_a_confirmed_switch_at_once_not_at_the_next_poll(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
     doc = control_city(tmp_path)
-    doc["api"] = {"keys_path": str(tmp_path / "keys.db")}
     loaded = write_config(doc)
-    keys = ApiKeyStore(tmp_path / "keys.db")
-    engineer = {"X-API-Key": keys.create("Chen Gong", Role.ENGINEER)}
-    keys.close()
+    engineer = {"X-API-Key": new_key(loaded, "Chen Gong", Role.ENGINEER)}
     async with SimulatedCity(loaded), Controller(loaded) as controller:
         await controller.open_stores()
         await controller.poller.push(await controller.poller.poll_all_once())

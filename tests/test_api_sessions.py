@@ -16,19 +16,30 @@ from api.keys import Role
 from api.users import UserStore
 from controller.config import LoadedConfig
 from controller.runtime import Controller
-from tests.helpers import api_client, role_headers
+from controller.state.legacy import opened_state
+from tests.helpers import api_client, on_own_loop, role_headers
 from tests.test_operations import small_city
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
 PASSWORD = "Hai-Bin 2026 lights"
 
 
-def add_user(keys_path: Path, username: str, role: Role, password: str = PASSWORD) -> None:
-    store = UserStore(keys_path)
-    try:
-        store.create(username, f"{username} (test)", role, password)
-    finally:
-        store.close()
+def add_user(loaded: LoadedConfig, username: str, role: Role, password: str = PASSWORD) -> None:
+    async def create() -> None:
+        async with opened_state(loaded) as db:
+            await UserStore(db).create(username, f"{username} (test)", role, password)
+
+    on_own_loop(create)
+
+
+def logs_in(loaded: LoadedConfig, username: str) -> bool:
+    """Whether the user gets a session with the test password."""
+
+    async def login() -> bool:
+        async with opened_state(loaded) as db:
+            return (await UserStore(db).login(username, PASSWORD)).session is not None
+
+    return on_own_loop(login)
 
 
 def cookie_of(response: httpx.Response) -> dict[str, str]:
@@ -51,8 +62,8 @@ async def test_a_person_logs_in_and_a_change_needs_the_sessions_csrf_token(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
     loaded = write_config(small_city(tmp_path))
-    add_user(tmp_path / "keys.db", "chen", Role.ENGINEER)
-    add_user(tmp_path / "keys.db", "zhou", Role.VIEWER)
+    add_user(loaded, "chen", Role.ENGINEER)
+    add_user(loaded, "zhou", Role.VIEWER)
     async with Controller(loaded) as controller, api_client(controller) as client:
         await controller.open_stores()
         for username, password in (("chen", "wrong password 1"), ("nobody", PASSWORD)):
@@ -113,8 +124,8 @@ async def test_five_wrong_passwords_lock_the_account_even_against_the_right_one(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
     loaded = write_config(small_city(tmp_path))
-    add_user(tmp_path / "keys.db", "huang", Role.FLOOD_DUTY)
-    admin = role_headers(tmp_path / "keys.db")["admin"]
+    add_user(loaded, "huang", Role.FLOOD_DUTY)
+    admin = role_headers(loaded)["admin"]
     async with Controller(loaded) as controller, api_client(controller) as client:
         for attempt in range(5):
             wrong = await login(client, "huang", f"guess number {attempt}")
@@ -138,7 +149,7 @@ async def test_admins_manage_accounts_and_a_new_role_or_disabling_ends_sessions(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
     loaded = write_config(small_city(tmp_path))
-    key = role_headers(tmp_path / "keys.db")
+    key = role_headers(loaded)
     async with Controller(loaded) as controller, api_client(controller) as client:
         new = {"username": "li.wei", "name": "李伟", "role": "dispatcher", "password": PASSWORD}
         refused = await client.post("/users", json=new, headers=key["dispatcher"])
@@ -189,14 +200,10 @@ def test_streetsense_users_adds_and_disables_people_without_passwords_on_the_com
     monkeypatch.setenv("STREETSENSE_PASSWORD", "weak")
     assert cli(["users", "passwd", "chen", "-c", config]) == 1
     assert "at least 10 characters" in capsys.readouterr().err
-    store = UserStore(tmp_path / "keys.db")
-    try:
-        assert store.login("chen", PASSWORD).session is not None
-        assert cli(["users", "disable", "chen", "-c", config]) == 0
-        assert store.login("chen", PASSWORD).session is None
-        capsys.readouterr()
-        assert cli(["users", "list", "-c", config]) == 0
-        [line] = capsys.readouterr().out.splitlines()
-        assert line.split()[:3] == ["chen", "engineer", "disabled"] and "陈工" in line
-    finally:
-        store.close()
+    assert logs_in(loaded, "chen")
+    assert cli(["users", "disable", "chen", "-c", config]) == 0
+    assert not logs_in(loaded, "chen")
+    capsys.readouterr()
+    assert cli(["users", "list", "-c", config]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.split()[:3] == ["chen", "engineer", "disabled"] and "陈工" in line

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from api.keys import ApiKeyStore, Role
+from api.keys import Role
 from controller.config import LoadedConfig
 from controller.control.audit import Actor
 from controller.control.dispatcher import CommandRefused, CommandRequest
 from controller.control.selector import GroupSelector
 from controller.control.writes import Action
 from controller.runtime import Controller
-from tests.helpers import api_client, sqlite_state
+from tests.helpers import api_client, new_key, sqlite_state
 from tests.test_control import control_city
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
@@ -60,12 +60,9 @@ async def test_bulk_import_reports_each_rejected_row_and_keeps_the_good_ones(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
     doc = control_city(tmp_path)
-    doc["api"] = {"keys_path": str(tmp_path / "keys.db")}
     loaded = write_config(doc)
-    keys = ApiKeyStore(tmp_path / "keys.db")
-    engineer = {"X-API-Key": keys.create("Chen Gong", Role.ENGINEER)}
-    viewer = {"X-API-Key": keys.create("Zhou", Role.VIEWER)}
-    keys.close()
+    engineer = {"X-API-Key": new_key(loaded, "Chen Gong", Role.ENGINEER)}
+    viewer = {"X-API-Key": new_key(loaded, "Zhou", Role.VIEWER)}
     async with Controller(loaded) as controller:
         await controller.open_stores()
         async with api_client(controller) as client:

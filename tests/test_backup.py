@@ -19,9 +19,10 @@ from api.keys import ApiKeyStore, Role
 from controller.config import LoadedConfig
 from controller.data_lock import DataDirLock
 from controller.runtime import Controller
+from controller.state.legacy import opened_state
 from simulators.faults import FaultKind, FaultSpec
 from simulators.servers import free_port
-from tests.helpers import ROOT, city_with_controller, streetsense
+from tests.helpers import ROOT, city_with_controller, new_key, on_own_loop, streetsense
 from tests.test_cases_e2e import case_city
 from tests.test_rules_e2e import cycles
 
@@ -35,11 +36,19 @@ def readings(db: Path) -> int:
 
 
 def key_names(loaded: LoadedConfig) -> set[str]:
-    store = ApiKeyStore(loaded.data_path(loaded.config.api.keys_path))
-    try:
-        return {k.name for k in store.list() if k.revoked_at is None}
-    finally:
-        store.close()
+    async def names() -> set[str]:
+        async with opened_state(loaded) as db:
+            return {k.name for k in await ApiKeyStore(db).list() if k.revoked_at is None}
+
+    return on_own_loop(names)
+
+
+def revoke_named(loaded: LoadedConfig, name: str) -> None:
+    async def revoke() -> None:
+        async with opened_state(loaded) as db:
+            assert await ApiKeyStore(db).revoke_named(name) == 1
+
+    on_own_loop(revoke)
 
 
 async def test_a_backup_taken_while_running_restores_exactly_what_it_held(
@@ -49,9 +58,7 @@ async def test_a_backup_taken_while_running_restores_exactly_what_it_held(
     config = str(loaded.path)
     backup_dir = tmp_path / "backup"
     embedded = loaded.data_path(loaded.config.storage.embedded.path)
-    store = ApiKeyStore(loaded.data_path(loaded.config.api.keys_path))
-    store.create("city platform", Role.VIEWER)
-    store.close()
+    new_key(loaded, "city platform", Role.VIEWER)
     async with city_with_controller(loaded) as (city, controller):
         await controller.open_stores()
         city.inject(FaultSpec(kind=FaultKind.LAMP_BURNT_OUT, device="CAB-L003"))
@@ -66,16 +73,13 @@ async def test_a_backup_taken_while_running_restores_exactly_what_it_held(
         assert code == 0, err
         manifest = json.loads((backup_dir / "manifest.json").read_text(encoding="utf-8"))
         names = {s["name"] for s in manifest["stores"]}
-        assert names == {"state", "telemetry", "keys-and-users"}
+        assert names == {"state", "telemetry"}
         assert f"{len(manifest['stores'])} databases backed up to {backup_dir}" in out
 
         # Life goes on after the backup: the lamp is mended, a key is revoked.
         city.clear("CAB-L003")
         await cycles(controller, 6)
-    store = ApiKeyStore(loaded.data_path(loaded.config.api.keys_path))
-    [key] = [k for k in store.list() if k.name == "city platform"]
-    store.revoke(key.key_id)
-    store.close()
+    revoke_named(loaded, "city platform")
     assert (await _case_stage(loaded, case.id)) != case.stage
 
     # A backup folder already holding one is refused: nothing is overwritten.
@@ -112,15 +116,11 @@ async def test_a_changed_backup_is_refused_before_anything_is_written(
 ) -> None:
     loaded = write_config(case_city(tmp_path))
     config = str(loaded.path)
-    store = ApiKeyStore(loaded.data_path(loaded.config.api.keys_path))
-    store.create("before", Role.VIEWER)
-    store.close()
+    new_key(loaded, "before", Role.VIEWER)
     code, _, err = await streetsense("db", "backup", "-c", config, str(tmp_path / "b"))
     assert code == 0, err
-    store = ApiKeyStore(loaded.data_path(loaded.config.api.keys_path))
-    store.create("after", Role.VIEWER)
-    store.close()
-    copy = tmp_path / "b" / "keys-and-users.db"
+    new_key(loaded, "after", Role.VIEWER)
+    copy = tmp_path / "b" / "state.db"
     copy.write_bytes(copy.read_bytes() + b"\0")
     code, _, err = await streetsense("db", "restore", "-c", config, str(tmp_path / "b"))
     assert code == 1 and "changed since the backup" in err

@@ -4,7 +4,6 @@ and a database from a newer release refused with what to do."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,21 +21,12 @@ from controller.control.audit import Actor
 from controller.registry import Registry
 from controller.state.database import Base, StateDatabase
 from controller.state.schema import SchemaError, head_revision
+from simulators.servers import fresh_postgres_database
 from tests.helpers import streetsense
 
 CASE_TABLES = ("cases", "case_transitions", "case_photos", "webhook_outbox")
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
 CLERK = Actor("Chen (command centre)", "k1", "dispatcher")
-
-
-async def fresh_postgres_database(server_url: str) -> str:
-    """A new, empty database on the test server; its URL."""
-    name = f"schema_{uuid.uuid4().hex[:10]}"
-    admin = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    await admin.dispose()
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -63,7 +63,6 @@ def energy_city(tmp_path: Path) -> dict[str, Any]:
             },
         ],
         "storage": {"embedded": {"path": str(tmp_path / "e.db")}},
-        "api": {"keys_path": str(tmp_path / "keys.db")},
     }
 
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from api.app import create_app
-from api.keys import ApiKeyStore, Role
+from api.keys import Role
 from api.serve import uvicorn_server
 from controller.config import LoadedConfig, LoggingConfig
 from controller.logs import configure_logging
@@ -26,7 +26,7 @@ from controller.runtime import Controller
 from controller.startup import listen_socket
 from simulators.fleet import SimulatedCity
 from simulators.servers import Prometheus, free_port
-from tests.helpers import api_client
+from tests.helpers import api_client, new_key
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
 ROOT = Path(__file__).parent.parent
@@ -57,7 +57,6 @@ def small_city(tmp_path: Path, dead_link: bool = False) -> dict[str, Any]:
         ],
         "gauges": gauges,
         "rules": [{"id": "comm", "kind": "comm_loss", "intervals": 5}],
-        "api": {"keys_path": str(tmp_path / "keys.db")},
     }
 
 
@@ -125,10 +124,8 @@ async def test_prometheus_scrapes_the_running_controller(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
     loaded = write_config(small_city(tmp_path))
-    keys = ApiKeyStore(tmp_path / "keys.db")
-    viewer = keys.create("prometheus", Role.VIEWER)
-    reporter = keys.create("hotline app", Role.REPORTER)
-    keys.close()
+    viewer = new_key(loaded, "prometheus", Role.VIEWER)
+    reporter = new_key(loaded, "hotline app", Role.REPORTER)
     async with SimulatedCity(loaded), Controller(loaded) as controller:
         await controller.start()
         async with served(controller) as target, httpx.AsyncClient() as http:
@@ -248,8 +245,8 @@ def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
 async def test_the_api_docs_load_nothing_from_the_internet(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
-    controller = Controller(write_config(small_city(tmp_path)))
-    async with api_client(controller) as client:
+    loaded = write_config(small_city(tmp_path))
+    async with Controller(loaded) as controller, api_client(controller) as client:
         for page in ("/docs", "/redoc"):
             html = (await client.get(page)).text
             sources = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html)

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from api.keys import ApiKeyStore, Role
+from api.keys import Role
 from controller.config import LoadedConfig
 from controller.control.audit import Actor, AuditQuery
 from controller.control.selector import GroupSelector
@@ -28,7 +28,7 @@ from drivers.profile import Table
 from rules.astro import sun_times
 from simulators.fleet import SimulatedCity
 from simulators.servers import free_port
-from tests.helpers import api_client
+from tests.helpers import api_client, new_key
 from tests.test_rules_e2e import cycles
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
@@ -316,12 +316,9 @@ async def test_schedules_and_overrides_through_the_api(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
     doc = two_city_doc(tmp_path)
-    doc["api"] = {"keys_path": str(tmp_path / "keys.db")}
     loaded = write_config(doc)
-    keys = ApiKeyStore(tmp_path / "keys.db")
-    engineer = {"X-API-Key": keys.create("Chen Gong", Role.ENGINEER)}
-    viewer = {"X-API-Key": keys.create("Zhou", Role.VIEWER)}
-    keys.close()
+    engineer = {"X-API-Key": new_key(loaded, "Chen Gong", Role.ENGINEER)}
+    viewer = {"X-API-Key": new_key(loaded, "Zhou", Role.VIEWER)}
     clock = VirtualClock(local("2026-11-22T20:00"))
     async with SimulatedCity(loaded) as city, Controller(loaded, schedule_clock=clock) as ctl:
         ctl.commands.clock = clock.now

@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from controller.telemetry.embedded import stored_polls
+from simulators.field import create_key, field_config, simulated_field, streetsense, wait_for_port
 from simulators.servers import free_port
-from tests.field import create_key, field_config, simulated_field, streetsense, wait_for_port
 
 
 def test_run_serves_real_links_switches_and_stops_on_sigterm_losing_nothing(
@@ -192,4 +192,4 @@ def test_a_copied_config_finds_shipped_resources_and_writes_to_its_data_dir(
         env={**os.environ, "STREETSENSE_DATA_DIR": str(data)},
     )
     assert key.returncode == 0, key.stderr
-    assert (data / "keys.db").exists() and not (elsewhere / "var").exists()
+    assert (data / "state.db").exists() and not (elsewhere / "var").exists()

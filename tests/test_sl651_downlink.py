@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from api.keys import ApiKeyStore, Role
+from api.keys import Role
 from controller.config import LoadedConfig
 from controller.runtime import Controller
 from drivers.sl651 import frame as fr
@@ -22,7 +22,7 @@ from drivers.sl651.downlink import Downlink, DownlinkState
 from drivers.sl651.listener import Sl651Listener, StationKey
 from simulators.servers import free_port
 from simulators.sl651_station import Sl651Station
-from tests.helpers import api_client
+from tests.helpers import api_client, new_key
 from tests.test_sl651 import station_city
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
@@ -42,14 +42,10 @@ async def started_listener(port: int, reports: list[Report]) -> Sl651Listener:
     return listener
 
 
-def api_station_city(
-    tmp_path: Path, write_config: WriteConfig
-) -> tuple[int, LoadedConfig, ApiKeyStore]:
-    """The one-station city with an API key store: its listener port, config, keys."""
+def api_station_city(tmp_path: Path, write_config: WriteConfig) -> tuple[int, LoadedConfig]:
+    """The one-station city for the API: its listener port and config."""
     port = free_port()
-    doc = station_city(tmp_path, port)
-    doc["api"] = {"keys_path": str(tmp_path / "keys.db")}
-    return port, write_config(doc), ApiKeyStore(tmp_path / "keys.db")
+    return port, write_config(station_city(tmp_path, port))
 
 
 async def _until_ended(client: Any, url: str, headers: dict[str, str]) -> dict[str, Any]:
@@ -152,11 +148,10 @@ async def test_a_station_that_does_not_answer_is_asked_three_times_then_fails(
 async def test_people_queue_station_commands_through_the_api_and_the_audit_log_keeps_them(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
-    port, loaded, keys = api_station_city(tmp_path, write_config)
-    viewer = {"X-API-Key": keys.create("Zhou", Role.VIEWER)}
-    duty = {"X-API-Key": keys.create("Huang (flood duty)", Role.FLOOD_DUTY)}
-    engineer = {"X-API-Key": keys.create("Chen Gong", Role.ENGINEER)}
-    keys.close()
+    port, loaded = api_station_city(tmp_path, write_config)
+    viewer = {"X-API-Key": new_key(loaded, "Zhou", Role.VIEWER)}
+    duty = {"X-API-Key": new_key(loaded, "Huang (flood duty)", Role.FLOOD_DUTY)}
+    engineer = {"X-API-Key": new_key(loaded, "Chen Gong", Role.ENGINEER)}
     station = Sl651Station(STATION, 0x1234, 1, TZ, clock_offset=-600.0)
     async with Controller(loaded) as controller:
         await controller.start()
@@ -216,9 +211,8 @@ async def test_people_queue_station_commands_through_the_api_and_the_audit_log_k
 async def test_a_period_query_fetches_what_a_station_stored_into_history_not_into_alarms(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
-    port, loaded, keys = api_station_city(tmp_path, write_config)
-    duty = {"X-API-Key": keys.create("Huang (flood duty)", Role.FLOOD_DUTY)}
-    keys.close()
+    port, loaded = api_station_city(tmp_path, write_config)
+    duty = {"X-API-Key": new_key(loaded, "Huang (flood duty)", Role.FLOOD_DUTY)}
     # The station kept levels while the centre could not hear it: last night's red water.
     hour = (int(time.time()) // 3600 - 6) * 3600
     station = Sl651Station(STATION, 0x1234, 1, TZ)
@@ -285,10 +279,9 @@ async def test_a_period_query_fetches_what_a_station_stored_into_history_not_int
 async def test_engineers_read_and_write_a_stations_runtime_settings(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
-    port, loaded, keys = api_station_city(tmp_path, write_config)
-    duty = {"X-API-Key": keys.create("Huang (flood duty)", Role.FLOOD_DUTY)}
-    engineer = {"X-API-Key": keys.create("Chen Gong", Role.ENGINEER)}
-    keys.close()
+    port, loaded = api_station_city(tmp_path, write_config)
+    duty = {"X-API-Key": new_key(loaded, "Huang (flood duty)", Role.FLOOD_DUTY)}
+    engineer = {"X-API-Key": new_key(loaded, "Chen Gong", Role.ENGINEER)}
     station = Sl651Station(STATION, 0x1234, 1, TZ)
     url = "/stations/WL-TUNNEL/commands"
     write = {"report_interval_h": 2, "level_base_1": -1.25, "add_report_level_1": 0.25}
@@ -371,7 +364,7 @@ async def test_engineers_read_and_write_a_stations_runtime_settings(
 async def test_a_station_whose_clock_drifts_gets_it_set_by_the_controller(
     tmp_path: Path, write_config: WriteConfig
 ) -> None:
-    port, loaded, _ = api_station_city(tmp_path, write_config)
+    port, loaded = api_station_city(tmp_path, write_config)
     station = Sl651Station(STATION, 0x1234, 1, TZ, clock_offset=-1200.0)  # 20 min slow
     async with Controller(loaded) as controller:
         await controller.start()

@@ -5,25 +5,32 @@ what was imported; the old name of the database keys still reads."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from api.keys import ApiKeyStore, Principal, Role
+from api.users import UserStore, hash_password
 from controller.cases.db import CaseRow
 from controller.config import LoadedConfig
 from controller.control.audit import Actor, AuditEntry, AuditQuery
 from controller.runtime import Controller
+from controller.state.schema import head_revision
 from drivers.errors import ConfigError
+from simulators.servers import fresh_postgres_database
 from tests.helpers import streetsense
-from tests.test_case_schema import fresh_postgres_database, make_previous_release_database
+from tests.test_case_schema import make_previous_release_database
 from tests.test_cases_e2e import case_city
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
 T = 1_800_000_000.0
+VIEWER = Role.VIEWER
 
 # The schemas of the release before the state database, as its stores created them.
 OLD_ALARMS = """CREATE TABLE alarm ("id" INTEGER PRIMARY KEY, "rule", "kind", "device",
@@ -44,6 +51,46 @@ OLD_OVERRIDES = """CREATE TABLE override (id INTEGER PRIMARY KEY AUTOINCREMENT,
  expires_at REAL NOT NULL, reason TEXT NOT NULL, who TEXT NOT NULL, key_id TEXT NOT NULL,
  role TEXT NOT NULL, created_at REAL NOT NULL, cancelled_at REAL,
  applied INTEGER NOT NULL DEFAULT 0, ended INTEGER NOT NULL DEFAULT 0)"""
+
+
+OLD_KEYS = [
+    "CREATE TABLE api_key (id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, "
+    "hash TEXT NOT NULL, created_at REAL NOT NULL, revoked_at REAL)",
+    "CREATE TABLE app_user (username TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, "
+    "hash TEXT NOT NULL, created_at REAL NOT NULL, disabled_at REAL, failures INTEGER NOT NULL "
+    "DEFAULT 0, locked_until REAL)",
+    "CREATE TABLE user_session (token_hash TEXT PRIMARY KEY, username TEXT NOT NULL, "
+    "csrf TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL)",
+]
+#: The old release's platform key, and a revoked one; a person and their open session.
+PLATFORM_KEY, REVOKED_KEY = "ssk_0badcafe_platform-secret", "ssk_0ldd0ff1_gone-secret"
+PASSWORD, COOKIE = "Jiang-Cheng 2026 night", "an-open-session-cookie"
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def write_old_keys(data: Path) -> None:
+    """keys.db of the old release: API keys, an account and its open session."""
+    with contextlib.closing(sqlite3.connect(data / "keys.db")) as db, db:
+        for ddl in OLD_KEYS:
+            db.execute(ddl)
+        db.executemany(
+            "INSERT INTO api_key VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                ("0badcafe", "city platform", "viewer", sha256("platform-secret"), T, None),
+                ("0ldd0ff1", "old app", "reporter", sha256("gone-secret"), T, T + 5),
+            ],
+        )
+        db.execute(
+            "INSERT INTO app_user VALUES (?, ?, ?, ?, ?, NULL, 0, NULL)",
+            ("huang", "黄（防汛）", "flood_duty", hash_password(PASSWORD), T),
+        )
+        db.execute(
+            "INSERT INTO user_session VALUES (?, ?, ?, ?, ?)",
+            (sha256(COOKIE), "huang", "csrf-token", time.time(), time.time() + 3600),
+        )
 
 
 def old_alarm(alarm_id: int, device: str, closed: bool) -> tuple[Any, ...]:
@@ -105,6 +152,7 @@ async def test_an_upgrade_imports_every_old_store_once_and_the_controller_carrie
         doc["database"] = {"url": state_url}
     loaded = write_config(doc)
     write_old_files(loaded.data_dir)
+    write_old_keys(loaded.data_dir)
     # The case database of the old release, in its default file, with a case in it.
     await make_previous_release_database(
         f"sqlite+aiosqlite:///{loaded.data_dir}/cases.db", without_contact=False
@@ -112,11 +160,11 @@ async def test_an_upgrade_imports_every_old_store_once_and_the_controller_carrie
 
     code, out, err = await streetsense("db", "upgrade", "-c", str(loaded.path))
     assert code == 0, err
-    assert "empty -> revision 0003" in out
+    assert f"empty -> revision {head_revision()}" in out
     imported = {line.split(":")[0] for line in out.splitlines() if line.startswith("imported ")}
     assert imported == {
         f"imported {loaded.data_dir / name}"
-        for name in ("alarms.db", "control.db", "assets.db", "schedules.db", "cases.db")
+        for name in ("alarms.db", "control.db", "assets.db", "schedules.db", "cases.db", "keys.db")
     }
     assert "2 alarm" in out and "2 audit" in out and "1 cases" in out
 
@@ -152,6 +200,15 @@ async def test_an_upgrade_imports_every_old_store_once_and_the_controller_carrie
         # The old case, and its id sequence carries on after it.
         case: CaseRow = await controller.cases.get(7)
         assert (case.title, case.stage) == ("路灯不亮", "filed")
+        # The platform's key still admits it, the revoked one still does not; the officer
+        # logs in with her password, and the session she had open is still open.
+        keys = ApiKeyStore(controller.state_db)
+        assert await keys.verify(PLATFORM_KEY) == Principal("0badcafe", "city platform", VIEWER)
+        assert await keys.verify(REVOKED_KEY) is None
+        users = UserStore(controller.state_db)
+        assert (await users.login("huang", PASSWORD)).session is not None
+        session = await users.session(COOKIE)
+        assert session is not None and session.principal.role is Role.FLOOD_DUTY
 
 
 async def test_a_controller_imports_at_start_without_a_manual_upgrade(

@@ -227,7 +227,7 @@ async def create_request(fmt: Format, request: Request, controller: ControllerDe
         or request.query_params.get("api_key")
         or request.headers.get("x-api-key")
     )
-    principal = request.app.state.keys.verify(str(key)) if key else None
+    principal = await request.app.state.keys.verify(str(key)) if key else None
     if principal is None:
         return error(fmt, 403, "a valid api_key is required to create requests")
     jurisdiction = fields.get("jurisdiction_id") or request.query_params.get("jurisdiction_id")

@@ -30,7 +30,7 @@ def _secure(request: Request) -> bool:
 
 
 @router.post("/login", response_model=SessionOut)
-def login(body: LoginIn, request: Request, response: Response) -> SessionOut:
+async def login(body: LoginIn, request: Request, response: Response) -> SessionOut:
     """Open a session: 401 for a wrong username or password (which one is not said),
     429 while the account or the address is locked after repeated failures."""
     address = request.client.host if request.client else "?"
@@ -44,7 +44,7 @@ def login(body: LoginIn, request: Request, response: Response) -> SessionOut:
             PeopleMessage("refusal.address_locked"),
             headers={"Retry-After": str(int(wait) + 1)},
         )
-    result = users(request).login(body.username, body.password)
+    result = await users(request).login(body.username, body.password)
     if result.session is None:
         throttle.failed(address, now)
         log.warning("failed login for %r from %s", body.username[:64], address)
@@ -79,9 +79,9 @@ def login(body: LoginIn, request: Request, response: Response) -> SessionOut:
 
 
 @router.post("/logout", status_code=204)
-def logout(request: Request, response: Response, _principal: CurrentPrincipal) -> None:
+async def logout(request: Request, response: Response, _principal: CurrentPrincipal) -> None:
     """End the caller's session (with its CSRF token, like every change)."""
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        users(request).logout(cookie)
+        await users(request).logout(cookie)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")

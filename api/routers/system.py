@@ -17,7 +17,8 @@ from api.auth import AuthThrottle, Reader, TicketSigner, require
 from api.deps import ControllerDep
 from api.keys import Principal, Role
 from api.metrics import controller_registry
-from api.schemas import SystemHealth
+from api.schemas import LeadershipOut, SystemHealth, utc
+from controller.runtime import Controller
 from controller.service_health import assess
 
 router = APIRouter(tags=["system"])
@@ -44,8 +45,28 @@ def health(controller: ControllerDep) -> JSONResponse:
         devices=controller.registry.count_by_class(),
         poll_targets=len(polled),
         online=sum(1 for h in polled if h.online),
+        leadership=leadership_of(controller),
     )
-    return JSONResponse(body.model_dump(), status_code=503 if verdict.status == "failing" else 200)
+    status = 503 if verdict.status == "failing" else 200
+    return JSONResponse(body.model_dump(mode="json"), status_code=status)
+
+
+def leadership_of(controller: Controller) -> LeadershipOut | None:
+    """The pair as this node sees it (None for a controller alone)."""
+    elector = controller.leadership
+    if elector is None:
+        return None
+    leading = elector.leading
+    other = elector.other
+    return LeadershipOut(
+        role="leader" if leading else "standby",
+        node=elector.lease.node,
+        epoch=elector.epoch if leading else None,
+        since=utc(elector.since) if leading else None,
+        leader=elector.lease.node if leading else (other.holder if other else None),
+        leader_url=elector.lease.address if leading else (other.address if other else None),
+        database_reachable=elector.reachable,
+    )
 
 
 @router.get("/metrics", response_class=Response)

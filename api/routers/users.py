@@ -30,27 +30,27 @@ def user_out(user: UserInfo) -> UserOut:
 
 
 @router.get("", response_model=list[UserOut])
-def list_users(request: Request, _admin: Admin) -> list[UserOut]:
+async def list_users(request: Request, _admin: Admin) -> list[UserOut]:
     """Every account."""
-    return [user_out(u) for u in users(request).list()]
+    return [user_out(u) for u in await users(request).list()]
 
 
 @router.post("", status_code=201, response_model=UserOut)
-def create_user(body: UserCreateIn, request: Request, admin: Admin) -> UserOut:
+async def create_user(body: UserCreateIn, request: Request, admin: Admin) -> UserOut:
     """A new account; 409 if the username is taken, 422 for a weak password."""
     store = users(request)
-    if store.get(body.username) is not None:
+    if await store.get(body.username) is not None:
         raise HTTPException(409, f"user {body.username!r} already exists")
-    user = store.create(body.username, body.name, Role(body.role), body.password)
+    user = await store.create(body.username, body.name, Role(body.role), body.password)
     log.warning("%s created user %s (%s)", admin.name, user.username, user.role.value)
     return user_out(user)
 
 
 @router.patch("/{username}", response_model=UserOut)
-def update_user(username: str, body: UserUpdateIn, request: Request, admin: Admin) -> UserOut:
+async def update_user(username: str, body: UserUpdateIn, request: Request, admin: Admin) -> UserOut:
     """Change an account; a new role or password, or disabling it, ends its sessions."""
     try:
-        user = users(request).update(
+        user = await users(request).update(
             username,
             name=body.name,
             role=None if body.role is None else Role(body.role),

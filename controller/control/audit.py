@@ -9,13 +9,17 @@ off Dongfeng Road last night", not only who succeeded.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import or_, select
+from sqlalchemy.exc import DBAPIError
 
 from controller.state.database import StateDatabase
 from controller.state.tables import audit
+from drivers.errors import NotLeading
 
 _COLUMNS = [c.name for c in audit.c]
 
@@ -53,6 +57,8 @@ class AuditEntry:
     finished_at: float | None = None
     #: Per target: its status and, for a failure, why.
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The lease epoch of the leader that wrote it (None: a controller not in a pair).
+    epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,7 @@ def _row(entry: AuditEntry) -> dict[str, Any]:
         "failed": entry.failed,
         "finished_at": entry.finished_at,
         "results": json.dumps(entry.results, ensure_ascii=False),
+        "epoch": entry.epoch,
     }
 
 
@@ -104,7 +111,22 @@ def _entry(row: tuple[Any, ...]) -> AuditEntry:
         failed=row[13],
         finished_at=row[14],
         results=json.loads(row[15]),
+        epoch=row[16],
     )
+
+
+@contextmanager
+def _fenced() -> Iterator[None]:
+    """The fence of migration 0005 (PostgreSQL refusing an older epoch) as NotLeading."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if "fenced: epoch" not in str(exc.orig):
+            raise
+        raise NotLeading(
+            "this controller no longer leads its pair: "
+            + str(exc.orig).splitlines()[0].removeprefix("fenced: ")
+        ) from None
 
 
 class AuditLog:
@@ -112,18 +134,28 @@ class AuditLog:
 
     def __init__(self, db: StateDatabase) -> None:
         self.db = db
+        #: The epoch of this node's lease while it leads a pair: stamped on each new entry,
+        #: so that PostgreSQL refuses it once another node has taken over.
+        self.epoch: int | None = None
 
     async def append(self, entry: AuditEntry) -> int:
-        """Write a new entry; returns its id (also the command id)."""
-        async with self.db.connected().begin() as conn:
-            result = await conn.execute(audit.insert().values(_row(entry)).returning(audit.c.id))
-            entry.id = int(result.scalar_one())
+        """Write a new entry; returns its id (also the command id). NotLeading when the
+        database refuses it: another node of the pair has taken the lease since."""
+        if entry.epoch is None:
+            entry.epoch = self.epoch
+        with _fenced():
+            async with self.db.connected().begin() as conn:
+                statement = audit.insert().values(_row(entry)).returning(audit.c.id)
+                entry.id = int((await conn.execute(statement)).scalar_one())
         return entry.id
 
     async def update(self, entry: AuditEntry) -> None:
         """Record how an entry's command ended (the whole entry is written again)."""
-        async with self.db.connected().begin() as conn:
-            await conn.execute(audit.update().where(audit.c.id == entry.id).values(_row(entry)))
+        if entry.epoch is None:
+            entry.epoch = self.epoch
+        with _fenced():
+            async with self.db.connected().begin() as conn:
+                await conn.execute(audit.update().where(audit.c.id == entry.id).values(_row(entry)))
 
     async def get(self, entry_id: int) -> AuditEntry | None:
         """One entry by id."""

@@ -125,6 +125,10 @@ class CommandRequest:
     lamps: tuple[int, ...] | None = None
 
 
+#: Why a target was not sent: the lease of this node's pair ran out or was taken over.
+NOT_LEADING = "not sent: this controller no longer leads its pair"
+
+
 class CommandDispatcher:
     """Accepts commands, carries them out over the links, and audits them."""
 
@@ -141,6 +145,8 @@ class CommandDispatcher:
         self.links = links
         self.audit = audit
         self.config = config
+        #: Asked before every write to a device: in a pair, whether this node still leads.
+        self.may_write: Callable[[], bool] = lambda: True
         self.clock = clock
         #: Poles the asset register knows on a circuit (many have no controller).
         self.poles_on = poles_on
@@ -336,6 +342,9 @@ class CommandDispatcher:
     async def _run_link(self, command: Command, link: ModbusLink, units: list[UnitCommand]) -> None:
         sent: list[UnitCommand] = []
         for unit in units:
+            if not self.may_write():
+                self._set(command, unit.targets, TargetStatus.FAILED, NOT_LEADING)
+                continue
             try:
                 for write in unit.writes:
                     await link.write(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from zoneinfo import ZoneInfo
 
 from controller.control.audit import Actor, AuditEntry, AuditLog
+from controller.control.dispatcher import NOT_LEADING
 from controller.registry import Registry
 from controller.schedules.device_tables import (
     TablePush,
@@ -35,6 +37,8 @@ class DeviceTablePusher:
         self.tz = tz
         #: cabinet id -> the last push to it (the API's push status).
         self.tables: dict[str, TablePush] = {}
+        #: Asked before a push: in a pair, whether this node still leads.
+        self.may_write: Callable[[], bool] = lambda: True
 
     async def push(
         self, place: SchedulePlace, steps: list[PlannedStep], night: date, now: float
@@ -46,6 +50,8 @@ class DeviceTablePusher:
         result = TablePush(cabinet.id, now, night.isoformat(), 0, False)
         if not isinstance(profile, DeviceProfile) or profile.time_table is None:
             result.detail = f"profile {profile.name} has no time table"
+        elif not self.may_write():
+            result.detail = NOT_LEADING
         else:
             try:
                 table = collapse_ramps(steps)

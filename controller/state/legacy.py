@@ -1,7 +1,7 @@
 """The one-time import of the SQLite files each store kept before the state database.
 
 A controller upgraded from that release finds alarms.db, control.db,
-assets.db, schedules.db and cases.db in its data folder. At start, each file
+assets.db, schedules.db, cases.db and keys.db in its data folder. At start, each file
 not yet imported is copied, table by table and column by column, into the
 state database (SQLite or PostgreSQL) in one transaction, and recorded in
 ``legacy_import`` so it is never copied twice. The files are left where they
@@ -17,6 +17,7 @@ import json
 import logging
 import sqlite3
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ def legacy_files(loaded: LoadedConfig) -> list[LegacyFile]:
         ("assets", cfg.assets.db_path),
         ("overrides", cfg.schedules.db_path),
         ("cases", LEGACY_CASES_FILE),
+        ("keys-and-users", cfg.api.keys_path),
     ]
     by_path: dict[Path, list[str]] = {}
     for store, relative in named:
@@ -152,3 +154,16 @@ async def import_legacy(db: StateDatabase, files: list[LegacyFile]) -> list[Impo
         )
         imported.append(ImportedFile(legacy.path, counts))
     return imported
+
+
+@contextlib.asynccontextmanager
+async def opened_state(loaded: LoadedConfig) -> AsyncIterator[StateDatabase]:
+    """The config's state database, open and with the old files imported, as at start
+    (for the command line, which may run before the first start of this release)."""
+    db = StateDatabase.of_config(loaded)
+    await db.open()
+    try:
+        await import_legacy(db, legacy_files(loaded))
+        yield db
+    finally:
+        await db.close()

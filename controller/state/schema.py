@@ -19,7 +19,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 #: The schema as the last release before migrations created it.
@@ -78,6 +78,9 @@ async def ensure_schema(engine: AsyncEngine, upgrade: bool) -> tuple[SchemaState
     """Bring the database to this release's schema (``upgrade``: also an existing one);
     returns the state before and after, or raises a SchemaError saying what to do."""
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # The two nodes of a pair may start together: one migrates, the other waits.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('streetsense-schema'))"))
         before = await conn.run_sync(_state)
         if before.current is not None and not _known(before.current):
             raise SchemaError(

@@ -78,6 +78,8 @@ audit = Table(
     # Text, not JSON: the log is searched for a target with LIKE on this text.
     Column("results", Text, nullable=False, server_default="{}"),
     Index("audit_at", "at"),
+    #: The lease epoch of the leader that wrote it (None: a single controller).
+    Column("epoch", Integer),
 )
 
 #: Manual overrides of the schedule.
@@ -113,6 +115,58 @@ pole = Table(
     Index("pole_road", "road"),
     Index("pole_grid", "grid"),
     Index("pole_cabinet", "cabinet", "circuit"),
+)
+
+#: API keys: the SHA-256 of each secret, never the secret (``api.keys``).
+api_key = Table(
+    "api_key",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("name", String, nullable=False),
+    Column("role", String, nullable=False),
+    Column("hash", String, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
+)
+
+#: People's accounts: a scrypt hash per password (``api.users``).
+app_user = Table(
+    "app_user",
+    metadata,
+    Column("username", String, primary_key=True),
+    Column("name", String, nullable=False),
+    Column("role", String, nullable=False),
+    Column("hash", String, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("disabled_at", Float),
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("locked_until", Float),
+)
+
+#: Open browser sessions: the SHA-256 of each cookie token.
+user_session = Table(
+    "user_session",
+    metadata,
+    Column("token_hash", String, primary_key=True),
+    Column("username", String, nullable=False),
+    Column("csrf", String, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("user_session_user", "username"),
+)
+
+#: The lease of an active/standby pair: one row, held by the node that leads.
+leader_lease = Table(
+    "leader_lease",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("holder", String, nullable=False),
+    #: Grows by one at each change of holder: the fencing token.
+    Column("epoch", Integer, nullable=False),
+    Column("since", Float, nullable=False),
+    #: In the database's clock, so the nodes' clocks need not agree.
+    Column("expires_at", Float, nullable=False),
+    Column("address", String, nullable=False, server_default=""),
 )
 
 #: SQLite files of the release before the state database, imported once each.

@@ -26,8 +26,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from controller.telemetry.embedded import stored_polls
+from simulators.field import create_key, field_config, simulated_field, wait_for_port
 from simulators.servers import Influxd, Mosquitto, free_port
-from tests.field import create_key, field_config, simulated_field, wait_for_port
 
 Point = tuple[str, int]
 #: Seconds between the poller's hand-overs to the pipeline in these fields.

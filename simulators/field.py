@@ -1,6 +1,6 @@
 """A small field run as a city would: ``streetsense simulate`` devices, ``streetsense run``.
 
-Shared by the tests that run the controller as a subprocess.
+Shared by the tests and benchmarks that run the controller as a subprocess.
 """
 
 from __future__ import annotations

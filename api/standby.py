@@ -1,0 +1,71 @@
+"""The standby of a pair refers callers to the leader.
+
+Everything the standby could answer from memory (alarms, latest values,
+commands) is the leader's to know, and everything that changes state is the
+leader's to do. So the standby answers its health, metrics and API docs, and
+every other call with 503, the leader's name and address in the reason and in
+``X-Streetsense-Leader``, and ``Retry-After``: a client (or the console) tries
+the leader, or again here after a take-over. A person opening the console
+here is redirected to the leader's.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from controller.runtime import Controller
+
+#: What a standby answers itself.
+STANDBY_SERVES = ("/health", "/metrics", "/openapi.json", "/docs", "/redoc")
+LEADER_HEADER = "x-streetsense-leader"
+RETRY_SECONDS = 2
+
+
+class StandbyReferral:
+    """ASGI middleware: on a standby, 503 with the leader for all but :data:`STANDBY_SERVES`."""
+
+    def __init__(self, app: ASGIApp, controller: Controller) -> None:
+        self.app = app
+        self.controller = controller
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.controller.role != "standby":
+            await self.app(scope, receive, send)
+            return
+        path = str(scope.get("path", ""))
+        if any(path == p or path.startswith(p + "/") for p in STANDBY_SERVES):
+            await self.app(scope, receive, send)
+            return
+        elector = self.controller.leadership
+        other = elector.other if elector is not None else None
+        leader, url = (other.holder, other.address) if other else ("", "")
+        if url and path == "/" and scope.get("method") == "GET":
+            # A person opening the console here is sent to the leader's.
+            headers = [(b"location", url.rstrip("/").encode() + b"/"), (b"content-length", b"0")]
+            await send({"type": "http.response.start", "status": 307, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await self._refer(send, leader, url)
+
+    async def _refer(self, send: Send, leader: str, url: str) -> None:
+        reason = (
+            f"this controller is the standby: {leader} leads, at {url}"
+            if leader
+            else "this controller is the standby and no controller leads just now: try again"
+        )
+        body = {
+            "detail": reason,
+            "message": {"key": "refusal.standby", "params": {"leader": leader, "url": url}},
+        }
+        content = json.dumps(body, ensure_ascii=False).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(content)).encode()),
+            (b"retry-after", str(RETRY_SECONDS).encode()),
+        ]
+        if url:
+            headers.append((LEADER_HEADER.encode(), url.encode()))
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
