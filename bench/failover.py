@@ -155,7 +155,7 @@ def _restart_run(folder: Path) -> dict[str, float]:
         try:
             node.start()
             node.wait_for("single")
-            time.sleep(1.0)
+            time.sleep(LEASE_SECONDS)  # as long as the pair runs before its kill
             killed_at = time.time()
             started = time.monotonic()
             node.kill()
