@@ -24,7 +24,7 @@ from controller.latest import LatestValues
 from controller.leadership.elector import LeaderElector
 from controller.leadership.lease import LeaderLease
 from controller.link_factory import build_link
-from controller.poller import Poller
+from controller.poller import BatchHandler, Poller
 from controller.registry import Registry
 from controller.rule_service import RuleService
 from controller.schedules.clocks import ScheduleClock, WallClock
@@ -38,6 +38,7 @@ from controller.state.legacy import import_legacy, legacy_files
 from controller.station_commands import StationCommands
 from controller.station_reports import StationReports
 from controller.telemetry.pipeline import TelemetryPipeline
+from drivers.readings import ReadingBatch
 from drivers.sl651.encoding import ENCODINGS
 from drivers.sl651.listener import Sl651Listener, StationKey
 from drivers.sources import SourceDevice
@@ -160,6 +161,26 @@ class Controller:
         """Whether this controller may send to devices now (in a pair: while it leads)."""
         return self.leadership is None or self.leadership.holds()
 
+    def may_judge(self) -> bool:
+        """Whether batches may raise alarms and cases here now.
+
+        A leader whose lease ran out while the database answered its last try has
+        been paused (SIGSTOP, a frozen VM): the other node may lead by now, and
+        alarms judged here would be raised twice. One that lost the database keeps
+        judging (nobody can take over meanwhile): its alarms wait to be written.
+        """
+        elector = self.leadership
+        return elector is None or elector.holds() or not elector.reachable
+
+    def _judged(self, handler: BatchHandler) -> BatchHandler:
+        """``handler``, called only while :meth:`may_judge`."""
+
+        async def judged(batch: ReadingBatch) -> None:
+            if self.may_judge():
+                await handler(batch)
+
+        return judged
+
     @property
     def role(self) -> Literal["single", "leader", "standby"]:
         """A controller alone, or which of its pair this one is."""
@@ -247,8 +268,8 @@ class Controller:
         the next batch's alarms.
         """
         self.poller.subscribe(self.telemetry.on_batch)
-        self.poller.subscribe(self.rules.on_batch)
-        self.poller.subscribe(self.case_feed.on_batch)
+        self.poller.subscribe(self._judged(self.rules.on_batch))
+        self.poller.subscribe(self._judged(self.case_feed.on_batch))
         manager = self.rules.manager
         if self.rules.flood_watch is not None:
             manager.subscribe(self.rules.flood_watch.on_notice)
