@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import os
 import secrets
 import time
@@ -18,16 +17,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from sqlalchemy import ColumnElement, select
-from sqlalchemy.exc import SQLAlchemyError
 
+from api.remembered import Remembered
 from controller.state.database import StateDatabase
 from controller.state.tables import api_key
 
 ADMIN_KEY_ENV = "STREETSENSE_ADMIN_KEY"
-#: How long a verified key is taken as still valid before the database is asked again.
-RECHECK_SECONDS = 10.0
-
-log = logging.getLogger(__name__)
 
 
 class Role(StrEnum):
@@ -67,18 +62,12 @@ def _hash(secret: str) -> str:
 
 
 class ApiKeyStore:
-    """Keys in the state database, shared by every controller on it.
-
-    A verified key is remembered for :data:`RECHECK_SECONDS`: a request does not
-    wait on the database each time, a key revoked on another node stops working
-    within that time (on this node at once), and while the database is away a
-    key this node has already seen keeps working, so the duty console does not
-    lock its officers out during a PostgreSQL restart.
-    """
+    """Keys in the state database, shared by every controller on it; a verified key is
+    remembered for a moment (:mod:`api.remembered`)."""
 
     def __init__(self, db: StateDatabase) -> None:
         self.db = db
-        self._known: dict[str, _KnownKey] = {}
+        self._known: Remembered[str, _KnownKey] = Remembered()
 
     async def create(self, name: str, role: Role) -> str:
         """A new key; the returned token is shown once and never stored."""
@@ -107,7 +96,7 @@ class ApiKeyStore:
         async with self.db.connected().begin() as conn:
             revoked = list((await conn.execute(statement)).scalars())
         for key_id in revoked:
-            self._known.pop(key_id, None)
+            self._known.forget(key_id)
         return len(revoked)
 
     async def list(self) -> list[KeyInfo]:
@@ -138,31 +127,21 @@ class ApiKeyStore:
         return await self._lookup(key_id) is not None
 
     async def _lookup(self, key_id: str) -> _KnownKey | None:
-        """The active key of an id: remembered if checked lately (or the database is away)."""
-        known = self._known.get(key_id)
-        now = time.monotonic()
-        if known is not None and now - known.checked_at < RECHECK_SECONDS:
-            return known
-        c = api_key.c
-        statement = select(c.name, c.role, c.hash).where(c.id == key_id, c.revoked_at.is_(None))
-        try:
+        """The active key of an id (remembered if checked lately, or the database is away)."""
+
+        async def ask() -> _KnownKey | None:
+            c = api_key.c
+            statement = select(c.name, c.role, c.hash).where(c.id == key_id, c.revoked_at.is_(None))
             async with self.db.connected().connect() as conn:
                 row = (await conn.execute(statement)).first()
-        except (SQLAlchemyError, OSError):
-            if known is None:
-                raise
-            log.warning("state database unreachable: key %s admitted as last checked", key_id)
-            return known
-        if row is None:
-            self._known.pop(key_id, None)
-            return None
-        known = _KnownKey(Principal(key_id, row[0], Role(row[1])), row[2], now)
-        self._known[key_id] = known
-        return known
+            return (
+                None if row is None else _KnownKey(Principal(key_id, row[0], Role(row[1])), row[2])
+            )
+
+        return await self._known.get(key_id, ask, f"key {key_id}")
 
 
 @dataclass(frozen=True)
 class _KnownKey:
     principal: Principal
     hash: str
-    checked_at: float

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 
-from api.keys import RECHECK_SECONDS, Principal, Role
+from api.keys import Principal, Role
+from api.remembered import Remembered
 from controller.state.database import StateDatabase
 from controller.state.tables import app_user, user_session
 from drivers.errors import Invalid
@@ -125,13 +126,12 @@ class UserStore:
     """Users and their sessions in the state database, shared by every controller on it.
 
     Password hashing (tens of milliseconds of scrypt) runs on a worker thread. An open
-    session is remembered for :data:`~api.keys.RECHECK_SECONDS` like a key, and kept
-    while the database is away.
+    session is remembered for a moment like a key (:mod:`api.remembered`).
     """
 
     def __init__(self, db: StateDatabase) -> None:
         self.db = db
-        self._known: dict[str, tuple[Session, float]] = {}
+        self._known: Remembered[str, Session] = Remembered()
 
     async def create(self, username: str, name: str, role: Role, password: str) -> UserInfo:
         """A new user; UserError for a bad username, a weak password or a taken name."""
@@ -260,38 +260,32 @@ class UserStore:
         """The open session of a cookie token (None if unknown, expired or disabled)."""
         now = time.time() if now is None else now
         token_hash = _token_hash(token)
-        remembered = self._known.get(token_hash)
-        if remembered is not None and remembered[0].expires_at <= now:
-            self._known.pop(token_hash, None)
-            remembered = None
-        checked = time.monotonic()
-        if remembered is not None and checked - remembered[1] < RECHECK_SECONDS:
-            return remembered[0]
-        s, u = user_session.c, app_user.c
-        statement = (
-            select(u.username, u.name, u.role, s.csrf, s.expires_at)
-            .join_from(user_session, app_user, s.username == u.username)
-            .where(s.token_hash == token_hash, s.expires_at > now, u.disabled_at.is_(None))
-        )
-        try:
+
+        async def ask() -> Session | None:
+            s, u = user_session.c, app_user.c
+            statement = (
+                select(u.username, u.name, u.role, s.csrf, s.expires_at)
+                .join_from(user_session, app_user, s.username == u.username)
+                .where(s.token_hash == token_hash, s.expires_at > now, u.disabled_at.is_(None))
+            )
             async with self.db.connected().connect() as conn:
                 row = (await conn.execute(statement)).first()
-        except (SQLAlchemyError, OSError):
-            if remembered is None:
-                raise
-            return remembered[0]
-        if row is None:
-            self._known.pop(token_hash, None)
+            if row is None:
+                return None
+            principal = Principal(SESSION_KEY_PREFIX + row[0], row[1], Role(row[2]))
+            return Session(principal, row[3], row[4])
+
+        found = await self._known.get(token_hash, ask, "a session")
+        if found is not None and found.expires_at <= now:
+            # Remembered past its end: the database would not answer it either.
+            self._known.forget(token_hash)
             return None
-        principal = Principal(SESSION_KEY_PREFIX + row[0], row[1], Role(row[2]))
-        found = Session(principal, row[3], row[4])
-        self._known[token_hash] = (found, checked)
         return found
 
     async def logout(self, token: str) -> None:
         """End the session of a cookie token."""
         token_hash = _token_hash(token)
-        self._known.pop(token_hash, None)
+        self._known.forget(token_hash)
         async with self.db.connected().begin() as conn:
             await conn.execute(user_session.delete().where(user_session.c.token_hash == token_hash))
 
@@ -303,9 +297,7 @@ class UserStore:
     def _forget(self, username: str) -> None:
         """Drop this node's memory of the user's sessions (they have just ended)."""
         key_id = SESSION_KEY_PREFIX + username
-        for token_hash, (session, _) in list(self._known.items()):
-            if session.principal.key_id == key_id:
-                del self._known[token_hash]
+        self._known.forget_where(lambda session: session.principal.key_id == key_id)
 
 
 _USERS = select(

@@ -15,17 +15,14 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from controller.telemetry.embedded import stored_polls
-from simulators.field import field_config, simulated_field, wait_for_port
+from simulators.field import FieldController, field_config, simulated_field
 from simulators.servers import PostgresServer, free_port, fresh_postgres_database
 
 LEASE_SECONDS = 8.0
@@ -34,78 +31,11 @@ GAUGE = "WL-1"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-class BenchNode:
-    """One controller process of the field."""
-
-    def __init__(self, name: str, config: Path, folder: Path) -> None:
-        self.name = name
-        self.config = config
-        self.folder = folder
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def store(self) -> Path:
-        return self.folder / "var" / "streetsense.db"
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "STREETSENSE_NODE": self.name,
-            "STREETSENSE_ADVERTISE_URL": self.url,
-            "STREETSENSE_DATA_DIR": str(self.folder / "var"),
-        }
-        self.folder.mkdir(exist_ok=True)
-        command = [sys.executable, "-m", "api.cli", "run", "-c", str(self.config)]
-        with open(self.folder / "err.log", "ab") as err:
-            self.proc = subprocess.Popen(
-                [*command, "--port", str(self.port)],
-                cwd=self.folder,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-        wait_for_port(self.port, self.proc)  # type: ignore[arg-type]
-
-    def serving(self, role: str) -> bool:
-        """Whether the node is ``role`` (single, leader: with every device answering)."""
-        try:
-            health = httpx.get(f"{self.url}/health", timeout=2).json()
-        except (httpx.HTTPError, ValueError):
-            return False
-        pair = health.get("leadership") or {"role": "single"}
-        flowing = health.get("online") == health.get("poll_targets", -1) > 0
-        return bool(pair["role"] == role and (role == "standby" or flowing))
-
-    def wait_for(self, role: str, timeout: float = 60.0) -> float:
-        started = time.monotonic()
-        while not self.serving(role):
-            if time.monotonic() - started > timeout:
-                raise RuntimeError(f"{self.name} is not {role} after {timeout:g} s")
-            time.sleep(0.05)
-        return time.monotonic() - started
-
-    def cpu_seconds(self) -> float:
-        assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+def _cpu_seconds(node: FieldController) -> float:
+    """User and system CPU the node's process has used."""
+    assert node.proc is not None
+    fields = Path(f"/proc/{node.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def _gauge_times(store: Path) -> list[float]:
@@ -126,19 +56,19 @@ def _pair_run(folder: Path, state_url: str) -> dict[str, float]:
         "renew_seconds": RENEW_SECONDS,
     }
     config = field_config(folder, free_port(), database={"url": state_url}, leadership=leadership)
-    a, b = BenchNode("a", config, folder / "a"), BenchNode("b", config, folder / "b")
+    a, b = FieldController("a", config, folder / "a"), FieldController("b", config, folder / "b")
     with simulated_field(config):
         try:
             a.start()
-            a.wait_for("leader")
+            a.wait_for("leader", timeout=60)
             b.start()
-            b.wait_for("standby")
-            cpu_before, standing_from = b.cpu_seconds(), time.monotonic()
+            b.wait_for("standby", timeout=60)
+            cpu_before, standing_from = _cpu_seconds(b), time.monotonic()
             time.sleep(LEASE_SECONDS)  # a few renewals into the lease, as at a random moment
-            standby_cpu = (b.cpu_seconds() - cpu_before) / (time.monotonic() - standing_from)
+            standby_cpu = (_cpu_seconds(b) - cpu_before) / (time.monotonic() - standing_from)
             killed_at = time.time()
             a.kill()
-            took = b.wait_for("leader")
+            took = b.wait_for("leader", timeout=60)
             time.sleep(1.0)  # the new leader's first batch reaches its store
         finally:
             a.kill()
@@ -150,17 +80,17 @@ def _restart_run(folder: Path) -> dict[str, float]:
     """The baseline: one controller, killed and started again at once (systemd's
     Restart= with no delay)."""
     config = field_config(folder, free_port())
-    node = BenchNode("single", config, folder / "single")
+    node = FieldController("single", config, folder / "single")
     with simulated_field(config):
         try:
             node.start()
-            node.wait_for("single")
+            node.wait_for("single", timeout=60)
             time.sleep(LEASE_SECONDS)  # as long as the pair runs before its kill
             killed_at = time.time()
             started = time.monotonic()
             node.kill()
             node.start()
-            node.wait_for("single")
+            node.wait_for("single", timeout=60)
             took = time.monotonic() - started
             time.sleep(1.0)
         finally:

@@ -120,7 +120,6 @@ class Controller:
         #: Set when another node has taken the lease: the process should stop (and its
         #: service manager start it again, as the standby).
         self.deposed = asyncio.Event()
-        self._duties_started = False
         self._stores_open = False
         self._schedules_running = False
         #: What start opened, each with its stop; stop unwinds it in reverse.
@@ -188,8 +187,8 @@ class Controller:
             return "single"
         return "leader" if self.leadership.leading else "standby"
 
-    async def _elected(self, epoch: int) -> None:
-        self.audit.epoch = epoch
+    async def _elected(self) -> None:
+        # The epoch is already on the audit log (``_new_epoch`` runs first).
         try:
             await self.start_duties()
         except Exception:
@@ -309,7 +308,6 @@ class Controller:
         self._started.push_async_callback(self.commands.stop)
         await self.start_listeners()
         await self.start_schedules()
-        self._duties_started = True
         self.running = True
 
     async def start_listeners(self) -> None:
@@ -344,7 +342,6 @@ class Controller:
             await link.close()
         self._stores_open = False
         self._schedules_running = False
-        self._duties_started = False
         self.running = False
 
     async def __aenter__(self) -> Controller:

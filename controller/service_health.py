@@ -39,12 +39,10 @@ def assess(controller: Controller, now: float | None = None) -> ServiceHealth:
     now = time.time() if now is None else now
     if not controller.running:
         return ServiceHealth("failing", ["the controller is not running"])
-    if controller.leadership is not None:
-        lease = _lease_reasons(controller.leadership)
-        if not controller.leadership.leading:
-            return ServiceHealth("degraded" if lease else "ok", lease)
-    else:
-        lease = []
+    elector = controller.leadership
+    lease = [] if elector is None else _lease_reasons(elector)
+    if elector is not None and not elector.leading:
+        return ServiceHealth("degraded" if lease else "ok", lease)
     failing = _data_not_flowing(controller, now)
     if failing:
         return ServiceHealth("failing", failing)

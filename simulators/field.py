@@ -5,6 +5,7 @@ Shared by the tests and benchmarks that run the controller as a subprocess.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -12,9 +13,11 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from simulators.servers import free_port
@@ -99,3 +102,91 @@ def create_key(config: Path, name: str, role: str) -> str:
         cwd=config.parent,
     ).stdout
     return out.split()[0]
+
+
+@dataclass
+class FieldController:
+    """One ``streetsense run`` of a field as its service manager would run it: its own
+    data folder, node name and API address (for a pair), its output in files there."""
+
+    name: str
+    config: Path
+    folder: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def store(self) -> Path:
+        """Its embedded telemetry store."""
+        return self.folder / "var" / "streetsense.db"
+
+    def start(self) -> None:
+        """Start it and wait until its API listens."""
+        env = {
+            **os.environ,
+            "STREETSENSE_NODE": self.name,
+            "STREETSENSE_ADVERTISE_URL": self.url,
+            "STREETSENSE_DATA_DIR": str(self.folder / "var"),
+        }
+        self.folder.mkdir(exist_ok=True)
+        command = [sys.executable, "-m", "api.cli", "run", "-c", str(self.config)]
+        with open(self.folder / "out.log", "ab") as out, open(self.folder / "err.log", "ab") as err:
+            self.proc = subprocess.Popen(
+                [*command, "--port", str(self.port)],
+                cwd=self.folder,
+                env=env,
+                stdout=out,
+                stderr=err,
+            )
+        wait_for_port(self.port, self.proc)  # type: ignore[arg-type]
+
+    def health(self) -> dict[str, Any]:
+        """Its ``/health`` (an empty one while it does not answer)."""
+        try:
+            body: dict[str, Any] = httpx.get(f"{self.url}/health", timeout=5).json()
+        except (httpx.HTTPError, ValueError):
+            return {}
+        return body
+
+    def serving(self, role: str, health: dict[str, Any]) -> bool:
+        """Whether ``health`` says ``role`` (single or leader: with every device answering)."""
+        if not health:
+            return False
+        pair = health.get("leadership") or {"role": "single"}
+        flowing = health.get("online") == health.get("poll_targets", -1) > 0
+        return bool(pair.get("role") == role and (role == "standby" or flowing))
+
+    def wait_for(self, role: str, timeout: float = 30.0) -> float:
+        """Seconds until it is ``role``; TimeoutError, with its health and log, if not."""
+        started = time.monotonic()
+        health = self.health()
+        while not self.serving(role, health):
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"{self.name} is not {role}: {health}, {self.log()}")
+            time.sleep(0.05)
+            health = self.health()
+        return time.monotonic() - started
+
+    def log(self) -> str:
+        """The end of what it wrote to stderr."""
+        return (self.folder / "err.log").read_text(encoding="utf-8", errors="replace")[-3000:]
+
+    def kill(self) -> None:
+        """kill -9, and reap it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        """SIGTERM (after SIGCONT, should it be paused), kill -9 after 30 s."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()

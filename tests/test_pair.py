@@ -6,14 +6,10 @@ nothing, and PostgreSQL itself refuses an audit entry of an older epoch."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +23,7 @@ from controller.control.audit import Actor, AuditEntry, AuditLog
 from controller.state.database import StateDatabase
 from controller.state.tables import audit
 from drivers.errors import NotLeading
-from simulators.field import create_key, field_config, simulated_field, wait_for_port
+from simulators.field import FieldController, create_key, field_config, simulated_field
 from simulators.servers import free_port, fresh_postgres_database
 
 pytestmark = pytest.mark.slow
@@ -37,82 +33,19 @@ LEASE = {"enabled": True, "lease_seconds": 4.0, "renew_seconds": 1.0}
 OFF = {"action": "off", "targets": {"cabinets": ["CAB-1"], "circuits": [2]}}
 ON = {"action": "on", "targets": {"cabinets": ["CAB-1"], "circuits": [2]}}
 
-
-RUN = [sys.executable, "-m", "api.cli", "run"]
-
-
-@dataclass
-class Node:
-    """One controller of the pair, as its service manager would run it."""
-
-    name: str
-    port: int
-    config: Path
-    folder: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "STREETSENSE_NODE": self.name,
-            "STREETSENSE_ADVERTISE_URL": self.url,
-            "STREETSENSE_DATA_DIR": str(self.folder / "var"),
-        }
-        self.folder.mkdir(exist_ok=True)
-        with open(self.folder / "out.log", "ab") as out, open(self.folder / "err.log", "ab") as err:
-            self.proc = subprocess.Popen(
-                [*RUN, "-c", str(self.config), "--port", str(self.port)],
-                cwd=self.folder,
-                env=env,
-                stdout=out,
-                stderr=err,
-            )
-        wait_for_port(self.port, self.proc)  # type: ignore[arg-type]
-
-    def health(self) -> dict[str, Any]:
-        body: dict[str, Any] = httpx.get(f"{self.url}/health", timeout=5).json()
-        return body
-
-    def wait_for(self, role: str, timeout: float = 30.0) -> float:
-        """Seconds until this node's health says ``role`` (and, as leader, data flows)."""
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            try:
-                health = self.health()
-            except httpx.HTTPError:
-                health = {}
-            pair = health.get("leadership") or {}
-            if pair.get("role") == role and (
-                role == "standby" or health["online"] == health["poll_targets"] > 0
-            ):
-                return time.monotonic() - started
-            time.sleep(0.1)
-        raise AssertionError(f"{self.name} is not {role}: {health}, {self.log()}")
-
-    def log(self) -> str:
-        return (self.folder / "err.log").read_text(encoding="utf-8", errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+#: One controller of the pair.
+Node = FieldController
 
 
 @contextmanager
-def pair(tmp_path: Path, state_url: str) -> Iterator[tuple[Node, Node, dict[str, str]]]:
+def pair(
+    tmp_path: Path, state_url: str
+) -> Iterator[tuple[FieldController, FieldController, dict[str, str]]]:
     """The field's devices, two nodes (a leading, b the standby) and an engineer's key."""
     config = field_config(tmp_path, free_port(), database={"url": state_url}, leadership=LEASE)
     key = {"Authorization": "Bearer " + create_key(config, "Chen Gong", "engineer")}
-    a = Node("a", free_port(), config, tmp_path / "a")
-    b = Node("b", free_port(), config, tmp_path / "b")
+    a = FieldController("a", config, tmp_path / "a")
+    b = FieldController("b", config, tmp_path / "b")
     with simulated_field(config):
         try:
             a.start()

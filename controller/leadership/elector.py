@@ -36,7 +36,7 @@ class LeaderElector:
         self,
         lease: LeaderLease,
         renew_seconds: float,
-        on_elected: Callable[[int], Coroutine[Any, Any, None]],
+        on_elected: Callable[[], Coroutine[Any, Any, None]],
         on_deposed: Callable[[], Awaitable[None]],
         on_epoch: Callable[[int], None],
     ) -> None:
@@ -105,7 +105,7 @@ class LeaderElector:
             self.elections += 1
             log.warning("elected: %s leads, epoch %d", self.lease.node, held.epoch)
             # Its duties start beside the renewals: a slow start must not lose the lease.
-            self._duties = asyncio.create_task(self._on_elected(held.epoch), name="duties")
+            self._duties = asyncio.create_task(self._on_elected(), name="duties")
 
     async def stop(self) -> None:
         """Stop trying; a leader gives the lease up so the other node need not wait it out."""
