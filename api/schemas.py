@@ -200,6 +200,8 @@ class LeadershipOut(BaseModel):
     leader_url: str | None
     #: Whether this node reached the state database at its last try for the lease.
     database_reachable: bool
+    #: On the standby: when it last read the leader's open alarms from the database.
+    alarms_read_at: datetime | None = None
 
 
 class SystemHealth(BaseModel):

@@ -1,17 +1,22 @@
-"""The standby of a pair refers callers to the leader.
+"""The standby of a pair answers reads from the shared database and refers the rest.
 
-Everything the standby could answer from memory (alarms, latest values,
-commands) is the leader's to know, and everything that changes state is the
-leader's to do. So the standby answers its health, metrics and API docs, and
-every other call with 503, the leader's name and address in the reason and in
-``X-Streetsense-Leader``, and ``Retry-After``: a client (or the console) tries
-the leader, or again here after a take-over. A person opening the console
-here is redirected to the leader's.
+The standby answers its health, metrics and API docs, and the reads whose
+answer is in the state database the pair shares (:data:`STANDBY_READS`):
+cases, the audit log and older commands, the asset register, overrides,
+Open311 requests, accounts, and the open alarms, which it reads from the
+database every few seconds (:mod:`controller.leadership.mirror`). What only
+the leader knows (latest values, device health, running commands, schedules'
+state) and everything that changes state are the leader's: those calls get
+503, the leader's name and address in the reason and in
+``X-Streetsense-Leader``, and ``Retry-After``, so a client tries the leader, or
+again here after a take-over. A person opening the console here is
+redirected to the leader's.
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -19,6 +24,16 @@ from controller.runtime import Controller
 
 #: What a standby answers itself.
 STANDBY_SERVES = ("/health", "/metrics", "/openapi.json", "/docs", "/redoc")
+#: The reads a standby answers from the shared database (GET and HEAD only).
+STANDBY_READS = re.compile(
+    r"/alarms(/\d+)?"
+    r"|/cases(/statistics|/export|/departments|/\d+(/photos/\d+)?)?"
+    r"|/audit|/commands/\d+"
+    r"|/assets(/summary|/geojson|/[^/]+)?"
+    r"|/overrides"
+    r"|/open311/v2/requests(/[^/]+)?\.(json|xml)"
+    r"|/users|/whoami"
+)
 LEADER_HEADER = "x-streetsense-leader"
 RETRY_SECONDS = 2
 
@@ -35,7 +50,9 @@ class StandbyReferral:
             await self.app(scope, receive, send)
             return
         path = str(scope.get("path", ""))
-        if any(path == p or path.startswith(p + "/") for p in STANDBY_SERVES):
+        if any(path == p or path.startswith(p + "/") for p in STANDBY_SERVES) or (
+            scope.get("method") in ("GET", "HEAD") and STANDBY_READS.fullmatch(path)
+        ):
             await self.app(scope, receive, send)
             return
         elector = self.controller.leadership

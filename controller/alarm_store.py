@@ -67,6 +67,10 @@ class AlarmStore:
             await self._write()
             await asyncio.to_thread(self.spill.unlink)
             log.warning("wrote %d alarms left unwritten at the last stop", len(spilled))
+        return await self.read_open()
+
+    async def read_open(self) -> list[Alarm]:
+        """The alarms open in the database (what a standby shows of its leader's)."""
         rows = await self._select(alarm_table.c.closed_at.is_(None))
         return [self._from_row(row) for row in rows]
 

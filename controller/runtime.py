@@ -23,6 +23,7 @@ from controller.derived_points import DerivedPoints
 from controller.latest import LatestValues
 from controller.leadership.elector import LeaderElector
 from controller.leadership.lease import LeaderLease
+from controller.leadership.mirror import StandbyAlarmMirror
 from controller.link_factory import build_link
 from controller.poller import BatchHandler, Poller
 from controller.registry import Registry
@@ -117,6 +118,12 @@ class Controller:
         self.schedules.on_places_applied(self.rules.engine.judge_day_burning)
         self._build_cases(loaded)
         self.leadership = self._build_leadership(loaded)
+        #: On a standby: the leader's open alarms, read from the shared database.
+        self.alarm_mirror = (
+            StandbyAlarmMirror(self.rules.manager, self.rules.store, self.leadership.renew_seconds)
+            if self.leadership is not None
+            else None
+        )
         #: Set when another node has taken the lease: the process should stop (and its
         #: service manager start it again, as the standby).
         self.deposed = asyncio.Event()
@@ -189,6 +196,9 @@ class Controller:
 
     async def _elected(self) -> None:
         # The epoch is already on the audit log (``_new_epoch`` runs first).
+        if self.alarm_mirror is not None:
+            # Its last read must not land over the alarms this node now loads itself.
+            await self.alarm_mirror.stop()
         try:
             await self.start_duties()
         except Exception:
@@ -292,6 +302,9 @@ class Controller:
             return
         await self._open_state()
         self.started_at = time.time()
+        if self.alarm_mirror is not None:
+            self.alarm_mirror.start()
+            self._started.push_async_callback(self.alarm_mirror.stop)
         await self.leadership.start()
         self._started.push_async_callback(self.leadership.stop)
         self.running = True

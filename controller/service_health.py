@@ -42,6 +42,7 @@ def assess(controller: Controller, now: float | None = None) -> ServiceHealth:
     elector = controller.leadership
     lease = [] if elector is None else _lease_reasons(elector)
     if elector is not None and not elector.leading:
+        lease += _mirror_reasons(controller, now)
         return ServiceHealth("degraded" if lease else "ok", lease)
     failing = _data_not_flowing(controller, now)
     if failing:
@@ -83,6 +84,17 @@ def _lease_reasons(elector: LeaderElector) -> list[str]:
     if not elector.leading and elector.other is None:
         return ["no controller of the pair holds the lease"]
     return []
+
+
+def _mirror_reasons(controller: Controller, now: float) -> list[str]:
+    """A standby whose copy of the leader's open alarms has gone stale says so."""
+    mirror = controller.alarm_mirror
+    if mirror is None:
+        return []
+    read_at = mirror.refreshed_at or controller.started_at or now
+    if now - read_at <= STALE_INTERVALS * mirror.interval:
+        return []
+    return [f"the open alarms shown here were read {now - read_at:.0f} s ago"]
 
 
 def _data_not_flowing(controller: Controller, now: float) -> list[str]:

@@ -77,6 +77,7 @@ class AlarmManager:
         """Load open alarms; returns them so the engine's state can be seeded."""
         loaded = await self.store.open()
         self._next_id = await self.store.next_id()
+        self._forget()
         for alarm in loaded:
             self._track(alarm)
             self.inhibition.seed(alarm)
@@ -284,6 +285,17 @@ class AlarmManager:
         if alarm.chattering and transition in ("raised", "returned"):
             return None  # a chattering alarm is flagged once, not announced at every flap
         return AlarmNotice(alarm, transition)
+
+    def mirror(self, alarms: list[Alarm]) -> None:
+        """Show these open alarms instead of the ones known (a standby shows its leader's)."""
+        self._forget()
+        for alarm in alarms:
+            self._track(alarm)
+
+    def _forget(self) -> None:
+        self.open.clear()
+        self.by_id.clear()
+        self._open_by_device.clear()
 
     def _track(self, alarm: Alarm) -> None:
         self.open[alarm.key] = alarm

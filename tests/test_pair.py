@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,16 @@ pytestmark = pytest.mark.slow
 LEASE = {"enabled": True, "lease_seconds": 4.0, "renew_seconds": 1.0}
 OFF = {"action": "off", "targets": {"cabinets": ["CAB-1"], "circuits": [2]}}
 ON = {"action": "on", "targets": {"cabinets": ["CAB-1"], "circuits": [2]}}
+#: Raised at the gauge's first reading, with a case: something for the standby to show.
+HIGH_WATER = {
+    "id": "high-water",
+    "kind": "threshold",
+    "point": "water_level",
+    "select": {"device_class": "gauge"},
+    "limits": [-1000.0],
+    "severity": "high",
+    "case": True,
+}
 
 #: One controller of the pair.
 Node = FieldController
@@ -42,7 +52,9 @@ def pair(
     tmp_path: Path, state_url: str
 ) -> Iterator[tuple[FieldController, FieldController, dict[str, str]]]:
     """The field's devices, two nodes (a leading, b the standby) and an engineer's key."""
-    config = field_config(tmp_path, free_port(), database={"url": state_url}, leadership=LEASE)
+    config = field_config(
+        tmp_path, free_port(), database={"url": state_url}, leadership=LEASE, rules=[HIGH_WATER]
+    )
     key = {"Authorization": "Bearer " + create_key(config, "Chen Gong", "engineer")}
     a = FieldController("a", config, tmp_path / "a")
     b = FieldController("b", config, tmp_path / "b")
@@ -67,6 +79,26 @@ def command(node: Node, body: dict[str, Any], key: dict[str, str]) -> dict[str, 
     return done
 
 
+def shown_alike(
+    a: Node, b: Node, path: str, key: dict[str, str], seen: Callable[[Any], Any] = lambda x: x
+) -> Any:
+    """What ``path`` answers on the leader, once the standby shows the same (within 10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        on_a = httpx.get(f"{a.url}{path}", headers=key, timeout=10)
+        on_b = httpx.get(f"{b.url}{path}", headers=key, timeout=10)
+        assert on_b.status_code == 200, on_b.text
+        if on_a.json() and seen(on_a.json()) == seen(on_b.json()):
+            return on_a.json()
+        assert time.monotonic() < deadline, (on_a.json(), on_b.json())
+        time.sleep(0.5)
+
+
+def alarm_states(alarms: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """An alarm list as a duty officer compares it (the leader's last values move on)."""
+    return [(x["id"], x["rule"], x["device"], x["state"], x["severity"]) for x in alarms]
+
+
 async def audit_rows(state_url: str) -> list[tuple[Any, ...]]:
     engine = create_async_engine(state_url)
     c = audit.c
@@ -86,13 +118,30 @@ def test_the_standby_takes_over_when_the_leader_is_killed(tmp_path: Path, state_
         assert a.health()["leadership"]["epoch"] == 1
         standby = b.health()["leadership"]
         assert standby["leader"] == "a" and standby["leader_url"] == a.url
-        # The standby refers callers to the leader rather than answer from nothing.
+        # What only the leader knows, and every change, the standby refers to the leader.
         referred = httpx.get(f"{b.url}/devices/CAB-1", headers=key)
         assert referred.status_code == 503 and referred.headers["x-streetsense-leader"] == a.url
         assert "standby" in referred.json()["detail"]
         console = httpx.get(f"{b.url}/", follow_redirects=False)
         assert console.status_code == 307 and console.headers["location"] == a.url + "/"
-        assert command(a, OFF, key)["status"] == "confirmed"
+        sent = command(a, OFF, key)
+        assert sent["status"] == "confirmed"
+        acknowledge = httpx.post(f"{b.url}/alarms/acknowledge", json={"ids": [1]}, headers=key)
+        assert acknowledge.status_code == 503, acknowledge.text
+
+        # What is in the shared database, the standby answers itself.
+        alarms = shown_alike(a, b, "/alarms", key, alarm_states)
+        assert [(x["rule"], x["device"]) for x in alarms] == [("high-water", "WL-1")]
+        cases = shown_alike(a, b, "/cases", key)
+        assert [c["device_id"] for c in cases] == ["WL-1"]
+        assert alarms[0]["id"] in cases[0]["alarm_ids"]
+        assert shown_alike(a, b, f"/cases/{cases[0]['id']}", key)["transitions"]
+        supervisor = {"Authorization": "Bearer " + create_key(a.config, "Wang", "dispatcher")}
+        audited = shown_alike(a, b, "/audit", supervisor)
+        assert [e["action"] for e in audited] == ["circuit_off"]
+        older = httpx.get(f"{b.url}/commands/{sent['id']}", headers=key)
+        assert older.status_code == 200 and older.json()["action"] == "circuit_off"
+        assert b.health()["leadership"]["alarms_read_at"] is not None
 
         assert a.proc is not None
         a.proc.kill()
@@ -101,6 +150,12 @@ def test_the_standby_takes_over_when_the_leader_is_killed(tmp_path: Path, state_
         leader = b.health()["leadership"]
         assert (leader["node"], leader["epoch"]) == ("b", 2)
         assert command(b, ON, key)["status"] == "confirmed"
+        # The new leader carries on the alarm and its case: neither is raised twice.
+        carried = httpx.get(f"{b.url}/alarms", headers=key).json()
+        assert [x["id"] for x in carried] == [alarms[0]["id"]]
+        assert [c["id"] for c in httpx.get(f"{b.url}/cases", headers=key).json()] == [
+            cases[0]["id"]
+        ]
 
         # The old leader, started again by its service manager, is the standby now.
         a.start()

@@ -58,6 +58,7 @@ def leadership_of(controller: Controller) -> LeadershipOut | None:
         return None
     leading = elector.leading
     other = elector.other
+    mirror = controller.alarm_mirror
     return LeadershipOut(
         role="leader" if leading else "standby",
         node=elector.lease.node,
@@ -66,6 +67,7 @@ def leadership_of(controller: Controller) -> LeadershipOut | None:
         leader=elector.lease.node if leading else (other.holder if other else None),
         leader_url=elector.lease.address if leading else (other.address if other else None),
         database_reachable=elector.reachable,
+        alarms_read_at=None if leading or mirror is None else utc(mirror.refreshed_at),
     )
 
 
