@@ -165,6 +165,8 @@ class FieldController:
         started = time.monotonic()
         health = self.health()
         while not self.serving(role, health):
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} ended ({self.proc.returncode}): {self.log()}")
             if time.monotonic() - started > timeout:
                 raise TimeoutError(f"{self.name} is not {role}: {health}, {self.log()}")
             time.sleep(0.05)

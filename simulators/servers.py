@@ -24,17 +24,23 @@ import httpx
 #: an outgoing connection cannot take the port between this check and the server's bind,
 #: and above the benchmarks' simulated cities (21000-23700).
 _TEST_PORTS = (24000, 32000)
+#: Ports already handed out by this process: a port written into a config is free
+#: until its server starts, and must not be handed out again meanwhile.
+_HANDED_OUT: set[int] = set()
 
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     while True:
         port = random.randrange(*_TEST_PORTS)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
 
 

@@ -10,8 +10,10 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -49,11 +51,16 @@ Node = FieldController
 
 @contextmanager
 def pair(
-    tmp_path: Path, state_url: str
+    tmp_path: Path, state_url: str, **sections: Any
 ) -> Iterator[tuple[FieldController, FieldController, dict[str, str]]]:
     """The field's devices, two nodes (a leading, b the standby) and an engineer's key."""
     config = field_config(
-        tmp_path, free_port(), database={"url": state_url}, leadership=LEASE, rules=[HIGH_WATER]
+        tmp_path,
+        free_port(),
+        database={"url": state_url},
+        leadership=LEASE,
+        rules=[HIGH_WATER],
+        **sections,
     )
     key = {"Authorization": "Bearer " + create_key(config, "Chen Gong", "engineer")}
     a = FieldController("a", config, tmp_path / "a")
@@ -100,10 +107,12 @@ def alarm_states(alarms: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
 
 async def audit_rows(state_url: str) -> list[tuple[Any, ...]]:
+    """Every audit entry: id, action, epoch, at, source, outcome."""
     engine = create_async_engine(state_url)
     c = audit.c
+    columns = (c.id, c.action, c.epoch, c.at, c.source, c.outcome)
     async with engine.connect() as conn:
-        rows = (await conn.execute(select(c.id, c.action, c.epoch, c.at).order_by(c.id))).all()
+        rows = (await conn.execute(select(*columns).order_by(c.id))).all()
     await engine.dispose()
     return [tuple(r) for r in rows]
 
@@ -184,6 +193,54 @@ def test_a_paused_leader_wakes_up_deposed_and_sends_nothing(tmp_path: Path, stat
     rows = asyncio.run(audit_rows(state_url))
     assert [(r[1], r[2]) for r in rows] == [("circuit_off", 2)]
     assert not [r for r in rows if r[2] == 1 and r[3] >= took_over]
+
+
+def sleep_until(moment: float) -> None:
+    time.sleep(max(0.0, moment - time.time()))
+
+
+def test_a_switching_time_during_the_take_over_is_switched_once(
+    tmp_path: Path, state_url: str
+) -> None:
+    # The switching time: a minute's start, far enough ahead for the pair to start.
+    switch = (int(time.time() + 25) // 60 + 1) * 60
+    local = ZoneInfo("Asia/Shanghai")  # the field's site time zone
+    clock = [datetime.fromtimestamp(t, local).strftime("%H:%M") for t in (switch - 1800, switch)]
+    schedules = {
+        "programs": [
+            {
+                "id": "night",
+                "steps": [{"at": clock[0], "action": "on"}, {"at": clock[1], "action": "off"}],
+            }
+        ],
+        "calendars": [{"id": "every-day", "default": "night"}],
+        "groups": [{"id": "cab-1", "calendar": "every-day", "targets": {"cabinets": ["CAB-1"]}}],
+    }
+    with pair(tmp_path, state_url, schedules=schedules) as (a, b, _key):
+        assert a.proc is not None
+        # The leader stops answering just before the switching time; the standby takes
+        # over after it, and the old leader wakes with the step due on its own clock.
+        sleep_until(switch - 2)
+        a.proc.send_signal(signal.SIGSTOP)
+        b.wait_for("leader")
+        sleep_until(switch + 1)
+        a.proc.send_signal(signal.SIGCONT)
+        assert a.proc.wait(timeout=30) == 75, a.log()
+        deadline = time.monotonic() + 15
+        while not [r for r in asyncio.run(audit_rows(state_url)) if r[2] == 2 and r[5] != "sent"]:
+            assert time.monotonic() < deadline, "the new leader's step did not end"
+            time.sleep(0.5)
+
+    steps = [r for r in asyncio.run(audit_rows(state_url)) if r[4] == "schedule:cab-1"]
+    # On at the first start (the state the schedule wanted then: circuits on, lamps at
+    # full), off once: by the new leader, as the last due step at its election; nothing
+    # from the woken old leader.
+    assert [(r[1], r[2], r[5]) for r in steps] == [
+        ("circuit_on", 1, "confirmed"),
+        ("lamp_dim", 1, "confirmed"),
+        ("circuit_off", 2, "confirmed"),
+    ], steps
+    assert steps[-1][3] >= switch
 
 
 async def test_postgresql_refuses_an_audit_entry_of_an_older_epoch(state_url: str) -> None:
