@@ -4,7 +4,8 @@ The standby answers its health, metrics and API docs, and the reads whose
 answer is in the state database the pair shares (:data:`STANDBY_READS`):
 cases, the audit log and older commands, the asset register, overrides,
 Open311 requests, accounts, and the open alarms, which it reads from the
-database every few seconds (:mod:`controller.leadership.mirror`). What only
+database every few seconds (:mod:`controller.leadership.mirror`); and its own
+sinks, which deliver what it spooled while it led. What only
 the leader knows (latest values, device health, running commands, schedules'
 state) and everything that changes state are the leader's: those calls get
 503, the leader's name and address in the reason and in
@@ -33,6 +34,8 @@ STANDBY_READS = re.compile(
     r"|/overrides"
     r"|/open311/v2/requests(/[^/]+)?\.(json|xml)"
     r"|/users|/whoami"
+    # This node's own deliveries: what it spooled while it led goes out while it stands by.
+    r"|/telemetry/sinks"
 )
 LEADER_HEADER = "x-streetsense-leader"
 RETRY_SECONDS = 2

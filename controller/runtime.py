@@ -7,7 +7,7 @@ import logging
 import os
 import socket
 import time
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Literal
 
 from controller.assets.store import AssetStore
@@ -236,11 +236,8 @@ class Controller:
         """Open the stores: telemetry (replaying spools), the state database (importing the
         files of the release before it), alarms (seeding rules), assets, cases."""
         if not self._stores_open:
-            loaded, cfg = self.loaded, self.loaded.config
-            storage = cfg.storage
-            embedded = loaded.data_path(storage.embedded.path) if storage.embedded.enabled else None
             stack = self._started
-            async with opening(f"the telemetry store {embedded or ''}".strip()):
+            async with self._opening_telemetry():
                 await self.telemetry.start()
             stack.push_async_callback(self.telemetry.stop)
             await self._open_state()
@@ -285,6 +282,11 @@ class Controller:
         manager.subscribe(self.rules.publish)
         manager.subscribe(self.case_feed.on_alarm)
 
+    def _opening_telemetry(self) -> AbstractAsyncContextManager[None]:
+        storage = self.loaded.config.storage
+        embedded = self.loaded.data_path(storage.embedded.path) if storage.embedded.enabled else ""
+        return opening(f"the telemetry store {embedded}".strip())
+
     async def _open_state(self) -> None:
         """Open the state database (importing the files of the release before it)."""
         if not self.state_db.is_open:
@@ -301,6 +303,10 @@ class Controller:
             await self.start_duties()
             return
         await self._open_state()
+        # What this node spooled while it led before a restart goes out while it stands by.
+        async with self._opening_telemetry():
+            await self.telemetry.start_deliveries()
+        self._started.push_async_callback(self.telemetry.stop)
         self.started_at = time.time()
         if self.alarm_mirror is not None:
             self.alarm_mirror.start()

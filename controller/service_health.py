@@ -42,7 +42,7 @@ def assess(controller: Controller, now: float | None = None) -> ServiceHealth:
     elector = controller.leadership
     lease = [] if elector is None else _lease_reasons(elector)
     if elector is not None and not elector.leading:
-        lease += _mirror_reasons(controller, now)
+        lease += _mirror_reasons(controller, now) + _sink_reasons(controller, now)
         return ServiceHealth("degraded" if lease else "ok", lease)
     failing = _data_not_flowing(controller, now)
     if failing:

@@ -24,9 +24,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from controller.control.audit import Actor, AuditEntry, AuditLog
 from controller.state.database import StateDatabase
 from controller.state.tables import audit
+from controller.telemetry.embedded import stored_polls
 from drivers.errors import NotLeading
 from simulators.field import FieldController, create_key, field_config, simulated_field
 from simulators.servers import free_port, fresh_postgres_database
+from tests.reliability.harness import influx_points, influx_server, pause, resume, wait
 
 pytestmark = pytest.mark.slow
 
@@ -241,6 +243,46 @@ def test_a_switching_time_during_the_take_over_is_switched_once(
         ("circuit_off", 2, "confirmed"),
     ], steps
     assert steps[-1][3] >= switch
+
+
+def test_the_old_leaders_spool_is_delivered_once_it_stands_by(
+    tmp_path: Path, state_url: str
+) -> None:
+    with influx_server(tmp_path / "influx") as influxd:
+        sink = {"influxdb": {"url": influxd.url, "database": "field", "timeout": 2}}
+        with pair(tmp_path, state_url, storage=sink) as (a, b, key):
+            wait(lambda: delivered(a, key), 30, "the leader's first points in InfluxDB")
+            # InfluxDB hangs: the leader's sends time out and its points wait in its spool,
+            # which a kill -9 leaves on its disk.
+            pause(influxd)
+            time.sleep(5)
+            assert a.proc is not None
+            killed_at = time.time()
+            a.kill()
+            b.wait_for("leader")
+            resume(influxd)
+            # Started again by its service manager, it stands by and delivers its spool.
+            a.start()
+            a.wait_for("standby")
+            wait(lambda: delivered(a, key), 30, "the old leader's spool delivered")
+            assert a.health()["status"] == "ok", a.health()
+        stored = influx_points(influxd)
+
+    assert len(stored) == len(set(stored)), "a point stored twice"
+    # Polled up to its last flush before the kill: in the old leader's own store.
+    cutoff = round((killed_at - 2.0 - 0.2) * 1000)
+    before = {p for p in stored_polls(a.store) if p[1] < cutoff}
+    assert len(before) > 50
+    missing = before - set(stored)
+    assert not missing, f"{len(missing)} of {len(before)} points never reached InfluxDB"
+
+
+def delivered(node: Node, key: dict[str, str]) -> bool:
+    """Its InfluxDB sink took points and nothing waits in its spool."""
+    sinks = httpx.get(f"{node.url}/telemetry/sinks", headers=key, timeout=10)
+    assert sinks.status_code == 200, sinks.text
+    s = next(s for s in sinks.json() if s["name"] == "influxdb")
+    return bool(s["up"] and s["delivered_points"] > 0 and s["pending_points"] == 0)
 
 
 async def test_postgresql_refuses_an_audit_entry_of_an_older_epoch(state_url: str) -> None:

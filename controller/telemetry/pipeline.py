@@ -157,6 +157,7 @@ class TelemetryPipeline:
         self._state_devices = [t.device for t in registry.targets]
         self._state_devices += list(registry.mqtt_topics.values())
         self._tasks = BackgroundTasks()
+        self._delivering = False
         #: Batches a sink raised on (a bug, not an outage: outages are spooled).
         self.sink_errors: dict[str, int] = {}
 
@@ -202,8 +203,18 @@ class TelemetryPipeline:
         return self._influx_reader
 
     async def start(self) -> None:
-        """Open stores, start deliveries (replaying spools); the composition root then
-        subscribes :meth:`on_batch` to the poller."""
+        """Open stores, start deliveries (replaying spools) and the MQTT device listener;
+        the composition root then subscribes :meth:`on_batch` to the poller."""
+        await self.start_deliveries()
+        if self.mqtt_listener is not None:
+            self.mqtt_listener.start()
+
+    async def start_deliveries(self) -> None:
+        """Open stores and start deliveries, replaying spools, without taking any device's
+        data: a standby delivers what it spooled while it led before its restart."""
+        if self._delivering:
+            return
+        self._delivering = True
         if self.store_sink is not None:
             await self.store_sink.start()
             self._tasks.start(self._prune_loop(), "embedded:prune")
@@ -211,8 +222,6 @@ class TelemetryPipeline:
             await self.influx.start()
         if self.mqtt is not None:
             await self.mqtt.start()
-        if self.mqtt_listener is not None:
-            self.mqtt_listener.start()
 
     async def on_batch(self, batch: ReadingBatch) -> None:
         """Hand one batch to every destination, side by side; each fails alone."""
@@ -280,6 +289,9 @@ class TelemetryPipeline:
 
     async def stop(self, grace: float = 2.0) -> None:
         """Deliver what can go within ``grace`` (the rest stays spooled), close everything."""
+        if not self._delivering:
+            return
+        self._delivering = False
         await self._tasks.stop()
         if self.mqtt_listener is not None:
             await self.mqtt_listener.stop()

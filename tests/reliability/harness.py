@@ -176,15 +176,7 @@ class Rig:
 
     def influx_points(self) -> list[Point]:
         """(device, ms) of every point in InfluxDB (a list: duplicates would show)."""
-        out: list[Point] = []
-        for measurement in ("cabinet", "lamp", "gauge"):
-            for series in self.influxd.query(
-                "field", f'SELECT "quality", "device" FROM "{measurement}"'
-            ):
-                values = series["values"]
-                assert isinstance(values, list)
-                out += [(row[2], int(row[0])) for row in values]
-        return out
+        return influx_points(self.influxd)
 
     def spool_records(self, sink: str) -> list[tuple[int, bytes]]:
         """(seq, payload) waiting in a sink's spool, read with sqlite3."""
@@ -198,6 +190,17 @@ class Rig:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=30)
+
+
+def influx_points(influxd: Influxd, database: str = "field") -> list[Point]:
+    """(device, ms) of every point in ``database`` (a list: duplicates would show)."""
+    out: list[Point] = []
+    for measurement in ("cabinet", "lamp", "gauge"):
+        for series in influxd.query(database, f'SELECT "quality", "device" FROM "{measurement}"'):
+            values = series["values"]
+            assert isinstance(values, list)
+            out += [(row[2], int(row[0])) for row in values]
+    return out
 
 
 def line_points(payload: bytes) -> set[Point]:
