@@ -27,7 +27,7 @@ from controller.state.tables import audit
 from controller.telemetry.embedded import stored_polls
 from drivers.errors import NotLeading
 from simulators.field import FieldController, create_key, field_config, simulated_field
-from simulators.servers import free_port, fresh_postgres_database
+from simulators.servers import PostgresServer, free_port, fresh_postgres_database
 from tests.reliability.harness import influx_points, influx_server, pause, resume, wait
 
 pytestmark = pytest.mark.slow
@@ -46,6 +46,9 @@ HIGH_WATER = {
     "severity": "high",
     "case": True,
 }
+
+#: Long enough for the leader's lease to run out (2.5 leases).
+OUTAGE = 10.0
 
 #: One controller of the pair.
 Node = FieldController
@@ -283,6 +286,83 @@ def delivered(node: Node, key: dict[str, str]) -> bool:
     assert sinks.status_code == 200, sinks.text
     s = next(s for s in sinks.json() if s["name"] == "influxdb")
     return bool(s["up"] and s["delivered_points"] > 0 and s["pending_points"] == 0)
+
+
+@pytest.fixture
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_both_nodes_ride_out_a_postgresql_outage_and_the_leader_stays(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    with pair(tmp_path, postgres.url) as (a, b, key):
+        shown_alike(a, b, "/alarms", key, alarm_states)
+        postgres.halt()
+        time.sleep(OUTAGE)
+        # The leader polls on and judges; with its lease run out it sends nothing.
+        during = a.health()
+        assert during["online"] == during["poll_targets"] > 0, during
+        assert not during["leadership"]["database_reachable"]
+        assert any("the lease has run out" in r for r in during["reasons"]), during
+        assert b.health()["status"] == "degraded"
+        postgres.resume()
+        # The standby gives the leader a lease to renew; it does, and keeps leading.
+        deadline = time.monotonic() + 3 * LEASE["lease_seconds"]
+        while time.monotonic() < deadline:
+            assert a.proc is not None and b.proc is not None
+            assert a.proc.poll() is None and b.proc.poll() is None, (a.log(), b.log())
+            time.sleep(0.5)
+        leader, standby = a.health(), b.health()
+        assert leader["leadership"]["role"] == "leader", leader
+        assert leader["status"] == "ok", leader
+        assert standby["leadership"]["role"] == "standby", standby
+        assert standby["leadership"]["leader"] == "a" and standby["status"] == "ok", standby
+        assert command(a, OFF, key)["status"] == "confirmed"
+        shown_alike(a, b, "/alarms", key, alarm_states)
+
+
+async def test_a_standby_seeing_the_database_again_lets_the_leader_renew_first(
+    postgres: PostgresServer,
+) -> None:
+    from controller.leadership.elector import LeaderElector
+    from controller.leadership.lease import LeaderLease
+
+    nodes: list[tuple[StateDatabase, LeaderElector]] = []
+    deposed: list[str] = []
+    for name, renew in (("a", 1.0), ("b", 0.1)):
+        db = StateDatabase(make_url(postgres.url))
+        await db.open()
+
+        async def elected() -> None:
+            pass
+
+        async def lost(name: str = name) -> None:
+            deposed.append(name)
+
+        elector = LeaderElector(LeaderLease(db, name, f"http://{name}", 2.0), renew,
+                                elected, lost, lambda epoch: None)  # fmt: skip
+        await elector.start()
+        nodes.append((db, elector))
+    (_, a), (_, b) = nodes
+    try:
+        assert a.leading and not b.leading
+        await asyncio.to_thread(postgres.halt)
+        await asyncio.sleep(3.0)  # past a's lease
+        assert not a.holds()
+        await asyncio.to_thread(postgres.resume)
+        # b, trying ten times a second, would take the lapsed lease before a's next
+        # renewal; it waits a lease instead, and a renews.
+        await asyncio.sleep(3.0)
+        assert a.leading and a.holds() and not b.leading, (a.reachable, b.reachable)
+        assert deposed == [] and b.other is not None and b.other.holder == "a"
+    finally:
+        for db, elector in nodes:
+            await elector.stop()
+            await db.close()
 
 
 async def test_postgresql_refuses_an_audit_entry_of_an_older_epoch(state_url: str) -> None:

@@ -6,7 +6,9 @@ last successful renewal plus the lease, less a second for clocks that run at
 different rates: after a pause (SIGSTOP, a stalled VM) it knows at once that
 it may no longer send, before it has even reached the database. A leader that
 cannot reach the database keeps polling and spooling (nobody can take over
-meanwhile) but sends nothing once its lease has run out; one that finds
+meanwhile) but sends nothing once its lease has run out; the standby, seeing
+the database again, gives it one lease to renew before taking over, so an
+outage of the database alone does not switch leaders. One that finds
 another node holding the lease is deposed and stops, like client-go's leader
 election, so that its service manager starts it again as the standby.
 """
@@ -55,6 +57,10 @@ class LeaderElector:
         self.reachable = False
         self.elections = 0
         self._valid_until = 0.0
+        #: Set while the database is out of sight; a standby then waits, once it is back,
+        #: until :attr:`_patient_until` before it takes a lapsed lease.
+        self._unseen = False
+        self._patient_until = 0.0
         self._task: asyncio.Task[None] | None = None
         self._duties: asyncio.Task[None] | None = None
 
@@ -74,15 +80,29 @@ class LeaderElector:
 
     async def _try(self) -> None:
         asked_at = time.monotonic()
+        # While the database was away the leader could not renew either: its lease has
+        # lapsed through no fault of its own. A standby seeing the database again gives it
+        # one lease to renew before taking over, so an outage does not switch leaders.
+        patient = not self.leading and (self._unseen or asked_at < self._patient_until)
         try:
-            held = await self.lease.try_hold()
+            held = None if patient else await self.lease.try_hold()
             other = None if held is not None else await self.lease.current()
         except (SQLAlchemyError, OSError) as exc:
             if self.reachable:
                 log.warning("the lease cannot be renewed (state database away): %s", exc)
             self.reachable = False
+            self._unseen = True
             return
         self.reachable = True
+        if self._unseen:
+            self._unseen = False
+            if not self.leading:
+                self._patient_until = asked_at + self.lease.seconds
+                log.warning(
+                    "the state database is back: the leader has %.0f s to renew its lease "
+                    "before this node takes over",
+                    self.lease.seconds,
+                )
         if held is None:
             self.other = other
             if self.leading:
