@@ -215,11 +215,11 @@ class Poller:
 
     async def _run_link(self, targets: list[PollTarget]) -> None:
         now = time.monotonic()
-        # Spread first polls over one interval so a restart does not burst the bus.
-        queue = [
-            (now + self.interval_of(t) * i / max(len(targets), 1) * 0.5, i, t)
-            for i, t in enumerate(targets)
-        ]
+        # Spread first polls over half the link's shortest interval, so a restart does not
+        # burst the bus, yet a slow-interval device (a meter read every minute) is read
+        # within seconds of the start rather than up to half its own interval later.
+        spread = min((self.interval_of(t) for t in targets), default=0.0) * 0.5
+        queue = [(now + spread * i / max(len(targets), 1), i, t) for i, t in enumerate(targets)]
         heapq.heapify(queue)
         while True:
             due, order, target = heapq.heappop(queue)
