@@ -45,6 +45,11 @@ class MessageOut(BaseModel):
     key: str
     params: dict[str, str | int]
 
+    @classmethod
+    def of(cls, message: PeopleMessage) -> MessageOut:
+        """The catalogue's words of a refusal, as the API sends them."""
+        return cls(key=message.key, params=dict(message.params))
+
 
 class ErrorOut(BaseModel):
     """Why a request was refused (``message``: the same for people, where worded)."""
@@ -174,7 +179,7 @@ async def http_refusal(request: Request, exc: Exception) -> Response:
         return refusal
     body = ErrorOut(detail=text[:1000])
     if isinstance(exc, Refusal):
-        body.message = MessageOut(key=exc.message.key, params=dict(exc.message.params))
+        body.message = MessageOut.of(exc.message)
     return JSONResponse(
         body.model_dump(exclude_none=True), status_code=exc.status_code, headers=headers
     )

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from api.errors import MessageOut
 from controller.cases.exchange import CaseRecord, TransitionRecord
 from controller.control.selector import GroupSelector
 
@@ -486,6 +487,8 @@ class ImportRejectOut(BaseModel):
     row: int
     pole_id: str
     reason: str
+    #: The reason in the catalogue's words: the console shows it in the reader's language.
+    message: MessageOut
 
 
 class ImportReportOut(BaseModel):

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from api.keys import Role
+from controller.catalogue import catalogue
 from controller.config import LoadedConfig
 from controller.control.audit import Actor
 from controller.control.dispatcher import CommandRefused, CommandRequest
@@ -98,6 +99,24 @@ async def test_bulk_import_reports_each_rejected_row_and_keeps_the_good_ones(
             assert rejected[7, "XJ-0002"] == "pole_id: repeats an earlier row"
             assert "behind cabinet CAB-A, not CAB-C" in rejected[8, "XJ-0007"]
             assert rejected[9, "XJ-0008"] == "circuit: 7, but cabinet CAB-C has 4"
+            # The same reasons in the catalogue's words, for the console to show in Chinese.
+            worded = {(r["row"], r["pole_id"]): r["message"] for r in report["rejected"]}
+            assert worded[4, "XJ-0003"] == {"key": "reject.invalid_columns",
+                                            "params": {"columns": "lat"}}  # fmt: skip
+            assert worded[6, "XJ-0005"] == {"key": "reject.no_cabinet",
+                                            "params": {"cabinet": "CAB-X"}}  # fmt: skip
+            assert worded[7, "XJ-0002"]["key"] == "reject.repeated_pole"
+            assert worded[8, "XJ-0007"]["params"]["behind"] == "CAB-A"
+            assert worded[9, "XJ-0008"]["params"] == {"circuit": 7, "cabinet": "CAB-C",
+                                                      "circuits": 4}  # fmt: skip
+            words = catalogue()
+            for message in worded.values():
+                assert message["key"] in words.entries, message
+                zh = words.text(message["key"], "zh", **message["params"])
+                assert "{" not in zh and zh != message["key"], zh
+            beyond = worded[9, "XJ-0008"]
+            shown = words.text(beyond["key"], "zh", **beyond["params"])
+            assert shown == "回路 7，但控制柜 CAB-C 只有 4 个回路"
 
             poles = (await client.get("/assets", params={"road": "新江路"})).json()
             assert [p["pole_id"] for p in poles] == ["XJ-0001", "XJ-0002"]
@@ -110,7 +129,12 @@ async def test_bulk_import_reports_each_rejected_row_and_keeps_the_good_ones(
             )
             assert geo.json()["accepted"] == 20
             assert geo.json()["rejected"] == [
-                {"row": 21, "pole_id": "", "reason": "geometry must be a Point [lon, lat]"}
+                {
+                    "row": 21,
+                    "pole_id": "",
+                    "reason": "geometry must be a Point [lon, lat]",
+                    "message": {"key": "reject.not_point", "params": {}},
+                }
             ]
             summary = (await client.get("/assets/summary", params={"by": "grid"})).json()
             assert summary == [

@@ -266,7 +266,10 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     await page.click("#asset-import button[type=submit]")
     await expect(page.locator("#asset-import-result")).to_contain_text("接受 3 行")
     await expect(page.locator("#asset-import-result")).to_contain_text("拒绝 1 行")
-    await expect(page.locator("#asset-rejects li")).to_contain_text(["第 5 行 DF-P004"])
+    # The reason in Chinese too (rated_w must be above 0), naming the column.
+    await expect(page.locator("#asset-rejects li")).to_have_text(
+        ["第 5 行 DF-P004：以下列的值无效：rated_w"]
+    )
     await page.fill("#asset-road", "东风路")
     await page.click("#asset-search button[type=submit]")
     await expect(page.locator("#assets tbody tr")).to_have_count(3)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from api.auth import DUTIES, read_guard, require
 from api.bounds import Offset
 from api.deps import ControllerDep
+from api.errors import MessageOut
 from api.keys import Principal
 from api.schemas import AssetGroupOut, ImportRejectOut, ImportReportOut
 from controller.assets.importer import parse_csv, parse_geojson
@@ -138,7 +139,12 @@ async def import_assets(
         created=len(report.accepted) - len(existing),
         updated=len(existing),
         rejected=[
-            ImportRejectOut(row=r.row, pole_id=r.pole_id, reason=r.reason)
+            ImportRejectOut(
+                row=r.row,
+                pole_id=r.pole_id,
+                reason=r.reason,
+                message=MessageOut.of(r.message),
+            )
             for r in report.rejected[:MAX_REJECTS_SHOWN]
         ],
         rejected_total=len(report.rejected),

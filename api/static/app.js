@@ -302,7 +302,8 @@ $("#asset-import").addEventListener("submit", async (event) => {
       accepted: report.accepted, created: report.created, updated: report.updated,
       rejected: report.rejected_total });
     $("#asset-rejects").replaceChildren(...report.rejected.map((r) =>
-      el("li", { translate: "no" }, t("assets.reject", { row: r.row, pole: r.pole_id, reason: r.reason }))));
+      el("li", { translate: "no" }, t("assets.reject",
+        { row: r.row, pole: r.pole_id, reason: refusalText(r.message) || r.reason }))));
   } catch (error) {
     $("#asset-import-result").textContent = error.message;
   }

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from controller.assets.model import AssetInvalid, PoleAsset, check_against_site
 from controller.registry import Registry
-from drivers.errors import Invalid
+from drivers.errors import Invalid, PeopleMessage
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ class RejectedRow:
     row: int
     pole_id: str
     reason: str
+    #: The reason in the catalogue's words (``reject.*``), for the console.
+    message: PeopleMessage
 
 
 @dataclass
@@ -42,12 +44,20 @@ class ImportFormatError(Invalid, ValueError):
     """The file as a whole cannot be read (not CSV with a header, not GeoJSON)."""
 
 
-def _reason(exc: ValidationError) -> str:
-    parts = []
+def _reason(exc: ValidationError) -> tuple[str, PeopleMessage]:
+    parts, columns = [], []
     for error in exc.errors():
         where = ".".join(str(p) for p in error["loc"]) or "row"
         parts.append(f"{where}: {error['msg']}")
-    return "; ".join(parts)
+        columns.append(where)
+    # pydantic's own words are English: people are told which columns, in theirs.
+    return "; ".join(parts), PeopleMessage(
+        "reject.invalid_columns", {"columns": ", ".join(columns)}
+    )
+
+
+def _rejected(row: int, pole_id: str, reason: str, key: str) -> RejectedRow:
+    return RejectedRow(row, pole_id, reason, PeopleMessage(key))
 
 
 def _take(
@@ -58,13 +68,16 @@ def _take(
         asset = PoleAsset.model_validate(raw)
         check_against_site(asset, registry)
     except ValidationError as exc:
-        report.rejected.append(RejectedRow(row, pole_id, _reason(exc)))
+        report.rejected.append(RejectedRow(row, pole_id, *_reason(exc)))
         return
     except AssetInvalid as exc:
-        report.rejected.append(RejectedRow(row, pole_id, str(exc)))
+        assert exc.message is not None  # every check against the site words its refusal
+        report.rejected.append(RejectedRow(row, pole_id, str(exc), exc.message))
         return
     if asset.pole_id in seen:
-        report.rejected.append(RejectedRow(row, pole_id, "pole_id: repeats an earlier row"))
+        report.rejected.append(
+            _rejected(row, pole_id, "pole_id: repeats an earlier row", "reject.repeated_pole")
+        )
         return
     seen.add(asset.pole_id)
     report.accepted.append(asset)
@@ -110,7 +123,12 @@ def _take_rows(
         line = reader.line_num
         if None in row:
             report.rejected.append(
-                RejectedRow(line, row.get("pole_id") or "", "more cells than header columns")
+                _rejected(
+                    line,
+                    row.get("pole_id") or "",
+                    "more cells than header columns",
+                    "reject.extra_cells",
+                )
             )
             continue
         cells = {k.strip(): v.strip() for k, v in row.items() if k and v is not None}
@@ -139,7 +157,9 @@ def parse_geojson(data: bytes, registry: Registry) -> ImportReport:
         props = feature.get("properties") if isinstance(feature, dict) else None
         geometry = feature.get("geometry") if isinstance(feature, dict) else None
         if not isinstance(props, dict):
-            report.rejected.append(RejectedRow(i, "", "feature has no properties"))
+            report.rejected.append(
+                _rejected(i, "", "feature has no properties", "reject.no_properties")
+            )
             continue
         pole_id = str(props.get("pole_id", ""))
         coords = geometry.get("coordinates") if isinstance(geometry, dict) else None
@@ -149,7 +169,9 @@ def parse_geojson(data: bytes, registry: Registry) -> ImportReport:
             or not isinstance(coords, list)
             or len(coords) < 2
         ):
-            report.rejected.append(RejectedRow(i, pole_id, "geometry must be a Point [lon, lat]"))
+            report.rejected.append(
+                _rejected(i, pole_id, "geometry must be a Point [lon, lat]", "reject.not_point")
+            )
             continue
         # GeoJSON orders coordinates longitude first.
         _take(report, seen, registry, i, {**props, "lon": coords[0], "lat": coords[1]})

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from controller.device_config import CabinetConfig
 from controller.registry import Registry
-from drivers.errors import Invalid
+from drivers.errors import Invalid, PeopleMessage
 
 PoleId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=64)]
 
@@ -58,22 +58,44 @@ def check_against_site(asset: PoleAsset, registry: Registry) -> None:
     if asset.cabinet is not None:
         cabinet = registry.by_id.get(asset.cabinet)
         if cabinet is None or cabinet.device_class != "cabinet":
-            raise AssetInvalid(f"cabinet: no cabinet {asset.cabinet!r}")
+            raise AssetInvalid(
+                f"cabinet: no cabinet {asset.cabinet!r}",
+                PeopleMessage("reject.no_cabinet", {"cabinet": asset.cabinet}),
+            )
         if asset.circuit is None:
-            raise AssetInvalid("circuit: a pole fed by a cabinet needs its circuit")
+            raise AssetInvalid(
+                "circuit: a pole fed by a cabinet needs its circuit",
+                PeopleMessage("reject.no_circuit", {"cabinet": asset.cabinet}),
+            )
         loc = cabinet.location
         if isinstance(loc, CabinetConfig) and asset.circuit > loc.circuits:
             raise AssetInvalid(
-                f"circuit: {asset.circuit}, but cabinet {asset.cabinet} has {loc.circuits}"
+                f"circuit: {asset.circuit}, but cabinet {asset.cabinet} has {loc.circuits}",
+                PeopleMessage(
+                    "reject.circuit_beyond",
+                    {"circuit": asset.circuit, "cabinet": asset.cabinet, "circuits": loc.circuits},
+                ),
             )
     if asset.controller is not None:
         controller = registry.by_id.get(asset.controller)
         if controller is None or controller.device_class != "lamp":
-            raise AssetInvalid(f"controller: no single-lamp controller {asset.controller!r}")
+            raise AssetInvalid(
+                f"controller: no single-lamp controller {asset.controller!r}",
+                PeopleMessage("reject.no_controller", {"controller": asset.controller}),
+            )
         if controller.parent is not None and (
             cabinet is None or registry.devices[controller.parent].id != cabinet.id
         ):
+            behind = registry.devices[controller.parent].id
             raise AssetInvalid(
                 f"cabinet: controller {asset.controller} is behind cabinet "
-                f"{registry.devices[controller.parent].id}, not {asset.cabinet}"
+                f"{behind}, not {asset.cabinet}",
+                PeopleMessage(
+                    "reject.controller_elsewhere",
+                    {
+                        "controller": asset.controller,
+                        "behind": behind,
+                        "cabinet": asset.cabinet or "—",
+                    },
+                ),
             )
