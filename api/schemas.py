@@ -352,6 +352,8 @@ class AlarmRefusal(BaseModel):
 
     id: int
     reason: str
+    #: The reason in the catalogue's words: the console shows it in the reader's language.
+    message: MessageOut
 
 
 class AlarmBatchOut(BaseModel):

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from drivers.errors import Conflict
+from drivers.errors import Conflict, PeopleMessage
 
 SENSOR_FAULT = "sensor_fault"
 _SEVERITY_ORDER = ("low", "medium", "high", "urgent")
@@ -130,12 +130,20 @@ class AlarmError(Conflict):
     """An operator action that does not fit the alarm's state."""
 
 
+class AlarmRefused(NamedTuple):
+    """An alarm a bulk action left alone: why, and the same in the catalogue's words."""
+
+    id: int
+    reason: str
+    message: PeopleMessage
+
+
 @dataclass
 class AlarmBatch:
     """What one bulk action did: the alarms changed, and each refused id with its reason."""
 
     done: list[Alarm] = field(default_factory=list)
-    refused: list[tuple[int, str]] = field(default_factory=list)
+    refused: list[AlarmRefused] = field(default_factory=list)
 
 
 def alarm_payload(alarm: Alarm, now: float) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 
+from drivers.errors import PeopleMessage
 from rules import kernels as K
 from rules.alarm_floods import AlarmFloodDetector
 from rules.alarm_model import (
@@ -23,6 +24,7 @@ from rules.alarm_model import (
     AlarmBatch,
     AlarmError,
     AlarmNotice,
+    AlarmRefused,
     AlarmStorage,
     Condition,
     NoticeHandler,
@@ -332,7 +334,13 @@ class AlarmManager:
             alarm.condition = Condition.NORMAL
             self._close(alarm, now)
         else:
-            raise AlarmError(f"alarm {alarm_id} is {alarm.condition.value}: nothing to acknowledge")
+            raise AlarmError(
+                f"alarm {alarm_id} is {alarm.condition.value}: nothing to acknowledge",
+                PeopleMessage(
+                    "refusal.alarm_acknowledged",
+                    {"alarm": alarm_id, "alarm_state": alarm.condition.value},
+                ),
+            )
         alarm.acked_at, alarm.acked_by = now, who
         self._dirty[alarm.id] = alarm
         return alarm
@@ -373,9 +381,11 @@ class AlarmManager:
             try:
                 batch.done.append(change(alarm_id))
             except KeyError:
-                batch.refused.append((alarm_id, f"no open alarm {alarm_id}"))
+                gone = PeopleMessage("refusal.alarm_not_open", {"alarm": alarm_id})
+                batch.refused.append(AlarmRefused(alarm_id, f"no open alarm {alarm_id}", gone))
             except AlarmError as error:
-                batch.refused.append((alarm_id, str(error)))
+                assert error.message is not None  # every alarm refusal is worded
+                batch.refused.append(AlarmRefused(alarm_id, error.reason, error.message))
         await self._flush([AlarmNotice(a, transition) for a in batch.done])
         return batch
 
@@ -383,7 +393,10 @@ class AlarmManager:
         """End shelving now."""
         alarm = self._get(alarm_id)
         if alarm.shelved_until is None:
-            raise AlarmError(f"alarm {alarm_id} is not shelved")
+            raise AlarmError(
+                f"alarm {alarm_id} is not shelved",
+                PeopleMessage("refusal.alarm_not_shelved", {"alarm": alarm_id}),
+            )
         alarm.shelved_until, alarm.shelved_by = None, who
         self._dirty[alarm.id] = alarm
         await self._flush([AlarmNotice(alarm, "unshelved")])

@@ -114,10 +114,21 @@ async def test_alarms_are_acknowledged_and_shelved_in_bulk_with_refusals_named(
             done = (await client.post("/alarms/acknowledge", json={"ids": [*ids, 999]})).json()
             assert sorted(a["id"] for a in done["done"]) == sorted(ids)
             assert {a["acknowledged_by"] for a in done["done"]} == {"Wang (engineer)"}
-            assert done["refused"] == [{"id": 999, "reason": "no open alarm 999"}]
+            assert done["refused"] == [
+                {
+                    "id": 999,
+                    "reason": "no open alarm 999",
+                    "message": {"key": "refusal.alarm_not_open", "params": {"alarm": 999}},
+                }
+            ]
             again = (await client.post("/alarms/acknowledge", json={"ids": ids})).json()
             assert again["done"] == [] and len(again["refused"]) == len(ids)
             assert all("nothing to acknowledge" in r["reason"] for r in again["refused"])
+            # The same in the catalogue's words, the state named for the console to translate.
+            assert {r["message"]["key"] for r in again["refused"]} == {"refusal.alarm_acknowledged"}
+            assert {r["message"]["params"]["alarm_state"] for r in again["refused"]} == {
+                "active_acknowledged"
+            }
             shelved = await client.post("/alarms/shelve", json={"ids": ids, "minutes": 60})
             assert {a["state"] for a in shelved.json()["done"]} == {"shelved"}
             listed = (await client.get("/alarms", params={"state": "shelved"})).json()

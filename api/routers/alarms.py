@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from api.auth import AlarmOperator, read_guard
 from api.deps import AlarmsDep, ControllerDep
+from api.errors import MessageOut
 from api.schemas import (
     AlarmBatchOut,
     AlarmIdsIn,
@@ -107,7 +108,10 @@ def flood_watch(controller: ControllerDep, manager: AlarmsDep) -> FloodWatchOut:
 def _batch_out(batch: AlarmBatch, manager: AlarmManager) -> AlarmBatchOut:
     return AlarmBatchOut(
         done=[alarm_out(a, manager) for a in batch.done],
-        refused=[AlarmRefusal(id=i, reason=r) for i, r in batch.refused],
+        refused=[
+            AlarmRefusal(id=r.id, reason=r.reason, message=MessageOut.of(r.message))
+            for r in batch.refused
+        ],
     )
 
 

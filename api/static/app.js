@@ -119,7 +119,7 @@ function validationText(detail) {
 
 // A refusal the API words for people (its catalogue key and values) is shown in the
 // reader's language, the stage and action in it named too; others as the API says them.
-const REFUSAL_TERMS = { stage: "stage", action: "case_action", role: "role" };
+const REFUSAL_TERMS = { stage: "stage", action: "case_action", role: "role", alarm_state: "alarm_state" };
 function refusalText(message) {
   if (!message || !MESSAGES[message.key]) return null;
   const params = Object.fromEntries(Object.entries(message.params || {})
@@ -873,8 +873,12 @@ async function bulkAlarmAction(ids, action, extra = {}) {
   if (!ids.length) return;
   try {
     const result = await api(`/alarms/${action}`, { method: "POST", json: { ids, ...extra } });
-    $("#picked-status").textContent = t(`alarms.bulk_${action}`,
+    const summary = t(`alarms.bulk_${action}`,
       { n: result.done.length, refused: result.refused.length });
+    // Why the first few were refused, in the reader's language.
+    const reasons = result.refused.slice(0, 3).map((r) => refusalText(r.message) || r.reason);
+    $("#picked-status").textContent = reasons.length
+      ? t("alarms.bulk_refused", { summary, reasons: reasons.join(" · ") }) : summary;
     for (const a of result.done) alarmView.picked.delete(a.id);
   } catch (error) {
     $("#picked-status").textContent = error.message;
