@@ -53,6 +53,15 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
         pytest.fail(f"test leaked {len(leaked)} task(s): {[t.get_name() for t in leaked]}")
 
 
+@pytest.fixture
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster of the test's own, for tests that halt and resume it."""
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
     """A real PostgreSQL: STREETSENSE_TEST_POSTGRES_URL if given, else a throwaway cluster."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from copy import deepcopy
 from pathlib import Path
 from typing import Any
@@ -23,14 +23,6 @@ from tests.test_cases_e2e import case_city
 pytestmark = pytest.mark.slow
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
 OUTAGE_S = 20.0
-
-
-@pytest.fixture
-def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 async def wait_until(check: Callable[[], Any], within: float) -> None:

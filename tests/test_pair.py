@@ -28,7 +28,7 @@ from controller.telemetry.embedded import stored_polls
 from drivers.errors import NotLeading
 from simulators.field import FieldController, create_key, field_config, simulated_field
 from simulators.servers import PostgresServer, free_port, fresh_postgres_database
-from tests.reliability.harness import influx_points, influx_server, pause, resume, wait
+from tests.reliability.harness import caught_up, influx_points, influx_server, pause, resume, wait
 
 pytestmark = pytest.mark.slow
 
@@ -285,16 +285,7 @@ def delivered(node: Node, key: dict[str, str]) -> bool:
     """Its InfluxDB sink took points and nothing waits in its spool."""
     sinks = httpx.get(f"{node.url}/telemetry/sinks", headers=key, timeout=10)
     assert sinks.status_code == 200, sinks.text
-    s = next(s for s in sinks.json() if s["name"] == "influxdb")
-    return bool(s["up"] and s["delivered_points"] > 0 and s["pending_points"] == 0)
-
-
-@pytest.fixture
-def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    server.start()
-    yield server
-    server.stop()
+    return caught_up(next(s for s in sinks.json() if s["name"] == "influxdb"))
 
 
 def test_both_nodes_ride_out_a_postgresql_outage_and_the_leader_stays(

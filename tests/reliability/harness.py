@@ -146,8 +146,7 @@ class Rig:
 
     def delivered(self, sink: str) -> bool:
         """The sink took data and nothing waits for it."""
-        s = self.sinks()[sink]
-        return bool(s["up"] and s["delivered_points"] > 0 and s["pending_points"] == 0)
+        return caught_up(self.sinks()[sink])
 
     def stop(self) -> None:
         """SIGTERM, as systemd stops it; the process must end cleanly."""
@@ -190,6 +189,11 @@ class Rig:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=30)
+
+
+def caught_up(sink: dict[str, Any]) -> bool:
+    """A sink's status (``/telemetry/sinks``) says it took data and nothing waits for it."""
+    return bool(sink["up"] and sink["delivered_points"] > 0 and sink["pending_points"] == 0)
 
 
 def influx_points(influxd: Influxd, database: str = "field") -> list[Point]:
