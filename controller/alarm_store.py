@@ -5,6 +5,12 @@ database (PostgreSQL restarting) keeps the alarms' latest states in order and
 writes them when it is back, so the rules never wait on it and nothing is
 lost. What is still unwritten when the controller stops goes to a small file
 in the data folder and is written first at the next start.
+
+In a pair each row carries the epoch of the leader that judged it, and
+PostgreSQL refuses a row older than the lease's (migration 0006). A leader
+cut off from the database while the standby took over has judged the same
+faults as the new leader, under ids that may collide: what it kept waiting is
+dropped, said in the log and counted, never written over the new leader's.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from typing import Any, ClassVar
 from sqlalchemy import ColumnElement, and_, func, or_, select
 
 from controller.state.database import StateDatabase
+from controller.state.fencing import fenced
 from controller.state.tables import alarm as alarm_table
 from controller.state.upsert import upsert
+from drivers.errors import NotLeading
 from rules.alarm_model import Alarm, Condition
 
 log = logging.getLogger(__name__)
@@ -49,6 +57,10 @@ class AlarmStore:
         self._retry: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
         self._owns_db = False
+        #: The epoch of this node's lease while it leads a pair, stamped on every row.
+        self.epoch: int | None = None
+        #: Alarms the database refused because another node has led since they were judged.
+        self.fenced = 0
 
     @property
     def unwritten(self) -> int:
@@ -62,11 +74,12 @@ class AlarmStore:
         if self._owns_db:
             await self.db.open()
         if self.spill.is_file():
-            spilled = await asyncio.to_thread(self._read_spill)
+            spilled, epoch = await asyncio.to_thread(self._read_spill)
             self._merge(spilled)
-            await self._write()
+            # Under the epoch they were judged in, not this start's.
+            if await self._write(epoch):
+                log.warning("wrote %d alarms left unwritten at the last stop", len(spilled))
             await asyncio.to_thread(self.spill.unlink)
-            log.warning("wrote %d alarms left unwritten at the last stop", len(spilled))
         return await self.read_open()
 
     async def read_open(self) -> list[Alarm]:
@@ -81,8 +94,8 @@ class AlarmStore:
             values[flag] = bool(values[flag])
         return Alarm(**values)
 
-    def _row(self, alarm: Alarm) -> dict[str, Any]:
-        return {c: getattr(alarm, c) for c in self._COLUMNS}
+    def _row(self, alarm: Alarm, epoch: int | None) -> dict[str, Any]:
+        return {c: getattr(alarm, c) for c in self._COLUMNS} | {"epoch": epoch}
 
     def _merge(self, alarms: list[Alarm]) -> None:
         for alarm in alarms:
@@ -107,18 +120,32 @@ class AlarmStore:
                 )
                 self._retry = asyncio.create_task(self._retry_loop(), name="alarms:retry")
 
-    async def _write(self) -> None:
+    async def _write(self, epoch: int | None = None) -> bool:
+        """Write what waits, stamped with ``epoch`` (default: this node's); False if the
+        fence refused it, which is then dropped. Other errors are raised, for a retry."""
+        if epoch is None:
+            epoch = self.epoch
         async with self._write_lock:
             if not self._unwritten:
-                return
+                return True
             # Snapshots: the manager changes alarms in place, also while this write waits.
-            written = {alarm_id: self._row(a) for alarm_id, a in self._unwritten.items()}
-            async with self.db.connected().begin() as conn:
-                await upsert(conn, alarm_table, list(written.values()))
+            written = {alarm_id: self._row(a, epoch) for alarm_id, a in self._unwritten.items()}
+            try:
+                with fenced():
+                    async with self.db.connected().begin() as conn:
+                        await upsert(conn, alarm_table, list(written.values()))
+            except NotLeading as exc:
+                # For good: the new leader judges these faults itself.
+                self.fenced += len(written)
+                for alarm_id in written:
+                    self._unwritten.pop(alarm_id, None)
+                log.error("%d alarms judged here were not written: %s", len(written), exc)
+                return False
             for alarm_id, row in written.items():
                 alarm = self._unwritten.get(alarm_id)
-                if alarm is not None and self._row(alarm) == row:
+                if alarm is not None and self._row(alarm, epoch) == row:
                     del self._unwritten[alarm_id]
+            return True
 
     async def _retry_loop(self) -> None:
         while self._unwritten:
@@ -169,22 +196,29 @@ class AlarmStore:
                     self.spill,
                     exc or "the state database did not answer",
                 )
-                await asyncio.to_thread(self._write_spill, list(self._unwritten.values()))
+                alarms = list(self._unwritten.values())
+                await asyncio.to_thread(self._write_spill, alarms, self.epoch)
                 self._unwritten.clear()
         if self._owns_db:
             await self.db.close()
 
-    def _read_spill(self) -> list[Alarm]:
+    def _read_spill(self) -> tuple[list[Alarm], int | None]:
+        """The spilled alarms and the epoch they were judged in."""
+        doc = json.loads(self.spill.read_text(encoding="utf-8"))
+        # Before 0006 the file was the list alone, from a controller not in a pair.
+        if isinstance(doc, list):
+            doc = {"epoch": None, "alarms": doc}
         out = []
-        for values in json.loads(self.spill.read_text(encoding="utf-8")):
+        for values in doc["alarms"]:
             values["condition"] = Condition(values["condition"])
             out.append(Alarm(**values))
-        return out
+        return out, doc["epoch"]
 
-    def _write_spill(self, alarms: list[Alarm]) -> None:
-        earlier = self._read_spill() if self.spill.is_file() else []
+    def _write_spill(self, alarms: list[Alarm], epoch: int | None) -> None:
+        earlier, _ = self._read_spill() if self.spill.is_file() else ([], None)
         merged = {a.id: a for a in [*earlier, *alarms]}
+        doc = {"epoch": epoch, "alarms": [asdict(a) for a in merged.values()]}
         self.spill.parent.mkdir(parents=True, exist_ok=True)
         part = self.spill.with_suffix(".part")
-        part.write_text(json.dumps([asdict(a) for a in merged.values()]), encoding="utf-8")
+        part.write_text(json.dumps(doc), encoding="utf-8")
         part.replace(self.spill)

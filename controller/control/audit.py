@@ -9,17 +9,14 @@ off Dongfeng Road last night", not only who succeeded.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import or_, select
-from sqlalchemy.exc import DBAPIError
 
 from controller.state.database import StateDatabase
+from controller.state.fencing import fenced
 from controller.state.tables import audit
-from drivers.errors import NotLeading
 
 _COLUMNS = [c.name for c in audit.c]
 
@@ -115,20 +112,6 @@ def _entry(row: tuple[Any, ...]) -> AuditEntry:
     )
 
 
-@contextmanager
-def _fenced() -> Iterator[None]:
-    """The fence of migration 0005 (PostgreSQL refusing an older epoch) as NotLeading."""
-    try:
-        yield
-    except DBAPIError as exc:
-        if "fenced: epoch" not in str(exc.orig):
-            raise
-        raise NotLeading(
-            "this controller no longer leads its pair: "
-            + str(exc.orig).splitlines()[0].removeprefix("fenced: ")
-        ) from None
-
-
 class AuditLog:
     """The audit log in the state database."""
 
@@ -143,7 +126,7 @@ class AuditLog:
         database refuses it: another node of the pair has taken the lease since."""
         if entry.epoch is None:
             entry.epoch = self.epoch
-        with _fenced():
+        with fenced():
             async with self.db.connected().begin() as conn:
                 statement = audit.insert().values(_row(entry)).returning(audit.c.id)
                 entry.id = int((await conn.execute(statement)).scalar_one())
@@ -153,7 +136,7 @@ class AuditLog:
         """Record how an entry's command ended (the whole entry is written again)."""
         if entry.epoch is None:
             entry.epoch = self.epoch
-        with _fenced():
+        with fenced():
             async with self.db.connected().begin() as conn:
                 await conn.execute(audit.update().where(audit.c.id == entry.id).values(_row(entry)))
 

@@ -52,6 +52,8 @@ alarm = Table(
     Column("lat", Float, nullable=False),
     Column("lon", Float, nullable=False),
     Column("case", Boolean, nullable=False),
+    #: The lease epoch of the leader that judged it (None: a controller not in a pair).
+    Column("epoch", Integer),
     Index("alarm_open", "closed_at"),
     Index("alarm_raised", "raised_at"),
 )

@@ -1,0 +1,29 @@
+"""The fence of a pair's state database: PostgreSQL refusing a write of an older epoch.
+
+Migration 0005 fences the audit log and 0006 the alarms: a trigger compares the
+row's epoch with the lease's and raises ``fenced: epoch ...``. Here that error
+becomes :class:`NotLeading`, the one the rest of the controller knows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.exc import DBAPIError
+
+from drivers.errors import NotLeading
+
+
+@contextmanager
+def fenced() -> Iterator[None]:
+    """Database writes inside, with the fence's refusal raised as NotLeading."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if "fenced: epoch" not in str(exc.orig):
+            raise
+        raise NotLeading(
+            "this controller no longer leads its pair: "
+            + str(exc.orig).splitlines()[0].removeprefix("fenced: ")
+        ) from None
