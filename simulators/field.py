@@ -80,13 +80,17 @@ def wait_for_port(port: int, proc: subprocess.Popen[str], timeout: float = 30.0)
 
 
 @contextmanager
-def simulated_field(config: Path) -> Iterator[None]:
+def simulated_field(config: Path) -> Iterator[subprocess.Popen[str]]:
+    """``streetsense simulate`` of the config's devices, once every link listens.
+
+    Yields the simulator's process, so that a test can pause every device at once.
+    """
     sim = streetsense("simulate", "-c", str(config), cwd=config.parent)
     try:
         doc = yaml.safe_load(config.read_text(encoding="utf-8"))
         for link in doc["links"]:
             wait_for_port(link["port"], sim)
-        yield
+        yield sim
     finally:
         sim.send_signal(signal.SIGINT)
         sim.communicate(timeout=20)

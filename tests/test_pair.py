@@ -6,13 +6,16 @@ nothing, and PostgreSQL itself refuses an audit entry of an older epoch."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -21,11 +24,13 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from controller.alarm_store import UNWRITTEN_ALARMS, AlarmStore
 from controller.control.audit import Actor, AuditEntry, AuditLog
 from controller.state.database import StateDatabase
 from controller.state.tables import audit
 from controller.telemetry.embedded import stored_polls
 from drivers.errors import NotLeading
+from rules.alarm_model import Alarm, Condition
 from simulators.field import FieldController, create_key, field_config, simulated_field
 from simulators.servers import PostgresServer, free_port, fresh_postgres_database
 from tests.reliability.harness import caught_up, influx_points, influx_server, pause, resume, wait
@@ -47,36 +52,55 @@ HIGH_WATER = {
     "case": True,
 }
 
-#: Long enough for the leader's lease to run out (1.75 leases).
+#: Raised when the gauge falls silent (its simulator paused), with a case. The rules see
+#: readings a batch (2 s) at a time: silence is counted beyond that.
+GAUGE_SILENT = {
+    "id": "gauge-silent",
+    "kind": "comm_loss",
+    "select": {"device_class": "gauge"},
+    "intervals": 30,
+    "severity": "high",
+    "case": True,
+}
+
+#: At least this long: the leader's lease runs out (1.75 leases).
 OUTAGE = 7.0
 
 #: One controller of the pair.
 Node = FieldController
 
 
+class Pair(NamedTuple):
+    """The two nodes (a leading, b the standby), an engineer's key and the devices."""
+
+    a: FieldController
+    b: FieldController
+    key: dict[str, str]
+    devices: subprocess.Popen[str]
+
+
 @contextmanager
-def pair(
-    tmp_path: Path, state_url: str, **sections: Any
-) -> Iterator[tuple[FieldController, FieldController, dict[str, str]]]:
-    """The field's devices, two nodes (a leading, b the standby) and an engineer's key."""
+def pair(tmp_path: Path, state_url: str, **sections: Any) -> Iterator[Pair]:
+    """The field's devices and two nodes of the field's config, a leading."""
+    rules = sections.pop("rules", [])
     config = field_config(
         tmp_path,
         free_port(),
         database={"url": state_url},
         leadership=LEASE,
-        rules=[HIGH_WATER],
+        rules=[HIGH_WATER, *rules],
         **sections,
     )
     key = {"Authorization": "Bearer " + create_key(config, "Chen Gong", "engineer")}
     a = FieldController("a", config, tmp_path / "a")
     b = FieldController("b", config, tmp_path / "b")
-    with simulated_field(config):
+    with simulated_field(config) as devices:
         try:
             a.start()
             a.wait_for("leader")
             b.start()
             b.wait_for("standby")
-            yield a, b, key
+            yield Pair(a, b, key, devices)
         finally:
             a.stop()
             b.stop()
@@ -128,7 +152,7 @@ async def state_url(postgres_url: str) -> str:
 
 
 def test_the_standby_takes_over_when_the_leader_is_killed(tmp_path: Path, state_url: str) -> None:
-    with pair(tmp_path, state_url) as (a, b, key):
+    with pair(tmp_path, state_url) as (a, b, key, _):
         assert a.health()["leadership"]["epoch"] == 1
         standby = b.health()["leadership"]
         assert standby["leader"] == "a" and standby["leader_url"] == a.url
@@ -182,7 +206,7 @@ def test_the_standby_takes_over_when_the_leader_is_killed(tmp_path: Path, state_
 
 
 def test_a_paused_leader_wakes_up_deposed_and_sends_nothing(tmp_path: Path, state_url: str) -> None:
-    with pair(tmp_path, state_url) as (a, b, key):
+    with pair(tmp_path, state_url) as (a, b, key, _):
         assert a.proc is not None
         a.proc.send_signal(signal.SIGSTOP)
         b.wait_for("leader")
@@ -221,7 +245,7 @@ def test_a_switching_time_during_the_take_over_is_switched_once(
         "calendars": [{"id": "every-day", "default": "night"}],
         "groups": [{"id": "cab-1", "calendar": "every-day", "targets": {"cabinets": ["CAB-1"]}}],
     }
-    with pair(tmp_path, state_url, schedules=schedules) as (a, b, _key):
+    with pair(tmp_path, state_url, schedules=schedules) as (a, b, _key, _):
         assert a.proc is not None
         # The leader stops answering just before the switching time; the standby takes
         # over after it, and the old leader wakes with the step due on its own clock.
@@ -254,7 +278,7 @@ def test_the_old_leaders_spool_is_delivered_once_it_stands_by(
 ) -> None:
     with influx_server(tmp_path / "influx") as influxd:
         sink = {"influxdb": {"url": influxd.url, "database": "field", "timeout": 2}}
-        with pair(tmp_path, state_url, storage=sink) as (a, b, key):
+        with pair(tmp_path, state_url, storage=sink) as (a, b, key, _):
             wait(lambda: delivered(a, key), 30, "the leader's first points in InfluxDB")
             # InfluxDB hangs: the leader's sends time out and its points wait in its spool,
             # which a kill -9 leaves on its disk.
@@ -291,16 +315,25 @@ def delivered(node: Node, key: dict[str, str]) -> bool:
 def test_both_nodes_ride_out_a_postgresql_outage_and_the_leader_stays(
     tmp_path: Path, postgres: PostgresServer
 ) -> None:
-    with pair(tmp_path, postgres.url) as (a, b, key):
+    with pair(tmp_path, postgres.url, rules=[GAUGE_SILENT]) as (a, b, key, devices):
         shown_alike(a, b, "/alarms", key, alarm_states)
         postgres.halt()
-        time.sleep(OUTAGE)
+        halted_at = time.monotonic()
+        time.sleep(LEASE["lease_seconds"] + 0.5)
         # The leader polls on and judges; with its lease run out it sends nothing.
         during = a.health()
         assert during["online"] == during["poll_targets"] > 0, during
         assert not during["leadership"]["database_reachable"]
         assert any("the lease has run out" in r for r in during["reasons"]), during
         assert b.health()["status"] == "degraded"
+        # The gauge falls silent meanwhile: the leader raises the alarm and its case,
+        # which wait for the database.
+        devices.send_signal(signal.SIGSTOP)
+        try:
+            wait(lambda: "gauge-silent" in rules_shown(a, key), 10, "the silent gauge's alarm")
+        finally:
+            devices.send_signal(signal.SIGCONT)
+        time.sleep(max(0.0, OUTAGE - (time.monotonic() - halted_at)))
         postgres.resume()
         # The standby gives the leader a lease to renew; it does, and keeps leading.
         deadline = time.monotonic() + 2 * LEASE["lease_seconds"]
@@ -314,7 +347,19 @@ def test_both_nodes_ride_out_a_postgresql_outage_and_the_leader_stays(
         assert standby["leadership"]["role"] == "standby", standby
         assert standby["leadership"]["leader"] == "a" and standby["status"] == "ok", standby
         assert command(a, OFF, key)["status"] == "confirmed"
-        shown_alike(a, b, "/alarms", key, alarm_states)
+        # What was raised meanwhile is in the database, as the leader has it, in order.
+        alarms = sorted(shown_alike(a, b, "/alarms", key, alarm_states), key=lambda x: x["id"])
+        assert [(x["rule"], x["device"]) for x in alarms] == [
+            ("high-water", "WL-1"),
+            ("gauge-silent", "WL-1"),
+        ], alarms
+        cases = sorted(shown_alike(a, b, "/cases", key), key=lambda c: c["id"])
+        assert [[alarm["id"]] for alarm in alarms] == [c["alarm_ids"] for c in cases], cases
+
+
+def rules_shown(node: Node, key: dict[str, str]) -> set[str]:
+    """The rules of the alarms ``node`` shows."""
+    return {x["rule"] for x in httpx.get(f"{node.url}/alarms", headers=key, timeout=5).json()}
 
 
 async def test_a_standby_seeing_the_database_again_lets_the_leader_renew_first(
@@ -383,5 +428,55 @@ async def test_postgresql_refuses_an_audit_entry_of_an_older_epoch(state_url: st
             await log.update(entry)
         log.epoch, late.epoch = 2, None
         assert await log.append(late) > entry.id
+    finally:
+        await db.close()
+
+
+def gauge_alarm(alarm_id: int, rule: str, raised_at: float) -> Alarm:
+    return Alarm(id=alarm_id, rule=rule, kind="comm_loss", device="WL-1", device_class="gauge",
+                 sub=0, point="", severity="high", level=1, level_name="active",
+                 condition=Condition.ACTIVE_UNACK, value=None, limit=None, raised_at=raised_at,
+                 last_seen=raised_at, case=True)  # fmt: skip
+
+
+async def test_postgresql_refuses_alarms_judged_under_an_older_epoch(
+    state_url: str, tmp_path: Path
+) -> None:
+    """A leader cut off from the database judged on; the standby took over and raised the
+    same fault. What the old leader kept waiting must not land over the new leader's."""
+    from controller.leadership.lease import LeaderLease
+
+    db = StateDatabase(make_url(state_url))
+    await db.open()
+    try:
+        held = await LeaderLease(db, "a", "http://a", 0.5).try_hold()
+        assert held is not None and held.epoch == 1
+        a = AlarmStore(db, tmp_path / "a" / UNWRITTEN_ALARMS)
+        a.epoch = 1
+        first = gauge_alarm(1, "gauge-silent", time.time())
+        await a.save([first])
+        await asyncio.sleep(0.6)  # a's lease lapses; b takes it and raises its own alarm 2
+        held = await LeaderLease(db, "b", "http://b", 5.0).try_hold()
+        assert held is not None and held.epoch == 2
+        b = AlarmStore(db, tmp_path / "b" / UNWRITTEN_ALARMS)
+        b.epoch = 2
+        await b.save([gauge_alarm(2, "gauge-silent-b", time.time())])
+
+        # a's waiting changes reach the database: a new alarm under the same id, and
+        # its first alarm acknowledged. Both refused, dropped, counted.
+        first.acked_at, first.acked_by = time.time(), "Li"
+        await a.save([gauge_alarm(2, "gauge-silent", time.time()), first])
+        assert (a.unwritten, a.fenced) == (0, 2)
+        shown = {x.id: (x.rule, x.acked_by) for x in await b.read_open()}
+        assert shown == {1: ("gauge-silent", None), 2: ("gauge-silent-b", None)}
+
+        # Nor what a left in its data folder when it stopped, at its next start.
+        spill = tmp_path / "a" / UNWRITTEN_ALARMS
+        late = asdict(gauge_alarm(3, "gauge-silent", time.time()))
+        spill.parent.mkdir()
+        spill.write_text(json.dumps({"epoch": 1, "alarms": [late]}), encoding="utf-8")
+        restarted = AlarmStore(db, spill)
+        assert sorted(x.id for x in await restarted.open()) == [1, 2]
+        assert restarted.fenced == 1 and not spill.exists()
     finally:
         await db.close()

@@ -12,6 +12,7 @@ itself (stages, records, time limits) is :class:`~controller.cases.service.CaseS
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable
@@ -77,6 +78,7 @@ class AlarmCaseBridge:
         self.evidence = evidence
         self._clearing: dict[str, _Clearing] = {}
         self._retry: collections.deque[AlarmNotice] = collections.deque()
+        self._retrying = asyncio.Lock()
 
     async def on_alarm(self, notice: AlarmNotice) -> None:
         """Alarm subscriber: open, join or start verifying sensor cases.
@@ -97,6 +99,10 @@ class AlarmCaseBridge:
 
     async def retry_pending(self) -> int:
         """Try the alarm notices that could not be recorded; returns how many went through."""
+        async with self._retrying:  # one at a time, or a notice could be recorded twice
+            return await self._retry_in_order()
+
+    async def _retry_in_order(self) -> int:
         done = 0
         while self._retry:
             try:

@@ -67,10 +67,14 @@ class CasePhotos:
     async def attach(self, case_id: int, data: bytes, actor: str) -> CasePhoto:
         """Store a photo on an open case and list its link in the case's media."""
         if len(data) > MAX_PHOTO_BYTES:
-            raise Invalid(f"photo larger than {MAX_PHOTO_BYTES // 2**20} MB")
+            megabytes = MAX_PHOTO_BYTES // 2**20
+            raise Invalid(
+                f"photo larger than {megabytes} MB",
+                PeopleMessage("refusal.photo_too_large", {"mb": megabytes}),
+            )
         kind = image_type(data)
         if kind is None:
-            raise Invalid("not a JPEG, PNG or WebP photo")
+            raise Invalid("not a JPEG, PNG or WebP photo", PeopleMessage("refusal.not_a_photo"))
         async with self.db.session() as session:
             case = await session.get(CaseRow, case_id)
             if case is None:

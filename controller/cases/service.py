@@ -12,6 +12,7 @@ between the database and the city platform.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -46,6 +47,9 @@ from drivers.tasks import BackgroundTasks
 from rules.alarm_model import Alarm, severity_rank
 
 log = logging.getLogger(__name__)
+
+#: How often alarm notices that waited for the database are tried again.
+PENDING_RETRY_SECONDS = 2.0
 
 
 #: Actions a person may not take on a sensor case while its fault is still active
@@ -93,6 +97,7 @@ class CaseService(CaseReads):
         if self._owns_db:
             await self.db.open()
         self._tasks.start(self._overdue_loop(), "cases:overdue")
+        self._tasks.start(self._pending_loop(), "cases:pending")
 
     async def stop(self) -> None:
         """Stop the overdue watch (and close the database if :meth:`start` opened it)."""
@@ -391,11 +396,21 @@ class CaseService(CaseReads):
             await self._announce(row, transition)
         return flagged
 
+    async def _pending_loop(self) -> None:
+        # Not with the overdue check (every 30 s): an urgent flood case raised while
+        # PostgreSQL restarted should reach the dispatchers as soon as it is back.
+        while True:
+            await asyncio.sleep(PENDING_RETRY_SECONDS)
+            if not self.alarms.pending_notices:
+                continue
+            # Still away: the first failure was logged, health counts what waits.
+            with contextlib.suppress(Exception):
+                await self.alarms.retry_pending()
+
     async def _overdue_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.overdue_check_interval)
             try:
-                await self.alarms.retry_pending()
                 await self.flag_overdue()
             except Exception:
                 log.exception(
