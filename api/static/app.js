@@ -989,7 +989,7 @@ async function alarmAction(id, action, json) {
   try {
     await api(`/alarms/${id}/${action}`, { method: "POST", json });
   } catch (error) {
-    alert(error.message);
+    await tell(error.message);
   }
   await refreshAlarms();
 }
@@ -1386,7 +1386,7 @@ async function attachPhoto(c, file, onDone = renderCases) {
     await api(`/cases/${c.id}/photos`, { method: "POST", body: file,
       headers: { "Content-Type": file.type || "application/octet-stream" } });
   } catch (error) {
-    alert(error.message);
+    await tell(error.message);
   }
   await onDone();
 }
@@ -1422,7 +1422,7 @@ async function caseAction(c, action, extra = {}, onDone = renderCases) {
   try {
     await api(`/cases/${c.id}/${action}`, { method: "POST", json: { note, ...extra } });
   } catch (error) {
-    alert(error.message);
+    await tell(error.message);
   }
   await onDone();
 }
@@ -1687,7 +1687,7 @@ function extendControl(c, id) {
     try {
       await api(`/cases/${c.id}/extend`, { method: "POST", json: { due_at: due, note: t("cases.extend_note", { h: hours }) } });
     } catch (error) {
-      alert(error.message);
+      await tell(error.message);
     }
     await renderCasePage(id);
   });
@@ -1739,6 +1739,17 @@ function commandRequest() {
       ? t("control.which_circuits", { list: targets.circuits.join(", ") }) : t("control.which_all") })
     : t("control.what_lamps", { verb, scope: scopeWord, target: named });
   return { path: kind === "circuits" ? "/control/circuits" : "/control/lamps", body, what };
+}
+
+// A refusal told in the page (the browser's alert() is untranslated, blocks the page,
+// and on a phone may be suppressed); resolves once the reader has closed it.
+function tell(text) {
+  return new Promise((resolve) => {
+    const dialog = $("#refusal");
+    $("#refusal-text").textContent = text;
+    dialog.addEventListener("close", () => resolve(), { once: true });
+    dialog.showModal();
+  });
 }
 
 function ask(text) {
