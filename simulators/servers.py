@@ -214,7 +214,8 @@ scrape_configs:
 class Mosquitto(ServerProcess):
     """A mosquitto broker with persistence in its folder (so QoS 1 sessions survive a restart)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, every_packet: bool = False) -> None:
+        """``every_packet``: log each PUBLISH in and out (to tell which hop lost one)."""
         super().__init__("mosquitto", folder, free_port())
         self.config = folder / "mosquitto.conf"
         # Started as root, mosquitto drops to the "mosquitto" user, which cannot write a
@@ -227,6 +228,7 @@ allow_anonymous true
 persistence true
 persistence_location {folder}/
 autosave_interval 1
+{"log_type all" if every_packet else ""}
 {user}""",
             encoding="utf-8",
         )

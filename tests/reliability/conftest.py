@@ -21,7 +21,7 @@ def influxd(tmp_path: Path) -> Iterator[Influxd]:
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """A real mosquitto with persistence (QoS 1 sessions survive its restart)."""
-    server = Mosquitto(tmp_path / "mqtt")
+    server = Mosquitto(tmp_path / "mqtt", every_packet=True)
     server.start()
     try:
         yield server

@@ -67,6 +67,7 @@ def test_a_broker_stopped_20_s_loses_nothing_for_a_persistent_qos1_subscriber(
             started_at = time.time()
             wait(lambda: rig.delivered("mqtt"), 30, "the MQTT spool replayed")
             time.sleep(2 * BATCH_INTERVAL)
+            sink = rig.sinks()["mqtt"]
             rig.stop()
         polled = rig.embedded_points()
         with contextlib.suppress(AssertionError):
@@ -79,5 +80,15 @@ def test_a_broker_stopped_20_s_loses_nothing_for_a_persistent_qos1_subscriber(
         f"{len(missing)} of {len(polled)} polled points never reached the subscriber; "
         f"broker stopped at {stopped_at * 1000:.0f} ms, started at {started_at * 1000:.0f} ms; "
         f"first missing {missing[:8]}, last {missing[-3:]}; "
-        f"{len(rig.spool_records('mqtt'))} records left in the MQTT spool"
+        f"{len(rig.spool_records('mqtt'))} records left in the MQTT spool; sink {sink}; "
+        f"{broker_counts(broker, missing[0][0])}"
     )
+
+
+def broker_counts(broker: Mosquitto, device: str) -> str:
+    """What the broker's log says of a device's messages: taken in, and sent on."""
+    lines = broker.log.read_text(encoding="utf-8", errors="replace").splitlines()
+    topic = f"/{device}/telemetry"
+    took = sum("Received PUBLISH" in line and topic in line for line in lines)
+    sent = sum("Sending PUBLISH to reliability-sub" in line and topic in line for line in lines)
+    return f"the broker took {took} PUBLISH of {device} and sent the subscriber {sent}"
