@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, InternalError, OperationalError
 from starlette.exceptions import HTTPException
 
 from api.auth import AuthThrottle, TicketSigner
@@ -19,6 +19,7 @@ from api.errors import (
     REFUSAL_KINDS,
     declared,
     domain_refusal,
+    fenced_write,
     http_refusal,
     invalid_request,
     state_unreachable,
@@ -100,6 +101,7 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
     # A lost connection, not a wrong query: those stay errors of ours.
     for lost in (OperationalError, InterfaceError):
         app.add_exception_handler(lost, state_unreachable)
+    app.add_exception_handler(InternalError, fenced_write)
     app.add_exception_handler(HTTPException, http_refusal)
     for kind in REFUSAL_KINDS:
         app.add_exception_handler(kind, domain_refusal)

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from api.open311_format import error, format_of
+from controller.state.fencing import fenced
 from drivers.errors import (
     Conflict,
     Invalid,
@@ -199,6 +200,16 @@ async def state_unreachable(request: Request, exc: Exception) -> Response:
         headers={"Retry-After": str(STATE_RETRY_SECONDS)},
     )
     return await http_refusal(request, refusal)
+
+
+async def fenced_write(request: Request, exc: Exception) -> Response:
+    """503 when PostgreSQL refused a write of this node's epoch (another node of the pair
+    has led since: migration 0006's fence); any other internal error stays one."""
+    try:
+        with fenced():
+            raise exc
+    except NotLeading as refused:
+        return await domain_refusal(request, refused)
 
 
 async def invalid_request(request: Request, exc: Exception) -> Response:

@@ -211,6 +211,7 @@ class Controller:
     def _new_epoch(self, epoch: int) -> None:
         self.audit.epoch = epoch
         self.rules.store.epoch = epoch
+        self.state_db.epoch = epoch  # the cases' rows
 
     def _build_cases(self, loaded: LoadedConfig) -> None:
         cfg = loaded.config.cases

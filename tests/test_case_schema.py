@@ -57,6 +57,9 @@ async def make_previous_release_database(url: str, without_contact: bool) -> Non
         await conn.run_sync(lambda c: Base.metadata.create_all(c, tables=case_tables))
         if without_contact:
             await conn.execute(text("ALTER TABLE cases DROP COLUMN contact"))
+        # Nor had it the epochs of a pair (0006).
+        for table in ("cases", "case_transitions"):
+            await conn.execute(text(f"ALTER TABLE {table} DROP COLUMN epoch"))
         await conn.execute(
             text(
                 "INSERT INTO cases (id, source, stage, category, category_kind, class_code, "

@@ -26,11 +26,12 @@ from controller.cases.statistics import case_report, figures
 from controller.cases.webhook import WebhookSender
 from controller.config import parse_config
 from controller.control.audit import Actor
+from controller.leadership.lease import LeaderLease
 from controller.registry import Registry
 from controller.state.database import StateDatabase
 from drivers.errors import Conflict, Invalid
 from rules.alarm_model import Alarm, AlarmNotice, Condition
-from simulators.servers import free_port
+from simulators.servers import free_port, fresh_postgres_database
 
 DISPATCHER = Actor("Huang (command centre)", "k1", "dispatcher")
 CREW = Actor("Liu (lighting crew)", "k2", "engineer")
@@ -447,3 +448,36 @@ async def test_a_case_escalated_to_red_water_gets_the_urgent_time_limit(
     assert history[-1].action == "escalate" and history[-1].details["previous"]["severity"] == (
         "medium"
     )
+
+
+async def test_a_leader_that_no_longer_leads_raises_no_case_and_postgresql_says_why(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A leader cut off from the database judged on while the standby took over: the
+    notices that waited, once they reach the database, are refused there (the new
+    leader raises its own cases for those faults), dropped and counted, not retried."""
+    db = StateDatabase(make_url(await fresh_postgres_database(postgres_url)))
+    await db.open()
+    svc = CaseService(CONFIG.model_copy(update={"webhook": None}), db, registry(tmp_path))
+    try:
+        held = await LeaderLease(db, "a", "http://a", 0.5).try_hold()
+        assert held is not None
+        db.epoch = held.epoch
+        await svc.start()
+        await svc.alarms.on_alarm(AlarmNotice(lamp_alarm(7), "raised"))
+        [case] = await svc.find()
+        assert case.stage == "dispatched"
+        await asyncio.sleep(0.6)  # a's lease lapses; b takes it
+        assert await LeaderLease(db, "b", "http://b", 5.0).try_hold() is not None
+
+        # A new fault, and the first one raised again (a repeat is noted on its case).
+        darker = replace(lamp_alarm(8), device="DF-L018")
+        await svc.alarms.on_alarm(AlarmNotice(darker, "raised"))
+        await svc.alarms.on_alarm(AlarmNotice(lamp_alarm(9), "raised"))
+        assert (svc.alarms.pending_notices, svc.alarms.fenced) == (0, 2)
+        [unchanged] = await svc.find()
+        assert (unchanged.id, unchanged.stage, unchanged.alarm_ids) == (case.id, "dispatched", [7])
+        assert unchanged.updated_at == case.updated_at
+    finally:
+        await svc.stop()
+        await db.close()

@@ -32,6 +32,8 @@ from controller.cases.requests import (
 )
 from controller.cases.stages import CaseAction, Stage, TransitionRefused
 from controller.cases.titles import case_title
+from controller.state.fencing import fenced
+from drivers.errors import NotLeading
 from drivers.readings import ReadingBatch
 from rules.alarm_model import Alarm, AlarmNotice
 
@@ -79,18 +81,20 @@ class AlarmCaseBridge:
         self._clearing: dict[str, _Clearing] = {}
         self._retry: collections.deque[AlarmNotice] = collections.deque()
         self._retrying = asyncio.Lock()
+        #: Notices the database refused because another node has led since.
+        self.fenced = 0
 
     async def on_alarm(self, notice: AlarmNotice) -> None:
         """Alarm subscriber: open, join or start verifying sensor cases.
 
         If the database cannot be reached (a PostgreSQL restart), the notice is
-        kept and tried again with the overdue check, in order, so no case is lost.
+        kept and tried again within seconds, in order, so no case is lost.
         """
         if self._retry:
             self._retry.append(notice)
             return
         try:
-            await self._on_alarm(notice)
+            await self._settle(notice)
         except CaseError:
             raise
         except Exception:
@@ -106,12 +110,22 @@ class AlarmCaseBridge:
         done = 0
         while self._retry:
             try:
-                await self._on_alarm(self._retry[0])
+                await self._settle(self._retry[0])
             except CaseError as exc:
                 log.warning("alarm %d makes no case: %s", self._retry[0].alarm.id, exc.reason)
             self._retry.popleft()
             done += 1
         return done
+
+    async def _settle(self, notice: AlarmNotice) -> None:
+        """Record what the notice means for cases; refused for good if another node of the
+        pair has led since (the fence of migration 0006): that node judges the fault."""
+        try:
+            with fenced():
+                await self._on_alarm(notice)
+        except NotLeading as exc:
+            self.fenced += 1
+            log.error("alarm %d makes no case here: %s", notice.alarm.id, exc)
 
     @property
     def pending_notices(self) -> int:

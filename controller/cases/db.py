@@ -65,6 +65,9 @@ class CaseRow(Base):
     rework_count: Mapped[int] = mapped_column(default=0)
     extension_count: Mapped[int] = mapped_column(default=0)
     return_count: Mapped[int] = mapped_column(default=0)
+    #: The lease epoch of the leader that last changed it (None: a controller not in a
+    #: pair); stamped by the state database's sessions, fenced by PostgreSQL (0006).
+    epoch: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class TransitionRow(Base):
@@ -82,6 +85,8 @@ class TransitionRow(Base):
     role: Mapped[str] = mapped_column(String(20))
     note: Mapped[str] = mapped_column(Text, default="")
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: The lease epoch of the leader that wrote it (None: a controller not in a pair).
+    epoch: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class PhotoRow(Base):

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 
 from controller.config import LoadedConfig, secret
 from controller.state.schema import SchemaState, ensure_schema
@@ -33,6 +33,19 @@ class Base(DeclarativeBase):
     # Times are Unix seconds (float), as everywhere in streetsense: no time zone surprises
     # between SQLite (which has no timestamp type) and PostgreSQL.
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+@event.listens_for(Session, "before_flush")
+def _stamp_epoch(session: Session, _context: Any, _instances: Any) -> None:
+    """Every row written with a session of a leading node carries its epoch, where the
+    table has one (cases and their transitions): PostgreSQL fences them (0006)."""
+    epoch = session.info.get("epoch")
+    if epoch is None:
+        return
+    for row in (*session.new, *session.dirty):
+        table = getattr(type(row), "__table__", None)
+        if table is not None and "epoch" in table.c:
+            row.epoch = epoch
 
 
 def database_url(url: str, base_dir: str, password: str | None) -> URL:
@@ -77,6 +90,9 @@ class StateDatabase:
         self.migrate_on_start = migrate_on_start
         self.engine: AsyncEngine | None = None
         self.sessions: async_sessionmaker[AsyncSession] | None = None
+        #: The epoch of this node's lease while it leads a pair: on every row its sessions
+        #: write to a fenced table.
+        self.epoch: int | None = None
 
     @property
     def is_open(self) -> bool:
@@ -117,7 +133,7 @@ class StateDatabase:
         """A new session (use as ``async with``)."""
         if self.sessions is None:
             raise RuntimeError("the state database is not open")
-        return self.sessions()
+        return self.sessions(info={"epoch": self.epoch})
 
     async def close(self) -> None:
         """Close every connection."""

@@ -1,6 +1,6 @@
 """The fence of a pair's state database: PostgreSQL refusing a write of an older epoch.
 
-Migration 0005 fences the audit log and 0006 the alarms: a trigger compares the
+Migration 0005 fences the audit log and 0006 the alarms and cases: a trigger compares the
 row's epoch with the lease's and raises ``fenced: epoch ...``. Here that error
 becomes :class:`NotLeading`, the one the rest of the controller knows.
 """
@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from sqlalchemy.exc import DBAPIError
 
-from drivers.errors import NotLeading
+from drivers.errors import NotLeading, PeopleMessage
 
 
 @contextmanager
@@ -25,5 +25,6 @@ def fenced() -> Iterator[None]:
             raise
         raise NotLeading(
             "this controller no longer leads its pair: "
-            + str(exc.orig).splitlines()[0].removeprefix("fenced: ")
+            + str(exc.orig).splitlines()[0].removeprefix("fenced: "),
+            PeopleMessage("refusal.not_leading"),
         ) from None
