@@ -80,6 +80,14 @@ class ControllerCollector(Collector):
         )
         elections.add_metric(node, float(elector.elections))
         yield elections
+        fenced = CounterMetricFamily(
+            "streetsense_writes_fenced",
+            "Alarms and case notices judged here that PostgreSQL refused: another node led since",
+            labels=["node", "kind"],
+        )
+        fenced.add_metric([*node, "alarm"], float(self.controller.rules.store.fenced))
+        fenced.add_metric([*node, "case_notice"], float(self.controller.cases.alarms.fenced))
+        yield fenced
 
     def _polling(self) -> Iterator[Metric]:
         c = self.controller

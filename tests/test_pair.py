@@ -191,6 +191,8 @@ def test_the_standby_takes_over_when_the_leader_is_killed(tmp_path: Path, state_
         # The new leader carries on the alarm and its case: neither is raised twice.
         carried = httpx.get(f"{b.url}/alarms", headers=key).json()
         assert [x["id"] for x in carried] == [alarms[0]["id"]]
+        metrics = httpx.get(f"{b.url}/metrics", headers=key).text
+        assert 'streetsense_writes_fenced_total{kind="alarm",node="b"} 0.0' in metrics
         assert [c["id"] for c in httpx.get(f"{b.url}/cases", headers=key).json()] == [
             cases[0]["id"]
         ]

@@ -10,10 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import numpy as np
 import pytest
 
-from controller.config import LoadedConfig
+from controller.config import LoadedConfig, parse_config
+from controller.registry import Registry
 from controller.runtime import Controller
+from controller.telemetry.lineprotocol import serialize_batch
+from controller.telemetry.mqtt import TelemetryMessages
+from controller.telemetry.schema import schema_for_registry
+from drivers.readings import ReadingBatch, milliseconds
 from simulators.fleet import SimulatedCity
 from simulators.servers import Mosquitto
 from tests.test_telemetry_influx import Collector, city
@@ -200,3 +206,27 @@ async def test_json_gauge_over_mqtt_becomes_readings_and_bad_json_is_counted(
     assert latest["water_level"][1] == pytest.approx(0.234)
     assert latest["signal_strength"][1] == -78
     assert controller.poller.health[gauge.index].online
+
+
+def test_a_reading_has_the_same_millisecond_on_mqtt_as_in_the_stores(tmp_path: Path) -> None:
+    """A time on a half millisecond (one reading in 2,000): the MQTT message's ``ts`` is the
+    millisecond the embedded store and InfluxDB keep, not one rounded apart from them."""
+    doc = {
+        "links": [{"id": "gw-1", "kind": "modbus_tcp", "host": "127.0.0.1", "port": 1502}],
+        "gauges": [{"id": "WL-1", "link": "gw-1", "unit": 1}],
+    }
+    registry = Registry(parse_config(doc, tmp_path / "config.yaml"))
+    ts = 1796655063.1255  # round(ts, 3) gives ...125; the stores keep ...126
+    batch = ReadingBatch(
+        device=np.zeros(1, np.int32),
+        point=np.zeros(1, np.int16),
+        ts=np.full(1, ts),
+        value=np.full(1, 1.5),
+        quality=np.zeros(1, np.uint8),
+    )
+    [message] = TelemetryMessages(registry, "streetsense/test", 1).for_batch(batch)
+    stored = int(milliseconds(batch.ts)[0])
+    assert stored == 1796655063126
+    assert round(message["payload"]["ts"] * 1000) == stored
+    line = serialize_batch(batch, schema_for_registry(registry))
+    assert line.decode().rstrip("\n").endswith(f" {stored}")

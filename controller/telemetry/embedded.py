@@ -34,7 +34,7 @@ import numpy.typing as npt
 from controller.registry import Device, Registry
 from controller.sqlite_worker import SqliteWorker
 from controller.telemetry.query import Bucket, LatestReading, Sample
-from drivers.readings import Quality, ReadingBatch
+from drivers.readings import Quality, ReadingBatch, milliseconds
 
 #: Seconds between writes of the in-memory newest values to the ``latest`` table.
 LATEST_FLUSH_S = 30.0
@@ -246,7 +246,7 @@ class EmbeddedStore:
         order = np.argsort(batch.device, kind="stable")
         device = batch.device[order]
         point = batch.point[order].astype(np.int64)
-        ts = np.round(batch.ts[order] * 1000.0).astype(np.int64)
+        ts = milliseconds(batch.ts[order])
         quality = batch.quality[order]
         values = np.where(quality >= Quality.BAD, np.nan, batch.value[order])
         point_keys = self._point_key[device, point].astype(_POINT)

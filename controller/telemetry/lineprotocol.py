@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers.profile import DataType, PointSpec
-from drivers.readings import Quality, ReadingBatch
+from drivers.readings import Quality, ReadingBatch, milliseconds
 
 #: Significant digits for f32 points: enough for any float32 to round-trip.
 F32_SIGNIFICANT_DIGITS = 9
@@ -246,7 +246,7 @@ def serialize_batch(batch: ReadingBatch, schema: LineSchema) -> bytes:
         + 40 * len(starts)
     )
     out = np.empty(bound, dtype=np.uint8)
-    ts_ms = np.round(batch.ts[starts] * 1000.0).astype(np.int64)
+    ts_ms = milliseconds(batch.ts[starts])
     used = _serialize(
         batch.device,
         batch.point.astype(np.int64),

@@ -33,7 +33,7 @@ from controller.telemetry.delivery import DeliveryError, RejectedPayload
 from controller.telemetry.lineprotocol import line_groups
 from drivers.health import DeviceHealth
 from drivers.mqtt_profile import MqttDeviceProfile
-from drivers.readings import Quality, ReadingBatch
+from drivers.readings import Quality, ReadingBatch, milliseconds
 
 log = logging.getLogger(__name__)
 # aiomqtt warns on every publish once more than 10 are pending; our spool counts that.
@@ -127,13 +127,14 @@ class TelemetryMessages:
     def for_batch(self, batch: ReadingBatch) -> list[dict[str, Any]]:
         """One telemetry message per polled device; lamps ride in their cabinet's message."""
         starts, ends = line_groups(batch)
-        docs: dict[tuple[int, float], dict[str, Any]] = {}
-        order: list[tuple[int, float]] = []
+        docs: dict[tuple[int, int], dict[str, Any]] = {}
+        order: list[tuple[int, int]] = []
         values = batch.value.tolist()
         points = batch.point.tolist()
+        times = milliseconds(batch.ts).tolist()
         for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
             index = int(batch.device[start])
-            ts = float(batch.ts[start])
+            ts = times[start]
             device = self.registry.devices[index]
             reading = {
                 "values": {
@@ -148,7 +149,8 @@ class TelemetryMessages:
                 docs[key] = {
                     "device": owner_dev.id,
                     "class": owner_dev.device_class,
-                    "ts": round(ts, 3),
+                    # The milliseconds the other sinks store, in seconds.
+                    "ts": ts / 1000,
                 }
                 order.append(key)
             if owner == index:
