@@ -368,7 +368,7 @@ class LoadedConfig:
             "gauge": polling.gauge_interval,
             "meter": polling.meter_interval,
         }
-        return RuleSite(str(self.path), self.config.rules, intervals)
+        return RuleSite(str(self.path), self.config.rules, intervals, polling.batch_interval)
 
     def data_path(self, relative: str) -> Path:
         """A path the controller writes (a store, the spool): relative to the data folder."""

@@ -210,11 +210,13 @@ def _where(registry: Site, device: SiteDevice) -> tuple[float, float]:
 @dataclass(frozen=True)
 class RuleSite:
     """What the compiler takes from the site's config: its rules, its poll intervals by
-    device class (a comm-loss limit counts intervals) and the file errors name."""
+    device class (a comm-loss limit counts intervals), how long readings wait to be
+    handed on in a batch, and the file errors name."""
 
     file: str
     rules: Sequence[RuleConfig]
     intervals: Mapping[str, float]
+    batch_interval: float = 0.0
 
 
 def compile_rules(site: RuleSite, registry: Site) -> CompiledRules:
@@ -287,7 +289,10 @@ def compile_rules(site: RuleSite, registry: Site) -> CompiledRules:
                     # (SL651 TT): its latest reading may look a minute old as it arrives.
                     report = getattr(d.location, "report_interval", None)
                     every = report or interval[d.device_class]
-                    comm_limit[d.index] = rule.intervals * every + (60.0 if report else 0.0)
+                    # Readings reach the rules a batch at a time: one polled just after
+                    # the last batch left is not silence until the next one is due.
+                    late = site.batch_interval + (60.0 if report else 0.0)
+                    comm_limit[d.index] = rule.intervals * every + late
                     matched += 1
         elif rule.kind in _LAMP_SLOT:
             for d in chosen:

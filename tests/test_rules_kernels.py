@@ -136,7 +136,9 @@ def test_comm_loss_after_n_intervals_and_back(write_config: WriteConfig) -> None
     b = Bench(write_config, [{"id": "comm", "kind": "comm_loss", "intervals": 3}])
     b.feed([("WL", "water_level", 0, 0.0), ("CAB", "voltage_a", 0, 225)])
     assert len(b.engine.sweep_comm_loss(T0 + 29)) == 0
-    lost = b.named(b.engine.sweep_comm_loss(T0 + 31))
+    # Three intervals (30 s) have passed, not yet the batch (1 s) that may still carry one.
+    assert len(b.engine.sweep_comm_loss(T0 + 30.5)) == 0
+    lost = b.named(b.engine.sweep_comm_loss(T0 + 32))
     assert {(e.device, e.level) for e in lost} == {("WL", 1), ("CAB", 1), ("SLC", 1)}
     b.feed([("WL", "water_level", 35, 0.0)])
     back = b.named(b.engine.sweep_comm_loss(T0 + 36))

@@ -174,7 +174,9 @@ def test_a_station_is_lost_after_its_report_intervals_plus_the_minute_of_its_clo
     registry = Registry(loaded)
     compiled = compile_rules(loaded.rule_site(), registry)
     station = registry.by_id["WL-TUNNEL"].index
-    assert compiled.comm_limit[station] == 3 * 300 + 60
+    # Plus the batch its readings wait in before the rules see them.
+    batch = loaded.config.polling.batch_interval
+    assert compiled.comm_limit[station] == 3 * 300 + 60 + batch
 
 
 async def test_a_station_dialling_in_is_confirmed_stored_and_raises_red_water(
