@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import InterfaceError, InternalError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
 from api.auth import AuthThrottle, TicketSigner
@@ -101,7 +101,8 @@ def create_app(controller: Controller, manage_controller: bool = True) -> FastAP
     # A lost connection, not a wrong query: those stay errors of ours.
     for lost in (OperationalError, InterfaceError):
         app.add_exception_handler(lost, state_unreachable)
-    app.add_exception_handler(InternalError, fenced_write)
+    # The fence's RAISE comes as a ProgrammingError; any other database error stays a 500.
+    app.add_exception_handler(DBAPIError, fenced_write)
     app.add_exception_handler(HTTPException, http_refusal)
     for kind in REFUSAL_KINDS:
         app.add_exception_handler(kind, domain_refusal)

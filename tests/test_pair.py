@@ -20,12 +20,17 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+import yaml
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from api.keys import Role
 from controller.alarm_store import UNWRITTEN_ALARMS, AlarmStore
+from controller.config import load_config
 from controller.control.audit import Actor, AuditEntry, AuditLog
+from controller.leadership.lease import LeaderLease
+from controller.runtime import Controller
 from controller.state.database import StateDatabase
 from controller.state.tables import audit
 from controller.telemetry.embedded import stored_polls
@@ -33,6 +38,7 @@ from drivers.errors import NotLeading
 from rules.alarm_model import Alarm, Condition
 from simulators.field import FieldController, create_key, field_config, simulated_field
 from simulators.servers import PostgresServer, free_port, fresh_postgres_database
+from tests.helpers import api_client, new_key
 from tests.reliability.harness import caught_up, influx_points, influx_server, pause, resume, wait
 
 pytestmark = pytest.mark.slow
@@ -483,3 +489,30 @@ async def test_postgresql_refuses_alarms_judged_under_an_older_epoch(
         assert restarted.fenced == 1 and not spill.exists()
     finally:
         await db.close()
+
+
+async def test_a_case_written_on_a_node_another_has_taken_over_from_is_a_503_in_words(
+    tmp_path: Path, state_url: str
+) -> None:
+    """A dispatcher's call reaching a node after a take-over it has not noticed yet (its
+    epoch is older than the lease's): nothing is written, and the refusal says why."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"database": {"url": state_url}}), encoding="utf-8")
+    loaded = load_config(path)
+    dispatcher = {"X-API-Key": new_key(loaded, "Huang", Role.DISPATCHER)}
+    case = {"source": "inspector", "category": "streetlight", "title": "路灯不亮",
+            "lat": 21.86, "lon": 111.98}  # fmt: skip
+    async with Controller(loaded) as controller, api_client(controller) as client:
+        db = controller.state_db
+        held = await LeaderLease(db, "a", "http://a", 0.5).try_hold()
+        assert held is not None
+        db.epoch = held.epoch  # as its election left it
+        assert (await client.post("/cases", json=case, headers=dispatcher)).status_code == 201
+        await asyncio.sleep(0.6)
+        assert await LeaderLease(db, "b", "http://b", 5.0).try_hold() is not None
+
+        refused = await client.post("/cases", json=case, headers=dispatcher)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["message"]["key"] == "refusal.not_leading"
+        assert "epoch 1 is older than the lease's epoch 2" in refused.json()["detail"]
+        assert len((await client.get("/cases")).json()) == 1
