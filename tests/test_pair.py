@@ -37,6 +37,7 @@ from controller.telemetry.embedded import stored_polls
 from drivers.errors import NotLeading
 from rules.alarm_model import Alarm, Condition
 from simulators.field import FieldController, create_key, field_config, simulated_field
+from simulators.netlink import CuttableLink
 from simulators.servers import PostgresServer, free_port, fresh_postgres_database
 from tests.helpers import api_client, new_key
 from tests.reliability.harness import caught_up, influx_points, influx_server, pause, resume, wait
@@ -364,6 +365,76 @@ def test_both_nodes_ride_out_a_postgresql_outage_and_the_leader_stays(
         ], alarms
         cases = sorted(shown_alike(a, b, "/cases", key), key=lambda c: c["id"])
         assert [[alarm["id"]] for alarm in alarms] == [c["alarm_ids"] for c in cases], cases
+
+
+def test_a_leader_cut_off_from_postgresql_is_taken_over_and_what_it_judged_is_refused(
+    tmp_path: Path, state_url: str
+) -> None:
+    """A partition: a loses PostgreSQL, b does not and takes over. Both judge the gauge
+    falling silent; a's alarm, under an id b has used too, waits for the database. When
+    the link is back, PostgreSQL refuses it, and a steps down."""
+    url = make_url(state_url)
+    link = CuttableLink(int(url.port or 5432))
+    config = field_config(
+        tmp_path,
+        free_port(),
+        database={"url": state_url},
+        leadership=LEASE,
+        rules=[HIGH_WATER, GAUGE_SILENT],
+    )
+    through_link = tmp_path / "a-config"
+    through_link.mkdir()
+    doc = yaml.safe_load(config.read_text(encoding="utf-8"))
+    doc["database"]["url"] = url.set(port=link.port).render_as_string(hide_password=False)
+    (through_link / "field.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    key = {"Authorization": "Bearer " + create_key(config, "Chen Gong", "engineer")}
+    a = FieldController("a", through_link / "field.yaml", tmp_path / "a")
+    b = FieldController("b", config, tmp_path / "b")
+    with simulated_field(config) as devices:
+        try:
+            a.start()
+            a.wait_for("leader")
+            b.start()
+            b.wait_for("standby")
+            shown_alike(a, b, "/alarms", key, alarm_states)
+            link.cut()
+            b.wait_for("leader")
+            devices.send_signal(signal.SIGSTOP)
+            try:
+                wait(lambda: "gauge-silent" in rules_shown(b, key), 10, "b's silent-gauge alarm")
+                wait(lambda: "alarms wait for the state" in everything_logged(a), 10, "a's alarm")
+            finally:
+                devices.send_signal(signal.SIGCONT)
+            # With its devices answering again, a's health says what waits.
+            wait(lambda: waiting_alarms(a), 10, "a's health naming its unwritten alarms")
+            link.restore()
+            assert a.proc is not None and a.proc.wait(timeout=30) == 75, a.log()
+            assert "alarms judged here were not written" in everything_logged(a), a.log()
+            alarms = sorted(httpx.get(f"{b.url}/alarms", headers=key).json(), key=lambda x: x["id"])
+            assert [(x["rule"], x["device"]) for x in alarms] == [
+                ("high-water", "WL-1"),
+                ("gauge-silent", "WL-1"),
+            ], alarms
+            cases = sorted(httpx.get(f"{b.url}/cases", headers=key).json(), key=lambda c: c["id"])
+            assert [[alarm["id"]] for alarm in alarms] == [c["alarm_ids"] for c in cases], cases
+        finally:
+            a.stop()
+            b.stop()
+            link.close()
+    # Nothing in the audit log from a after b began.
+    rows = asyncio.run(audit_rows(state_url))
+    began = min((r[3] for r in rows if r[2] == 2), default=None)
+    assert not [r for r in rows if r[2] == 1 and began is not None and r[3] >= began], rows
+
+
+def everything_logged(node: Node) -> str:
+    """All ``node`` wrote to stderr (``log()`` is its end)."""
+    return (node.folder / "err.log").read_text(encoding="utf-8", errors="replace")
+
+
+def waiting_alarms(node: Node) -> bool:
+    """Whether ``node``'s health says alarm changes wait for the state database."""
+    return any("alarm changes wait" in r for r in node.health().get("reasons", []))
 
 
 def rules_shown(node: Node, key: dict[str, str]) -> set[str]:
