@@ -44,9 +44,9 @@ def assess(controller: Controller, now: float | None = None) -> ServiceHealth:
     if elector is not None and not elector.leading:
         lease += _mirror_reasons(controller, now) + _sink_reasons(controller, now)
         return ServiceHealth("degraded" if lease else "ok", lease)
+    # Failing, it still says everything else: a leader cut off from the state database
+    # with its devices silent also has its lease run out and its alarms waiting.
     failing = _data_not_flowing(controller, now)
-    if failing:
-        return ServiceHealth("failing", failing)
     reasons: list[str] = lease
     reasons += _sink_reasons(controller, now)
     down = [link_id for link_id, link in controller.links.items() if not link.health.connected]
@@ -68,6 +68,8 @@ def assess(controller: Controller, now: float | None = None) -> ServiceHealth:
             f"{controller.cases.alarms.pending_notices} alarms wait for the state database "
             "to become cases"
         )
+    if failing:
+        return ServiceHealth("failing", failing + reasons)
     return ServiceHealth("degraded" if reasons else "ok", reasons)
 
 

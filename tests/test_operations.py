@@ -101,6 +101,8 @@ async def test_health_is_ok_degraded_with_reasons_and_failing_with_503(
             body = (await client.get("/health")).json()
             assert body["status"] == "failing"
             assert any("no device has answered" in r for r in body["reasons"]), body
+            # And what else is wrong, as when degraded.
+            assert any("devices offline" in r for r in body["reasons"][1:]), body
     finally:
         await controller.stop()
         await city.stop()
