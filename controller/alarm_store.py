@@ -57,8 +57,6 @@ class AlarmStore:
         self._retry: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
         self._owns_db = False
-        #: The epoch of this node's lease while it leads a pair, stamped on every row.
-        self.epoch: int | None = None
         #: Alarms the database refused because another node has led since they were judged.
         self.fenced = 0
 
@@ -121,10 +119,10 @@ class AlarmStore:
                 self._retry = asyncio.create_task(self._retry_loop(), name="alarms:retry")
 
     async def _write(self, epoch: int | None = None) -> bool:
-        """Write what waits, stamped with ``epoch`` (default: this node's); False if the
-        fence refused it, which is then dropped. Other errors are raised, for a retry."""
+        """Write what waits, stamped with ``epoch`` (default: this node's, ``db.epoch``);
+        False if the fence refused it, which is then dropped. Other errors are raised."""
         if epoch is None:
-            epoch = self.epoch
+            epoch = self.db.epoch
         async with self._write_lock:
             if not self._unwritten:
                 return True
@@ -197,7 +195,7 @@ class AlarmStore:
                     exc or "the state database did not answer",
                 )
                 alarms = list(self._unwritten.values())
-                await asyncio.to_thread(self._write_spill, alarms, self.epoch)
+                await asyncio.to_thread(self._write_spill, alarms, self.db.epoch)
                 self._unwritten.clear()
         if self._owns_db:
             await self.db.close()

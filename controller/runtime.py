@@ -195,7 +195,7 @@ class Controller:
         return "leader" if self.leadership.leading else "standby"
 
     async def _elected(self) -> None:
-        # The epoch is already on the audit log and the alarms (``_new_epoch`` runs first).
+        # The epoch is already on the state database (``_new_epoch`` runs first).
         if self.alarm_mirror is not None:
             # Its last read must not land over the alarms this node now loads itself.
             await self.alarm_mirror.stop()
@@ -209,9 +209,8 @@ class Controller:
         self.deposed.set()
 
     def _new_epoch(self, epoch: int) -> None:
-        self.audit.epoch = epoch
-        self.rules.store.epoch = epoch
-        self.state_db.epoch = epoch  # the cases' rows
+        # Stamped on every audit entry, alarm and case this node writes from now on.
+        self.state_db.epoch = epoch
 
     def _build_cases(self, loaded: LoadedConfig) -> None:
         cfg = loaded.config.cases

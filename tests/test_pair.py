@@ -88,8 +88,13 @@ class Pair(NamedTuple):
 
 
 @contextmanager
-def pair(tmp_path: Path, state_url: str, **sections: Any) -> Iterator[Pair]:
-    """The field's devices and two nodes of the field's config, a leading."""
+def pair(
+    tmp_path: Path, state_url: str, a_database: str | None = None, **sections: Any
+) -> Iterator[Pair]:
+    """The field's devices and two nodes of the field's config, a leading.
+
+    ``a_database``: the URL a reaches PostgreSQL at instead (a link a test can cut).
+    """
     rules = sections.pop("rules", [])
     config = field_config(
         tmp_path,
@@ -100,7 +105,14 @@ def pair(tmp_path: Path, state_url: str, **sections: Any) -> Iterator[Pair]:
         **sections,
     )
     key = {"Authorization": "Bearer " + create_key(config, "Chen Gong", "engineer")}
-    a = FieldController("a", config, tmp_path / "a")
+    a_config = config
+    if a_database is not None:
+        a_config = tmp_path / "a-config" / config.name
+        a_config.parent.mkdir()
+        doc = yaml.safe_load(config.read_text(encoding="utf-8"))
+        doc["database"]["url"] = a_database
+        a_config.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    a = FieldController("a", a_config, tmp_path / "a")
     b = FieldController("b", config, tmp_path / "b")
     with simulated_field(config) as devices:
         try:
@@ -375,27 +387,9 @@ def test_a_leader_cut_off_from_postgresql_is_taken_over_and_what_it_judged_is_re
     the link is back, PostgreSQL refuses it, and a steps down."""
     url = make_url(state_url)
     link = CuttableLink(int(url.port or 5432))
-    config = field_config(
-        tmp_path,
-        free_port(),
-        database={"url": state_url},
-        leadership=LEASE,
-        rules=[HIGH_WATER, GAUGE_SILENT],
-    )
-    through_link = tmp_path / "a-config"
-    through_link.mkdir()
-    doc = yaml.safe_load(config.read_text(encoding="utf-8"))
-    doc["database"]["url"] = url.set(port=link.port).render_as_string(hide_password=False)
-    (through_link / "field.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
-    key = {"Authorization": "Bearer " + create_key(config, "Chen Gong", "engineer")}
-    a = FieldController("a", through_link / "field.yaml", tmp_path / "a")
-    b = FieldController("b", config, tmp_path / "b")
-    with simulated_field(config) as devices:
-        try:
-            a.start()
-            a.wait_for("leader")
-            b.start()
-            b.wait_for("standby")
+    through_link = url.set(port=link.port).render_as_string(hide_password=False)
+    try:
+        with pair(tmp_path, state_url, through_link, rules=[GAUGE_SILENT]) as (a, b, key, devices):
             shown_alike(a, b, "/alarms", key, alarm_states)
             link.cut()
             b.wait_for("leader")
@@ -417,10 +411,8 @@ def test_a_leader_cut_off_from_postgresql_is_taken_over_and_what_it_judged_is_re
             ], alarms
             cases = sorted(httpx.get(f"{b.url}/cases", headers=key).json(), key=lambda c: c["id"])
             assert [[alarm["id"]] for alarm in alarms] == [c["alarm_ids"] for c in cases], cases
-        finally:
-            a.stop()
-            b.stop()
-            link.close()
+    finally:
+        link.close()
     # Nothing in the audit log from a after b began.
     rows = asyncio.run(audit_rows(state_url))
     began = min((r[3] for r in rows if r[2] == 2), default=None)
@@ -491,7 +483,7 @@ async def test_postgresql_refuses_an_audit_entry_of_an_older_epoch(state_url: st
         first = await LeaderLease(db, "a", "http://a", 0.5).try_hold()
         assert first is not None and first.epoch == 1
         log = AuditLog(db)
-        log.epoch = 1
+        db.epoch = 1
         entry = AuditEntry(0, time.time(), "api", Actor("Li", "k", "engineer"), "circuit_on",
                            None, "{}", 1, "sent")  # fmt: skip
         await log.append(entry)
@@ -506,7 +498,7 @@ async def test_postgresql_refuses_an_audit_entry_of_an_older_epoch(state_url: st
         entry.outcome = "confirmed"
         with pytest.raises(NotLeading):
             await log.update(entry)
-        log.epoch, late.epoch = 2, None
+        db.epoch, late.epoch = 2, None
         assert await log.append(late) > entry.id
     finally:
         await db.close()
@@ -528,18 +520,20 @@ async def test_postgresql_refuses_alarms_judged_under_an_older_epoch(
 
     db = StateDatabase(make_url(state_url))
     await db.open()
+    b_db = StateDatabase(make_url(state_url))  # each node has its own
+    await b_db.open()
     try:
         held = await LeaderLease(db, "a", "http://a", 0.5).try_hold()
         assert held is not None and held.epoch == 1
         a = AlarmStore(db, tmp_path / "a" / UNWRITTEN_ALARMS)
-        a.epoch = 1
+        db.epoch = 1
         first = gauge_alarm(1, "gauge-silent", time.time())
         await a.save([first])
         await asyncio.sleep(0.6)  # a's lease lapses; b takes it and raises its own alarm 2
-        held = await LeaderLease(db, "b", "http://b", 5.0).try_hold()
+        held = await LeaderLease(b_db, "b", "http://b", 5.0).try_hold()
         assert held is not None and held.epoch == 2
-        b = AlarmStore(db, tmp_path / "b" / UNWRITTEN_ALARMS)
-        b.epoch = 2
+        b_db.epoch = 2
+        b = AlarmStore(b_db, tmp_path / "b" / UNWRITTEN_ALARMS)
         await b.save([gauge_alarm(2, "gauge-silent-b", time.time())])
 
         # a's waiting changes reach the database: a new alarm under the same id, and
@@ -559,6 +553,7 @@ async def test_postgresql_refuses_alarms_judged_under_an_older_epoch(
         assert sorted(x.id for x in await restarted.open()) == [1, 2]
         assert restarted.fenced == 1 and not spill.exists()
     finally:
+        await b_db.close()
         await db.close()
 
 

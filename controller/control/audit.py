@@ -117,15 +117,12 @@ class AuditLog:
 
     def __init__(self, db: StateDatabase) -> None:
         self.db = db
-        #: The epoch of this node's lease while it leads a pair: stamped on each new entry,
-        #: so that PostgreSQL refuses it once another node has taken over.
-        self.epoch: int | None = None
 
     async def append(self, entry: AuditEntry) -> int:
         """Write a new entry; returns its id (also the command id). NotLeading when the
         database refuses it: another node of the pair has taken the lease since."""
         if entry.epoch is None:
-            entry.epoch = self.epoch
+            entry.epoch = self.db.epoch
         with fenced():
             async with self.db.connected().begin() as conn:
                 statement = audit.insert().values(_row(entry)).returning(audit.c.id)
@@ -135,7 +132,7 @@ class AuditLog:
     async def update(self, entry: AuditEntry) -> None:
         """Record how an entry's command ended (the whole entry is written again)."""
         if entry.epoch is None:
-            entry.epoch = self.epoch
+            entry.epoch = self.db.epoch
         with fenced():
             async with self.db.connected().begin() as conn:
                 await conn.execute(audit.update().where(audit.c.id == entry.id).values(_row(entry)))

@@ -90,8 +90,8 @@ class StateDatabase:
         self.migrate_on_start = migrate_on_start
         self.engine: AsyncEngine | None = None
         self.sessions: async_sessionmaker[AsyncSession] | None = None
-        #: The epoch of this node's lease while it leads a pair: on every row its sessions
-        #: write to a fenced table.
+        #: The epoch of this node's lease while it leads a pair: on every audit entry, alarm
+        #: and case written through it, so PostgreSQL refuses them once another node leads.
         self.epoch: int | None = None
 
     @property
