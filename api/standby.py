@@ -3,11 +3,15 @@
 The standby answers its health, metrics and API docs, and the reads whose
 answer is in the state database the pair shares (:data:`STANDBY_READS`):
 cases, the audit log and older commands, the asset register, overrides,
-Open311 requests, accounts, and the open alarms, which it reads from the
-database every few seconds (:mod:`controller.leadership.mirror`); and its own
-sinks, which deliver what it spooled while it led. What only
-the leader knows (latest values, device health, running commands, schedules'
-state) and everything that changes state are the leader's: those calls get
+Open311 requests, accounts, the fault statistics, and the open alarms, which it
+reads from the database every few seconds (:mod:`controller.leadership.mirror`);
+and its own sinks, which deliver what it spooled while it led. When telemetry
+queries are answered by InfluxDB, which the pair shares too, it also answers
+the stored readings, charts and energy (:data:`SHARED_TELEMETRY_READS`); its
+embedded store holds only what it polled while it led, so with that store it
+refers them. What only the leader knows (the values it polled last, device
+health, running commands, schedules' state, the lighting rate now) and
+everything that changes state are the leader's: those calls get
 503, the leader's name and address in the reason and in
 ``X-Streetsense-Leader``, and ``Retry-After``, so a client tries the leader, or
 again here after a take-over. A person opening the console here is
@@ -34,9 +38,12 @@ STANDBY_READS = re.compile(
     r"|/overrides"
     r"|/open311/v2/requests(/[^/]+)?\.(json|xml)"
     r"|/users|/whoami"
+    r"|/statistics/faults"
     # This node's own deliveries: what it spooled while it led goes out while it stands by.
     r"|/telemetry/sinks"
 )
+#: The reads a standby answers when InfluxDB, shared by the pair, answers telemetry queries.
+SHARED_TELEMETRY_READS = re.compile(r"/telemetry/(series/[^/]+/[^/]+|latest)|/statistics/energy")
 LEADER_HEADER = "x-streetsense-leader"
 RETRY_SECONDS = 2
 
@@ -54,7 +61,7 @@ class StandbyReferral:
             return
         path = str(scope.get("path", ""))
         if any(path == p or path.startswith(p + "/") for p in STANDBY_SERVES) or (
-            scope.get("method") in ("GET", "HEAD") and STANDBY_READS.fullmatch(path)
+            scope.get("method") in ("GET", "HEAD") and self._answers(path)
         ):
             await self.app(scope, receive, send)
             return
@@ -68,6 +75,14 @@ class StandbyReferral:
             await send({"type": "http.response.body", "body": b""})
             return
         await self._refer(send, leader, url)
+
+    def _answers(self, path: str) -> bool:
+        """Whether this standby answers a read of ``path`` from what the pair shares."""
+        if STANDBY_READS.fullmatch(path):
+            return True
+        reader = self.controller.telemetry.reader
+        shared = reader is not None and reader.name == "influxdb"
+        return shared and SHARED_TELEMETRY_READS.fullmatch(path) is not None
 
     async def _refer(self, send: Send, leader: str, url: str) -> None:
         reason = (

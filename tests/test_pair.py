@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -180,6 +181,9 @@ def test_the_standby_takes_over_when_the_leader_is_killed(tmp_path: Path, state_
         referred = httpx.get(f"{b.url}/devices/CAB-1", headers=key)
         assert referred.status_code == 503 and referred.headers["x-streetsense-leader"] == a.url
         assert "standby" in referred.json()["detail"]
+        # Its embedded store holds only what it polled while it led.
+        chart = httpx.get(f"{b.url}/telemetry/series/WL-1/water_level", headers=key)
+        assert chart.status_code == 503, chart.text
         console = httpx.get(f"{b.url}/", follow_redirects=False)
         assert console.status_code == 307 and console.headers["location"] == a.url + "/"
         sent = command(a, OFF, key)
@@ -316,6 +320,14 @@ def test_the_old_leaders_spool_is_delivered_once_it_stands_by(
             a.wait_for("standby")
             wait(lambda: delivered(a, key), 30, "the old leader's spool delivered")
             assert a.health()["status"] == "ok", a.health()
+            # InfluxDB is the pair's: the standby draws a gauge's chart as the leader does.
+            window = {"start": utc_iso(killed_at - 60), "end": utc_iso(killed_at - 2.2)}
+            chart = shown_alike(
+                b, a, "/telemetry/series/WL-1/water_level?" + urlencode(window), key
+            )
+            assert chart["source"] == "influxdb" and len(chart["samples"]) > 10
+            latest = httpx.get(f"{a.url}/telemetry/latest", params={"device": "WL-1"}, headers=key)
+            assert latest.status_code == 200 and latest.json()[0]["values"], latest.text
         stored = influx_points(influxd)
 
     assert len(stored) == len(set(stored)), "a point stored twice"
@@ -325,6 +337,10 @@ def test_the_old_leaders_spool_is_delivered_once_it_stands_by(
     assert len(before) > 50
     missing = before - set(stored)
     assert not missing, f"{len(missing)} of {len(before)} points never reached InfluxDB"
+
+
+def utc_iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
 def delivered(node: Node, key: dict[str, str]) -> bool:
