@@ -9,6 +9,7 @@ own shape instead: ``[{"code": 404, "description": "why"}]``, whoever raised it
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import Request
@@ -34,10 +35,29 @@ OPEN311_PREFIX = "/open311/"
 
 
 class ValidationIssue(BaseModel):
-    """Where a request is wrong and why."""
+    """Where a request is wrong and why: ``msg`` in English, ``type`` and ``ctx`` (the
+    bound it broke, the values it expected) for a console to word it in its language."""
 
     loc: list[str | int]
     msg: str
+    type: str = ""
+    ctx: dict[str, str | int | float] = {}
+
+    @classmethod
+    def of(cls, error: Mapping[str, Any]) -> ValidationIssue:
+        """One of pydantic's errors, without the input (it may be huge, or NaN, which
+        JSON cannot carry) and with only the context a sentence can show."""
+        ctx = {
+            str(k): v if not isinstance(v, str) else v[:200]
+            for k, v in dict(error.get("ctx") or {}).items()
+            if isinstance(v, str | int) or (isinstance(v, float) and math.isfinite(v))
+        }
+        return cls(
+            loc=[str(p) if not isinstance(p, int) else p for p in error.get("loc", ())][:10],
+            msg=str(error.get("msg", ""))[:300],
+            type=str(error.get("type", ""))[:60],
+            ctx=ctx,
+        )
 
 
 class MessageOut(BaseModel):
@@ -213,17 +233,10 @@ async def fenced_write(request: Request, exc: Exception) -> Response:
 
 
 async def invalid_request(request: Request, exc: Exception) -> Response:
-    """422 with where and why, never echoing the input (it may be huge, or NaN,
-    which JSON cannot carry)."""
+    """422 with where and why, never echoing the input."""
     assert isinstance(exc, RequestValidationError)
-    issues = [
-        {
-            "loc": [str(p) if not isinstance(p, int) else p for p in error.get("loc", ())][:10],
-            "msg": str(error.get("msg", ""))[:300],
-        }
-        for error in exc.errors()[:20]
-    ]
+    issues = [ValidationIssue.of(error) for error in exc.errors()[:20]]
     if _open311(request):
-        text = "; ".join(f"{'.'.join(map(str, i['loc']))}: {i['msg']}" for i in issues)
+        text = "; ".join(f"{'.'.join(map(str, i.loc))}: {i.msg}" for i in issues)
         return error(format_of(request.url.path), 400, text)
-    return JSONResponse({"detail": issues}, status_code=422)
+    return JSONResponse({"detail": [i.model_dump() for i in issues]}, status_code=422)

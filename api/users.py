@@ -29,11 +29,12 @@ from api.keys import Principal, Role
 from api.remembered import Remembered
 from controller.state.database import StateDatabase
 from controller.state.tables import app_user, user_session
-from drivers.errors import Invalid
+from drivers.errors import Invalid, PeopleMessage
 
 #: scrypt cost: about 16 MB and some tens of milliseconds per try on a small server.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 MIN_PASSWORD = 10
+MIN_DISTINCT = 4
 LOCK_AFTER = 5
 LOCK_SECONDS = 900.0
 #: A session lasts one duty shift and a bit.
@@ -111,11 +112,20 @@ def password_matches(password: str, stored: str) -> bool:
 def check_password(username: str, password: str) -> None:
     """UserError for a password too weak to protect a city's switches."""
     if len(password) < MIN_PASSWORD:
-        raise UserError(f"a password needs at least {MIN_PASSWORD} characters")
+        raise UserError(
+            f"a password needs at least {MIN_PASSWORD} characters",
+            PeopleMessage("refusal.password_too_short", {"min": MIN_PASSWORD}),
+        )
     if username.lower() in password.lower():
-        raise UserError("a password may not contain the username")
-    if len(set(password)) < 4:
-        raise UserError("a password needs at least 4 different characters")
+        raise UserError(
+            "a password may not contain the username",
+            PeopleMessage("refusal.password_has_username"),
+        )
+    if len(set(password)) < MIN_DISTINCT:
+        raise UserError(
+            f"a password needs at least {MIN_DISTINCT} different characters",
+            PeopleMessage("refusal.password_too_plain", {"min": MIN_DISTINCT}),
+        )
 
 
 def _token_hash(token: str) -> str:
@@ -138,7 +148,8 @@ class UserStore:
         if not USERNAME.match(username):
             raise UserError(
                 "a username is 2-32 lower-case letters, digits, '.', '_' or '-', "
-                "starting with a letter"
+                "starting with a letter",
+                PeopleMessage("refusal.username_invalid"),
             )
         check_password(username, password)
         hashed = await asyncio.to_thread(hash_password, password)
@@ -149,7 +160,10 @@ class UserStore:
             async with self.db.connected().begin() as conn:
                 await conn.execute(app_user.insert().values(row))
         except IntegrityError:
-            raise UserError(f"user {username!r} already exists") from None
+            raise UserError(
+                f"user {username!r} already exists",
+                PeopleMessage("refusal.user_exists", {"username": username}),
+            ) from None
         return UserInfo(username, name or username, role, now, False, None)
 
     async def update(

@@ -48,6 +48,8 @@ async def test_control_api_checks_roles_confirms_and_audits_every_command(
             unconfirmed = await client.post("/control/circuits", json=off_road, headers=engineer)
             assert unconfirmed.status_code == 428
             assert "12 lamps" in unconfirmed.json()["detail"]
+            words = unconfirmed.json()["message"]
+            assert words["key"] == "refusal.confirm_lamps_off" and words["params"]["lamps"] == 12
             assert city.cabinets["CAB-A"].circuit_cmd == [True] * 4
 
             sent = await client.post(

@@ -4,6 +4,8 @@ managed by admins and by ``streetsense users``."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from api.users import UserStore
 from controller.config import LoadedConfig
 from controller.runtime import Controller
 from controller.state.legacy import opened_state
-from tests.helpers import api_client, on_own_loop, role_headers
+from tests.helpers import ROOT, api_client, on_own_loop, role_headers
 from tests.test_operations import small_city
 
 WriteConfig = Callable[[dict[str, Any]], LoadedConfig]
@@ -154,19 +156,49 @@ async def test_admins_manage_accounts_and_a_new_role_or_disabling_ends_sessions(
         new = {"username": "li.wei", "name": "李伟", "role": "dispatcher", "password": PASSWORD}
         refused = await client.post("/users", json=new, headers=key["dispatcher"])
         assert refused.status_code == 403
-        for wrong, reason in (
-            ({"password": "short"}, "at least 10 characters"),
-            ({"password": "li.wei-li.wei-2026"}, "may not contain the username"),
-            ({"username": "Li Wei"}, "a username is"),
-            ({"role": "reporter"}, "role"),
+        # Each refusal in English for machines, and in the catalogue's words for people.
+        for wrong, reason, words in (
+            ({"password": "short"}, "at least 10 characters", ("password_too_short", {"min": 10})),
+            (
+                {"password": "li.wei-li.wei-2026"},
+                "may not contain the username",
+                ("password_has_username", {}),
+            ),
+            (
+                {"password": "abababababab"},
+                "4 different characters",
+                ("password_too_plain", {"min": 4}),
+            ),
+            ({"username": "Li Wei"}, "a username is", ("username_invalid", {})),
         ):
             bad = await client.post("/users", json={**new, **wrong}, headers=key["admin"])
             assert bad.status_code == 422 and reason in bad.text, bad.text
+            key_, params = words
+            assert bad.json()["message"] == {"key": f"refusal.{key_}", "params": params}
+        # Refused by validation: the kind of error and its bound, for a console to word.
+        catalogue = json.loads((ROOT / "controller" / "messages.json").read_text("utf-8"))
+        for odd, loc, kind, ctx in (
+            ({"role": "reporter"}, "role", "literal_error", {"expected"}),
+            ({"username": "l"}, "username", "string_too_short", {"min_length"}),
+            ({"password": None}, "password", "string_type", set()),
+        ):
+            bad = await client.post("/users", json={**new, **odd}, headers=key["admin"])
+            assert bad.status_code == 422, bad.text
+            [issue] = bad.json()["detail"]
+            assert issue["loc"] == ["body", loc] and issue["type"] == kind, issue
+            assert set(issue["ctx"]) >= ctx and "input" not in issue, issue
+            # The catalogue words it with the context the API gives.
+            words = catalogue[f"validation.{kind}"]["zh"]
+            assert set(re.findall(r"\{(\w+)\}", words)) <= set(issue["ctx"]), (words, issue)
         created = await client.post("/users", json=new, headers=key["admin"])
         assert created.status_code == 201, created.text
         assert "password" not in created.text and created.json()["name"] == "李伟"
         again = await client.post("/users", json=new, headers=key["admin"])
         assert again.status_code == 409
+        assert again.json()["message"] == {
+            "key": "refusal.user_exists",
+            "params": {"username": "li.wei"},
+        }
 
         session = cookie_of(await login(client, "li.wei", PASSWORD))
         assert (await client.get("/whoami", headers=session)).json()["role"] == "dispatcher"

@@ -332,15 +332,17 @@ async def test_an_admin_adds_a_person_in_the_console_who_then_logs_in_and_is_dis
     admin = await open_dashboard(browser, running_demo, "admin")
     await admin.click("[data-tab=users]")
     await expect(admin.locator("#users tr[data-user=engineer]")).to_contain_text("照明工程师")
-    await admin.fill("#user-username", "huang.duty")
+    await admin.fill("#user-username", "h")
     await admin.fill("#user-name", "黄值班")
     await admin.select_option("#user-role", "flood_duty")
     await admin.fill("#user-password", "short")
     await admin.click("#user-form button[type=submit]")
-    # Refused: framed in the reader's language, the API's reason after it.
-    await expect(admin.locator("#user-error")).to_have_text(
-        "输入有误：a password needs at least 10 characters"
-    )
+    # Refused by the API's validation: the field and its bound in the reader's language.
+    await expect(admin.locator("#user-error")).to_have_text("输入有误：用户名：至少 2 个字符")
+    await admin.fill("#user-username", "huang.duty")
+    await admin.click("#user-form button[type=submit]")
+    # Refused by the account rules, worded by the catalogue.
+    await expect(admin.locator("#user-error")).to_have_text("密码至少需要 10 个字符")
     await admin.fill("#user-password", "Storm-night 2026")
     await admin.click("#user-form button[type=submit]")
     await expect(admin.locator("#user-error")).to_have_text("已创建 huang.duty")

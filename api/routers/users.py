@@ -8,9 +8,11 @@ from datetime import datetime
 from fastapi import APIRouter, HTTPException, Request
 
 from api.auth import Admin, users
+from api.errors import Refusal
 from api.keys import Role
 from api.schemas import UserCreateIn, UserOut, UserUpdateIn, utc
 from api.users import UserInfo
+from drivers.errors import PeopleMessage
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,11 @@ async def create_user(body: UserCreateIn, request: Request, admin: Admin) -> Use
     """A new account; 409 if the username is taken, 422 for a weak password."""
     store = users(request)
     if await store.get(body.username) is not None:
-        raise HTTPException(409, f"user {body.username!r} already exists")
+        raise Refusal(
+            409,
+            f"user {body.username!r} already exists",
+            PeopleMessage("refusal.user_exists", {"username": body.username}),
+        )
     user = await store.create(body.username, body.name, Role(body.role), body.password)
     log.warning("%s created user %s (%s)", admin.name, user.username, user.role.value)
     return user_out(user)

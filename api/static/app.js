@@ -109,12 +109,17 @@ const REFUSAL_BY_STATUS = {
   409: "refusal.http_409", 413: "refusal.http_413", 415: "refusal.http_415", 422: "refusal.http_422",
   428: "refusal.http_428", 429: "refusal.http_429",
 };
+// Each field and what is wrong with it: in the reader's language where the catalogue
+// words the kind of error (its bound from the API's ctx), else as the API says it.
 function validationText(detail) {
   if (!Array.isArray(detail)) return JSON.stringify(detail);
   return detail.map((d) => {
-    const where = (d.loc || []).filter((p) => p !== "body" && p !== "query").join(".");
-    return where ? `${where}: ${d.msg}` : d.msg;
-  }).join("; ");
+    const path = (d.loc || []).filter((p) => p !== "body" && p !== "query").join(".");
+    const where = term("field", path);
+    const key = `validation.${d.type}`;
+    const why = MESSAGES[key] ? t(key, d.ctx || {}) : d.msg;
+    return where ? `${where}${t("validation.colon")}${why}` : why;
+  }).join(t("validation.separator"));
 }
 
 // A refusal the API words for people (its catalogue key and values) is shown in the
@@ -1796,10 +1801,11 @@ $("#control-form").addEventListener("submit", async (event) => {
   try {
     command = await api(path, { method: "POST", json: body });
   } catch (error) {
-    if (error.status === 428 && (await ask(t("control.ask_large", { reason: error.detail })))) {
+    const reason = error.worded ? error.message : error.detail;
+    if (error.status === 428 && (await ask(t("control.ask_large", { reason })))) {
       command = await api(path, { method: "POST", json: { ...body, confirm: true } });
     } else {
-      status.textContent = t("control.refused", { reason: error.worded ? error.message : error.detail });
+      status.textContent = t("control.refused", { reason });
       status.className = "status failed";
       return;
     }

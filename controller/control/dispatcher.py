@@ -35,7 +35,14 @@ from controller.control.writes import (
     plan_commands,
 )
 from controller.registry import Registry
-from drivers.errors import Invalid, LinkError, NeedsConfirmation, NotFound, StreetsenseError
+from drivers.errors import (
+    Invalid,
+    LinkError,
+    NeedsConfirmation,
+    NotFound,
+    PeopleMessage,
+    StreetsenseError,
+)
 from drivers.modbus.links import ModbusLink
 from drivers.priority_lock import Priority
 from drivers.tasks import cancel_until_done
@@ -260,9 +267,10 @@ class CommandDispatcher:
             and dark > self.config.confirm_above_lamps
             and not request.confirm
         ):
+            above = self.config.confirm_above_lamps
             raise CommandNeedsConfirmation(
-                f"this puts out {dark} lamps (more than {self.config.confirm_above_lamps}); "
-                "send it again with confirm: true",
+                f"this puts out {dark} lamps (more than {above}); send it again with confirm: true",
+                PeopleMessage("refusal.confirm_lamps_off", {"lamps": dark, "above": above}),
             )
         return units, keys
 
