@@ -3,9 +3,9 @@
 The standby answers its health, metrics and API docs, and the reads whose
 answer is in the state database the pair shares (:data:`STANDBY_READS`):
 cases, the audit log and older commands, the asset register, overrides,
-Open311 requests, accounts, the fault statistics, and the open alarms, which it
-reads from the database every few seconds (:mod:`controller.leadership.mirror`);
-and its own sinks, which deliver what it spooled while it led. When telemetry
+Open311 requests, accounts, the fault statistics, the time tables pushed to
+devices, and the open alarms, which it reads from the database every few
+seconds (:mod:`controller.leadership.mirror`); and its own sinks, which deliver what it spooled while it led. When telemetry
 queries are answered by InfluxDB, which the pair shares too, it also answers
 the stored readings, charts and energy (:data:`SHARED_TELEMETRY_READS`); its
 embedded store holds only what it polled while it led, so with that store it
@@ -35,7 +35,7 @@ STANDBY_READS = re.compile(
     r"|/cases(/statistics|/export|/departments|/\d+(/photos/\d+)?)?"
     r"|/audit|/commands/\d+"
     r"|/assets(/summary|/geojson|/[^/]+)?"
-    r"|/overrides"
+    r"|/overrides|/schedules/device-tables"
     r"|/open311/v2/requests(/[^/]+)?\.(json|xml)"
     r"|/users|/whoami"
     r"|/statistics/faults"

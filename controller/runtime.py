@@ -31,6 +31,7 @@ from controller.rule_service import RuleService
 from controller.schedules.clocks import ScheduleClock, WallClock
 from controller.schedules.overrides import OverrideStore
 from controller.schedules.plan import SchedulePlan
+from controller.schedules.push_status import TablePushStore
 from controller.schedules.runner import ScheduleRunner
 from controller.schedules.table_pusher import DeviceTablePusher
 from controller.startup import opening
@@ -102,7 +103,10 @@ class Controller:
         self.overrides = OverrideStore(self.state_db)
         tz = loaded.config.site.tz
         self.schedule_plan = SchedulePlan(self.registry, schedules, tz, str(loaded.path))
-        self.table_pusher = DeviceTablePusher(self.registry, self.links, self.audit, tz)
+        self.table_pushes = TablePushStore(self.state_db)
+        self.table_pusher = DeviceTablePusher(
+            self.registry, self.links, self.audit, self.table_pushes, tz
+        )
         self.table_pusher.may_write = self.may_write
         self.schedules = ScheduleRunner(
             self.schedule_plan,

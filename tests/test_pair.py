@@ -204,6 +204,11 @@ def test_the_standby_takes_over_when_the_leader_is_killed(tmp_path: Path, state_
         older = httpx.get(f"{b.url}/commands/{sent['id']}", headers=key)
         assert older.status_code == 200 and older.json()["action"] == "circuit_off"
         assert b.health()["leadership"]["alarms_read_at"] is not None
+        faults = shown_alike(a, b, "/statistics/faults", key, lambda r: r["rows"])
+        assert sum(row["raised"] for row in faults["rows"]) == 1, faults
+        # The field's cabinet is switched centrally: no table pushed, on either node.
+        tables = httpx.get(f"{b.url}/schedules/device-tables", headers=key)
+        assert tables.status_code == 200 and tables.json() == [], tables.text
 
         assert a.proc is not None
         a.proc.kill()

@@ -288,6 +288,19 @@ async def test_device_mode_pushes_the_night_into_the_cabinet_which_switches_by_i
         # The next push comes at the daily planning time, for the next night.
         await clock.run_until(local("2026-11-23T12:00"))
         assert ctl.schedules.tables["YJ-001"].night == "2026-11-23"
+        pushed = sorted(
+            (p.cabinet, p.night, p.entries, p.ok) for p in ctl.schedules.tables.values()
+        )
+
+    # The push status is in the state database: a controller that pushed nothing, as the
+    # standby of a pair or a new leader before its first push, shows the last pushes.
+    viewer = {"X-API-Key": new_key(loaded, "Zhou", Role.VIEWER)}
+    async with Controller(loaded) as other, api_client(other) as client:
+        await other.open_stores()
+        shown = await client.get("/schedules/device-tables", headers=viewer)
+        assert shown.status_code == 200, shown.text
+        got = sorted((p["cabinet"], p["night"], p["entries"], p["ok"]) for p in shown.json())
+        assert got == pushed and ("YJ-001", "2026-11-23", 4, True) in got, got
 
 
 async def test_wall_clock_wakes_through_apscheduler() -> None:

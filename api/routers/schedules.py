@@ -107,9 +107,10 @@ def _push_out(p: TablePush) -> TablePushOut:
 
 
 @router.get("/schedules/device-tables", response_model=list[TablePushOut])
-def device_tables(controller: ControllerDep) -> list[TablePushOut]:
-    """The last push of each device-mode cabinet's time table."""
-    return [_push_out(p) for p in controller.schedules.tables.values()]
+async def device_tables(controller: ControllerDep) -> list[TablePushOut]:
+    """The last push of each device-mode cabinet's time table (from the state database,
+    so the standby of a pair shows the leader's)."""
+    return [_push_out(p) for p in await controller.table_pushes.latest()]
 
 
 @router.get("/schedules/{group}/timeline", response_model=TimelineOut)

@@ -17,6 +17,7 @@ from controller.schedules.device_tables import (
     push_table,
 )
 from controller.schedules.places import SchedulePlace
+from controller.schedules.push_status import TablePushStore
 from controller.schedules.timeline import PlannedStep
 from drivers.modbus.links import ModbusLink
 from drivers.profile import DeviceProfile
@@ -29,13 +30,20 @@ class DeviceTablePusher:
     """Writes a place's night into its cabinet's table, reads it back, and audits the push."""
 
     def __init__(
-        self, registry: Registry, links: dict[str, ModbusLink], audit: AuditLog, tz: ZoneInfo
+        self,
+        registry: Registry,
+        links: dict[str, ModbusLink],
+        audit: AuditLog,
+        status: TablePushStore,
+        tz: ZoneInfo,
     ) -> None:
         self.registry = registry
         self.links = links
         self.audit = audit
+        #: The pushes' outcomes for every node of a pair (the API's push status).
+        self.status = status
         self.tz = tz
-        #: cabinet id -> the last push to it (the API's push status).
+        #: cabinet id -> this node's last push to it.
         self.tables: dict[str, TablePush] = {}
         #: Asked before a push: in a pair, whether this node still leads.
         self.may_write: Callable[[], bool] = lambda: True
@@ -83,4 +91,5 @@ class DeviceTablePusher:
                 finished_at=now,
             )
         )
+        await self.status.record(result)
         return result

@@ -104,6 +104,18 @@ override = Table(
     Column("ended", Boolean, nullable=False, server_default="0"),
 )
 
+#: The last push of each device-mode cabinet's time table, for every node of a pair to show.
+time_table_push = Table(
+    "time_table_push",
+    metadata,
+    Column("cabinet", String, primary_key=True),
+    Column("at", Float, nullable=False),
+    Column("night", String, nullable=False),
+    Column("entries", Integer, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("detail", Text, nullable=False, server_default=""),
+)
+
 #: The lamp-pole asset register: the pole as JSON, and the columns it is listed by.
 pole = Table(
     "pole",
