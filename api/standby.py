@@ -5,8 +5,9 @@ answer is in the state database the pair shares (:data:`STANDBY_READS`):
 cases, the audit log and older commands, the asset register, overrides,
 Open311 requests, accounts, the fault statistics, the time tables pushed to
 devices, and the open alarms, which it reads from the database every few
-seconds (:mod:`controller.leadership.mirror`); and its own sinks, which deliver what it spooled while it led. When telemetry
-queries are answered by InfluxDB, which the pair shares too, it also answers
+seconds (:mod:`controller.leadership.mirror`); and its own sinks, which
+deliver what it spooled while it led. When telemetry queries are answered by
+InfluxDB, which the pair shares too, it also answers
 the stored readings, charts and energy (:data:`SHARED_TELEMETRY_READS`); its
 embedded store holds only what it polled while it led, so with that store it
 refers them. What only the leader knows (the values it polled last, device
