@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from api.app import create_app
 from api.keys import ApiKeyStore, Role
 from controller.config import LoadedConfig
+from controller.leadership.lease import LeaderLease
 from controller.runtime import Controller
 from controller.state.database import StateDatabase
 from controller.state.legacy import opened_state
@@ -201,3 +202,25 @@ async def streetsense(*args: str) -> tuple[int, str, str]:
 def sqlite_state(path: Path) -> StateDatabase:
     """A state database in a SQLite file (not yet open)."""
     return StateDatabase(make_url(f"sqlite+aiosqlite:///{path}"))
+
+
+#: How long node a holds the lease in the in-process fence tests: soon lapsed.
+BRIEF_LEASE_S = 0.5
+
+
+async def lead_briefly(db: StateDatabase) -> int:
+    """Node "a" holds a brief lease and ``db`` writes with its epoch, as its election
+    leaves it; returns the epoch."""
+    held = await LeaderLease(db, "a", "http://a", BRIEF_LEASE_S).try_hold()
+    assert held is not None
+    db.epoch = held.epoch
+    return held.epoch
+
+
+async def take_over(db: StateDatabase) -> int:
+    """Once a's brief lease has lapsed, node "b" holds the lease; returns b's epoch (the
+    epoch ``db`` writes with is the caller's to set)."""
+    await asyncio.sleep(BRIEF_LEASE_S + 0.1)
+    held = await LeaderLease(db, "b", "http://b", 5.0).try_hold()
+    assert held is not None
+    return held.epoch

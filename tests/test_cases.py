@@ -26,12 +26,12 @@ from controller.cases.statistics import case_report, figures
 from controller.cases.webhook import WebhookSender
 from controller.config import parse_config
 from controller.control.audit import Actor
-from controller.leadership.lease import LeaderLease
 from controller.registry import Registry
 from controller.state.database import StateDatabase
 from drivers.errors import Conflict, Invalid
 from rules.alarm_model import Alarm, AlarmNotice, Condition
 from simulators.servers import free_port, fresh_postgres_database
+from tests.helpers import lead_briefly, take_over
 
 DISPATCHER = Actor("Huang (command centre)", "k1", "dispatcher")
 CREW = Actor("Liu (lighting crew)", "k2", "engineer")
@@ -460,15 +460,12 @@ async def test_a_leader_that_no_longer_leads_raises_no_case_and_postgresql_says_
     await db.open()
     svc = CaseService(CONFIG.model_copy(update={"webhook": None}), db, registry(tmp_path))
     try:
-        held = await LeaderLease(db, "a", "http://a", 0.5).try_hold()
-        assert held is not None
-        db.epoch = held.epoch
+        await lead_briefly(db)
         await svc.start()
         await svc.alarms.on_alarm(AlarmNotice(lamp_alarm(7), "raised"))
         [case] = await svc.find()
         assert case.stage == "dispatched"
-        await asyncio.sleep(0.6)  # a's lease lapses; b takes it
-        assert await LeaderLease(db, "b", "http://b", 5.0).try_hold() is not None
+        await take_over(db)
 
         # A new fault, and the first one raised again (a repeat is noted on its case).
         darker = replace(lamp_alarm(8), device="DF-L018")

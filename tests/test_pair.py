@@ -40,7 +40,7 @@ from rules.alarm_model import Alarm, Condition
 from simulators.field import FieldController, create_key, field_config, simulated_field
 from simulators.netlink import CuttableLink
 from simulators.servers import PostgresServer, free_port, fresh_postgres_database
-from tests.helpers import api_client, new_key
+from tests.helpers import api_client, lead_briefly, new_key, take_over
 from tests.reliability.harness import caught_up, influx_points, influx_server, pause, resume, wait
 
 pytestmark = pytest.mark.slow
@@ -459,7 +459,6 @@ async def test_a_standby_seeing_the_database_again_lets_the_leader_renew_first(
     postgres: PostgresServer,
 ) -> None:
     from controller.leadership.elector import LeaderElector
-    from controller.leadership.lease import LeaderLease
 
     nodes: list[tuple[StateDatabase, LeaderElector]] = []
     deposed: list[str] = []
@@ -496,21 +495,15 @@ async def test_a_standby_seeing_the_database_again_lets_the_leader_renew_first(
 
 
 async def test_postgresql_refuses_an_audit_entry_of_an_older_epoch(state_url: str) -> None:
-    from controller.leadership.lease import LeaderLease
-
     db = StateDatabase(make_url(state_url))
     await db.open()
     try:
-        first = await LeaderLease(db, "a", "http://a", 0.5).try_hold()
-        assert first is not None and first.epoch == 1
+        assert await lead_briefly(db) == 1
         log = AuditLog(db)
-        db.epoch = 1
         entry = AuditEntry(0, time.time(), "api", Actor("Li", "k", "engineer"), "circuit_on",
                            None, "{}", 1, "sent")  # fmt: skip
         await log.append(entry)
-        await asyncio.sleep(0.6)  # a's lease lapses; b takes it
-        second = await LeaderLease(db, "b", "http://b", 5.0).try_hold()
-        assert second is not None and second.epoch == 2
+        assert await take_over(db) == 2
         late = AuditEntry(0, time.time(), "api", Actor("Li", "k", "engineer"), "circuit_off",
                           None, "{}", 1, "sent")  # fmt: skip
         with pytest.raises(NotLeading, match="epoch 1 is older than the lease's epoch 2"):
@@ -537,23 +530,18 @@ async def test_postgresql_refuses_alarms_judged_under_an_older_epoch(
 ) -> None:
     """A leader cut off from the database judged on; the standby took over and raised the
     same fault. What the old leader kept waiting must not land over the new leader's."""
-    from controller.leadership.lease import LeaderLease
-
     db = StateDatabase(make_url(state_url))
     await db.open()
     b_db = StateDatabase(make_url(state_url))  # each node has its own
     await b_db.open()
     try:
-        held = await LeaderLease(db, "a", "http://a", 0.5).try_hold()
-        assert held is not None and held.epoch == 1
+        assert await lead_briefly(db) == 1
         a = AlarmStore(db, tmp_path / "a" / UNWRITTEN_ALARMS)
-        db.epoch = 1
         first = gauge_alarm(1, "gauge-silent", time.time())
         await a.save([first])
-        await asyncio.sleep(0.6)  # a's lease lapses; b takes it and raises its own alarm 2
-        held = await LeaderLease(b_db, "b", "http://b", 5.0).try_hold()
-        assert held is not None and held.epoch == 2
-        b_db.epoch = 2
+        # b takes over and raises its own alarm 2.
+        b_db.epoch = await take_over(b_db)
+        assert b_db.epoch == 2
         b = AlarmStore(b_db, tmp_path / "b" / UNWRITTEN_ALARMS)
         await b.save([gauge_alarm(2, "gauge-silent-b", time.time())])
 
@@ -590,13 +578,9 @@ async def test_a_case_written_on_a_node_another_has_taken_over_from_is_a_503_in_
     case = {"source": "inspector", "category": "streetlight", "title": "路灯不亮",
             "lat": 21.86, "lon": 111.98}  # fmt: skip
     async with Controller(loaded) as controller, api_client(controller) as client:
-        db = controller.state_db
-        held = await LeaderLease(db, "a", "http://a", 0.5).try_hold()
-        assert held is not None
-        db.epoch = held.epoch  # as its election left it
+        await lead_briefly(controller.state_db)
         assert (await client.post("/cases", json=case, headers=dispatcher)).status_code == 201
-        await asyncio.sleep(0.6)
-        assert await LeaderLease(db, "b", "http://b", 5.0).try_hold() is not None
+        await take_over(controller.state_db)
 
         refused = await client.post("/cases", json=case, headers=dispatcher)
         assert refused.status_code == 503, refused.text
