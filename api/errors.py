@@ -16,11 +16,12 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from api.open311_format import error, format_of
-from controller.state.fencing import fenced
+from controller.state.fencing import refusal_of
 from drivers.errors import (
     Conflict,
     Invalid,
@@ -225,11 +226,11 @@ async def state_unreachable(request: Request, exc: Exception) -> Response:
 async def fenced_write(request: Request, exc: Exception) -> Response:
     """503 when PostgreSQL refused a write of this node's epoch (another node of the pair
     has led since: migration 0006's fence); any other internal error stays one."""
-    try:
-        with fenced():
-            raise exc
-    except NotLeading as refused:
-        return await domain_refusal(request, refused)
+    assert isinstance(exc, DBAPIError)
+    refused = refusal_of(exc)
+    if refused is None:
+        raise exc
+    return await domain_refusal(request, refused)
 
 
 async def invalid_request(request: Request, exc: Exception) -> Response:

@@ -15,16 +15,24 @@ from sqlalchemy.exc import DBAPIError
 from drivers.errors import NotLeading, PeopleMessage
 
 
+def refusal_of(exc: DBAPIError) -> NotLeading | None:
+    """The fence's refusal in ``exc`` as NotLeading; None for any other database error."""
+    if "fenced: epoch" not in str(exc.orig):
+        return None
+    return NotLeading(
+        "this controller no longer leads its pair: "
+        + str(exc.orig).splitlines()[0].removeprefix("fenced: "),
+        PeopleMessage("refusal.not_leading"),
+    )
+
+
 @contextmanager
 def fenced() -> Iterator[None]:
     """Database writes inside, with the fence's refusal raised as NotLeading."""
     try:
         yield
     except DBAPIError as exc:
-        if "fenced: epoch" not in str(exc.orig):
+        refused = refusal_of(exc)
+        if refused is None:
             raise
-        raise NotLeading(
-            "this controller no longer leads its pair: "
-            + str(exc.orig).splitlines()[0].removeprefix("fenced: "),
-            PeopleMessage("refusal.not_leading"),
-        ) from None
+        raise refused from None
