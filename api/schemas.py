@@ -6,10 +6,15 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from api.errors import MessageOut
 from controller.cases.exchange import CaseRecord, TransitionRecord
 from controller.control.selector import GroupSelector
+
+#: The error type of a dim without a level (or a level without a dim): the console words
+#: its own validators' errors by type (``validation.*`` in the catalogue), as pydantic's.
+LEVEL_FOR_DIM = "level_for_dim"
 
 
 def utc(ts: float | None) -> datetime | None:
@@ -144,15 +149,23 @@ class StationCommandIn(BaseModel):
     def _fields_of_command(self) -> StationCommandIn:
         period = self.point is not None or self.start is not None or self.end is not None
         if self.command != "query_period" and period:
-            raise ValueError("point, start and end belong to query_period only")
+            raise PydanticCustomError(
+                "station_command_fields", "point, start and end belong to query_period only"
+            )
         if self.command == "query_period" and (
             self.point is None or self.start is None or self.end is None
         ):
-            raise ValueError("query_period needs point, start and end")
+            raise PydanticCustomError(
+                "station_command_fields", "query_period needs point, start and end"
+            )
         if self.settings is not None and self.command != "read_settings":
-            raise ValueError("settings belongs to read_settings only")
+            raise PydanticCustomError(
+                "station_command_fields", "settings belongs to read_settings only"
+            )
         if (self.values is not None) != (self.command == "write_settings"):
-            raise ValueError("write_settings needs values, and only it takes them")
+            raise PydanticCustomError(
+                "station_command_fields", "write_settings needs values, and only it takes them"
+            )
         return self
 
 
@@ -432,7 +445,7 @@ class LampCommandIn(BaseModel):
     @model_validator(mode="after")
     def _level_for_dim(self) -> LampCommandIn:
         if (self.action == "dim") != (self.level is not None):
-            raise ValueError("level is required for dim and only for dim")
+            raise PydanticCustomError(LEVEL_FOR_DIM, "level is required for dim and only for dim")
         return self
 
 
@@ -592,13 +605,15 @@ class OverrideIn(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> OverrideIn:
         if (self.action == "dim") != (self.level is not None):
-            raise ValueError("level is required for dim and only for dim")
+            raise PydanticCustomError(LEVEL_FOR_DIM, "level is required for dim and only for dim")
         if self.expires_at.tzinfo is None or (
             self.starts_at is not None and self.starts_at.tzinfo is None
         ):
-            raise ValueError("give times with a UTC offset, e.g. 2026-11-22T23:00:00+08:00")
+            raise PydanticCustomError(
+                "timezone_aware", "give times with a UTC offset, e.g. 2026-11-22T23:00:00+08:00"
+            )
         if self.starts_at is not None and self.expires_at <= self.starts_at:
-            raise ValueError("expires_at must be after starts_at")
+            raise PydanticCustomError("expires_before_start", "expires_at must be after starts_at")
         return self
 
 

@@ -40,6 +40,8 @@ async def test_control_api_checks_roles_confirms_and_audits_every_command(
                 headers=engineer,
             )
             assert bad.status_code == 422 and "level is required" in bad.text
+            # Of a type the console words in the reader's language.
+            assert [i["type"] for i in bad.json()["detail"]] == ["level_for_dim"]
             empty = await client.post(
                 "/control/lamps", json={"action": "on", "targets": {}}, headers=engineer
             )

@@ -356,10 +356,14 @@ async def test_schedules_and_overrides_through_the_api(
                 "reason": "festival light show next door",
             }
             assert (await client.post("/overrides", json=body, headers=viewer)).status_code == 403
-            naive = {**body, "expires_at": "2026-11-22T22:00:00"}
-            assert (
-                await client.post("/overrides", json=naive, headers=engineer)
-            ).status_code == 422
+            # Refused, each of a type the console words in the reader's language.
+            for odd, kind in (
+                ({"expires_at": "2026-11-22T22:00:00"}, "timezone_aware"),
+                ({"starts_at": "2026-11-22T23:00:00+08:00"}, "expires_before_start"),
+            ):
+                refused = await client.post("/overrides", json={**body, **odd}, headers=engineer)
+                assert refused.status_code == 422, refused.text
+                assert [i["type"] for i in refused.json()["detail"]] == [kind]
             created = await client.post("/overrides", json=body, headers=engineer)
             assert created.status_code == 201, created.text
             assert created.json()["state"] == "active"
