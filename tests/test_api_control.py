@@ -46,6 +46,7 @@ async def test_control_api_checks_roles_confirms_and_audits_every_command(
                 "/control/lamps", json={"action": "on", "targets": {}}, headers=engineer
             )
             assert empty.status_code == 422 and "all: true" in empty.text
+            assert [i["type"] for i in empty.json()["detail"]] == ["group_empty"]
 
             unconfirmed = await client.post("/control/circuits", json=off_road, headers=engineer)
             assert unconfirmed.status_code == 428

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 
 class GroupSelector(BaseModel):
@@ -34,9 +35,10 @@ class GroupSelector(BaseModel):
             self.tag,
         ]
         if not self.all and all(v is None for v in given):
-            raise ValueError(
+            raise PydanticCustomError(
+                "group_empty",
                 "name a group (cabinets, lamps, road, grid, district or tag), "
-                "or all: true for the whole city"
+                "or all: true for the whole city",
             )
         return self
 
