@@ -85,6 +85,10 @@ async def test_control_api_checks_roles_confirms_and_audits_every_command(
             )
             assert limited.status_code == 429
             assert int(limited.headers["Retry-After"]) > 0
+            assert limited.json()["message"] == {
+                "key": "refusal.command_rate",
+                "params": {"seconds": int(limited.headers["Retry-After"])},
+            }
 
             audit = (await client.get("/audit")).json()
             assert [(a["outcome"], a["by"], a["role"]) for a in audit] == [

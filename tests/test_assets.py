@@ -152,6 +152,10 @@ async def test_bulk_import_reports_each_rejected_row_and_keeps_the_good_ones(
             assert (await client.get("/assets/XJ-0002")).json()["rated_w"] == 90
             dup = await client.post("/assets", json=pole, headers=engineer)
             assert dup.status_code == 409
+            assert dup.json()["message"] == {
+                "key": "refusal.pole_exists",
+                "params": {"pole": "XJ-0002"},
+            }
             wrong = {**pole, "pole_id": "NEW-1", "cabinet": "RS-1"}
             bad = await client.post("/assets", json=wrong, headers=engineer)
             assert bad.status_code == 422 and "no cabinet 'RS-1'" in bad.json()["detail"]

@@ -10,12 +10,13 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from api.auth import DUTIES, read_guard, require
 from api.bounds import Offset
 from api.deps import ControllerDep
-from api.errors import MessageOut
+from api.errors import MessageOut, Refusal
 from api.keys import Principal
 from api.schemas import AssetGroupOut, ImportRejectOut, ImportReportOut
 from controller.assets.importer import parse_csv, parse_geojson
 from controller.assets.model import PoleAsset, check_against_site
 from controller.assets.store import AssetFilter, dump_geojson
+from drivers.errors import PeopleMessage
 
 router = APIRouter(prefix="/assets", tags=["assets"], dependencies=[Depends(read_guard("assets"))])
 
@@ -86,7 +87,11 @@ async def create_asset(asset: PoleAsset, controller: ControllerDep, _: AssetEdit
     """Register a pole; 409 if the pole id is taken."""
     _checked(asset, controller)
     if await controller.assets.exists([asset.pole_id]):
-        raise HTTPException(409, f"pole {asset.pole_id} exists; use PUT to change it")
+        raise Refusal(
+            409,
+            f"pole {asset.pole_id} exists; use PUT to change it",
+            PeopleMessage("refusal.pole_exists", {"pole": asset.pole_id}),
+        )
     await controller.assets.put([asset])
     return asset
 

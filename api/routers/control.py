@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from api.auth import Supervisor, current_principal, may, read_guard
 from api.bounds import RowId
 from api.deps import ControllerDep
+from api.errors import Refusal
 from api.keys import Principal
 from api.rate_limit import RateLimiter
 from api.schemas import (
@@ -32,6 +33,7 @@ from controller.control.audit import Actor, AuditEntry, AuditQuery
 from controller.control.dispatcher import Command, CommandRequest
 from controller.control.writes import Action
 from controller.runtime import Controller
+from drivers.errors import PeopleMessage
 
 router = APIRouter(tags=["control"], dependencies=[Depends(read_guard("control"))])
 
@@ -121,7 +123,9 @@ async def _submit(
     if retry_after is not None:
         reason = f"rate limit: too many commands from this key; retry in {retry_after:.0f}s"
         await dispatcher.refuse(command, actor, "api", reason)
-        raise HTTPException(429, reason, headers={"Retry-After": str(math.ceil(retry_after))})
+        seconds = math.ceil(retry_after)
+        words = PeopleMessage("refusal.command_rate", {"seconds": seconds})
+        raise Refusal(429, reason, words, headers={"Retry-After": str(seconds)})
     accepted = await dispatcher.submit(command, actor, "api")
     response.headers["Location"] = f"/commands/{accepted.id}"
     return command_out(accepted)
