@@ -549,11 +549,13 @@ class ScheduleGroupOut(BaseModel):
     """A schedule group and what it does tonight."""
 
     id: str
+    name: str
     calendar: str
     mode: str
     places: int
     tonight: str
     program: str
+    program_name: str
     next_step: StepOut | None
 
 
@@ -621,7 +623,10 @@ class OverrideOut(BaseModel):
     """An override and where it stands."""
 
     id: int
+    #: The group in one line of ids, for logs and machines.
     targets: str
+    #: The same group as sent, for a console to name its parts in the reader's words.
+    selector: GroupSelector
     action: str
     level: int | None
     starts_at: datetime

@@ -235,7 +235,8 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     group = page.locator("#schedule-groups tr[data-group=city-roads]")
     await expect(group).to_be_visible()
     await group.click()
-    await expect(page.locator("#timeline-title")).to_contain_text("city-roads")
+    await expect(group).to_contain_text("城区道路")  # the names people use, not the ids
+    await expect(page.locator("#timeline-title")).to_contain_text("城区道路")
     await expect(page.locator("#timeline li").first).to_contain_text("→")
     await page.select_option("#ovr-target", "JC-XJ-001")
     await page.select_option("#ovr-action", "on")
@@ -247,6 +248,8 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     await expect(page.locator("#ovr-status")).to_contain_text("生效中", timeout=20_000)
     held = page.locator("#overrides tr", has_text="夜间抢修照明").first
     await expect(held).to_contain_text("生效中")
+    # Its group as people name it, not the selector's ids.
+    await expect(held.locator("td").first).to_have_text("配电箱 JC-XJ-001 新江路一号箱变")
     await held.get_by_role("button", name="立即结束").click()
     await expect(held).to_contain_text("已取消")
 

@@ -341,6 +341,8 @@ async def test_schedules_and_overrides_through_the_api(
         async with api_client(ctl) as client:
             [group] = (await client.get("/schedules")).json()
             assert group["program"] == "standard" and group["places"] == 2
+            # Without a name in the config, a group and a program go by their ids.
+            assert (group["name"], group["program_name"]) == ("streets", "standard")
             assert group["next_step"]["action"] == "dim"
             assert group["next_step"]["at"] == "2026-11-22T15:02:00Z"  # 23:02 in Yangjiang
             line = (await client.get("/schedules/streets/timeline")).json()

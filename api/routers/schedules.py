@@ -63,14 +63,17 @@ def list_schedules(controller: ControllerDep) -> list[ScheduleGroupOut]:
             for s in steps
             if s.at > now
         ]
+        program = schedule.program_of(plan, tonight)
         out.append(
             ScheduleGroupOut(
                 id=plan.group.id,
+                name=plan.group.name or plan.group.id,
                 calendar=plan.calendar.id,
                 mode=plan.group.mode,
                 places=len(plan.places),
                 tonight=tonight.isoformat(),
-                program=schedule.program_of(plan, tonight).id,
+                program=program.id,
+                program_name=program.name or program.id,
                 next_step=_step(min(upcoming, key=lambda s: s.at)) if upcoming else None,
             )
         )
@@ -188,6 +191,7 @@ def _override_out(o: Override, now: float) -> OverrideOut:
     return OverrideOut(
         id=o.id,
         targets=o.selector.describe(),
+        selector=o.selector,
         action=o.action,
         level=o.level,
         starts_at=utc(o.starts_at) or datetime.min,

@@ -327,13 +327,14 @@ async function renderSchedules() {
     const row = el("tr", { "data-group": g.id, tabindex: "0" });
     row.append(el("td"), el("td"), el("td", {}, String(g.places)),
       el("td", {}, g.next_step ? stepText(g.next_step) : t("schedules.none")));
-    row.children[0].append(data(g.id));
-    row.children[1].append(data(g.program));
-    row.addEventListener("click", () => showTimeline(g.id));
+    row.children[0].append(data(g.name));
+    row.children[1].append(data(g.program_name));
+    row.addEventListener("click", () => showTimeline(g.id, g.name));
     return row;
   }));
   if (groups.length && !state.scheduleGroup) state.scheduleGroup = groups[0].id;
-  if (state.scheduleGroup) await showTimeline(state.scheduleGroup);
+  const shown = groups.find((g) => g.id === state.scheduleGroup);
+  if (shown) await showTimeline(shown.id, shown.name);
   await renderOverrides();
   const tables = await api("/schedules/device-tables");
   const rows = tables.map((p) => {
@@ -356,13 +357,13 @@ async function renderSchedules() {
   if (keep) targets.value = keep;
 }
 
-async function showTimeline(group) {
+async function showTimeline(group, name = group) {
   state.scheduleGroup = group;
   for (const row of document.querySelectorAll("#schedule-groups tr[data-group]")) {
     row.classList.toggle("selected", row.dataset.group === group);
   }
   const timeline = await api(`/schedules/${encodeURIComponent(group)}/timeline`);
-  $("#timeline-title").textContent = t("schedules.timeline", { group, night: timeline.night });
+  $("#timeline-title").textContent = t("schedules.timeline", { group: name, night: timeline.night });
   $("#timeline").replaceChildren(...timeline.places.map((p) => {
     const item = el("li");
     item.append(data(p.place), el("span", {}, "：" + p.steps.map(stepText).join(" → ")));
@@ -386,7 +387,7 @@ async function renderOverrides() {
     }
     row.append(el("td"), el("td", {}, term("command_action", o.action) + (o.level ? ` ${o.level}%` : "")),
       el("td", {}, period), el("td", {}, term("override_state", o.state)), el("td"), end);
-    row.children[0].append(data(o.targets));
+    row.children[0].append(data(o.selector ? selectorText(o.selector) : o.targets));
     row.children[4].append(data(`${o.reason} — ${o.by}`));
     return row;
   }));
@@ -1834,10 +1835,27 @@ async function followCommand(command) {
   renderMap();
 }
 
+// A group as people name it: cabinets and lamps by id and name, a road, a grid, the city.
+function selectorText(selector) {
+  if (selector.all) return t("selector.all");
+  const parts = [];
+  if (selector.cabinets) parts.push(t("selector.cabinets", { list: namedDevices(selector.cabinets) }));
+  if (selector.lamps) parts.push(t("selector.lamps", { list: namedDevices(selector.lamps) }));
+  for (const key of ["road", "grid", "district", "tag"]) {
+    if (selector[key]) parts.push(t(`selector.${key}`, { name: selector[key] }));
+  }
+  if (selector.circuits) parts.push(t("selector.circuits", { list: selector.circuits.join(", ") }));
+  return parts.join(t("selector.joiner"));
+}
+
 // A command's targets by name (the devices its results name), not the selector's ids.
 function namedTargets(c) {
   const ids = [...new Set((c.results || []).map((r) => r.target.split("/")[0]))];
-  if (!ids.length) return c.targets;
+  return ids.length ? namedDevices(ids) : c.targets;
+}
+
+// The first two devices by id and name, and how many there are in all.
+function namedDevices(ids) {
   const devices = state.map ? state.map.devices : [];
   const named = ids.slice(0, 2).map((id) => {
     const d = devices.find((x) => x.id === id);

@@ -87,6 +87,8 @@ class Program(_Strict):
     """A night's steps (a TALQ control program)."""
 
     id: ScheduleId
+    #: What people call it (全夜灯, 半夜灯); the console shows the id when it is empty.
+    name: str = Field(default="", max_length=64)
     description: str = ""
     steps: list[ProgramStep] = Field(min_length=1)
 
@@ -155,6 +157,8 @@ class ScheduleGroup(_Strict):
     """A group of cabinets and lamps following one calendar."""
 
     id: ScheduleId
+    #: What people call it (城区主干道); the console shows the id when it is empty.
+    name: str = Field(default="", max_length=64)
     calendar: ScheduleId
     targets: GroupSelector
     #: central: the controller sends each step; device: it writes the night's steps
