@@ -1606,7 +1606,7 @@ function caseHistory(c) {
       step.from_stage && step.from_stage !== step.to_stage
         ? t("cases.step", { from: term("stage", step.from_stage), to: term("stage", step.to_stage) })
         : term("stage", step.to_stage), " · ");
-    item.append(data(step.actor), ` (${term("role", step.role)})`);
+    item.append(data(term("actor", step.actor)), ` (${term("role", step.role)})`);
     if (step.note) {
       const note = el("div", { class: "note" });
       note.append(data(step.note));
@@ -1868,7 +1868,7 @@ async function renderRecent() {
   const recent = await api("/commands?limit=8");
   $("#ctl-recent").replaceChildren(...recent.map((c) =>
     el("li", { translate: "no" }, t("control.recent_row", { id: c.id, action: term("command_action", c.action),
-      targets: namedTargets(c), by: c.by, status: term("command_status", c.status) }))));
+      targets: namedTargets(c), by: term("actor", c.by), status: term("command_status", c.status) }))));
 }
 
 // -- live updates -----------------------------------------------------------------------------
