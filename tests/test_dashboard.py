@@ -266,6 +266,9 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
         "#asset-file",
         files=[FilePayload(name="poles.csv", mimeType="text/csv", buffer=sheet.encode())],
     )
+    # The file picker in the page's words, the chosen file named beside it.
+    picker = page.locator("#asset-import label.file-pick")
+    await expect(picker).to_have_text(re.compile(r"^\s*选择文件\s+poles\.csv\s*$"))
     await page.click("#asset-import button[type=submit]")
     await expect(page.locator("#asset-import-result")).to_contain_text("接受 3 行")
     await expect(page.locator("#asset-import-result")).to_contain_text("拒绝 1 行")
@@ -849,7 +852,7 @@ VIEWS = ("alarms", "water", "stats", "cases", "control", "schedules", "assets", 
 # How far the page reaches sideways, and the visible controls a thumb would miss (< 44 px).
 PAGE_WIDTH = "() => Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)"
 SMALL_TARGETS = """() => [...document.querySelectorAll(
-  "button, select, input:not([type=file]), .readings li")]
+  "button, select, input:not([type=file]), .file-button, .readings li")]
   .filter((n) => n.checkVisibility() && !n.closest("#map, svg"))
   .map((n) => [n.id || n.className || n.tagName,
     // A tick box is hit through its label (or its table cell).

@@ -291,6 +291,11 @@ $("#asset-edit").addEventListener("submit", async (event) => {
   await renderAssets();
 });
 
+$("#asset-file").addEventListener("change", () => {
+  const file = $("#asset-file").files[0];
+  $("#asset-file-name").textContent = file ? file.name : "";
+});
+
 $("#asset-import").addEventListener("submit", async (event) => {
   event.preventDefault();
   const file = $("#asset-file").files[0];
@@ -1373,11 +1378,11 @@ function caseActions(c, onDone = renderCases) {
   }
   // The department's staff photograph the work: the proof of disposal goes with the case.
   if (state.may.cases_work && PHOTO_STAGES.has(c.stage)) {
-    const label = el("label", { class: "photo-pick" });
+    const label = el("label", { class: "file-pick" });
     const input = el("input", { type: "file", class: "photo", accept: "image/jpeg,image/png,image/webp",
       capture: "environment" });
     input.addEventListener("change", () => attachPhoto(c, input.files[0], onDone));
-    label.append(el("span", {}, t("cases.attach_photo")), input);
+    label.append(el("span", { class: "file-button" }, t("cases.attach_photo")), input);
     box.append(label);
   }
   return box;
