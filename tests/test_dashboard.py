@@ -176,7 +176,7 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     box = await page.locator("#gauge-chart").bounding_box()
     assert box is not None
     await page.mouse.move(box["x"] + box["width"] * 0.97, box["y"] + box["height"] / 2)
-    await expect(page.locator("#gauge-chart .cursor text")).to_contain_text(" m")
+    await expect(page.locator("#gauge-chart .cursor text")).to_contain_text(" 米")
     # Dragging across the chart zooms in on that span; 还原 shows the range again.
     chart = page.locator("#gauge-chart")
     two_hours = [float(await chart.get_attribute(a) or 0) for a in ("data-start", "data-end")]
@@ -223,7 +223,9 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     await expect(
         page.locator("#device-detail .readings li[data-point=leakage_current]")
     ).to_be_visible()
-    # A contact reads 是 or 否, not 1 or 0.
+    # A voltage with its symbol; a contact reads 是 or 否, not 1 or 0.
+    voltage = page.locator("#device-detail .readings li[data-point=voltage_a]")
+    await expect(voltage).to_have_text(re.compile(r"\d V$"))
     door = page.locator("#device-detail .readings li[data-point=door_open] .bool")
     await expect(door).to_have_text(re.compile("^[是否]$"))
     await page.click("#device-detail .readings li[data-point=current_a]")

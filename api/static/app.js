@@ -43,6 +43,8 @@ function t(key, vars = {}) {
 }
 // A value from the API (an alarm state, a stage): its name in the catalogue, else as sent.
 const term = (group, value) => (MESSAGES[`${group}.${value}`] ? t(`${group}.${value}`) : value);
+// Units people read in words (米, 小时); V, A, kWh and the like stay as symbols.
+const unitText = (unit) => (unit ? term("unit", unit) : "");
 
 function applyLanguage() {
   document.documentElement.lang = state.lang === "zh" ? "zh-CN" : "en";
@@ -698,7 +700,7 @@ async function selectDevice(id, follow = true) {
     const item = el("li", { "data-point": r.point, tabindex: "0" });
     // A switch or a contact reads 是/否, not 1/0.
     const value = r.boolean ? el("span", { class: "bool" }, t(r.value >= 0.5 ? "value.yes" : "value.no"))
-      : data(`${+r.value.toFixed(3)}${r.unit}`);
+      : data(`${+r.value.toFixed(3)} ${unitText(r.unit)}`.trim());
     item.append(el("span", {}, term("point", r.point)), " ", value);
     const open = () => showPointHistory(id, r.point);
     item.addEventListener("click", open);
@@ -1114,7 +1116,7 @@ function timeChart(svg, { start, end, buckets, unit = "", bands = {}, onZoom = n
     svg.append(svgEl("line", { class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
     svg.append(svgEl("text", { x: L - 4, y: y(v) + 4, "text-anchor": "end" }, `${+v.toFixed(3)}`));
   }
-  svg.append(svgEl("text", { x: 2, y: T + 4 }, unit));
+  svg.append(svgEl("text", { x: 2, y: T + 4 }, unitText(unit)));
   const hours = (end - start) / HOUR;
   const tick = (hours <= 3 ? 0.25 : hours <= 12 ? 1 : 3) * HOUR;
   // Ticks on the city's own whole hours, whatever the browser's zone.
@@ -1154,7 +1156,7 @@ function timeChart(svg, { start, end, buckets, unit = "", bands = {}, onZoom = n
     dot.setAttribute("cx", cx); dot.setAttribute("cy", y(near.mean));
     label.setAttribute("x", cx > W / 2 ? cx - 6 : cx + 6);
     label.setAttribute("text-anchor", cx > W / 2 ? "end" : "start");
-    label.textContent = `${clock(at(near), true)}  ${+near.mean.toFixed(3)} ${unit}`;
+    label.textContent = `${clock(at(near), true)}  ${+near.mean.toFixed(3)} ${unitText(unit)}`;
     cursor.setAttribute("visibility", "visible");
   };
   const box = svgEl("rect", { class: "zoom-box", y: T, height: H - T - B, width: 0, visibility: "hidden" });
