@@ -883,6 +883,8 @@ class MapOut(BaseModel):
     """What the dashboard map draws."""
 
     city: str
+    #: What people call the city (``site.name``), else its id.
+    city_name: str
     #: The basemap under the devices; null draws the map from the asset register alone.
     tiles: TileLayerOut | None = None
     #: The site's time zone (IANA name): the console shows every time in it.

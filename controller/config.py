@@ -123,11 +123,18 @@ class SiteConfig(_Strict):
     """The city this controller serves."""
 
     city: str = "demo-city"
+    #: What people call it, on the console and the reports (阳江市); the city id when empty.
+    name: str = Field(default="", max_length=64)
     timezone: str = "Asia/Shanghai"
     #: GeoJSON FeatureCollection of the city-management grid cells (polygons with a
     #: ``code`` property), drawn on the dashboard map; relative to this file.
     grid_cells: str | None = None
     map: MapConfig = MapConfig()
+
+    @property
+    def display_name(self) -> str:
+        """The name people read: ``name``, else the city id."""
+        return self.name or self.city
 
     @field_validator("timezone")
     @classmethod

@@ -382,6 +382,7 @@ def test_the_daily_report_prints_its_sections(running_demo: Demo) -> None:
     for heading in ("亮灯率", "故障", "案件", "内涝", "遥控"):
         assert f"<h2>{heading}</h2>" in page.text
     assert '<html lang="zh-CN">' in page.text
+    assert "<h1>阳江市江城区（演示） — 日报</h1>" in page.text  # the city by its name
     assert "Asia/Shanghai" in page.text and page.text.count("<svg") >= 4
     english = running_demo.get(f"{running_demo.api}/reports/day", params={"lang": "en"})
     for heading in ("Lighting rate", "Faults", "Cases", "Flood events", "Remote control"):
@@ -433,6 +434,7 @@ async def test_the_console_speaks_chinese_everywhere_and_english_by_the_switch(
     await expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
     await expect(page.locator("[data-tab=alarms] [data-i18n]")).to_have_text("告警")
     await expect(page.locator("#timezone")).to_have_text("北京时间")
+    await expect(page.locator("#city")).to_have_text("阳江市江城区（演示）")
     # An alarm to read, whatever the demo's storm has raised by now.
     async with httpx.AsyncClient(base_url=running_demo.control) as control:
         fault = {"kind": "door_open", "device": "JC-MY-001"}

@@ -204,6 +204,7 @@ def city_map(controller: ControllerDep) -> MapOut:
     ]
     return MapOut(
         city=controller.loaded.config.site.city,
+        city_name=controller.loaded.config.site.display_name,
         tiles=_tile_layer(controller),
         timezone=controller.loaded.config.site.timezone,
         bounds=bounds,

@@ -126,7 +126,7 @@ async def report(
     first, last = _span(period, day or today)
     t0 = datetime.combine(first, datetime.min.time(), tzinfo=tz).timestamp()
     t1 = datetime.combine(last, datetime.min.time(), tzinfo=tz).timestamp()
-    city = controller.loaded.config.site.city
+    city = controller.loaded.config.site.display_name
     cat = catalogue()
 
     # The catalogue's texts are ours (they may carry markup); the values in them are escaped.

@@ -487,7 +487,7 @@ async function renderMap() {
   // Gauges are coloured by the band their water stands in, not by "any alarm".
   state.water = await api("/telemetry/water").catch(() => []);
   state.timezone = data.timezone;
-  $("#city").textContent = data.city;
+  $("#city").textContent = data.city_name;
   // Chinese cities keep Beijing time: named so, as people say it.
   $("#timezone").textContent = data.timezone === "Asia/Shanghai" ? t("app.beijing_time")
     : t("app.timezone", { tz: data.timezone });
