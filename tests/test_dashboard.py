@@ -240,6 +240,7 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     await expect(group).to_contain_text("城区道路")  # the names people use, not the ids
     await expect(page.locator("#timeline-title")).to_contain_text("城区道路")
     await expect(page.locator("#timeline li").first).to_contain_text("→")
+    await expect(page.locator("#timeline li").first).to_contain_text("JC-DF-001 东风路一号箱变")
     await page.select_option("#ovr-target", "JC-XJ-001")
     await page.select_option("#ovr-action", "on")
     await page.fill("#ovr-hours", "1")

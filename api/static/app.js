@@ -348,7 +348,7 @@ async function renderSchedules() {
     const row = el("tr");
     row.append(el("td"), el("td", {}, shortTime(p.at)), el("td", {}, String(p.entries)),
       el("td", {}, t(p.ok ? "schedules.push_ok" : "schedules.push_failed")));
-    row.children[0].append(data(p.cabinet));
+    row.children[0].append(data(namedDevices([p.cabinet])));
     return row;
   });
   if (!rows.length) {
@@ -373,7 +373,7 @@ async function showTimeline(group, name = group) {
   $("#timeline-title").textContent = t("schedules.timeline", { group: name, night: timeline.night });
   $("#timeline").replaceChildren(...timeline.places.map((p) => {
     const item = el("li");
-    item.append(data(p.place), el("span", {}, "：" + p.steps.map(stepText).join(" → ")));
+    item.append(data(namedDevices([p.place])), el("span", {}, "：" + p.steps.map(stepText).join(" → ")));
     return item;
   }));
 }
