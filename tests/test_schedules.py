@@ -255,7 +255,7 @@ async def test_device_mode_pushes_the_night_into_the_cabinet_which_switches_by_i
     async with city, Controller(loaded, schedule_clock=clock) as ctl:
         await ctl.start_schedules()
         await clock.settle()
-        status = ctl.schedules.tables
+        status = {p.cabinet: p for p in await ctl.table_pushes.latest()}
         assert status["YJ-001"].ok and status["KS-001"].ok, status
         assert status["YJ-001"].entries == 4  # on, dim 50 (the ramp's end), dim 30, off
         image = city.stores["dtu-yj"].units[1].image[Table.HOLDING_REGISTER]
@@ -287,10 +287,9 @@ async def test_device_mode_pushes_the_night_into_the_cabinet_which_switches_by_i
         assert {e.action for e in commands} == {"time_table"}
         # The next push comes at the daily planning time, for the next night.
         await clock.run_until(local("2026-11-23T12:00"))
-        assert ctl.schedules.tables["YJ-001"].night == "2026-11-23"
-        pushed = sorted(
-            (p.cabinet, p.night, p.entries, p.ok) for p in ctl.schedules.tables.values()
-        )
+        status = {p.cabinet: p for p in await ctl.table_pushes.latest()}
+        assert status["YJ-001"].night == "2026-11-23"
+        pushed = sorted((p.cabinet, p.night, p.entries, p.ok) for p in status.values())
 
     # The push status is in the state database: a controller that pushed nothing, as the
     # standby of a pair or a new leader before its first push, shows the last pushes.

@@ -394,7 +394,7 @@ async function renderOverrides() {
     }
     row.append(el("td"), el("td", {}, term("command_action", o.action) + (o.level ? ` ${o.level}%` : "")),
       el("td", {}, period), el("td", {}, term("override_state", o.state)), el("td"), end);
-    row.children[0].append(data(o.selector ? selectorText(o.selector) : o.targets));
+    row.children[0].append(data(selectorText(o.selector)));
     row.children[4].append(data(`${o.reason} — ${o.by}`));
     return row;
   }));

@@ -97,11 +97,6 @@ class ScheduleRunner:
         has put them in their scheduled state (day-burning is judged from then on)."""
         self._applied_hooks.append(hook)
 
-    @property
-    def tables(self) -> dict[str, TablePush]:
-        """cabinet id -> the last time-table push to it."""
-        return self.table_pusher.tables
-
     def _applied(self, places: list[SchedulePlace]) -> None:
         if self._applied_hooks and places:
             lamps = self.plan.lamps_of(places)

@@ -43,8 +43,6 @@ class DeviceTablePusher:
         #: The pushes' outcomes for every node of a pair (the API's push status).
         self.status = status
         self.tz = tz
-        #: cabinet id -> this node's last push to it.
-        self.tables: dict[str, TablePush] = {}
         #: Asked before a push: in a pair, whether this node still leads.
         self.may_write: Callable[[], bool] = lambda: True
 
@@ -73,7 +71,6 @@ class DeviceTablePusher:
                 result.ok = not result.detail
             except TableTooSmall as exc:
                 result.detail = str(exc)
-        self.tables[cabinet.id] = result
         await self.audit.append(
             AuditEntry(
                 0,
