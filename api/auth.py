@@ -25,10 +25,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, Security
+from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPBearer
 
-from api.errors import Refusal
+from api.errors import Refusal, refused
 from api.keys import ApiKeyStore, Principal, Role
 from api.users import SESSION_KEY_PREFIX, UserStore
 from drivers.errors import PeopleMessage
@@ -166,13 +166,20 @@ async def _authenticate(
         # Two different credentials: which one is meant is a guess, and a guess is not
         # authentication.
         _failed(throttle, address, now, "conflicting")
-        raise HTTPException(401, "give one credential: a bearer key, X-API-Key or a ticket")
+        raise refused(
+            401,
+            "give one credential: a bearer key, X-API-Key or a ticket",
+            "refusal.credentials_conflict",
+        )
     token = x_api_key
     if authorization:
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() != "bearer" or not value:
-            raise HTTPException(
-                401, "use Authorization: Bearer <api key>", headers={"WWW-Authenticate": "Bearer"}
+            raise refused(
+                401,
+                "use Authorization: Bearer <api key>",
+                "refusal.bearer_scheme",
+                headers={"WWW-Authenticate": "Bearer"},
             )
         token = value
     if not token and ticket and request.method == "GET":
@@ -181,20 +188,26 @@ async def _authenticate(
         if principal is not None and await _still_valid(request, principal.key_id):
             return principal
         _failed(throttle, address, now, "ticket")
-        raise HTTPException(401, "ticket expired or invalid: ask for a new one")
+        raise refused(401, "ticket expired or invalid: ask for a new one", "refusal.ticket_invalid")
     cookie = request.cookies.get(SESSION_COOKIE)
     if not token and not ticket and cookie:
         return await _by_session(request, cookie)
     if not token:
-        raise HTTPException(
-            401, "this call needs an API key", headers={"WWW-Authenticate": "Bearer"}
+        raise refused(
+            401,
+            "this call needs an API key",
+            "refusal.credentials_missing",
+            headers={"WWW-Authenticate": "Bearer"},
         )
     principal = await _store(request).verify(token)
     if principal is None:
         parts = token.split("_", 2)
         _failed(throttle, address, now, parts[1] if len(parts) == 3 else "malformed")
-        raise HTTPException(
-            401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
+        raise refused(
+            401,
+            "unknown or revoked API key",
+            "refusal.key_unknown",
+            headers={"WWW-Authenticate": "Bearer"},
         )
     return principal
 
@@ -209,7 +222,9 @@ async def _by_session(request: Request, cookie: str) -> Principal:
     if request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
         if not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):
-            raise HTTPException(403, "a change with a session needs its X-CSRF-Token header")
+            raise refused(
+                403, "a change with a session needs its X-CSRF-Token header", "refusal.csrf"
+            )
     request.state.session = session
     return session.principal
 
@@ -223,9 +238,10 @@ def _failed(throttle: AuthThrottle, address: str, now: float, key_id: str) -> No
     wait = throttle.refused_for(address, now)
     throttle.failed(address, now)
     if wait > 0:
-        raise HTTPException(
+        raise refused(
             429,
             "too many failed authentications from this address: try again later",
+            "refusal.address_locked",
             headers={"Retry-After": str(max(int(wait), 1))},
         )
     # The key id only: the secret part never reaches a log.
@@ -265,10 +281,12 @@ def require(*roles: Role) -> Callable[..., Principal]:
 
     def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if principal.role not in allowed:
-            raise HTTPException(
+            raise refused(
                 403,
                 f"role {principal.role.value} may not do this "
                 f"(needs {', '.join(sorted(r.value for r in allowed))})",
+                "refusal.role_may_not",
+                role=principal.role.value,
             )
         return principal
 
@@ -296,7 +314,12 @@ def read_guard(view: str) -> Callable[..., Awaitable[None]]:
             return
         principal = await current_principal(request)
         if principal.role not in READERS:
-            raise HTTPException(403, f"a {principal.role.value} key may not read {view}")
+            raise refused(
+                403,
+                f"a {principal.role.value} key may not read {view}",
+                "refusal.role_may_not_read",
+                role=principal.role.value,
+            )
 
     return check
 

@@ -10,7 +10,9 @@ import math
 from datetime import date, datetime
 from typing import Annotated
 
-from fastapi import HTTPException, Path, Query
+from fastapi import Path, Query
+
+from api.errors import refused
 
 #: The largest id SQLite and PostgreSQL store (signed 64 bits).
 MAX_ID = 2**63 - 1
@@ -31,7 +33,14 @@ def row_id(text: str) -> int | None:
 def check_day(day: date | None, name: str) -> None:
     """422 unless the day lies in the years the controller deals with."""
     if day is not None and not FIRST_YEAR <= day.year <= LAST_YEAR:
-        raise HTTPException(422, f"{name} must lie in {FIRST_YEAR}..{LAST_YEAR}")
+        raise refused(
+            422,
+            f"{name} must lie in {FIRST_YEAR}..{LAST_YEAR}",
+            "refusal.year_range",
+            field=name,
+            first=FIRST_YEAR,
+            last=LAST_YEAR,
+        )
 
 
 def check_time(moment: datetime | None, name: str) -> None:
@@ -43,4 +52,23 @@ def check_time(moment: datetime | None, name: str) -> None:
 def check_finite(value: float | None, name: str) -> None:
     """422 for NaN or infinity."""
     if value is not None and not math.isfinite(value):
-        raise HTTPException(422, f"{name} must be a finite number")
+        raise refused(422, f"{name} must be a finite number", "refusal.not_finite", field=name)
+
+
+def check_span(
+    start: datetime | None,
+    end: datetime | None,
+    names: tuple[str, str] = ("start", "end"),
+    *,
+    ordered: bool = True,
+) -> None:
+    """422 unless both ends of a span carry a time zone and, if ``ordered``, start comes
+    first: a time without a zone means a different moment in each city."""
+    if any(t is not None and t.tzinfo is None for t in (start, end)):
+        raise refused(
+            422,
+            f"{names[0]} and {names[1]} need a time zone (for example 2026-11-22T08:00:00+08:00)",
+            "refusal.time_zone",
+        )
+    if ordered and start is not None and end is not None and start >= end:
+        raise refused(422, f"{names[0]} must be before {names[1]}", "refusal.start_before_end")

@@ -94,6 +94,18 @@ class Refusal(HTTPException):
         self.message = message
 
 
+def refused(
+    status: int,
+    reason: str,
+    key: str,
+    headers: dict[str, str] | None = None,
+    **params: str | int,
+) -> Refusal:
+    """A refusal in English (``reason``) and in the catalogue's words (``key``, a
+    ``refusal.*`` entry, with ``params`` for its placeholders)."""
+    return Refusal(status, reason, PeopleMessage(key, params), headers=headers)
+
+
 class GeoReportError(BaseModel):
     """An Open311 GeoReport v2 error."""
 
@@ -214,10 +226,10 @@ STATE_RETRY_SECONDS = 5
 async def state_unreachable(request: Request, exc: Exception) -> Response:
     """503 while the state database cannot be reached: the controller is up and the
     call may be repeated; it is not the caller's fault, and not a crash."""
-    refusal = Refusal(
+    refusal = refused(
         503,
         "the state database cannot be reached just now: try again in a moment",
-        PeopleMessage("refusal.state_unreachable"),
+        "refusal.state_unreachable",
         headers={"Retry-After": str(STATE_RETRY_SECONDS)},
     )
     return await http_refusal(request, refusal)
@@ -227,10 +239,10 @@ async def fenced_write(request: Request, exc: Exception) -> Response:
     """503 when PostgreSQL refused a write of this node's epoch (another node of the pair
     has led since: migration 0006's fence); any other internal error stays one."""
     assert isinstance(exc, DBAPIError)
-    refused = refusal_of(exc)
-    if refused is None:
+    fenced = refusal_of(exc)
+    if fenced is None:
         raise exc
-    return await domain_refusal(request, refused)
+    return await domain_refusal(request, fenced)
 
 
 async def invalid_request(request: Request, exc: Exception) -> Response:

@@ -17,7 +17,7 @@ from functools import partial
 
 from controller.control.audit import Actor, AuditEntry, AuditLog
 from controller.registry import Registry
-from drivers.errors import NotFound
+from drivers.errors import NotFound, PeopleMessage
 from drivers.sl651.body import Observation
 from drivers.sl651.downlink import (
     Downlink,
@@ -101,7 +101,10 @@ class StationCommands:
         """The listener and station address of a station; UnknownStation if there is none."""
         found = self._listener_of.get(device_id)
         if found is None:
-            raise UnknownStation(f"no SL651 station {device_id!r}")
+            raise UnknownStation(
+                f"no SL651 station {device_id!r}",
+                PeopleMessage("refusal.no_station", {"station": device_id}),
+            )
         return found
 
     def stations(self) -> list[str]:

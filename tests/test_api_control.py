@@ -30,10 +30,12 @@ async def test_control_api_checks_roles_confirms_and_audits_every_command(
         await controller.open_stores()
         async with api_client(controller) as client:
             assert (await client.post("/control/circuits", json=off_road)).status_code == 401
-            for who in (viewer, dispatcher):
+            for who, role in ((viewer, "viewer"), (dispatcher, "dispatcher")):
                 denied = await client.post("/control/circuits", json=off_road, headers=who)
                 assert denied.status_code == 403
                 assert "needs engineer or admin" in denied.json()["detail"]
+                words = denied.json()["message"]
+                assert words == {"key": "refusal.role_may_not", "params": {"role": role}}
             bad = await client.post(
                 "/control/lamps",
                 json={"action": "dim", "targets": {"lamps": ["RS-1"]}},
@@ -108,7 +110,12 @@ async def test_control_api_checks_roles_confirms_and_audits_every_command(
             for wildcard in ("%", "_", "RS_1", "\\"):
                 found = (await client.get("/audit", params={"target": wildcard})).json()
                 assert found == [], wildcard
-            assert (await client.get("/commands/999")).status_code == 404
+            missing = await client.get("/commands/999")
+            assert missing.status_code == 404
+            assert missing.json()["message"] == {
+                "key": "refusal.no_command",
+                "params": {"command": 999},
+            }
 
 
 async def test_the_map_shows_a_confirmed_switch_at_once_not_at_the_next_poll(

@@ -159,7 +159,24 @@ async def test_bulk_import_reports_each_rejected_row_and_keeps_the_good_ones(
             wrong = {**pole, "pole_id": "NEW-1", "cabinet": "RS-1"}
             bad = await client.post("/assets", json=wrong, headers=engineer)
             assert bad.status_code == 422 and "no cabinet 'RS-1'" in bad.json()["detail"]
-            assert (await client.get("/assets/NOPE")).status_code == 404
+            missing = await client.get("/assets/NOPE")
+            assert missing.status_code == 404
+            assert missing.json()["message"] == {
+                "key": "refusal.no_pole",
+                "params": {"pole": "NOPE"},
+            }
+            # A file of another kind, or one whose header lacks pole_id, is refused as a whole
+            # in the catalogue's words.
+            for kind, body, status, key in (
+                ("text/plain", b"pole_id\nX-1\n", 415, "refusal.import_kind"),
+                ("text/csv", b"name,lat\nX,21.8\n", 422, "refusal.import_header"),
+                ("text/csv", b"\xff\xfe\xfa", 422, "refusal.import_encoding"),
+            ):
+                refused = await client.post(
+                    "/assets/import", content=body, headers={**engineer, "Content-Type": kind}
+                )
+                assert refused.status_code == status, refused.text
+                assert refused.json()["message"]["key"] == key
 
         # 22 poles hang on CAB-C circuit 1, though only 6 have controllers: over the limit of 10.
         with pytest.raises(CommandRefused) as refused:

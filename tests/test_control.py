@@ -16,7 +16,7 @@ from controller.control.dispatcher import CommandRefused, CommandRequest, Comman
 from controller.control.selector import GroupSelector
 from controller.control.writes import Action
 from controller.runtime import Controller
-from drivers.errors import NeedsConfirmation, NotFound
+from drivers.errors import NeedsConfirmation, NotFound, PeopleMessage
 from simulators.faults import FaultKind, FaultSpec
 from simulators.fleet import SimulatedCity
 from simulators.servers import free_port
@@ -219,6 +219,9 @@ async def test_large_switch_off_needs_confirm_and_unknown_targets_are_refused(
                 CommandRequest(Action.CIRCUIT_ON, GroupSelector(cabinets=["NOPE"])), ENGINEER
             )
         assert isinstance(unknown.value, NotFound)
+        assert unknown.value.message == PeopleMessage(
+            "refusal.no_target", {"device_class": "cabinet", "device": "NOPE"}
+        )
         entries = await controller.audit.query(AuditQuery())
         assert [e.outcome for e in entries] == ["refused", "confirmed", "refused"]
         assert "no cabinet 'NOPE'" in entries[0].reason

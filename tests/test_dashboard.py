@@ -498,14 +498,7 @@ def test_every_catalogue_entry_has_both_languages_and_every_key_the_console_uses
     titles = (ROOT / "controller" / "cases" / "titles.py").read_text(encoding="utf-8")
     in_titles = set(re.findall(r'"(fault\.[a-z_]+)"', titles))
     assert len(in_titles) >= 5 and not in_titles - catalogue.keys(), in_titles - catalogue.keys()
-    # And the refusals the API words for people.
-    worded = {
-        key
-        for folder in ("api", "controller", "drivers")
-        for source_file in (ROOT / folder).rglob("*.py")
-        for key in re.findall(r'"(refusal\.[a-z_]+)"', source_file.read_text(encoding="utf-8"))
-    }
-    assert len(worded) >= 7 and not worded - catalogue.keys(), worded - catalogue.keys()
+    # The refusals the API words for people: tests/test_messages.py.
 
 
 async def test_an_urgent_alarm_demands_attention_and_alarms_sort_group_and_filter(

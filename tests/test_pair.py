@@ -262,10 +262,10 @@ def sleep_until(moment: float) -> None:
 def test_a_switching_time_during_the_take_over_is_switched_once(
     tmp_path: Path, state_url: str
 ) -> None:
-    # The switching time: a minute's start, far enough ahead for the pair to start.
-    switch = (int(time.time() + 20) // 60 + 1) * 60
+    # The switching time: a second far enough ahead for the pair to start.
+    switch = int(time.time()) + 25
     local = ZoneInfo("Asia/Shanghai")  # the field's site time zone
-    clock = [datetime.fromtimestamp(t, local).strftime("%H:%M") for t in (switch - 1800, switch)]
+    clock = [datetime.fromtimestamp(t, local).strftime("%H:%M:%S") for t in (switch - 1800, switch)]
     schedules = {
         "programs": [
             {

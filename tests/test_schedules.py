@@ -365,6 +365,10 @@ async def test_schedules_and_overrides_through_the_api(
                 refused = await client.post("/overrides", json={**body, **odd}, headers=engineer)
                 assert refused.status_code == 422, refused.text
                 assert [i["type"] for i in refused.json()["detail"]] == [kind]
+            past = {**body, "expires_at": "2026-01-01T00:00:00+08:00"}
+            refused = await client.post("/overrides", json=past, headers=engineer)
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["message"]["key"] == "refusal.expires_in_past"
             created = await client.post("/overrides", json=body, headers=engineer)
             assert created.status_code == 201, created.text
             assert created.json()["state"] == "active"
@@ -372,7 +376,12 @@ async def test_schedules_and_overrides_through_the_api(
             cancelled = await client.delete(f"/overrides/{created.json()['id']}", headers=engineer)
             assert cancelled.json()["state"] == "cancelled"
             assert lamps(city, "YJ-001") == [(1, 100)] * 6  # back to the schedule
-            assert (await client.delete("/overrides/99", headers=engineer)).status_code == 404
+            gone = await client.delete("/overrides/99", headers=engineer)
+            assert gone.status_code == 404
+            assert gone.json()["message"] == {
+                "key": "refusal.no_override",
+                "params": {"override": 99},
+            }
             listed = (await client.get("/overrides")).json()
             assert [(o["id"], o["state"], o["by"]) for o in listed] == [
                 (1, "cancelled", "Chen Gong")

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 
 from api.auth import AlarmOperator, read_guard
 from api.deps import AlarmsDep, ControllerDep
-from api.errors import MessageOut
+from api.errors import MessageOut, refused
 from api.schemas import (
     AlarmBatchOut,
     AlarmIdsIn,
@@ -134,7 +134,7 @@ async def shelve_many(
 def _open(manager: AlarmManager, alarm_id: int) -> None:
     alarm = manager.by_id.get(alarm_id)
     if alarm is None or alarm.closed_at is not None:
-        raise HTTPException(404, f"no open alarm {alarm_id}")
+        raise refused(404, f"no open alarm {alarm_id}", "refusal.alarm_not_open", alarm=alarm_id)
 
 
 @router.get("/{alarm_id}", response_model=AlarmOut)
@@ -142,7 +142,7 @@ def get_alarm(alarm_id: int, manager: AlarmsDep) -> AlarmOut:
     """One alarm (open or closed, if this run knows it)."""
     alarm = manager.by_id.get(alarm_id)
     if alarm is None:
-        raise HTTPException(404, f"no alarm {alarm_id}")
+        raise refused(404, f"no alarm {alarm_id}", "refusal.no_alarm", alarm=alarm_id)
     return alarm_out(alarm, manager)
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from api.auth import DUTIES, read_guard, require
 from api.bounds import Offset
 from api.deps import ControllerDep
-from api.errors import MessageOut, Refusal
+from api.errors import MessageOut, Refusal, refused
 from api.keys import Principal
 from api.schemas import AssetGroupOut, ImportRejectOut, ImportReportOut
 from controller.assets.importer import parse_csv, parse_geojson
@@ -73,7 +73,7 @@ async def get_asset(pole_id: str, controller: ControllerDep) -> PoleAsset:
     """One pole."""
     asset = await controller.assets.get(pole_id)
     if asset is None:
-        raise HTTPException(404, f"no pole {pole_id!r}")
+        raise refused(404, f"no pole {pole_id!r}", "refusal.no_pole", pole=pole_id)
     return asset
 
 
@@ -102,10 +102,17 @@ async def update_asset(
 ) -> PoleAsset:
     """Replace a pole's record (404 if it is not registered)."""
     if asset.pole_id != pole_id:
-        raise HTTPException(422, f"pole_id in the body ({asset.pole_id}) differs from the URL")
+        raise refused(
+            422,
+            f"pole_id in the body ({asset.pole_id}) differs from the URL",
+            "refusal.pole_id_differs",
+            pole=asset.pole_id,
+        )
     _checked(asset, controller)
     if not await controller.assets.exists([pole_id]):
-        raise HTTPException(404, f"no pole {pole_id!r}; use POST to register it")
+        raise refused(
+            404, f"no pole {pole_id!r}; use POST to register it", "refusal.no_pole", pole=pole_id
+        )
     await controller.assets.put([asset])
     return asset
 
@@ -124,7 +131,12 @@ async def import_assets(
     """
     data = await request.body()
     if len(data) > MAX_IMPORT_BYTES:
-        raise HTTPException(413, f"import larger than {MAX_IMPORT_BYTES // 2**20} MB")
+        raise refused(
+            413,
+            f"import larger than {MAX_IMPORT_BYTES // 2**20} MB",
+            "refusal.import_too_large",
+            mb=MAX_IMPORT_BYTES // 2**20,
+        )
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     # Parsing a large file off the event loop: polling and rules go on meanwhile. A file
     # that cannot be read at all is Invalid (422); bad rows are rejects in the report.
@@ -133,8 +145,10 @@ async def import_assets(
     elif kind in ("application/geo+json", "application/json"):
         report = await asyncio.to_thread(parse_geojson, data, controller.registry)
     else:
-        raise HTTPException(
-            415, "send text/csv or application/geo+json (a GeoJSON FeatureCollection)"
+        raise refused(
+            415,
+            "send text/csv or application/geo+json (a GeoJSON FeatureCollection)",
+            "refusal.import_kind",
         )
     existing = await controller.assets.exists([a.pole_id for a in report.accepted])
     if not dry_run:

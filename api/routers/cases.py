@@ -6,11 +6,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from api.auth import DUTIES, Reader, Supervisor, may, read_guard, require
-from api.bounds import Offset, RowId
+from api.bounds import Offset, RowId, check_span
 from api.deps import CasesDep, ControllerDep
+from api.errors import refused
 from api.keys import Principal
 from api.schemas import (
     CaseActionIn,
@@ -98,8 +99,7 @@ async def case_statistics(
     """
     end_dt = end or datetime.now(tz=UTC)
     start_dt = start or end_dt - timedelta(days=30)
-    if start_dt.tzinfo is None or end_dt.tzinfo is None:
-        raise HTTPException(422, "start and end need a time zone")
+    check_span(start_dt, end_dt, ordered=False)
     rows = await controller.cases.due_between(start_dt.timestamp(), end_dt.timestamp())
     tz = controller.loaded.config.site.tz
     return [
@@ -130,8 +130,7 @@ async def export_cases(
 ) -> CaseExport:
     """Cases reported in a span with their histories, in the documented exchange schema
     (``docs/case-exchange.schema.json``) for the provincial platform."""
-    if since.tzinfo is None or (until is not None and until.tzinfo is None):
-        raise HTTPException(422, "since and until need a time zone")
+    check_span(since, until, ("since", "until"), ordered=False)
     rows = await controller.cases.find(
         since=since.timestamp(),
         until=until.timestamp() if until else None,
@@ -262,10 +261,15 @@ async def act_on_case(
     """
     step = CaseAction(action)
     if step in CENTRE_ACTIONS and not may(principal.role, "cases_centre"):
-        raise HTTPException(403, f"{action} is for the command centre (dispatcher or admin)")
+        raise refused(
+            403,
+            f"{action} is for the command centre (dispatcher or admin)",
+            "refusal.centre_action",
+            action=action,
+        )
     body = body or CaseActionIn()
     if body.due_at is not None and body.due_at.tzinfo is None:
-        raise HTTPException(422, "due_at needs a time zone")
+        raise refused(422, "due_at needs a time zone", "refusal.time_zone")
     request = TransitionRequest(
         step,
         note=body.note,

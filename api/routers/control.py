@@ -13,12 +13,12 @@ import math
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from api.auth import Supervisor, current_principal, may, read_guard
 from api.bounds import RowId
 from api.deps import ControllerDep
-from api.errors import Refusal
+from api.errors import Refusal, refused
 from api.keys import Principal
 from api.rate_limit import RateLimiter
 from api.schemas import (
@@ -86,11 +86,16 @@ def audit_out(entry: AuditEntry) -> AuditEntryOut:
     )
 
 
-def switching_refusal(principal: Principal) -> str | None:
-    """Why the caller may not switch lights, or None if they may."""
+def switching_refusal(principal: Principal) -> Refusal | None:
+    """Why the caller may not switch lights (403), or None if they may."""
     if may(principal.role, "control"):
         return None
-    return f"role {principal.role.value} may not switch lights (needs engineer or admin)"
+    return refused(
+        403,
+        f"role {principal.role.value} may not switch lights (needs engineer or admin)",
+        "refusal.role_may_not",
+        role=principal.role.value,
+    )
 
 
 async def admit_switching(
@@ -98,10 +103,10 @@ async def admit_switching(
 ) -> Actor:
     """The caller as an actor, if they may switch lights; else the refusal is audited: 403."""
     actor = Actor(principal.name, principal.key_id, principal.role.value)
-    reason = switching_refusal(principal)
-    if reason is not None:
-        await controller.commands.refuse(request, actor, source, reason)
-        raise HTTPException(403, reason)
+    refusal = switching_refusal(principal)
+    if refusal is not None:
+        await controller.commands.refuse(request, actor, source, str(refusal.detail))
+        raise refusal
     return actor
 
 
@@ -180,7 +185,7 @@ async def get_command(
     if command is None:
         entry = await controller.audit.get(command_id)
         if entry is None:
-            raise HTTPException(404, f"no command {command_id}")
+            raise refused(404, f"no command {command_id}", "refusal.no_command", command=command_id)
         return audit_out(entry)
     if wait > 0 and not command.done.is_set():
         with contextlib.suppress(TimeoutError):

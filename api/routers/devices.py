@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 
 from api.auth import read_guard
 from api.bounds import Offset
 from api.deps import ControllerDep
+from api.errors import refused
 from api.schemas import DeviceDetail, DeviceHealthOut, DeviceSummary, PointValue, utc
 from controller.registry import Device
 from controller.runtime import Controller
@@ -72,7 +73,7 @@ def get_device(device_id: str, controller: ControllerDep) -> DeviceDetail:
     """One device with its latest value of every point and its communication health."""
     device = controller.registry.by_id.get(device_id)
     if device is None:
-        raise HTTPException(status_code=404, detail=f"no device {device_id!r}")
+        raise refused(404, f"no device {device_id!r}", "refusal.no_device", device=device_id)
     polled = device.parent if device.parent is not None else device.index
     health = controller.poller.health[polled]
     latest = controller.latest

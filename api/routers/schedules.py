@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, NoReturn
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 
 from api.auth import current_principal, read_guard
 from api.bounds import RowId, check_day
 from api.deps import ControllerDep
+from api.errors import Refusal, refused
 from api.keys import Principal
 from api.routers.control import admit_switching, switching_refusal
 from api.schemas import (
@@ -45,7 +46,7 @@ def _group(controller: Controller, name: str) -> GroupPlan:
     for plan in controller.schedule_plan.groups:
         if plan.group.id == name:
             return plan
-    raise HTTPException(404, f"no schedule group {name!r}")
+    raise refused(404, f"no schedule group {name!r}", "refusal.no_schedule_group", group=name)
 
 
 @router.get("/schedules", response_model=list[ScheduleGroupOut])
@@ -153,11 +154,12 @@ async def push_tables(
     await _require_control(controller, principal, "time_table", what)
     try:
         plan = _group(controller, group)
-    except HTTPException as exc:
-        await _refused(controller, principal, "time_table", what, str(exc.detail), exc.status_code)
+    except Refusal as exc:
+        await _refused(controller, principal, "time_table", what, exc)
     if plan.group.mode != "device":
         reason = f"group {group} runs centrally; it has no device tables"
-        await _refused(controller, principal, "time_table", what, reason, 409)
+        refusal = refused(409, reason, "refusal.group_central", group=group)
+        await _refused(controller, principal, "time_table", what, refusal)
     runner = controller.schedules
     return [_push_out(p) for p in await runner.push_tables(runner.clock.now(), group)]
 
@@ -165,18 +167,18 @@ async def push_tables(
 async def _require_control(
     controller: Controller, principal: Principal, action: str, what: str
 ) -> None:
-    reason = switching_refusal(principal)
-    if reason is not None:
-        await _refused(controller, principal, action, what, reason, 403)
+    refusal = switching_refusal(principal)
+    if refusal is not None:
+        await _refused(controller, principal, action, what, refusal)
 
 
 async def _refused(
-    controller: Controller, principal: Principal, action: str, what: str, reason: str, status: int
+    controller: Controller, principal: Principal, action: str, what: str, refusal: Refusal
 ) -> NoReturn:
     """Audit a refused schedule operation, then refuse it."""
     actor = Actor(principal.name, principal.key_id, principal.role.value)
-    await controller.commands.record_refusal("api", actor, action, what, reason)
-    raise HTTPException(status, reason)
+    await controller.commands.record_refusal("api", actor, action, what, str(refusal.detail))
+    raise refusal
 
 
 def _override_out(o: Override, now: float) -> OverrideOut:
@@ -235,7 +237,7 @@ async def create_override(
     starts = body.starts_at.timestamp() if body.starts_at else now
     expires = body.expires_at.timestamp()
     if expires <= now:
-        raise HTTPException(422, "expires_at is in the past")
+        raise refused(422, "expires_at is in the past", "refusal.expires_in_past")
     override = Override(
         0, body.targets, body.action, body.level, starts, expires, body.reason, actor, now
     )
@@ -253,5 +255,6 @@ async def cancel_override(
     cancelled = await controller.schedules.cancel_override(override_id)
     if cancelled is None:
         reason = f"no running or scheduled override {override_id}"
-        await _refused(controller, principal, "cancel_override", what, reason, 404)
+        refusal = refused(404, reason, "refusal.no_override", override=override_id)
+        await _refused(controller, principal, "cancel_override", what, refusal)
     return _override_out(cancelled, controller.schedules.clock.now())

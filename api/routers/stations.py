@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi import APIRouter, Depends, Response
 
 from api.auth import Reader, current_principal, may, read_guard
-from api.bounds import RowId
+from api.bounds import RowId, check_span
 from api.deps import ControllerDep
+from api.errors import refused
 from api.keys import Principal
 from api.schemas import PeriodValueOut, StationCommandIn, StationCommandOut, StationOut, utc
 from controller.control.audit import Actor
@@ -139,22 +140,34 @@ def _period_query(controller: Controller, station_id: str, body: StationCommandI
     spec = next((p for p in profile.points if p.name == body.point and p.bit is None), None)
     if spec is None or spec.element not in DEFINITIONS:
         queryable = [p.name for p in profile.points if p.bit is None and p.element in DEFINITIONS]
-        raise HTTPException(
-            422, f"point {body.point!r} cannot be queried by period; one of {queryable}"
+        raise refused(
+            422,
+            f"point {body.point!r} cannot be queried by period; one of {queryable}",
+            "refusal.point_not_by_period",
+            point=body.point,
         )
     start, end = body.start, body.end
-    if start.tzinfo is None or end.tzinfo is None:
-        raise HTTPException(
-            422, "start and end need a time zone (for example 2026-11-22T08:00:00+08:00)"
-        )
+    check_span(start, end, ordered=False)
     tz = controller.loaded.config.site.tz
     for name, t in (("start", start), ("end", end)):
         if t.astimezone(tz).minute or t.second or t.microsecond:
-            raise HTTPException(422, f"{name} must be a whole hour (the standard sends YYMMDDHH)")
+            raise refused(
+                422,
+                f"{name} must be a whole hour (the standard sends YYMMDDHH)",
+                "refusal.whole_hour",
+                field=name,
+            )
     if not start < end <= start + MAX_PERIOD:
-        raise HTTPException(422, f"end must be after start and at most {MAX_PERIOD.days} days on")
+        raise refused(
+            422,
+            f"end must be after start and at most {MAX_PERIOD.days} days on",
+            "refusal.period_span",
+            days=MAX_PERIOD.days,
+        )
     if body.step_minutes * 60 > (end - start).total_seconds():
-        raise HTTPException(422, "step_minutes is longer than the period")
+        raise refused(
+            422, "step_minutes is longer than the period", "refusal.step_longer_than_period"
+        )
     return PeriodQuery(start.timestamp(), end.timestamp(), body.step_minutes * 60, spec.element)
 
 
@@ -165,18 +178,29 @@ def _settings(
     profile = _profile(controller, station_id)
     known = [s.name for s in profile.settings]
     if not known:
-        raise HTTPException(422, f"the profile {profile.name} names no settings of the station")
+        raise refused(
+            422,
+            f"the profile {profile.name} names no settings of the station",
+            "refusal.profile_no_settings",
+            profile=profile.name,
+        )
     names = body.settings or (list(body.values) if body.values else known)
     unknown = [n for n in names if profile.setting(n) is None]
     if unknown:
-        raise HTTPException(422, f"no setting {unknown[0]!r} in profile {profile.name}; {known}")
+        raise refused(
+            422,
+            f"no setting {unknown[0]!r} in profile {profile.name}; {known}",
+            "refusal.no_setting",
+            setting=unknown[0],
+            profile=profile.name,
+        )
     items = []
     for name in dict.fromkeys(names):
         spec = profile.setting(name)
         assert spec is not None
         value = None if body.values is None else body.values[name]
         if value is not None and (why := spec.check(value)):
-            raise HTTPException(422, why)
+            raise refused(422, why, "refusal.setting_value", setting=name)
         items.append(SettingItem(spec.id, spec.definition, value))
     return tuple(items)
 
@@ -209,7 +233,7 @@ async def send_command(
     if not may(principal.role, _DUTY[body.command]):
         reason = f"role {principal.role.value} may not send {body.command} to a station"
         await controller.commands.record_refusal("api", actor, action, station_id, reason)
-        raise HTTPException(403, reason)
+        raise refused(403, reason, "refusal.role_may_not", role=principal.role.value)
     function = _COMMANDS[body.command]
     period = None
     if body.command == "query_period":
@@ -222,7 +246,7 @@ async def send_command(
             station_id, function, actor, "api", period, settings
         )
     except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise refused(422, str(exc), "refusal.station_command_unsendable") from None
     response.headers["Location"] = f"/stations/{station_id}/commands/{command.id}"
     return command_out(controller, command)
 
@@ -242,5 +266,10 @@ def get_command(station_id: str, command_id: RowId, controller: ControllerDep) -
     station_id = _station(controller, station_id)
     command = controller.station_commands.get(command_id)
     if command is None or command.device != station_id:
-        raise HTTPException(404, f"no recent command {command_id} for station {station_id}")
+        raise refused(
+            404,
+            f"no recent command {command_id} for station {station_id}",
+            "refusal.no_command",
+            command=command_id,
+        )
     return command_out(controller, command)

@@ -6,10 +6,12 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 
 from api.auth import read_guard
+from api.bounds import check_span
 from api.deps import ControllerDep
+from api.errors import refused
 from api.schemas import (
     CabinetEnergyOut,
     EnergyReportOut,
@@ -50,10 +52,7 @@ async def faults(
     """Faults raised per period and group with mean time to repair, and availability."""
     end_dt = end or datetime.now(tz=UTC)
     start_dt = start or end_dt - timedelta(days=30)
-    if start_dt.tzinfo is None or end_dt.tzinfo is None:
-        raise HTTPException(422, "start and end need a time zone")
-    if start_dt >= end_dt:
-        raise HTTPException(422, "start must be before end")
+    check_span(start_dt, end_dt)
     t0, t1 = start_dt.timestamp(), end_dt.timestamp()
     alarms = await controller.rules.store.history(t0, t1)
     raised = [a for a in alarms if t0 <= a.raised_at < t1]
@@ -104,10 +103,19 @@ async def energy(
         following = (first + timedelta(days=32)).replace(day=1)
         nights = (min(following - timedelta(days=1), last) - first).days + 1
     if first > last or nights < 1:
-        raise HTTPException(422, f"no night of that {period} has ended yet (the last is {last})")
+        raise refused(
+            422,
+            f"no night of that {period} has ended yet (the last is {last})",
+            "refusal.no_night_ended",
+            last=last.isoformat(),
+        )
     reader = controller.telemetry.reader
     if reader is None:
-        raise HTTPException(409, "no telemetry store to read the energy counters from")
+        raise refused(
+            409,
+            "no telemetry store to read the energy counters from",
+            "refusal.no_telemetry_store",
+        )
     rows = await cabinet_energy(controller.registry, reader, tz, first, nights)
     metered = [r for r in rows if r.kwh is not None]
     total = sum(r.kwh or 0.0 for r in metered)

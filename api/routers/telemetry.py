@@ -6,11 +6,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 
 from api.auth import read_guard
-from api.bounds import check_finite, check_time
+from api.bounds import check_finite, check_span, check_time
 from api.deps import ControllerDep
+from api.errors import refused
 from api.schemas import BucketOut, LatestOut, SampleOut, SeriesOut, SinkOut, WaterOut, utc
 from controller.runtime import Controller
 from controller.telemetry.query import TelemetryReader
@@ -36,7 +37,11 @@ MAX_BUCKETS = 10_000
 def _reader(controller: Controller) -> TelemetryReader:
     reader = controller.telemetry.reader
     if reader is None:
-        raise HTTPException(503, "no telemetry store is configured (storage.embedded is off)")
+        raise refused(
+            503,
+            "no telemetry store is configured (storage.embedded is off)",
+            "refusal.no_telemetry_store",
+        )
     return reader
 
 
@@ -58,26 +63,30 @@ async def series(
     """A point's readings in ``[start, end)``: raw, or downsampled when ``every`` is given."""
     device = controller.registry.by_id.get(device_id)
     if device is None:
-        raise HTTPException(404, f"no device {device_id!r}")
+        raise refused(404, f"no device {device_id!r}", "refusal.no_device", device=device_id)
     points = {p.name: p for p in device.points}
     if point not in points:
-        raise HTTPException(
-            404, f"device {device_id} has no point {point!r} (it has: {', '.join(points)})"
+        raise refused(
+            404,
+            f"device {device_id} has no point {point!r} (it has: {', '.join(points)})",
+            "refusal.no_point",
+            device=device_id,
+            point=point,
         )
     check_finite(every, "every")
     check_time(start, "start")
     check_time(end, "end")
     end_dt = end or datetime.now(tz=UTC)
     start_dt = start or end_dt - timedelta(hours=1)
-    if start_dt.tzinfo is None or end_dt.tzinfo is None:
-        raise HTTPException(
-            422, "start and end need a time zone (for example 2026-11-22T08:00:00+08:00)"
-        )
-    if start_dt >= end_dt:
-        raise HTTPException(422, "start must be before end")
+    check_span(start_dt, end_dt)
     t0, t1 = start_dt.timestamp(), end_dt.timestamp()
     if every is not None and (t1 - t0) / every > MAX_BUCKETS:
-        raise HTTPException(422, f"more than {MAX_BUCKETS} buckets: use a larger every")
+        raise refused(
+            422,
+            f"more than {MAX_BUCKETS} buckets: use a larger every",
+            "refusal.too_many_buckets",
+            most=MAX_BUCKETS,
+        )
     reader = _reader(controller)
     out = SeriesOut(
         device=device.id,
@@ -117,7 +126,12 @@ async def latest(
     if device:
         unknown = [d for d in device if d not in registry.by_id]
         if unknown:
-            raise HTTPException(404, f"no device {', '.join(map(repr, unknown))}")
+            raise refused(
+                404,
+                f"no device {', '.join(map(repr, unknown))}",
+                "refusal.no_device",
+                device=", ".join(unknown),
+            )
         chosen = [registry.by_id[d] for d in device]
     else:
         chosen = [

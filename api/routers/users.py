@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 
 from api.auth import Admin, users
-from api.errors import Refusal
+from api.errors import Refusal, refused
 from api.keys import Role
 from api.schemas import UserCreateIn, UserOut, UserUpdateIn, utc
 from api.users import UserInfo
@@ -64,7 +64,7 @@ async def update_user(username: str, body: UserUpdateIn, request: Request, admin
             disabled=body.disabled,
         )
     except KeyError:
-        raise HTTPException(404, f"no user {username!r}") from None
+        raise refused(404, f"no user {username!r}", "refusal.no_user", username=username) from None
     changed = ", ".join(
         k for k, v in body.model_dump().items() if v is not None and k != "password"
     )

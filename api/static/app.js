@@ -126,7 +126,10 @@ function validationText(detail) {
 
 // A refusal the API words for people (its catalogue key and values) is shown in the
 // reader's language, the stage and action in it named too; others as the API says them.
-const REFUSAL_TERMS = { stage: "stage", action: "case_action", role: "role", alarm_state: "alarm_state" };
+const REFUSAL_TERMS = {
+  stage: "stage", action: "case_action", role: "role", alarm_state: "alarm_state",
+  device_class: "class", control: "control_kind", field: "field",
+};
 function refusalText(message) {
   if (!message || !MESSAGES[message.key]) return null;
   const params = Object.fromEntries(Object.entries(message.params || {})

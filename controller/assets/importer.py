@@ -93,7 +93,8 @@ def _text(data: bytes) -> str:
         return data.decode("gb18030")
     except UnicodeDecodeError as exc:
         raise ImportFormatError(
-            f"the file is neither UTF-8 nor GB18030 (a bad byte at {exc.start})"
+            f"the file is neither UTF-8 nor GB18030 (a bad byte at {exc.start})",
+            PeopleMessage("refusal.import_encoding"),
         ) from exc
 
 
@@ -103,16 +104,21 @@ def parse_csv(data: bytes, registry: Registry) -> ImportReport:
     try:
         fields = reader.fieldnames
     except csv.Error as exc:
-        raise ImportFormatError(f"not CSV: {exc}") from exc
+        raise ImportFormatError(f"not CSV: {exc}", PeopleMessage("refusal.import_not_csv")) from exc
     if not fields or "pole_id" not in fields:
-        raise ImportFormatError("CSV needs a header row with at least pole_id")
+        raise ImportFormatError(
+            "CSV needs a header row with at least pole_id", PeopleMessage("refusal.import_header")
+        )
     report = ImportReport()
     seen: set[str] = set()
     try:
         _take_rows(reader, report, seen, registry)
     except csv.Error as exc:
         # A cell over the csv module's field limit (128 KiB) or a broken quote.
-        raise ImportFormatError(f"CSV row {reader.line_num}: {exc}") from exc
+        raise ImportFormatError(
+            f"CSV row {reader.line_num}: {exc}",
+            PeopleMessage("refusal.import_csv_row", {"row": reader.line_num}),
+        ) from exc
     return report
 
 
@@ -142,15 +148,25 @@ def parse_geojson(data: bytes, registry: Registry) -> ImportReport:
     try:
         doc = json.loads(_text(data))
     except json.JSONDecodeError as exc:
-        raise ImportFormatError(f"not JSON: {exc}") from exc
+        raise ImportFormatError(
+            f"not JSON: {exc}", PeopleMessage("refusal.import_not_json")
+        ) from exc
     except (RecursionError, ValueError) as exc:
         # Nested deeper than the parser goes, or a number of thousands of digits.
-        raise ImportFormatError(f"JSON too deep or a number too long: {str(exc)[:80]}") from exc
+        raise ImportFormatError(
+            f"JSON too deep or a number too long: {str(exc)[:80]}",
+            PeopleMessage("refusal.import_not_json"),
+        ) from exc
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
-        raise ImportFormatError("GeoJSON must be a FeatureCollection")
+        raise ImportFormatError(
+            "GeoJSON must be a FeatureCollection", PeopleMessage("refusal.import_not_collection")
+        )
     features = doc.get("features")
     if not isinstance(features, list):
-        raise ImportFormatError("FeatureCollection has no features list")
+        raise ImportFormatError(
+            "FeatureCollection has no features list",
+            PeopleMessage("refusal.import_not_collection"),
+        )
     report = ImportReport()
     seen: set[str] = set()
     for i, feature in enumerate(features, start=1):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from controller.cases.db import CaseRow, PhotoRow
+from controller.cases.requests import no_case
 from controller.cases.stages import Stage
 from controller.state.database import StateDatabase
 from drivers.errors import Conflict, Invalid, NotFound, PeopleMessage
@@ -78,7 +79,7 @@ class CasePhotos:
         async with self.db.session() as session:
             case = await session.get(CaseRow, case_id)
             if case is None:
-                raise NotFound(f"no case {case_id}")
+                raise NotFound(f"no case {case_id}", no_case(case_id))
             if not Stage(case.stage).open:
                 raise Conflict(
                     f"case {case_id} is {case.stage}: no more photos",
@@ -104,7 +105,10 @@ class CasePhotos:
                 )
             ).scalar_one_or_none()
             if row is None:
-                raise NotFound(f"no photo {photo_id} on case {case_id}")
+                raise NotFound(
+                    f"no photo {photo_id} on case {case_id}",
+                    PeopleMessage("refusal.no_photo", {"photo": photo_id, "case": case_id}),
+                )
             return _photo(row)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Collection
 from sqlalchemy import func, select
 
 from controller.cases.db import CaseRow, TransitionRow
-from controller.cases.requests import CaseNotFound
+from controller.cases.requests import CaseNotFound, no_case
 from controller.cases.stages import Stage
 from controller.state.database import StateDatabase
 
@@ -22,7 +22,7 @@ class CaseReads:
         async with self.db.session() as session:
             row = await session.get(CaseRow, case_id)
         if row is None:
-            raise CaseNotFound(f"no case {case_id}")
+            raise CaseNotFound(f"no case {case_id}", no_case(case_id))
         return row
 
     async def history(self, case_id: int) -> list[TransitionRow]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from controller.cases.stages import CaseAction
 from controller.control.audit import Actor
-from drivers.errors import Conflict, Invalid, NotFound, StreetsenseError
+from drivers.errors import Conflict, Invalid, NotFound, PeopleMessage, StreetsenseError
 
 #: Who the case records name for what the controller does by itself, and for what
 #: telemetry decides (a fault back, a fault gone, a fault worse).
@@ -17,6 +17,11 @@ TELEMETRY = Actor("telemetry", "", "system")
 
 class CaseError(StreetsenseError):
     """A case request that cannot be done."""
+
+
+def no_case(case_id: int) -> PeopleMessage:
+    """The catalogue's words for a case that does not exist."""
+    return PeopleMessage("refusal.no_case", {"case": case_id})
 
 
 class CaseNotFound(CaseError, NotFound):

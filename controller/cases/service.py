@@ -35,6 +35,7 @@ from controller.cases.requests import (
     CaseNotFound,
     NewCase,
     TransitionRequest,
+    no_case,
 )
 from controller.cases.routing import CaseRouting
 from controller.cases.stages import CaseAction, Stage, TransitionRefused, next_stage
@@ -111,7 +112,8 @@ class CaseService(CaseReads):
         """Record a reported case, awaiting acceptance."""
         if new.category not in self.categories:
             raise CaseInvalid(
-                f"unknown category {new.category!r} (known: {', '.join(self.categories)})"
+                f"unknown category {new.category!r} (known: {', '.join(self.categories)})",
+                PeopleMessage("refusal.unknown_category", {"category": new.category}),
             )
         category = self.categories[new.category]
         now = self.clock()
@@ -204,7 +206,7 @@ class CaseService(CaseReads):
         async with self._lock, self.db.session() as session:
             row = await session.get(CaseRow, case_id)
             if row is None:
-                raise CaseNotFound(f"no case {case_id}")
+                raise CaseNotFound(f"no case {case_id}", no_case(case_id))
             recorded: list[TransitionRow] = []
             for request in requests:
                 recorded += await self._apply_action(session, row, request, actor)
@@ -281,14 +283,20 @@ class CaseService(CaseReads):
                 ),
             )
         if not request.note:
-            raise CaseInvalid(f"a forced {request.action.value} needs a note saying why")
+            raise CaseInvalid(
+                f"a forced {request.action.value} needs a note saying why",
+                PeopleMessage("refusal.note_required", {"action": request.action.value}),
+            )
 
     def _apply(self, row: CaseRow, request: TransitionRequest) -> dict[str, Any]:
         now = self.clock()
         action = request.action
         details: dict[str, Any] = {}
         if action in (CaseAction.REJECT, CaseAction.RETURN, CaseAction.EXTEND) and not request.note:
-            raise CaseInvalid(f"{action.value} needs a note saying why")
+            raise CaseInvalid(
+                f"{action.value} needs a note saying why",
+                PeopleMessage("refusal.note_required", {"action": action.value}),
+            )
         if action is CaseAction.ACCEPT:
             row.accepted_at = now
         elif action is CaseAction.FILE:
@@ -298,7 +306,10 @@ class CaseService(CaseReads):
                 row.category, row.grid, row.department
             )
             if not department:
-                raise CaseInvalid("no department: give one, or add a routing rule")
+                raise CaseInvalid(
+                    "no department: give one, or add a routing rule",
+                    PeopleMessage("refusal.no_department"),
+                )
             row.department = department
             row.dispatched_at = now
             details["department"] = department
@@ -321,7 +332,10 @@ class CaseService(CaseReads):
             row.closed_at = now
         elif action is CaseAction.EXTEND:
             if request.due_at is None or row.due_at is None or request.due_at <= row.due_at:
-                raise CaseInvalid("extend needs due_at later than the current due time")
+                raise CaseInvalid(
+                    "extend needs due_at later than the current due time",
+                    PeopleMessage("refusal.extend_not_later"),
+                )
             details["previous_due_at"] = row.due_at
             row.due_at = request.due_at
             row.extension_count += 1

@@ -258,10 +258,13 @@ class CommandDispatcher:
             units = plan_commands(self.registry, request.action, circuits, lamps, request.dim)
         except (UnknownTarget, NotControllable) as exc:
             if isinstance(exc, UnknownTarget):
-                raise CommandTargetUnknown(str(exc)) from exc
-            raise CommandInvalid(str(exc)) from exc
+                raise CommandTargetUnknown(str(exc), exc.message) from exc
+            raise CommandInvalid(str(exc), exc.message) from exc
         if not keys:
-            raise CommandInvalid(f"the group ({request.selector.describe()}) is empty")
+            raise CommandInvalid(
+                f"the group ({request.selector.describe()}) is empty",
+                PeopleMessage("refusal.group_empty"),
+            )
         if (
             request.action.switches_off
             and dark > self.config.confirm_above_lamps

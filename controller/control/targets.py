@@ -13,10 +13,17 @@ from dataclasses import dataclass
 from controller.control.selector import GroupSelector
 from controller.device_config import CabinetConfig
 from controller.registry import Device, Registry
+from drivers.errors import PeopleMessage
 
 
 class UnknownTarget(ValueError):
     """A selector names a cabinet or lamp that is not installed."""
+
+    def __init__(self, device_class: str, device_id: str) -> None:
+        super().__init__(f"no {device_class} {device_id!r}")
+        self.message = PeopleMessage(
+            "refusal.no_target", {"device_class": device_class, "device": device_id}
+        )
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,7 @@ def _by_id(registry: Registry, ids: list[str], device_class: str) -> list[Device
     for device_id in ids:
         device = registry.by_id.get(device_id)
         if device is None or device.device_class != device_class:
-            raise UnknownTarget(f"no {device_class} {device_id!r}")
+            raise UnknownTarget(device_class, device_id)
         found.append(device)
     return found
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
 
 from controller.control.targets import CircuitTarget
 from controller.registry import Device, Registry
+from drivers.errors import PeopleMessage
 from drivers.modbus.codec import decode_value, encode_value
 from drivers.modbus.device_plan import block_point_address
 from drivers.modbus.planner import ReadPlan, Slot, plan_reads
@@ -46,6 +48,12 @@ class Action(StrEnum):
 
 class NotControllable(ValueError):
     """A target's profile has no control for the action."""
+
+    def __init__(self, device: str, control: Literal["circuit", "switch", "dim"]) -> None:
+        super().__init__(f"{device}: profile has no {control} control")
+        self.message = PeopleMessage(
+            "refusal.not_controllable", {"device": device, "control": control}
+        )
 
 
 @dataclass(frozen=True)
@@ -121,7 +129,7 @@ def _circuit_item(registry: Registry, target: CircuitTarget, on: bool) -> _Item:
     cabinet = registry.devices[target.cabinet]
     profile = cabinet.profile
     if not isinstance(profile, DeviceProfile) or profile.controls.circuit is None:
-        raise NotControllable(f"cabinet {cabinet.id}: profile has no circuit control")
+        raise NotControllable(f"cabinet {cabinet.id}", "circuit")
     command, feedback = profile.controls.circuit.points_for(target.circuit)
     cmd, fb = profile.point(command), profile.point(feedback)
     value = 1.0 if on else 0.0
@@ -136,12 +144,12 @@ def _lamp_item(registry: Registry, index: int, action: Action, dim: int | None) 
     lamp = registry.devices[index]
     profile = lamp.profile
     if not isinstance(profile, DeviceProfile) or profile.controls.switch is None:
-        raise NotControllable(f"lamp {lamp.id}: profile has no switch control")
+        raise NotControllable(f"lamp {lamp.id}", "switch")
     switch_cmd, switch_fb = profile.controls.switch.points_for()
     sw = profile.point(switch_cmd)
     if action is Action.LAMP_DIM:
         if profile.controls.dim is None:
-            raise NotControllable(f"lamp {lamp.id}: profile has no dim control")
+            raise NotControllable(f"lamp {lamp.id}", "dim")
         dim_cmd, dim_fb = profile.controls.dim.points_for()
         dc, df = profile.point(dim_cmd), profile.point(dim_fb)
         level = float(dim if dim is not None else 100)

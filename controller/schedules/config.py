@@ -19,8 +19,10 @@ from controller.control.selector import GroupSelector
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-CLOCK_PATTERN = r"^([01]\d|2[0-3]):[0-5]\d$"
-ClockTime = Annotated[str, Field(pattern=CLOCK_PATTERN, description="HH:MM local")]
+#: HH:MM, or HH:MM:SS where a step must fall within a minute (a device's own time
+#: table holds whole minutes: it switches at the minute's start).
+CLOCK_PATTERN = r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$"
+ClockTime = Annotated[str, Field(pattern=CLOCK_PATTERN, description="HH:MM or HH:MM:SS local")]
 ScheduleId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
 
 
@@ -57,7 +59,7 @@ class ProgramStep(_Strict):
             return f"{value // 60:02d}:{value % 60:02d}"
         if isinstance(value, str) and not re.fullmatch(CLOCK_PATTERN, value):
             raise ValueError(
-                f"{value!r} is not a time: give HH:MM (00:00 to 23:59) "
+                f"{value!r} is not a time: give HH:MM (00:00 to 23:59) or HH:MM:SS "
                 "or {event: sunset|sunrise, offset_minutes: N}"
             )
         return value

@@ -117,13 +117,11 @@ class SchedulePlan:
 
     def next_plan_time(self, at: float) -> float:
         """The next daily planning time (device tables are pushed then)."""
-        hour, minute = (int(x) for x in self.config.plan_at.split(":"))
+        clock = time.fromisoformat(self.config.plan_at)
         local = datetime.fromtimestamp(at, self.tz)
-        candidate = datetime.combine(local.date(), time(hour, minute), tzinfo=self.tz)
+        candidate = datetime.combine(local.date(), clock, tzinfo=self.tz)
         if candidate.timestamp() <= at:
-            candidate = datetime.combine(
-                local.date() + timedelta(days=1), time(hour, minute), tzinfo=self.tz
-            )
+            candidate = datetime.combine(local.date() + timedelta(days=1), clock, tzinfo=self.tz)
         return candidate.timestamp()
 
     def forget_before(self, now: float) -> None:

@@ -53,9 +53,9 @@ def _step_times(
         else:
             event, _ = sun_times(lats, lons, _midday_utc(night + timedelta(days=1)))
         return np.asarray(event + step.at.offset_minutes * 60.0, dtype=np.float64)
-    hour, minute = (int(x) for x in step.at.split(":"))
-    day = night if hour >= 12 else night + timedelta(days=1)
-    at = datetime.combine(day, time(hour, minute), tzinfo=tz).timestamp()
+    clock = time.fromisoformat(step.at)
+    day = night if clock.hour >= 12 else night + timedelta(days=1)
+    at = datetime.combine(day, clock, tzinfo=tz).timestamp()
     return np.full(len(lats), at, dtype=np.float64)
 
 
