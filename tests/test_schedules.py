@@ -20,11 +20,11 @@ from controller.runtime import Controller
 from controller.schedules.calendar import program_for
 from controller.schedules.clocks import VirtualClock, WallClock
 from controller.schedules.config import Calendar, Program
-from controller.schedules.device_tables import collapse_ramps
+from controller.schedules.device_tables import collapse_ramps, encode_table
 from controller.schedules.overrides import Override
 from controller.schedules.timeline import night_of, plan_night
 from drivers.errors import ConfigError
-from drivers.profile import Table
+from drivers.profile import Table, TimeTableSpec
 from rules.astro import sun_times
 from simulators.fleet import SimulatedCity
 from simulators.servers import free_port
@@ -471,3 +471,22 @@ async def test_lamps_lit_at_start_are_not_day_burning_until_the_schedule_has_run
         await cycles(ctl, 2)
         burning = sorted((a.rule, a.device) for a in ctl.rules.manager.list() if a.active)
         assert burning == [("day", f"YJ-001-L00{n}") for n in (1, 2, 3)]
+
+
+def test_a_step_may_fall_on_a_second_and_a_device_table_keeps_its_minute() -> None:
+    program = Program.model_validate(
+        {
+            "id": "test-switch",
+            "steps": [{"at": "18:30:45", "action": "on"}, {"at": "06:30:05", "action": "off"}],
+        }
+    )
+    [steps] = plan_night(program, date(2026, 11, 22), [YANGJIANG[0]], [YANGJIANG[1]], TZ)
+    assert [datetime.fromtimestamp(s.at, TZ).isoformat() for s in steps] == [
+        "2026-11-22T18:30:45+08:00",
+        "2026-11-23T06:30:05+08:00",
+    ]
+    # A cabinet's own table holds minutes of the day: 18:30 and 06:30.
+    words = encode_table(steps, [1], TZ, TimeTableSpec(base=0, entries=4))
+    assert words[0::4][:2] == [18 * 60 + 30, 6 * 60 + 30]
+    with pytest.raises(ValueError, match="is not a time"):
+        Program.model_validate({"id": "x", "steps": [{"at": "18:30:60", "action": "on"}]})
