@@ -1,4 +1,4 @@
-"""The standby of a pair answers reads from the shared database and refers the rest.
+"""The standby of a pair answers reads from the shared database and passes the rest on.
 
 The standby answers its health, metrics and API docs, and the reads whose
 answer is in the state database the pair shares (:data:`STANDBY_READS`):
@@ -7,16 +7,21 @@ Open311 requests, accounts, the fault statistics, the time tables pushed to
 devices, and the open alarms, which it reads from the database every few
 seconds (:mod:`controller.leadership.mirror`); and its own sinks, which
 deliver what it spooled while it led. When telemetry queries are answered by
-InfluxDB, which the pair shares too, it also answers
-the stored readings, charts and energy (:data:`SHARED_TELEMETRY_READS`); its
-embedded store holds only what it polled while it led, so with that store it
-refers them. What only the leader knows (the values it polled last, device
-health, running commands, schedules' state, the lighting rate now) and
-everything that changes state are the leader's: those calls get
-503, the leader's name and address in the reason and in
-``X-Streetsense-Leader``, and ``Retry-After``, so a client tries the leader, or
-again here after a take-over. A person opening the console here is
-redirected to the leader's.
+InfluxDB, which the pair shares too, it also answers the stored readings,
+charts and energy (:data:`SHARED_TELEMETRY_READS`); its embedded store holds
+only what it polled while it led, so with that store it does not.
+
+What only the leader knows (the values it polled last, device health, running
+commands, schedules' state, the lighting rate now, live events) and everything
+that changes state are the leader's: the standby forwards those calls to the
+leader and streams its answer back (:mod:`api.leader_forwarding`), so a client
+behind one address for both nodes need not know which leads. A login is not
+forwarded (the leader would see every login from the standby's address and lock
+them out together), nor is a call when forwarding is off, the leader is not
+known or does not answer: those get 503, the leader's name and address in the
+reason and in ``X-Streetsense-Leader``, and ``Retry-After``, so a client tries
+the leader, or again here after a take-over. A person opening the console here
+is redirected to the leader's.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import re
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.leader_forwarding import LeaderForwarder, LeaderUnreachable, forwarded
 from controller.runtime import Controller
 
 #: What a standby answers itself.
@@ -45,16 +51,24 @@ STANDBY_READS = re.compile(
 )
 #: The reads a standby answers when InfluxDB, shared by the pair, answers telemetry queries.
 SHARED_TELEMETRY_READS = re.compile(r"/telemetry/(series/[^/]+/[^/]+|latest)|/statistics/energy")
+#: Logging in is the leader's to throttle by the caller's own address: referred, not forwarded.
+NOT_FORWARDED = (("POST", "/session"),)
 LEADER_HEADER = "x-streetsense-leader"
 RETRY_SECONDS = 2
 
 
 class StandbyReferral:
-    """ASGI middleware: on a standby, 503 with the leader for all but :data:`STANDBY_SERVES`."""
+    """ASGI middleware: on a standby, all but :data:`STANDBY_SERVES` and the shared reads
+    go to the leader: forwarded, or 503 with the leader's address."""
 
     def __init__(self, app: ASGIApp, controller: Controller) -> None:
         self.app = app
         self.controller = controller
+        cfg = controller.loaded.config.leadership
+        lease = controller.leadership.lease if controller.leadership else None
+        self.forwarder = (
+            LeaderForwarder(lease.node) if cfg.forward_to_leader and lease is not None else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.controller.role != "standby":
@@ -75,6 +89,18 @@ class StandbyReferral:
             await send({"type": "http.response.start", "status": 307, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
             return
+        method = str(scope.get("method", ""))
+        if (
+            url
+            and self.forwarder is not None
+            and not forwarded(scope)
+            and (method, path) not in NOT_FORWARDED
+        ):
+            try:
+                await self.forwarder.forward(scope, receive, send, url)
+                return
+            except LeaderUnreachable:
+                pass
         await self._refer(send, leader, url)
 
     def _answers(self, path: str) -> bool:

@@ -256,6 +256,9 @@ class LeadershipConfig(_Strict):
     lease_seconds: float = Field(default=8.0, ge=2.0, le=120.0)
     #: How often the leader renews and the standby tries to take over.
     renew_seconds: float = Field(default=2.0, ge=0.2, le=40.0)
+    #: The standby passes the calls it cannot answer (changes, and what only the
+    #: leader knows) to the leader; off: it answers them 503 with the leader's address.
+    forward_to_leader: bool = True
 
     @model_validator(mode="after")
     def _renewed_within_the_lease(self) -> LeadershipConfig:

@@ -316,6 +316,11 @@ class Controller:
         if self.alarm_mirror is not None:
             self.alarm_mirror.start()
             self._started.push_async_callback(self.alarm_mirror.stop)
+        # The rules' kernels are compiled (or loaded from numba's cache) before this node
+        # may lead: compiling holds the interpreter for seconds at a time, which, once
+        # elected, would keep the lease from being renewed, and it would lengthen a
+        # take-over.
+        await asyncio.to_thread(self.rules.warm_up)
         await self.leadership.start()
         self._started.push_async_callback(self.leadership.stop)
         self.running = True

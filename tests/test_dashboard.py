@@ -145,6 +145,19 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     await expect(page.locator("#ctl-recent li").first).to_contain_text("JC-DF-001 东风路一号箱变")
     audit = (await api.get("/audit", params={"target": "JC-DF-001"})).json()
     assert audit[0]["by"] == "demo-engineer" and audit[0]["outcome"] == "confirmed"
+    # Putting out a whole grid's 76 lamps is asked twice, the second time with the count;
+    # the engineer thinks better of it and nothing is sent.
+    await page.select_option("#ctl-scope", "grid")
+    await page.select_option("#ctl-target", "441702002001")
+    await page.click("#ctl-send")
+    await page.click("#confirm-yes")
+    await expect(page.locator("#confirm-text")).to_have_text(
+        "这将熄灭 76 盏灯（超过 50 盏）。确认执行这次大范围关灯？"
+    )
+    await page.click("#confirm-no")
+    await expect(status).to_have_text("被拒绝：这将熄灭 76 盏灯（超过 50 盏）")
+    refused = (await api.get("/audit", params={"target": "441702002001"})).json()
+    assert [(a["outcome"], a["action"]) for a in refused] == [("refused", "circuit_off")]
 
     # A gauge's chart with its threshold bands.
     await page.click("[data-tab=water]")
@@ -329,7 +342,7 @@ async def test_a_viewer_is_not_offered_control_or_alarm_actions(
     await page.click(".login-key summary")
     await page.fill("#login-key", "ssk_nope_nope")
     await page.click("#login-button")
-    await expect(page.locator("#login-error")).to_have_text("密钥无效或已吊销")
+    await expect(page.locator("#login-error")).to_have_text("API 密钥无效或已吊销。")
     await page.fill("#login-key", running_demo.keys["viewer"])
     await page.click("#login-button")
     await expect(page.locator("#whoami")).to_have_text("demo-viewer（查看员）")

@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from api.keys import Role
+from api.leader_forwarding import FORWARDED_BY
 from controller.alarm_store import UNWRITTEN_ALARMS, AlarmStore
 from controller.config import load_config
 from controller.control.audit import Actor, AuditEntry, AuditLog
@@ -177,23 +178,44 @@ def test_the_standby_takes_over_when_the_leader_is_killed(tmp_path: Path, state_
         assert a.health()["leadership"]["epoch"] == 1
         standby = b.health()["leadership"]
         assert standby["leader"] == "a" and standby["leader_url"] == a.url
-        # What only the leader knows, and every change, the standby refers to the leader.
-        referred = httpx.get(f"{b.url}/devices/CAB-1", headers=key)
-        assert referred.status_code == 503 and referred.headers["x-streetsense-leader"] == a.url
-        assert "standby" in referred.json()["detail"]
-        # Its embedded store holds only what it polled while it led.
+        # What only the leader knows, and every change, the standby passes to the leader.
+        detail = httpx.get(f"{b.url}/devices/CAB-1", headers=key)
+        assert detail.status_code == 200, detail.text
+        assert detail.headers["x-streetsense-forwarded-from"] == a.url
+        assert detail.json()["id"] == "CAB-1" and detail.json()["health"]["online"], detail.text
+        # Its embedded store holds only what it polled while it led: the leader draws it.
         chart = httpx.get(f"{b.url}/telemetry/series/WL-1/water_level", headers=key)
-        assert chart.status_code == 503, chart.text
+        assert chart.status_code == 200 and chart.json()["samples"], chart.text
+        assert chart.headers["x-streetsense-forwarded-from"] == a.url
+        # The live events stream through from the leader.
+        with httpx.stream("GET", f"{b.url}/events", headers=key, timeout=10) as events:
+            assert events.headers["x-streetsense-forwarded-from"] == a.url
+            assert next(events.iter_lines()) == "retry: 2000"
+        # A call forwarded once is not passed round again, and a login is the leader's.
+        again = httpx.get(f"{b.url}/devices/CAB-1", headers={**key, FORWARDED_BY: "a"})
+        assert again.status_code == 503 and again.headers["x-streetsense-leader"] == a.url
+        assert "standby" in again.json()["detail"]
+        login = httpx.post(f"{b.url}/session", json={"username": "x", "password": "y" * 10})
+        assert login.status_code == 503, login.text
         console = httpx.get(f"{b.url}/", follow_redirects=False)
         assert console.status_code == 307 and console.headers["location"] == a.url + "/"
-        sent = command(a, OFF, key)
-        assert sent["status"] == "confirmed"
-        acknowledge = httpx.post(f"{b.url}/alarms/acknowledge", json={"ids": [1]}, headers=key)
-        assert acknowledge.status_code == 503, acknowledge.text
+        # A command sent to the standby: the leader sends it, under the caller's name.
+        sent = httpx.post(f"{b.url}/control/circuits", json=OFF, headers=key, timeout=10)
+        assert sent.status_code == 202, sent.text
+        done = httpx.get(
+            f"{a.url}{sent.headers['Location']}", params={"wait": 5}, headers=key, timeout=10
+        ).json()
+        assert done["status"] == "confirmed" and done["by"] == "Chen Gong", done
 
         # What is in the shared database, the standby answers itself.
         alarms = shown_alike(a, b, "/alarms", key, alarm_states)
         assert [(x["rule"], x["device"]) for x in alarms] == [("high-water", "WL-1")]
+        ids = {"ids": [alarms[0]["id"]]}
+        acknowledge = httpx.post(f"{b.url}/alarms/acknowledge", json=ids, headers=key)
+        assert acknowledge.status_code == 200, acknowledge.text
+        assert [x["state"] for x in acknowledge.json()["done"]] == ["active_acknowledged"]
+        alarms = shown_alike(a, b, "/alarms", key, alarm_states)
+        assert alarms[0]["state"] == "active_acknowledged"
         cases = shown_alike(a, b, "/cases", key)
         assert [c["device_id"] for c in cases] == ["WL-1"]
         assert alarms[0]["id"] in cases[0]["alarm_ids"]
@@ -201,7 +223,7 @@ def test_the_standby_takes_over_when_the_leader_is_killed(tmp_path: Path, state_
         supervisor = {"Authorization": "Bearer " + create_key(a.config, "Wang", "dispatcher")}
         audited = shown_alike(a, b, "/audit", supervisor)
         assert [e["action"] for e in audited] == ["circuit_off"]
-        older = httpx.get(f"{b.url}/commands/{sent['id']}", headers=key)
+        older = httpx.get(f"{b.url}/commands/{done['id']}", headers=key)
         assert older.status_code == 200 and older.json()["action"] == "circuit_off"
         assert b.health()["leadership"]["alarms_read_at"] is not None
         faults = shown_alike(a, b, "/statistics/faults", key, lambda r: r["rows"])
@@ -212,6 +234,12 @@ def test_the_standby_takes_over_when_the_leader_is_killed(tmp_path: Path, state_
 
         assert a.proc is not None
         a.proc.kill()
+        a.proc.wait()
+        # Until its lease runs out the dead leader still holds it: the standby cannot pass
+        # a call on and says so.
+        unreachable = httpx.get(f"{b.url}/devices/CAB-1", headers=key)
+        assert unreachable.status_code == 503, unreachable.text
+        assert unreachable.headers["retry-after"] == "2"
         took = b.wait_for("leader")
         assert took < 25, took  # the lease (4 s) and a start; bench failover measures it
         leader = b.health()["leadership"]
