@@ -456,6 +456,8 @@ class TargetResultOut(BaseModel):
     status: str
     reason: str = ""
     done_at: datetime | None = None
+    #: ``reason`` in the catalogue's words, where worded.
+    message: MessageOut | None = None
 
 
 class CommandOut(BaseModel):

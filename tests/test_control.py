@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from controller.catalogue import catalogue
 from controller.config import LoadedConfig
 from controller.control.audit import Actor, AuditQuery
 from controller.control.dispatcher import CommandRefused, CommandRequest, CommandStatus
@@ -162,6 +163,10 @@ async def test_a_dead_cabinet_fails_its_part_without_delaying_the_rest(
         assert failed == {f"CAB-B/circuit{c}" for c in range(1, 5)}
         reason = command.results["CAB-B/circuit1"].reason
         assert "write failed" in reason and "no answer" in reason
+        # The same in the catalogue's words, which the console shows.
+        words = command.results["CAB-B/circuit1"].message
+        assert words == PeopleMessage("result.write_failed", {"error": "timeout"})
+        assert catalogue().text(words.key, "zh", error="应答超时") == "下发失败：应答超时"
         confirmed = {k for k, r in command.results.items() if r.status == "confirmed"}
         assert len(confirmed) == 8
         # The dead cabinet cost its one timeout, not one per circuit and not the confirm timeout.
@@ -190,10 +195,15 @@ async def test_a_contactor_that_does_not_follow_fails_with_what_it_reads(
         assert result.status == "failed"
         assert "not confirmed within 1s" in result.reason
         assert "circuit2_on reads 1, expected 0" in result.reason
+        assert result.message == PeopleMessage(
+            "result.reads_otherwise",
+            {"seconds": "1", "point": "circuit2_on", "reading": "1", "expected": "0"},
+        )
         # The audit log has the same outcome, per target, after the command ended.
         [entry] = await controller.audit.query(AuditQuery(target="CAB-C"))
         assert entry.outcome == "partial"
         assert entry.results["CAB-C/circuit2"]["status"] == "failed"
+        assert entry.results["CAB-C/circuit2"]["message"]["key"] == "result.reads_otherwise"
         assert entry.actor == ENGINEER
 
 

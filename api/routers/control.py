@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from api.auth import Supervisor, current_principal, may, read_guard
 from api.bounds import RowId
 from api.deps import ControllerDep
-from api.errors import Refusal, refused
+from api.errors import MessageOut, Refusal, refused
 from api.keys import Principal
 from api.rate_limit import RateLimiter
 from api.schemas import (
@@ -57,7 +57,11 @@ def command_out(command: Command) -> CommandOut:
         counts=command.counts(),
         results=[
             TargetResultOut(
-                target=r.target, status=r.status.value, reason=r.reason, done_at=utc(r.done_at)
+                target=r.target,
+                status=r.status.value,
+                reason=r.reason,
+                done_at=utc(r.done_at),
+                message=MessageOut.of(r.message) if r.message else None,
             )
             for r in command.results.values()
         ],

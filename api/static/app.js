@@ -128,7 +128,8 @@ function validationText(detail) {
 // reader's language, the stage and action in it named too; others as the API says them.
 const REFUSAL_TERMS = {
   stage: "stage", action: "case_action", role: "role", alarm_state: "alarm_state",
-  device_class: "class", control: "control_kind", field: "field",
+  device_class: "class", control: "control_kind", field: "field", error: "link_error",
+  point: "point",
 };
 function refusalText(message) {
   if (!message || !MESSAGES[message.key]) return null;
@@ -1840,7 +1841,8 @@ async function followCommand(command) {
   const list = $("#ctl-results");
   list.replaceChildren(...command.results.map((r) =>
     el("li", {}, t(r.reason ? "control.result_reason" : "control.result",
-      { target: r.target, status: term("command_status", r.status), reason: r.reason }))));
+      { target: r.target, status: term("command_status", r.status),
+        reason: refusalText(r.message) || r.reason }))));
   renderRecent();
   renderMap();
 }

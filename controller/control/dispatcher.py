@@ -16,6 +16,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from controller.control.audit import Actor, AuditEntry, AuditLog
 from controller.control.config import ControlConfig
@@ -77,6 +78,8 @@ class TargetResult:
     status: TargetStatus = TargetStatus.PENDING
     reason: str = ""
     done_at: float | None = None
+    #: ``reason`` in the catalogue's words (``result.*``), for a console to show.
+    message: PeopleMessage | None = None
 
 
 @dataclass
@@ -134,6 +137,50 @@ class CommandRequest:
 
 #: Why a target was not sent: the lease of this node's pair ran out or was taken over.
 NOT_LEADING = "not sent: this controller no longer leads its pair"
+
+
+@dataclass(frozen=True)
+class ReadBack:
+    """What a target's last read-back showed while it was not yet confirmed."""
+
+    text: str
+    #: The link error's kind, if the read-back failed.
+    error: str = ""
+    point: str = ""
+    reading: str = ""
+    expected: str = ""
+
+    def unconfirmed(self, seconds: str) -> PeopleMessage:
+        """Not confirmed within ``seconds``, in the catalogue's words."""
+        if self.error:
+            return PeopleMessage(
+                "result.readback_failed", {"seconds": seconds, "error": self.error}
+            )
+        if self.point:
+            return PeopleMessage(
+                "result.reads_otherwise",
+                {
+                    "seconds": seconds,
+                    "point": self.point,
+                    "reading": self.reading,
+                    "expected": self.expected,
+                },
+            )
+        return PeopleMessage("result.no_readback", {"seconds": seconds})
+
+
+#: What a target not confirmed in time showed, when no read-back answered at all.
+_SILENT = ReadBack("no read-back answered")
+
+
+def _result_record(result: TargetResult) -> dict[str, Any]:
+    """A target's result as the audit log keeps it (JSON), its reason worded too."""
+    record: dict[str, Any] = {"status": result.status.value}
+    if result.reason:
+        record["reason"] = result.reason
+    if result.message is not None:
+        record["message"] = {"key": result.message.key, "params": dict(result.message.params)}
+    return record
 
 
 class CommandDispatcher:
@@ -320,7 +367,11 @@ class CommandDispatcher:
             )
         except asyncio.CancelledError:
             cancelled = True
-            self._finish_targets(command, "controller stopped before confirmation")
+            self._finish_targets(
+                command,
+                "controller stopped before confirmation",
+                PeopleMessage("result.stopped"),
+            )
             raise
         finally:
             self._conclude(command)
@@ -354,7 +405,13 @@ class CommandDispatcher:
         sent: list[UnitCommand] = []
         for unit in units:
             if not self.may_write():
-                self._set(command, unit.targets, TargetStatus.FAILED, NOT_LEADING)
+                self._set(
+                    command,
+                    unit.targets,
+                    TargetStatus.FAILED,
+                    NOT_LEADING,
+                    PeopleMessage("result.not_leading"),
+                )
                 continue
             try:
                 for write in unit.writes:
@@ -366,14 +423,20 @@ class CommandDispatcher:
                         priority=Priority.COMMAND,
                     )
             except LinkError as exc:
-                self._set(command, unit.targets, TargetStatus.FAILED, f"write failed: {exc}")
+                self._set(
+                    command,
+                    unit.targets,
+                    TargetStatus.FAILED,
+                    f"write failed: {exc}",
+                    PeopleMessage("result.write_failed", {"error": exc.kind}),
+                )
                 continue
             self._set(command, unit.targets, TargetStatus.SENT)
             if command.status is CommandStatus.PENDING:
                 command.status = CommandStatus.SENT
             sent.append(unit)
         deadline = time.monotonic() + self.config.confirm_timeout
-        last_seen: dict[str, str] = {}
+        last_seen: dict[str, ReadBack] = {}
         while sent:
             waiting: list[UnitCommand] = []
             for unit in sent:
@@ -386,18 +449,24 @@ class CommandDispatcher:
                 for unit in sent:
                     for target in unit.targets:
                         if command.results[target].status is TargetStatus.SENT:
+                            seen = last_seen.get(target, _SILENT)
+                            seconds = f"{self.config.confirm_timeout:g}"
                             self._set(
                                 command,
                                 (target,),
                                 TargetStatus.FAILED,
-                                f"not confirmed within {self.config.confirm_timeout:g}s: "
-                                f"{last_seen.get(target, 'no read-back answered')}",
+                                f"not confirmed within {seconds}s: {seen.text}",
+                                seen.unconfirmed(seconds),
                             )
                 break
             await asyncio.sleep(self.config.confirm_interval)
 
     async def _confirm(
-        self, command: Command, link: ModbusLink, unit: UnitCommand, last_seen: dict[str, str]
+        self,
+        command: Command,
+        link: ModbusLink,
+        unit: UnitCommand,
+        last_seen: dict[str, ReadBack],
     ) -> bool:
         """Read a unit's feedback once; True when all its targets are settled."""
         buffer: list[int] = [0] * unit.readback.buffer_size
@@ -414,7 +483,7 @@ class CommandDispatcher:
                 buffer[request.buffer_start : request.buffer_start + request.count] = words
         except LinkError as exc:
             for target in unit.targets:
-                last_seen[target] = f"read-back failed: {exc}"
+                last_seen[target] = ReadBack(f"read-back failed: {exc}", error=exc.kind)
             return False
         settled = True
         for check in unit.checks:
@@ -424,33 +493,43 @@ class CommandDispatcher:
                 self._set(command, (check.target,), TargetStatus.CONFIRMED)
             else:
                 settled = False
-                last_seen[check.target] = (
-                    f"{check.point.name} reads {check.reading(buffer):g}, "
-                    f"expected {check.expected:g}"
+                point, reading = check.point.name, f"{check.reading(buffer):g}"
+                expected = f"{check.expected:g}"
+                last_seen[check.target] = ReadBack(
+                    f"{point} reads {reading}, expected {expected}",
+                    point=point,
+                    reading=reading,
+                    expected=expected,
                 )
         return settled
 
     def _set(
-        self, command: Command, targets: tuple[str, ...], status: TargetStatus, reason: str = ""
+        self,
+        command: Command,
+        targets: tuple[str, ...],
+        status: TargetStatus,
+        reason: str = "",
+        message: PeopleMessage | None = None,
     ) -> None:
         now = self.clock()
         for target in targets:
             result = command.results[target]
             result.status = status
             result.reason = reason
+            result.message = message
             if status in (TargetStatus.CONFIRMED, TargetStatus.FAILED):
                 result.done_at = now
 
-    def _finish_targets(self, command: Command, reason: str) -> None:
+    def _finish_targets(self, command: Command, reason: str, message: PeopleMessage) -> None:
         open_targets = tuple(
             r.target
             for r in command.results.values()
             if r.status in (TargetStatus.PENDING, TargetStatus.SENT)
         )
-        self._set(command, open_targets, TargetStatus.FAILED, reason)
+        self._set(command, open_targets, TargetStatus.FAILED, reason, message)
 
     def _conclude(self, command: Command) -> None:
-        self._finish_targets(command, "not carried out")
+        self._finish_targets(command, "not carried out", PeopleMessage("result.not_carried_out"))
         counts = command.counts()
         if counts[TargetStatus.FAILED] == 0:
             command.status = CommandStatus.CONFIRMED
@@ -476,10 +555,7 @@ class CommandDispatcher:
             confirmed=counts[TargetStatus.CONFIRMED],
             failed=counts[TargetStatus.FAILED],
             finished_at=command.finished_at,
-            results={
-                key: {"status": r.status.value, **({"reason": r.reason} if r.reason else {})}
-                for key, r in command.results.items()
-            },
+            results={key: _result_record(r) for key, r in command.results.items()},
         )
 
     async def stop(self) -> None:
