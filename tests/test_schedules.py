@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
+import yaml
 
 from api.keys import Role
 from controller.config import LoadedConfig
@@ -490,3 +491,7 @@ def test_a_step_may_fall_on_a_second_and_a_device_table_keeps_its_minute() -> No
     assert words[0::4][:2] == [18 * 60 + 30, 6 * 60 + 30]
     with pytest.raises(ValueError, match="is not a time"):
         Program.model_validate({"id": "x", "steps": [{"at": "18:30:60", "action": "on"}]})
+    # YAML 1.1 reads an unquoted 18:30:45 as 66645: refused, saying to quote it.
+    unquoted = yaml.safe_load("at: 18:30:45")["at"]
+    with pytest.raises(ValueError, match="put it in quotes"):
+        Program.model_validate({"id": "x", "steps": [{"at": unquoted, "action": "on"}]})

@@ -57,6 +57,11 @@ class ProgramStep(_Strict):
         if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
             # YAML 1.1 reads an unquoted 23:00 as the base-60 integer 1380.
             return f"{value // 60:02d}:{value % 60:02d}"
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 3600:
+            raise ValueError(
+                f"{value} is not a time: YAML reads an unquoted HH:MM:SS as a number; "
+                'put it in quotes ("18:30:45")'
+            )
         if isinstance(value, str) and not re.fullmatch(CLOCK_PATTERN, value):
             raise ValueError(
                 f"{value!r} is not a time: give HH:MM (00:00 to 23:59) or HH:MM:SS "
