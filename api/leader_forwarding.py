@@ -103,8 +103,15 @@ class LeaderForwarder:
         ]
         headers += [(FORWARDED_BY, self.node), ("x-forwarded-for", client_host)]
         path = str(scope.get("path", "/"))
+        # The path as the caller sent it, still percent-encoded: decoded, an escaped "?"
+        # or "/" in an id would change what the leader is asked.
+        raw = scope.get("raw_path") or path.encode()
         query = scope.get("query_string", b"")
-        target = url.rstrip("/") + path + ("?" + query.decode("latin-1") if query else "")
+        target = (
+            url.rstrip("/")
+            + raw.decode("latin-1")
+            + ("?" + query.decode("latin-1") if query else "")
+        )
         read = None if path in STREAMS else READ_TIMEOUT
         timeout = httpx.Timeout(self.connect_timeout, read=read)
         started = False

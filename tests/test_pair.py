@@ -183,6 +183,10 @@ def test_the_standby_takes_over_when_the_leader_is_killed(tmp_path: Path, state_
         assert detail.status_code == 200, detail.text
         assert detail.headers["x-streetsense-forwarded-from"] == a.url
         assert detail.json()["id"] == "CAB-1" and detail.json()["health"]["online"], detail.text
+        # The leader is asked for the path as sent: an escaped "?" stays part of the id.
+        odd = httpx.get(f"{b.url}/devices/CAB-1%3Fx", headers=key)
+        assert odd.status_code == 404, odd.text
+        assert odd.json()["message"]["params"] == {"device": "CAB-1?x"}
         # Its embedded store holds only what it polled while it led: the leader draws it.
         chart = httpx.get(f"{b.url}/telemetry/series/WL-1/water_level", headers=key)
         assert chart.status_code == 200 and chart.json()["samples"], chart.text
