@@ -102,6 +102,9 @@ class LeaderForwarder:
             if name.decode("latin-1").lower() not in _NOT_PASSED
         ]
         headers += [(FORWARDED_BY, self.node), ("x-forwarded-for", client_host)]
+        if not any(name.lower() == "accept-encoding" for name, _ in headers):
+            # The answer is passed on as the leader encoded it: only as the caller asked.
+            headers.append(("accept-encoding", "identity"))
         path = str(scope.get("path", "/"))
         # The path as the caller sent it, still percent-encoded: decoded, an escaped "?"
         # or "/" in an id would change what the leader is asked.
@@ -117,7 +120,8 @@ class LeaderForwarder:
         started = False
         try:
             async with (
-                httpx.AsyncClient(timeout=timeout) as client,
+                # No proxy from the environment: the leader is the pair's own network.
+                httpx.AsyncClient(timeout=timeout, trust_env=False) as client,
                 client.stream(
                     str(scope["method"]), target, headers=headers, content=body
                 ) as answer,

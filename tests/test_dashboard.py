@@ -907,6 +907,46 @@ async def test_every_view_fits_a_phone_and_is_photographed_at_both_sizes(
     assert not small, small  # every control a thumb can hit
 
 
+async def test_two_fingers_zoom_the_drawn_map_on_a_phone(
+    running_demo: Demo, browser: Browser
+) -> None:
+    page = await browser.new_page(
+        viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True
+    )
+    await log_in(page, running_demo, "viewer")
+    await expect(page.locator("#map .device").first).to_be_attached()
+    box = await page.locator("#map").bounding_box()
+    assert box is not None
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    # Real touches through the browser's input pipeline, as a phone's screen sends them.
+    touch = await page.context.new_cdp_session(page)
+
+    async def fingers(kind: str, gap: float) -> None:
+        points = [{"x": cx - gap / 2, "y": cy}, {"x": cx + gap / 2, "y": cy}]
+        await touch.send(
+            "Input.dispatchTouchEvent",
+            {"type": kind, "touchPoints": [] if kind == "touchEnd" else points},
+        )
+
+    async def view_width() -> float:
+        return float((await page.locator("#map").get_attribute("viewBox") or "").split()[2])
+
+    assert await view_width() == 1000
+    # Spreading the fingers from 40 to 160 px zooms in four times about their middle.
+    await fingers("touchStart", 40)
+    for gap in (60, 90, 120, 160):
+        await fingers("touchMove", gap)
+    await fingers("touchEnd", 0)
+    assert await view_width() == pytest.approx(250, rel=0.01)
+    # Closing them zooms back out, to the whole drawing at most.
+    await fingers("touchStart", 160)
+    for gap in (120, 80, 40, 10):
+        await fingers("touchMove", gap)
+    await fingers("touchEnd", 0)
+    assert await view_width() == 1000
+    await page.close()
+
+
 @pytest.fixture(scope="module")
 def storm_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """The demo with a fast storm at the underpass: red (0.40 m) about 30 s after start."""
