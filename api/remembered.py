@@ -31,6 +31,9 @@ class Remembered(Generic[K, V]):
 
     def __init__(self) -> None:
         self._answers: dict[K, tuple[V, float]] = {}
+        #: Counts what has been forgotten: an answer asked for before a change here and
+        #: arriving after it is used for its own call, never remembered.
+        self._changes = 0
 
     async def get(self, key: K, ask: Callable[[], Awaitable[V | None]], shown: str) -> V | None:
         """The answer for ``key``: remembered if checked lately, else ``ask``-ed (None: no
@@ -39,6 +42,7 @@ class Remembered(Generic[K, V]):
         asked_at = time.monotonic()
         if known is not None and asked_at - known[1] < RECHECK_SECONDS:
             return known[0]
+        changes = self._changes
         try:
             answer = await ask()
         except (SQLAlchemyError, OSError):
@@ -48,16 +52,18 @@ class Remembered(Generic[K, V]):
             return known[0]
         if answer is None:
             self._answers.pop(key, None)
-        else:
+        elif changes == self._changes:
             self._answers[key] = (answer, asked_at)
         return answer
 
     def forget(self, key: K) -> None:
         """Drop the answer for ``key`` (it has just changed here)."""
+        self._changes += 1
         self._answers.pop(key, None)
 
     def forget_where(self, stale: Callable[[V], bool]) -> None:
         """Drop every answer ``stale`` says has changed."""
+        self._changes += 1
         for key, (answer, _) in list(self._answers.items()):
             if stale(answer):
                 del self._answers[key]

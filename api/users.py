@@ -197,9 +197,12 @@ class UserStore:
                 await conn.execute(
                     app_user.update().where(app_user.c.username == username).values(changes)
                 )
-            if role is not None or password is not None or disabled:
+            ended = role is not None or password is not None or bool(disabled)
+            if ended:
                 await conn.execute(user_session.delete().where(user_session.c.username == username))
-                self._forget(username)
+        if ended:
+            # Once committed: a call asking meanwhile would remember the session again.
+            self._forget(username)
         found = await self.get(username)
         assert found is not None
         return found
@@ -299,9 +302,9 @@ class UserStore:
     async def logout(self, token: str) -> None:
         """End the session of a cookie token."""
         token_hash = _token_hash(token)
-        self._known.forget(token_hash)
         async with self.db.connected().begin() as conn:
             await conn.execute(user_session.delete().where(user_session.c.token_hash == token_hash))
+        self._known.forget(token_hash)
 
     async def active(self, username: str) -> bool:
         """Whether the user exists and is not disabled (a ticket of theirs still holds)."""

@@ -4,6 +4,7 @@ managed by admins and by ``streetsense users``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Callable
@@ -15,6 +16,7 @@ import pytest
 
 from api.cli import main as cli
 from api.keys import Role
+from api.remembered import Remembered
 from api.users import UserStore
 from controller.config import LoadedConfig
 from controller.runtime import Controller
@@ -239,3 +241,24 @@ def test_streetsense_users_adds_and_disables_people_without_passwords_on_the_com
     assert cli(["users", "list", "-c", config]) == 0
     [line] = capsys.readouterr().out.splitlines()
     assert line.split()[:3] == ["chen", "engineer", "disabled"] and "陈工" in line
+
+
+async def test_a_session_asked_for_while_it_ends_is_not_remembered_past_its_end() -> None:
+    # A call that asked the database just before a session ended gets the old answer for
+    # itself, but the answer is not kept: the next call asks again and is refused.
+    remembered: Remembered[str, str] = Remembered()
+    asked = asyncio.Event()
+    go_on = asyncio.Event()
+    answers = iter(["session of li.wei", None])
+
+    async def ask() -> str | None:
+        asked.set()
+        await go_on.wait()
+        return next(answers)
+
+    in_flight = asyncio.create_task(remembered.get("token", ask, "a session"))
+    await asked.wait()
+    remembered.forget_where(lambda session: session == "session of li.wei")
+    go_on.set()
+    assert await in_flight == "session of li.wei"
+    assert await remembered.get("token", ask, "a session") is None

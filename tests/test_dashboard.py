@@ -233,6 +233,11 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     points = page.locator("#device-detail .readings li")
     await expect(points.first).to_be_visible()
     assert await points.count() > 12
+    # Whether it answers, and when it last did, in the city's time.
+    comm = page.locator("#device-detail .comm.online")
+    await expect(comm).to_contain_text(
+        re.compile(r"通信正常，最近一次应答 \d{4}/\d{1,2}/\d{1,2} \d\d:\d\d:\d\d")
+    )
     await expect(
         page.locator("#device-detail .readings li[data-point=leakage_current]")
     ).to_be_visible()

@@ -628,11 +628,16 @@ $("#map").addEventListener("pointermove", (event) => {
   setView({ ...mapDrag.start.view, x: mapDrag.start.view.x - dx, y: mapDrag.start.view.y - dy });
 });
 window.addEventListener("pointerup", () => { mapDrag.start = null; setTimeout(() => { mapDrag.moved = false; }, 0); });
+const fingerGap = ([a, c]) => Math.hypot(a.clientX - c.clientX, a.clientY - c.clientY);
+// The gesture zooms from the fingers' first gap: from the first move, it would lose that step.
+$("#map").addEventListener("touchstart", (event) => {
+  mapDrag.pinch = event.touches.length === 2 ? fingerGap(event.touches) : null;
+}, { passive: true });
 $("#map").addEventListener("touchmove", (event) => {
   if (event.touches.length !== 2) { mapDrag.pinch = null; return; }
   event.preventDefault();
   const [a, c] = event.touches;
-  const gap = Math.hypot(a.clientX - c.clientX, a.clientY - c.clientY);
+  const gap = fingerGap(event.touches);
   const [x, y] = mapPoint({ clientX: (a.clientX + c.clientX) / 2, clientY: (a.clientY + c.clientY) / 2 });
   if (mapDrag.pinch) zoomAt(mapDrag.pinch / gap, x, y);
   mapDrag.pinch = gap;
@@ -684,6 +689,24 @@ $("#map-search").addEventListener("submit", (event) => {
   selectDevice(found.id);
 });
 
+// Whether the device answers, since when, and how its polls have failed (for a lamp
+// behind a cabinet: its cabinet's concentrator, which is what is polled).
+function commLine(health) {
+  const last = health.last_success && localTime(health.last_success);
+  const failures = health.consecutive_failures;
+  const line = el("p", { class: `comm ${health.online ? "online" : "offline"}` },
+    health.online ? t("detail.comm_online", { last })
+      : last ? t("detail.comm_offline", { failures, last })
+        : t("detail.comm_never", { failures }));
+  const errors = Object.entries(health.errors || {}).filter(([, count]) => count > 0);
+  if (errors.length) {
+    const list = errors.map(([kind, count]) =>
+      t("detail.comm_error_count", { kind: term("link_error", kind), count }));
+    line.append(t("detail.comm_errors", { list: list.join(t("validation.separator")) }));
+  }
+  return line;
+}
+
 async function selectDevice(id, follow = true) {
   state.selected = id;
   const device = state.map.devices.find((d) => d.id === id);
@@ -697,7 +720,7 @@ async function selectDevice(id, follow = true) {
   if (device.road) where.append(data(` — ${device.road}`));
   if (device.grid) where.append(t("detail.grid", { grid: device.grid }));
   if (device.parent) where.append(t("detail.cabinet", { cabinet: device.parent }));
-  box.append(where);
+  box.append(where, commLine(detail.health));
   // Every reading; each opens its last 24 hours below.
   const readings = el("ul", { class: "readings" });
   for (const r of detail.readings.filter((r) => r.value !== null)) {
