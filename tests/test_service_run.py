@@ -21,6 +21,7 @@ import httpx
 import pytest
 import yaml
 
+from api.cli import main as cli
 from controller.telemetry.embedded import stored_polls
 from simulators.field import create_key, field_config, simulated_field, streetsense, wait_for_port
 from simulators.servers import free_port
@@ -158,12 +159,17 @@ def test_poll_without_once_keeps_polling_until_interrupted(tmp_path: Path) -> No
     assert "WL-1" in out and "CAB-1" in out
 
 
-def test_keys_offer_every_role_the_readme_lists(tmp_path: Path) -> None:
-    config = field_config(tmp_path, free_port())
+def test_keys_offer_every_role_the_readme_lists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(field_config(tmp_path, free_port()))
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     for role in ("viewer", "engineer", "dispatcher", "flood_duty", "reporter", "admin"):
         assert role in readme
-        assert create_key(config, f"someone ({role})", role).startswith("ssk_")
+        # The CLI in this process: what it does is the test, not how it starts.
+        command = ["keys", "create", "-c", config, "--name", f"someone ({role})", "--role", role]
+        assert cli(command) == 0
+        assert capsys.readouterr().out.startswith("ssk_")
 
 
 def test_a_copied_config_finds_shipped_resources_and_writes_to_its_data_dir(
