@@ -308,6 +308,14 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     await expect(page.locator("#asset-edit-status")).to_have_text("已保存 DF-P003")
     pole = (await api.get("/assets/DF-P003")).json()
     assert (pole["lamp_type"], pole["rated_w"], pole["circuit"]) == ("LED", 120, 2)
+    # A pole of the register is found on the map by its number, and pinned there.
+    await page.fill("#map-search-input", "DF-P003")
+    await page.click("#map-search button[type=submit]")
+    pin = page.locator("#map path.case-pin")
+    await expect(pin.locator("title")).to_have_text("灯杆 DF-P003 东风路")
+    await expect(page.locator("#map-search-result")).to_have_text("")
+    assert float((await page.locator("#map").get_attribute("viewBox") or "").split()[2]) < 200
+    await page.click("#zoom-reset")
 
     # Energy per cabinet against full power (the demo has just started: no counter
     # readings from last noon, which the table says rather than showing 0).
@@ -743,6 +751,14 @@ async def test_a_dispatcher_works_a_case_through_its_loop_in_the_browser(
     await expect(case_page.locator("svg.case-map .case-pin")).to_have_count(1)
     await case_page.locator("button.show-on-map").click()
     await expect(page.locator("#map path.case-pin")).to_have_count(1)
+    # And by its number in the map's search.
+    await page.click("#zoom-reset")
+    await expect(page.locator("#map")).to_have_attribute("viewBox", "0 0 1000 700")
+    await page.fill("#map-search-input", f"案件 {case_id}")
+    await page.click("#map-search button[type=submit]")
+    await expect(page.locator("#map")).not_to_have_attribute("viewBox", "0 0 1000 700")
+    await expect(page.locator("#map path.case-pin title")).to_contain_text(f"#{case_id} ")
+    assert float((await page.locator("#map").get_attribute("viewBox") or "").split()[2]) < 200
     assert await page.evaluate(PAGE_WIDTH) <= 390
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "case-page-phone.png"), full_page=True)

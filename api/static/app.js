@@ -672,10 +672,31 @@ function findDevice(query) {
     || devices.find((d) => d.device_class === "cabinet" && (d.road || "").toLowerCase().includes(q));
 }
 
-$("#map-search").addEventListener("submit", (event) => {
+// A pole of the asset register by its number, or a case by its number (案件 12, #12): the
+// map pins where it is. Devices are found first, in the page's own list.
+async function findPlace(query) {
+  const q = query.trim();
+  const caseNo = q.match(/^(?:案件|case)?\s*#?(\d+)$/i);
+  if (caseNo) {
+    const found = await api(`/cases/${caseNo[1]}`).catch(() => null);
+    if (found) return { id: found.id, lat: found.lat, lon: found.lon, title: `#${found.id} ${found.title}` };
+  }
+  const pole = q ? await api(`/assets/${encodeURIComponent(q)}`).catch(() => null) : null;
+  return pole && { lat: pole.lat, lon: pole.lon,
+    title: t("map.pole", { pole: pole.pole_id, road: pole.road || "" }) };
+}
+
+$("#map-search").addEventListener("submit", async (event) => {
   event.preventDefault();
-  const found = findDevice($("#map-search-input").value);
-  $("#map-search-result").textContent = found ? "" : t("map.not_found");
+  const query = $("#map-search-input").value;
+  const found = findDevice(query);
+  if (!found) {
+    const place = await findPlace(query);
+    $("#map-search-result").textContent = place ? "" : t("map.not_found");
+    if (place) showOnMap(place);
+    return;
+  }
+  $("#map-search-result").textContent = "";
   if (found && state.tileMap) {
     state.selected = found.id;
     state.tileMap.focus(found.id);
@@ -1690,10 +1711,15 @@ function casePosition(c) {
 }
 
 function showCaseOnMap(c) {
-  state.casePin = { id: c.id, lat: c.lat, lon: c.lon, title: `#${c.id} ${c.title}` };
+  showOnMap({ id: c.id, lat: c.lat, lon: c.lon, title: `#${c.id} ${c.title}` });
+}
+
+// Pin a place (a case, a pole) over the devices and bring the map to it.
+function showOnMap(place) {
+  state.casePin = place;
   if (state.tileMap) state.tileMap.pin(state.casePin);
   else if (state.project) {
-    const [x, y] = state.project([c.lon, c.lat]);
+    const [x, y] = state.project([place.lon, place.lat]);
     setView({ x: x - 75, y: y - 52.5, w: 150, h: 105 });
   }
   $("#map-panel").scrollIntoView({ behavior: "smooth", block: "start" });
