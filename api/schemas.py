@@ -647,6 +647,8 @@ class CaseDetailOut(CaseRecord):
     contact: dict[str, str] | None = None
     #: Where the routing table would dispatch it (the dispatcher may choose another).
     routed_department: str
+    #: The category as people call it (``cases.categories[].name``).
+    category_name: str
 
 
 class DepartmentsOut(BaseModel):

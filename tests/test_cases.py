@@ -437,6 +437,10 @@ async def test_a_case_escalated_to_red_water_gets_the_urgent_time_limit(
     [case] = await svc.find()
     assert case.due_at == opened + 120 * 60
     assert case.title.endswith("积水 蓝色预警")
+    # What happened, in the words of the city's record (and its platform).
+    reading = f"，读数 {alarm.value:g}" if alarm.value is not None else ""
+    limit = f"，限值 {alarm.limit:g}" if alarm.limit is not None else ""
+    assert case.description == f"积水 蓝色预警：WL-XJ-MARKET{reading}{limit}"
     clock.now += 10 * 60  # the water rises to red ten minutes later
     alarm.severity, alarm.level, alarm.level_name = "urgent", 4, "red"
     await svc.alarms.on_alarm(AlarmNotice(alarm, "escalated"))
@@ -448,6 +452,7 @@ async def test_a_case_escalated_to_red_water_gets_the_urgent_time_limit(
     assert history[-1].action == "escalate" and history[-1].details["previous"]["severity"] == (
         "medium"
     )
+    assert history[-1].note == "升级为紧急：积水 红色预警"
 
 
 async def test_a_leader_that_no_longer_leads_raises_no_case_and_postgresql_says_why(

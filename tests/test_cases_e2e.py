@@ -131,7 +131,7 @@ async def test_red_water_is_an_urgent_waterlogging_case_with_30_minutes(
         late = await controller.cases.get(case.id)
         assert late.overdue
         history = await controller.cases.history(case.id)
-        assert history[-1].action == "overdue" and history[-1].note == "time limit passed"
+        assert history[-1].action == "overdue" and history[-1].note == "已超过处置时限"
         assert await controller.cases.flag_overdue() == []  # flagged once
 
 

@@ -321,7 +321,7 @@ async def test_duty_staff_log_in_see_the_city_acknowledge_switch_and_chart(
     # readings from last noon, which the table says rather than showing 0).
     await page.click("[data-tab=stats]")
     await expect(page.locator("#energy tbody tr").first).to_be_visible()
-    await expect(page.locator("#energy-total")).to_contain_text("全功率")
+    await expect(page.locator("#energy-total")).to_have_text("1 夜：尚无电表读数，无法与全功率对比")
     await expect(page.locator("#energy tbody tr").first).to_contain_text("无电表读数")
 
     await page.click("[data-tab=cases]")

@@ -182,6 +182,11 @@ async def get_case(case_id: RowId, cases: CasesDep, reader: Reader) -> CaseDetai
         transitions=[TransitionRecord.from_row(t) for t in history],
         contact=(row.contact or {}) if may(reader.role, "cases_centre") else None,
         routed_department=cases.routing.department_for(row.category, row.grid, row.department),
+        category_name=(
+            cases.categories[row.category].name
+            if row.category in cases.categories
+            else row.category
+        ),
     )
 
 

@@ -27,6 +27,8 @@ const svgEl = (tag, attrs = {}, text = "") => {
 // Times are the city's, whatever the browser's own zone, and the zone is named in the header.
 const localTime = (iso) => new Date(iso).toLocaleString(state.lang === "zh" ? "zh-CN" : "en-GB",
   { hour12: false, timeZone: state.timezone || undefined });
+// Chinese cities keep Beijing time: named so, as people say it.
+const zoneName = (tz) => (tz === "Asia/Shanghai" ? t("app.beijing_time") : t("app.timezone", { tz }));
 // Ids and names are data: marked so that nobody translates them (nor the catalogue test).
 const data = (text) => el("span", { translate: "no" }, text);
 
@@ -59,7 +61,7 @@ function applyLanguage() {
   for (const link of document.querySelectorAll("a[href^='/reports/']")) {
     link.href = `${link.pathname}${state.lang === "en" ? "?lang=en" : ""}`;
   }
-  if (state.timezone) $("#timezone").textContent = t("app.timezone", { tz: state.timezone });
+  if (state.timezone) $("#timezone").textContent = zoneName(state.timezone);
   if (state.me) $("#whoami").textContent = t("login.whoami", { name: state.me.name, role: term("role", state.me.role) });
   if (typeof showMute === "function") showMute();
 }
@@ -311,6 +313,7 @@ $("#asset-import").addEventListener("submit", async (event) => {
   }
   const csv = !/\.(geo)?json$/i.test(file.name);
   const dryRun = $("#asset-dry-run").checked;
+  $("#asset-rejects").replaceChildren();  // the last file's rejects are not this one's
   try {
     const report = await api(`/assets/import?dry_run=${dryRun}`, { method: "POST", body: file,
       headers: { "Content-Type": csv ? "text/csv" : "application/geo+json" } });
@@ -492,9 +495,7 @@ async function renderMap() {
   state.water = await api("/telemetry/water").catch(() => []);
   state.timezone = data.timezone;
   $("#city").textContent = data.city_name;
-  // Chinese cities keep Beijing time: named so, as people say it.
-  $("#timezone").textContent = data.timezone === "Asia/Shanghai" ? t("app.beijing_time")
-    : t("app.timezone", { tz: data.timezone });
+  $("#timezone").textContent = zoneName(data.timezone);
   fillSearch();
   if (data.tiles && !state.tileMap && !state.tileMapFailed) await openTileMap(data.tiles);
   drawMap();
@@ -1366,8 +1367,11 @@ async function renderEnergy() {
     return;
   }
   const pct = (v) => (v === null ? "—" : `${v}%`);
-  $("#energy-total").textContent = t("energy.total", { kwh: report.total_kwh,
-    full: report.total_full_kwh, saving: pct(report.saving_pct), nights: report.nights });
+  // No counter answered: the totals would read 0 kWh, which is a reading nobody took.
+  const metered = report.cabinets.some((c) => c.kwh !== null);
+  $("#energy-total").textContent = metered ? t("energy.total", { kwh: report.total_kwh,
+    full: report.total_full_kwh, saving: pct(report.saving_pct), nights: report.nights })
+    : t("energy.total_unmetered", { nights: report.nights });
   $("#energy tbody").replaceChildren(...report.cabinets.map((c) => {
     const row = el("tr");
     const name = el("td");
@@ -1633,10 +1637,12 @@ function caseFacts(c) {
   };
   add("cases.source", term("source", c.source), false);
   add("cases.severity", term("severity", c.severity), false);
-  add("cases.category", c.category);
+  add("cases.category", c.category_name || c.category);
   add("cases.department", c.department || t("cases.no_department"), Boolean(c.department));
   add("cases.assignee", c.assignee);
-  add("cases.address", [c.district, c.road, c.address].filter(Boolean).join(" "));
+  // An alarm's case has its district and road in its address already: not said twice.
+  const place = [c.district, c.road].filter((p) => p && !(c.address || "").includes(p));
+  add("cases.address", [...place, c.address].filter(Boolean).join(" "));
   add("cases.grid", c.grid);
   add("cases.device", c.device_id || c.component_id);
   add("cases.reported", localTime(c.reported_at * 1000), false);
@@ -1664,7 +1670,8 @@ function caseHistory(c) {
     item.append(data(term("actor", step.actor)), ` (${term("role", step.role)})`);
     if (step.note) {
       const note = el("div", { class: "note" });
-      note.append(data(step.note));
+      // The evaluation is the system's verdict (on_time ...): a term, not a person's words.
+      note.append(step.action === "evaluate" ? term("evaluation", step.note) : data(step.note));
       item.append(note);
     }
     list.append(item);
@@ -1781,8 +1788,14 @@ function fillTargets() {
   $("#ctl-circuits").hidden = lamps || scope !== "cabinet";
   $("#ctl-action").querySelector("[value=dim]").disabled = !lamps;
   if (!lamps && $("#ctl-action").value === "dim") $("#ctl-action").value = "on";
+  levelApplies();
 }
 for (const id of ["#ctl-kind", "#ctl-scope"]) $(id).addEventListener("change", fillTargets);
+// The level is a dim's only: disabled otherwise, it neither shows nor blocks a switch.
+function levelApplies() {
+  $("#ctl-level").disabled = $("#ctl-action").value !== "dim";
+}
+$("#ctl-action").addEventListener("change", levelApplies);
 
 function commandRequest() {
   const kind = $("#ctl-kind").value;

@@ -31,7 +31,7 @@ from controller.cases.requests import (
     TransitionRequest,
 )
 from controller.cases.stages import CaseAction, Stage, TransitionRefused
-from controller.cases.titles import case_title
+from controller.cases.titles import case_description, case_title
 from controller.state.fencing import fenced
 from drivers.errors import NotLeading
 from drivers.readings import ReadingBatch
@@ -174,7 +174,7 @@ class AlarmCaseBridge:
             category=category.id,
             severity=alarm.severity,
             title=case_title(category.name, alarm),
-            description=_describe_alarm(alarm, name),
+            description=case_description(alarm, name),
             component_id=(getattr(device.location, "pole", "") if device else "") or alarm.device,
             device_id=alarm.device,
             fault_key=key,
@@ -331,10 +331,3 @@ class AlarmCaseBridge:
 def fault_key(alarm: Alarm) -> str:
     """What makes two alarms the same fault, for one case per fault: rule, device, sub."""
     return f"{alarm.rule}|{alarm.device}|{alarm.sub}"
-
-
-def _describe_alarm(alarm: Alarm, name: str) -> str:
-    where = f"{alarm.device}" + (f" ({name})" if name else "")
-    value = "" if alarm.value is None else f": reads {alarm.value:g}"
-    limit = "" if alarm.limit is None else f", limit {alarm.limit:g}"
-    return f"{alarm.kind} {alarm.level_name} at {where}{value}{limit}"

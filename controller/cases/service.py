@@ -39,7 +39,7 @@ from controller.cases.requests import (
 )
 from controller.cases.routing import CaseRouting
 from controller.cases.stages import CaseAction, Stage, TransitionRefused, next_stage
-from controller.cases.titles import case_title, fault_words
+from controller.cases.titles import OVERDUE_NOTE, case_title, escalation_note, fault_words
 from controller.control.audit import Actor
 from controller.registry import Registry
 from controller.state.database import StateDatabase
@@ -186,7 +186,7 @@ class CaseService(CaseReads):
             row.due_at = due
         category = self.routing.category_for(alarm.device_class, alarm.kind)
         row.title = case_title(category.name, alarm)
-        note = f"escalated to {alarm.severity}: {fault_words(alarm)}"
+        note = escalation_note(alarm)
         transition = await self._record(
             session, row, "escalate", row.stage, TELEMETRY, note, {"previous": before}
         )
@@ -401,7 +401,7 @@ class CaseService(CaseReads):
                 row.overdue = True
                 row.updated_at = now
                 transition = await self._record(
-                    session, row, "overdue", row.stage, SYSTEM, "time limit passed", {}
+                    session, row, "overdue", row.stage, SYSTEM, OVERDUE_NOTE, {}
                 )
                 transitions.append((row, transition))
                 flagged.append(row.id)

@@ -29,6 +29,8 @@ _NAMED_KINDS = frozenset(
     }
 )
 _FLOOD_BANDS = frozenset({"blue", "yellow", "orange", "red"})
+#: The note of a case found past its time limit.
+OVERDUE_NOTE = "已超过处置时限"
 
 
 def _voltage_words(alarm: Alarm, lang: Lang) -> str | None:
@@ -65,3 +67,21 @@ def fault_words(alarm: Alarm, lang: Lang = "zh") -> str:
 def case_title(category_name: str, alarm: Alarm) -> str:
     """A case's title: its category, the device and the fault in words."""
     return f"{category_name} {alarm.device}: {fault_words(alarm)}".strip()
+
+
+def case_description(alarm: Alarm, name: str) -> str:
+    """What a sensor case says happened: the fault, where, and the reading against its limit."""
+    words = catalogue()
+    where = alarm.device + (f"（{name}）" if name else "")
+    text = words.text("case.alarm_at", "zh", fault=fault_words(alarm), where=where)
+    if alarm.value is not None:
+        text += words.text("case.reading", "zh", value=f"{alarm.value:g}")
+    if alarm.limit is not None:
+        text += words.text("case.limit", "zh", limit=f"{alarm.limit:g}")
+    return text
+
+
+def escalation_note(alarm: Alarm) -> str:
+    """The note of a case's escalation: its new severity and the fault now."""
+    severity = catalogue().term("severity", alarm.severity, "zh")
+    return catalogue().text("case.escalated", "zh", severity=severity, fault=fault_words(alarm))
