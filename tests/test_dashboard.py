@@ -884,13 +884,14 @@ VIEWS = ("alarms", "water", "stats", "cases", "control", "schedules", "assets", 
 # How far the page reaches sideways, and the visible controls a thumb would miss (< 44 px).
 PAGE_WIDTH = "() => Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)"
 SMALL_TARGETS = """() => [...document.querySelectorAll(
-  "button, select, input:not([type=file]), .file-button, .readings li")]
+  "button, select, input:not([type=file]), .file-button, .readings li, nav.reports a, a.case-link")]
   .filter((n) => n.checkVisibility() && !n.closest("#map, svg"))
-  .map((n) => [n.id || n.className || n.tagName,
+  .map((n) => [n.id || n.className || n.tagName, n.tagName,
     // A tick box is hit through its label (or its table cell).
     (n.type === "checkbox" ? n.closest("label, td") || n : n).getBoundingClientRect()])
-  .filter(([, r]) => Math.min(r.width, r.height) < 24 || r.height < 44)
-  .map(([name, r]) => `${name} ${Math.round(r.width)}x${Math.round(r.height)}`)"""
+  .filter(([, tag, r]) => Math.min(r.width, r.height) < 24 || r.height < 44
+    || (tag === "BUTTON" && r.width < 44))
+  .map(([name, , r]) => `${name} ${Math.round(r.width)}x${Math.round(r.height)}`)"""
 
 
 async def test_every_view_fits_a_phone_and_is_photographed_at_both_sizes(
